@@ -1,0 +1,241 @@
+//! The CUDA backend: a context and stream on one GPU, the kernel modules that build.rs compiled, launchers
+//! (one file per op family), and the cuDNN/cuBLAS/cuFFT wrappers.
+//!
+//! cudarc panics when a library it needs cannot be loaded, so every entry point here first checks that the
+//! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
+
+mod preprocess;
+pub mod timing;
+
+use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Element, Storage, Tensor};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
+pub mod kernels {
+    include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+
+    /// "sm_80,sm_86,sm_89,sm_90 + PTX compute_90", or why there are none.
+    pub fn describe() -> String {
+        match PTX_ARCH {
+            _ if FATBINS.is_empty() => "none: built without nvcc (CPU only)".to_string(),
+            Some(ptx) => format!("{SASS_ARCHS} + PTX {ptx}"),
+            None => SASS_ARCHS.to_string(),
+        }
+    }
+}
+
+/// Checks that the CUDA driver can be loaded and initialized, and counts the GPUs. Never panics.
+pub fn device_count() -> Result<usize> {
+    // SAFETY: only tries to dlopen libcuda; it calls nothing in it.
+    if !unsafe { sys::is_culib_present() } {
+        return Err(Error::Device("no CUDA driver: libcuda.so could not be loaded".into()));
+    }
+    cudarc::driver::result::init().map_err(|e| Error::Device(format!("the CUDA driver did not initialize: {e}")))?;
+    let n = CudaContext::device_count().map_err(|e| Error::Device(format!("could not count GPUs: {e}")))?;
+    if n == 0 {
+        return Err(Error::Device("the CUDA driver is loaded but sees no GPU".into()));
+    }
+    Ok(n as usize)
+}
+
+/// The CUDA driver's version, e.g. "13.0".
+pub fn driver_version() -> Result<String> {
+    device_count()?;
+    let mut v = 0i32;
+    // SAFETY: the driver is loaded and initialized (device_count), and v is a valid out-pointer.
+    unsafe { sys::cuDriverGetVersion(&mut v) }.result()?;
+    Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
+}
+
+/// Versions of the CUDA libraries dfgpu uses, or "not found" for each one that cannot be loaded.
+pub fn library_versions() -> Vec<(&'static str, String)> {
+    let missing = || "not found".to_string();
+    // SAFETY (all three): each library is checked for presence first, and the calls only write the out-pointers.
+    let cublas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
+        use cudarc::cublas::sys::{cublasGetProperty, libraryPropertyType as P};
+        let mut v = [0i32; 3];
+        for (slot, p) in v.iter_mut().zip([P::MAJOR_VERSION, P::MINOR_VERSION, P::PATCH_LEVEL]) {
+            unsafe { cublasGetProperty(p, slot) };
+        }
+        format!("{}.{}.{}", v[0], v[1], v[2])
+    } else {
+        missing()
+    };
+    let cudnn = if unsafe { cudarc::cudnn::sys::is_culib_present() } {
+        let v = unsafe { cudarc::cudnn::sys::cudnnGetVersion() };
+        format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
+    } else {
+        missing()
+    };
+    let cufft = if unsafe { cudarc::cufft::sys::is_culib_present() } {
+        let mut v = 0i32;
+        unsafe { cudarc::cufft::sys::cufftGetVersion(&mut v) };
+        format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
+    } else {
+        missing()
+    };
+    vec![("cuBLAS", cublas), ("cuDNN", cudnn), ("cuFFT", cufft)]
+}
+
+/// One GPU as `dfgpu info` shows it.
+pub struct DeviceInfo {
+    pub ordinal: usize,
+    pub name: String,
+    pub compute: (i32, i32),
+    pub memory_bytes: usize,
+    pub sms: i32,
+}
+
+pub fn devices() -> Result<Vec<DeviceInfo>> {
+    (0..device_count()?).map(|i| describe_device(&CudaContext::new(i)?)).collect()
+}
+
+fn describe_device(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
+    Ok(DeviceInfo {
+        ordinal: ctx.ordinal(),
+        name: ctx.name()?,
+        compute: ctx.compute_capability()?,
+        memory_bytes: ctx.total_mem()?,
+        sms: ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+    })
+}
+
+pub struct CudaBackend {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    modules: HashMap<&'static str, Arc<CudaModule>>,
+    info: DeviceInfo,
+    opts: BackendOptions,
+}
+
+impl CudaBackend {
+    /// Opens GPU `ordinal` and loads every kernel module. Errors (never panics) when there is no driver, no
+    /// such GPU, no compiled kernels, or no code in them for this GPU.
+    pub fn new(ordinal: usize, opts: BackendOptions) -> Result<Self> {
+        let n = device_count()?;
+        if ordinal >= n {
+            return Err(Error::Device(format!("cuda:{ordinal} asked for, but {n} GPU(s) found (cuda:0 to cuda:{})", n - 1)));
+        }
+        if kernels::FATBINS.is_empty() {
+            return Err(Error::Device(
+                "GPU kernels were not compiled in: this binary was built without nvcc \
+                 (run scripts/install-cuda-toolchain.sh, then rebuild)"
+                    .into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        let info = describe_device(&ctx)?;
+        let mut modules = HashMap::new();
+        for (name, fatbin) in kernels::FATBINS {
+            let m = ctx.load_module(cudarc::nvrtc::Ptx::from_binary(fatbin.to_vec())).map_err(|e| {
+                Error::Device(format!(
+                    "kernels/{name}.cu could not be loaded on {} (sm_{}{}; compiled for {}): {e}",
+                    info.name,
+                    info.compute.0,
+                    info.compute.1,
+                    kernels::describe()
+                ))
+            })?;
+            modules.insert(*name, m);
+        }
+        let stream = ctx.new_stream()?;
+        Ok(CudaBackend { ctx, stream, modules, info, opts })
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    pub fn info(&self) -> &DeviceInfo {
+        &self.info
+    }
+
+    /// A kernel by module (the kernels/*.cu file stem) and function name.
+    pub fn function(&self, module: &str, name: &str) -> Result<CudaFunction> {
+        let m = self
+            .modules
+            .get(module)
+            .ok_or_else(|| Error::Device(format!("no kernel module '{module}' was compiled in")))?;
+        m.load_function(name).map_err(|e| Error::Cuda(format!("kernel {module}::{name}: {e}")))
+    }
+
+    /// A grid-stride launch over `n` work items: enough blocks to fill the GPU, no more.
+    pub fn grid_stride(&self, n: usize, block: u32) -> LaunchConfig {
+        let want = n.div_ceil(block as usize).max(1);
+        let cap = self.info.sms as usize * (2048 / block as usize);
+        LaunchConfig { grid_dim: (want.min(cap) as u32, 1, 1), block_dim: (block, 1, 1), shared_mem_bytes: 0 }
+    }
+
+    /// Device memory for an op to write: NaN-poisoned when asked (tests), else left as it is.
+    pub fn output<T: Element>(&self, len: usize) -> Result<CudaSlice<T>> {
+        // SAFETY: every op writes all of its output before it is read; poisoning (tests) checks exactly that.
+        let mut s = unsafe { self.stream.alloc::<T>(len) }?;
+        if self.opts.poison_outputs {
+            let bytes = s.num_bytes();
+            let (ptr, _sync) = s.device_ptr_mut(&self.stream);
+            // SAFETY: ptr is a live allocation of `bytes` bytes on this stream; all-ones bytes are NaN in every
+            // float dtype and 255 in u8.
+            unsafe { cudarc::driver::result::memset_d8_async(ptr, 0xFF, bytes, self.stream.cu_stream()) }?;
+        }
+        Ok(s)
+    }
+
+    fn upload_typed<T: Element>(&self, t: &Tensor) -> Result<Tensor> {
+        let data = self.stream.clone_htod(t.host::<T>()?)?;
+        Tensor::from_device(t.shape(), t.layout(), data)
+    }
+
+    fn download_typed<T: Element>(&self, t: &Tensor) -> Result<Tensor> {
+        let data = self.stream.clone_dtoh(t.device::<T>()?)?;
+        Tensor::from_vec(t.shape(), t.layout(), data)
+    }
+}
+
+impl Backend for CudaBackend {
+    fn name(&self) -> String {
+        let i = &self.info;
+        format!(
+            "cuda:{} {} (sm_{}{}, {:.1} GiB)",
+            i.ordinal,
+            i.name,
+            i.compute.0,
+            i.compute.1,
+            i.memory_bytes as f64 / (1u64 << 30) as f64
+        )
+    }
+    fn is_cuda(&self) -> bool {
+        true
+    }
+    fn upload(&self, t: &Tensor) -> Result<Tensor> {
+        match t.dtype() {
+            DType::U8 => self.upload_typed::<u8>(t),
+            DType::F32 => self.upload_typed::<f32>(t),
+            DType::F16 => self.upload_typed::<half::f16>(t),
+            DType::BF16 => self.upload_typed::<half::bf16>(t),
+        }
+    }
+    fn download(&self, t: &Tensor) -> Result<Tensor> {
+        if let Storage::Host(_) = t.storage() {
+            shape_err!("download: the tensor is already on the host");
+        }
+        match t.dtype() {
+            DType::U8 => self.download_typed::<u8>(t),
+            DType::F32 => self.download_typed::<f32>(t),
+            DType::F16 => self.download_typed::<half::f16>(t),
+            DType::BF16 => self.download_typed::<half::bf16>(t),
+        }
+    }
+    fn synchronize(&self) -> Result<()> {
+        Ok(self.stream.synchronize()?)
+    }
+
+    fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed> {
+        preprocess::preprocess(self, images, norm, want_raw)
+    }
+}

@@ -1,0 +1,23 @@
+//! GPU timing with CUDA events, for benches: warm-up runs, then the median of many timed runs.
+
+use crate::error::Result;
+use cudarc::driver::{sys::CUevent_flags, CudaStream};
+
+/// Median milliseconds of `iters` runs of `f` on `stream`, after `warmup` untimed runs.
+pub fn median_ms(stream: &CudaStream, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    for _ in 0..warmup {
+        f()?;
+    }
+    let ctx = stream.context();
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters.max(1) {
+        let start = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let end = ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        start.record(stream)?;
+        f()?;
+        end.record(stream)?;
+        times.push(start.elapsed_ms(&end)? as f64);
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    Ok(times[times.len() / 2])
+}

@@ -1,0 +1,104 @@
+//! The Backend trait: the ops the model needs, implemented once on the CPU (the reference) and once on CUDA.
+//! Model code is written against `&dyn Backend`; a test runs the same op on both and compares.
+
+pub mod cpu;
+pub mod cuda;
+pub mod preprocess;
+
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+pub use preprocess::{ChannelNorm, Preprocessed};
+use std::str::FromStr;
+
+/// Settings shared by both backends.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BackendOptions {
+    /// Fill every output with NaN (all bits set) before an op writes it, so that an element an op forgets
+    /// shows up in a test. Costs one memset per output: tests only.
+    pub poison_outputs: bool,
+}
+
+pub trait Backend: Send + Sync {
+    /// One line: which device, e.g. "cpu (2 rayon threads)" or "cuda:0 NVIDIA H200 (sm_90, 139.8 GiB)".
+    fn name(&self) -> String;
+    fn is_cuda(&self) -> bool;
+    /// A copy of a host tensor in this backend's memory (a plain move of the data on the CPU).
+    fn upload(&self, t: &Tensor) -> Result<Tensor>;
+    /// A host copy of a tensor of this backend.
+    fn download(&self, t: &Tensor) -> Result<Tensor>;
+    /// Waits for all queued work (a no-op on the CPU).
+    fn synchronize(&self) -> Result<()>;
+
+    /// u8 N x H x W x C (NHWC, C in 1..=4) to f32 NCHW: normalized with per-channel mean/std, and, if asked,
+    /// raw in [0, 1] as well, in one pass.
+    fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed>;
+}
+
+/// Which device to run on: `auto`, `cpu`, `cuda` or `cuda:N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceSpec {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(DeviceSpec::Auto),
+            "cpu" => Ok(DeviceSpec::Cpu),
+            "cuda" => Ok(DeviceSpec::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceSpec::Cuda)
+                .ok_or_else(|| Error::Invalid(format!("--device '{s}': expected auto, cpu, cuda or cuda:N"))),
+        }
+    }
+}
+
+/// Opens the backend for `spec`. Returns it with one line that says which device was chosen and, when `auto`
+/// fell back to the CPU, why. `cuda` that cannot be used is an error, never a silent fallback, never a panic.
+pub fn select(spec: DeviceSpec, opts: BackendOptions) -> Result<(Box<dyn Backend>, String)> {
+    match spec {
+        DeviceSpec::Cpu => {
+            let b = cpu::CpuBackend::new(opts);
+            let line = format!("device: {} (asked for the CPU)", b.name());
+            Ok((Box::new(b), line))
+        }
+        DeviceSpec::Cuda(n) => {
+            let b = cuda::CudaBackend::new(n, opts)?;
+            let line = format!("device: {}", b.name());
+            Ok((Box::new(b), line))
+        }
+        DeviceSpec::Auto => match cuda::CudaBackend::new(0, opts) {
+            Ok(b) => {
+                let line = format!("device: {} (a GPU was found)", b.name());
+                Ok((Box::new(b), line))
+            }
+            Err(e) => {
+                let b = cpu::CpuBackend::new(opts);
+                let line = format!("device: {} (no usable GPU: {})", b.name(), e.reason());
+                Ok((Box::new(b), line))
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_spec_parses_and_rejects() {
+        assert_eq!("auto".parse::<DeviceSpec>().unwrap(), DeviceSpec::Auto);
+        assert_eq!("cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cpu);
+        assert_eq!("cuda".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(0));
+        assert_eq!("cuda:3".parse::<DeviceSpec>().unwrap(), DeviceSpec::Cuda(3));
+        for bad in ["gpu", "cuda:", "cuda:x", "CPU", ""] {
+            let e = bad.parse::<DeviceSpec>().unwrap_err();
+            assert!(e.to_string().contains("expected auto, cpu, cuda or cuda:N"), "{bad}: {e}");
+        }
+    }
+}

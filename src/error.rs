@@ -1,0 +1,63 @@
+//! One error type for the library. Every variant a user can cause names the file or the value at fault.
+
+use std::fmt;
+use std::path::PathBuf;
+
+#[derive(Debug)]
+pub enum Error {
+    /// A tensor of the wrong shape, dtype, layout or device at an op's boundary.
+    Shape(String),
+    /// The requested device cannot be used (no driver, no GPU, kernels not compiled in), and why.
+    Device(String),
+    /// A CUDA driver or library call failed.
+    Cuda(String),
+    /// A file could not be read or written.
+    Io { path: PathBuf, source: std::io::Error },
+    /// An argument or flag with a value that cannot be used.
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The message without its kind prefix ("no CUDA driver: ..." rather than "device error: no CUDA driver: ...").
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Shape(m) | Error::Device(m) | Error::Cuda(m) | Error::Invalid(m) => m.clone(),
+            Error::Io { .. } => self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Shape(m) => write!(f, "shape error: {m}"),
+            Error::Device(m) => write!(f, "device error: {m}"),
+            Error::Cuda(m) => write!(f, "CUDA error: {m}"),
+            Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Invalid(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<cudarc::driver::DriverError> for Error {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        Error::Cuda(e.to_string())
+    }
+}
+
+/// Shorthand for returning a shape error with a formatted message.
+#[macro_export]
+macro_rules! shape_err {
+    ($($t:tt)*) => { return Err($crate::Error::Shape(format!($($t)*))) };
+}

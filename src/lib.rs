@@ -1,0 +1,13 @@
+//! dfgpu: train and run two-branch (EfficientNet + FFT) deepfake image detectors on NVIDIA GPUs, with
+//! hand-written CUDA kernels, each checked against a CPU reference in this crate.
+
+#[macro_use]
+pub mod error;
+pub mod backend;
+pub mod info;
+pub mod rng;
+pub mod tensor;
+
+pub use backend::{select, Backend, BackendOptions, DeviceSpec};
+pub use error::{Error, Result};
+pub use tensor::{DType, Layout, Tensor};
