@@ -1,7 +1,22 @@
 //! `dfgpu info`: what this binary can run on, and why not when it cannot.
 
-use crate::backend::cuda;
+use crate::backend::{cuda, select, DeviceSpec};
+use crate::error::Result;
 use std::fmt::Write as _;
+
+/// Prints the report; then opens `device` (an error if that device cannot be used) and, with `ptxas`,
+/// prints the kernels' resource report.
+pub fn run(device: DeviceSpec, ptxas: bool) -> Result<()> {
+    print!("{}", report());
+    if device != DeviceSpec::Auto {
+        let (_, line) = select(device, Default::default())?;
+        println!("{line}");
+    }
+    if ptxas {
+        print!("ptxas report (registers, shared memory, spills per kernel):\n{}", cuda::kernels::PTXAS_REPORT);
+    }
+    Ok(())
+}
 
 /// The report, one fact per line. Never fails: what cannot be found is said.
 pub fn report() -> String {

@@ -64,7 +64,7 @@ pub fn select(spec: DeviceSpec, opts: BackendOptions) -> Result<(Box<dyn Backend
     match spec {
         DeviceSpec::Cpu => {
             let b = cpu::CpuBackend::new(opts);
-            let line = format!("device: {} (asked for the CPU)", b.name());
+            let line = format!("device: {}, as asked", b.name());
             Ok((Box::new(b), line))
         }
         DeviceSpec::Cuda(n) => {

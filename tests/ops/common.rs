@@ -22,15 +22,15 @@ pub fn random_u8(rng: &mut Rng, n: usize) -> Vec<u8> {
     (0..n).map(|_| rng.below(256) as u8).collect()
 }
 
-/// Asserts |got - want| <= abs + rel * |want| element-wise; reports the count and the worst element.
+/// Asserts, element-wise, |got - want| <= abs or <= rel * max(|got|, |want|) (approx's relative_eq; NaN never
+/// passes); reports how many elements fail and the worst one.
 pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
     assert_eq!(got.len(), want.len(), "{what}: length");
     let mut bad = 0usize;
     let mut worst = (0usize, 0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = (g as f64 - w).abs();
-        let tol = abs + rel * w.abs();
-        if !(err <= tol) {
+        if !approx::relative_eq!(g as f64, w, epsilon = abs, max_relative = rel) {
             bad += 1;
             if !(err <= worst.1) {
                 worst = (i, err);

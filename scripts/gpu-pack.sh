@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Builds the release test and bench executables here (this machine has the Rust toolchain; the GPU machine does
+# not) and stages them, stripped, in gpu-pack/ (git-ignored) with run.sh, ready for the device tool's `carry`:
+#   scripts/gpu-pack.sh            then, on the GPU machine:   gpu-pack/run.sh
+# run.sh runs `dfgpu info`, every test binary with --include-ignored, and every bench, logging to
+# $OUT/gpu-run.log (or gpu-pack/gpu-run.log) as well as the screen, and ends with a pass/fail summary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export NVCC=${NVCC:-$(scripts/install-cuda-toolchain.sh)}
+export DFGPU_REQUIRE_NVCC=1
+out=gpu-pack
+rm -rf "$out"
+mkdir -p "$out/tests" "$out/benches"
+
+# Executables from cargo's JSON messages: kind "test"/"lib" (test harnesses) or "bench".
+executables() {
+    python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] or \
+       m.get("reason") == "compiler-artifact" and m.get("executable") and "bench" in m["target"]["kind"]:
+        print(m["target"]["kind"][0], m["target"]["name"], m["executable"])
+'
+}
+cargo build --release --bin dfgpu
+cp target/release/dfgpu "$out/dfgpu"
+{ cargo test --release --no-run --message-format=json; cargo bench --no-run --message-format=json; } | executables |
+while read -r kind name path; do
+    case "$kind" in
+        bench) cp "$path" "$out/benches/$name" ;;
+        *) cp "$path" "$out/tests/$kind-$name" ;;
+    esac
+done
+strip "$out"/dfgpu "$out"/tests/* "$out"/benches/*
+
+cat > "$out/run.sh" <<'RUN'
+#!/usr/bin/env bash
+# Runs on the GPU machine, from the repository root or anywhere: tests with --include-ignored, then benches.
+here=$(cd "$(dirname "$0")" && pwd)
+log=${OUT:-$here}/gpu-run.log
+: > "$log"
+status=()
+run() { # name, command...
+    local name=$1; shift
+    echo "=== $name" | tee -a "$log"
+    if "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ]; then status+=("PASS $name"); else status+=("FAIL $name"); fi
+}
+run info "$here/dfgpu" info
+for t in "$here"/tests/*; do run "test $(basename "$t")" "$t" --include-ignored; done
+if [ "${DFGPU_SKIP_BENCHES:-0}" != 1 ]; then
+    for b in "$here"/benches/*; do run "bench $(basename "$b")" "$b" --bench; done
+fi
+{ echo "=== summary"; printf '%s\n' "${status[@]}"; } | tee -a "$log"
+! printf '%s\n' "${status[@]}" | grep -q '^FAIL'
+RUN
+chmod +x "$out/run.sh"
+size=$(du -sm "$out" | cut -f1)
+ls -la "$out" "$out/tests" "$out/benches"
+echo "gpu-pack: ${size} MiB in $out/ (the device tool carries at most 64 MiB)"
+[ "$size" -lt 60 ] || { echo "gpu-pack: too large to carry" >&2; exit 1; }

@@ -1,0 +1,45 @@
+use crate::{dfgpu, text};
+
+#[test]
+fn info_exits_0_and_says_what_device_auto_uses_and_why() {
+    let o = dfgpu(&["info"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(out.contains("kernels: "), "{out}");
+    assert!(out.contains("rayon threads"), "{out}");
+    let auto = out.lines().find(|l| l.starts_with("`--device auto` uses")).expect("no device line");
+    // Either a GPU (named with its architecture) or the CPU with the reason.
+    assert!(auto.contains("cuda:0") || auto.contains("uses the CPU: "), "{auto}");
+    if dfgpu::backend::cuda::kernels::FATBINS.is_empty() {
+        assert!(out.contains("built without nvcc"), "{out}");
+    } else {
+        assert!(out.contains("sm_90") && out.contains("kernel modules: preprocess"), "{out}");
+    }
+}
+
+#[test]
+fn info_ptxas_lists_every_kernel_with_its_registers() {
+    let (out, _) = text(&dfgpu(&["info", "--ptxas"]));
+    for (module, _) in dfgpu::backend::cuda::kernels::FATBINS {
+        assert!(out.contains(&format!("== kernels/{module}.cu")), "{out}");
+    }
+    if !dfgpu::backend::cuda::kernels::FATBINS.is_empty() {
+        assert!(out.contains("Used ") && out.contains("registers"), "{out}");
+    }
+}
+
+#[test]
+fn a_bad_device_flag_is_an_error_that_names_it() {
+    let o = dfgpu(&["--device", "gpu0", "info"]);
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("--device 'gpu0': expected auto, cpu, cuda or cuda:N"), "{err}");
+}
+
+#[test]
+fn cpu_device_is_always_available() {
+    let o = dfgpu(&["info", "--device", "cpu"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(out.contains("device: cpu"), "{out}");
+}

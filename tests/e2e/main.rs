@@ -1,0 +1,14 @@
+//! End-to-end tests of the `dfgpu` binary, one module per command.
+
+mod info;
+
+use std::process::{Command, Output};
+
+/// Runs the dfgpu binary that cargo built for this test run.
+pub fn dfgpu(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dfgpu")).args(args).output().expect("could not start the dfgpu binary")
+}
+
+pub fn text(o: &Output) -> (String, String) {
+    (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
