@@ -5,6 +5,7 @@
 pub mod error;
 pub mod backend;
 pub mod info;
+pub mod model;
 pub mod rng;
 pub mod tensor;
 

@@ -3,10 +3,14 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod head;
+pub mod loss;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+pub use loss::{LossConfig, LossOutput};
 pub use preprocess::{ChannelNorm, Preprocessed};
 use std::str::FromStr;
 
@@ -32,6 +36,24 @@ pub trait Backend: Send + Sync {
     /// u8 N x H x W x C (NHWC, C in 1..=4) to f32 NCHW: normalized with per-channel mean/std, and, if asked,
     /// raw in [0, 1] as well, in one pass.
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed>;
+
+    /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
+    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward>;
+
+    /// The fusion head's backward: gradients of every parameter and of both inputs, from d loss / d logit.
+    fn head_backward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        saved: &HeadSaved,
+        dlogits: &Tensor,
+    ) -> Result<HeadGrads>;
+
+    /// Mean loss over the batch, d loss / d logit per sample, and the confusion counts at `threshold` on
+    /// P(fake), in one pass (backend/loss.rs). Labels: 0 real, 1 fake.
+    fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput>;
 }
 
 /// Which device to run on: `auto`, `cpu`, `cuda` or `cuda:N`.

@@ -3,4 +3,6 @@
 //! One test binary for all op families, so that the GPU machine gets one executable to run.
 
 mod common;
+mod head;
+mod loss;
 mod preprocess;

@@ -1,7 +1,12 @@
 //! The CPU backend: the reference implementation of every op (rayon over the batch). It trains too, slowly.
 
+pub mod head;
+pub mod loss;
 mod preprocess;
+pub mod real;
 
+use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+use super::loss::{self as loss_op, LossConfig, LossOutput};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
 use crate::error::Result;
 use crate::tensor::{Element, HostData, Layout, Storage, Tensor};
@@ -61,5 +66,54 @@ impl Backend for CpuBackend {
             norm: Tensor::from_vec(&d.nchw(), Layout::Nchw, out)?,
             raw: raw.map(|r| Tensor::from_vec(&d.nchw(), Layout::Nchw, r)).transpose()?,
         })
+    }
+
+    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward> {
+        let b = head_op::check(cfg, params, s, q)?;
+        let (mut logits, mut z, mut h) = (self.output(b), self.output(b * cfg.d()), self.output(b * cfg.hidden));
+        let (mut stats, mut gate) = (self.output(b * 4), self.output(b));
+        let out = head::ForwardOut { logits: &mut logits, z: &mut z, h: &mut h, stats: &mut stats, gate: &mut gate };
+        head::forward(cfg, params.host::<f32>()?, s.host()?, q.host()?, mode, out);
+        let plain = |shape: &[usize], v| Tensor::from_vec(shape, Layout::Plain, v);
+        Ok(HeadForward {
+            logits: plain(&[b], logits)?,
+            saved: HeadSaved {
+                mode,
+                z: plain(&[b, cfg.d()], z)?,
+                h: plain(&[b, cfg.hidden], h)?,
+                stats: plain(&[b, 4], stats)?,
+                gate: plain(&[b], gate)?,
+            },
+        })
+    }
+
+    fn head_backward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        saved: &HeadSaved,
+        dlogits: &Tensor,
+    ) -> Result<HeadGrads> {
+        let b = head_op::check(cfg, params, s, q)?;
+        head_op::check_backward(saved, dlogits, cfg, b)?;
+        let (mut gp, mut ds, mut dq) = (self.output::<f32>(params.numel()), self.output(b * cfg.ds), self.output(b * cfg.dq));
+        let out = head::BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq };
+        let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
+        head::backward(cfg, params.host()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
+        Ok(HeadGrads {
+            params: Tensor::from_vec(&[params.numel()], Layout::Plain, gp)?,
+            ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
+            dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,
+        })
+    }
+
+    fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
+        let b = loss_op::check(logits, labels, cfg, threshold)?;
+        let mut d = self.output(b);
+        let t = loss_op::threshold_logit(threshold);
+        let (l, confusion) = loss::loss(cfg, logits.host::<f32>()?, labels.host()?, t, &mut d);
+        Ok(LossOutput { loss: l as f64, dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?, confusion })
     }
 }

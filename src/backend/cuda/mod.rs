@@ -4,15 +4,21 @@
 //! cudarc panics when a library it needs cannot be loaded, so every entry point here first checks that the
 //! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
 
+pub mod blas;
+mod head;
+mod loss;
 mod preprocess;
 pub mod timing;
 
+use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+use super::loss::{LossConfig, LossOutput};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
+use blas::Blas;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Element, Storage, Tensor};
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
 pub mod kernels {
@@ -110,6 +116,8 @@ pub struct CudaBackend {
     modules: HashMap<&'static str, Arc<CudaModule>>,
     info: DeviceInfo,
     opts: BackendOptions,
+    /// Made on first use, so that ops that need no cuBLAS run where it is missing.
+    blas: OnceLock<std::result::Result<Blas, String>>,
 }
 
 impl CudaBackend {
@@ -143,7 +151,7 @@ impl CudaBackend {
             modules.insert(*name, m);
         }
         let stream = ctx.new_stream()?;
-        Ok(CudaBackend { ctx, stream, modules, info, opts })
+        Ok(CudaBackend { ctx, stream, modules, info, opts, blas: OnceLock::new() })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -154,6 +162,14 @@ impl CudaBackend {
     }
     pub fn info(&self) -> &DeviceInfo {
         &self.info
+    }
+
+    /// The cuBLAS handle on this backend's stream.
+    pub fn blas(&self) -> Result<&Blas> {
+        self.blas
+            .get_or_init(|| Blas::new(self.stream.clone()).map_err(|e| e.reason()))
+            .as_ref()
+            .map_err(|m| Error::Device(m.clone()))
     }
 
     /// A kernel by module (the kernels/*.cu file stem) and function name.
@@ -237,5 +253,25 @@ impl Backend for CudaBackend {
 
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed> {
         preprocess::preprocess(self, images, norm, want_raw)
+    }
+
+    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward> {
+        head::forward(self, cfg, params, s, q, mode)
+    }
+
+    fn head_backward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        saved: &HeadSaved,
+        dlogits: &Tensor,
+    ) -> Result<HeadGrads> {
+        head::backward(self, cfg, params, s, q, saved, dlogits)
+    }
+
+    fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
+        loss::loss(self, cfg, logits, labels, threshold)
     }
 }

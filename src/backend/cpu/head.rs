@@ -1,0 +1,230 @@
+//! Reference for kernels/head.cu: the fusion head's forward and backward (backend/head.rs has the formulas).
+//! Generic over the float type so that gradient checks run it in f64.
+
+use super::real::Real;
+use crate::backend::head::{Act, HeadConfig, Mode, LN_EPS};
+use crate::model::params::ParamLayout;
+use rayon::prelude::*;
+
+/// The forward's outputs, one slice each (shapes as in `HeadSaved`).
+pub struct ForwardOut<'a, F> {
+    pub logits: &'a mut [F],
+    pub z: &'a mut [F],
+    pub h: &'a mut [F],
+    pub stats: &'a mut [F],
+    pub gate: &'a mut [F],
+}
+
+/// The backward's outputs: parameter gradients (the head's layout) and input gradients.
+pub struct BackwardOut<'a, F> {
+    pub params: &'a mut [F],
+    pub ds: &'a mut [F],
+    pub dq: &'a mut [F],
+}
+
+fn param<'a, F>(p: &'a [F], l: &ParamLayout, name: &str) -> Option<&'a [F]> {
+    l.find(name).map(|e| &p[e.range()])
+}
+
+fn act<F: Real>(a: Act, h: F) -> F {
+    match a {
+        Act::Silu => h * h.sigmoid(),
+        Act::Relu => h.max(F::ZERO),
+    }
+}
+
+fn act_grad<F: Real>(a: Act, h: F) -> F {
+    match a {
+        Act::Silu => {
+            let s = h.sigmoid();
+            s * (F::ONE + h * (F::ONE - s))
+        }
+        Act::Relu => {
+            if h > F::ZERO {
+                F::ONE
+            } else {
+                F::ZERO
+            }
+        }
+    }
+}
+
+/// y = (x - mean) * rstd * gamma + beta with the row's own statistics (two-pass variance), or y = x without
+/// gamma. Returns (mean, rstd).
+fn layer_norm<F: Real>(x: &[F], gamma: Option<(&[F], &[F])>, y: &mut [F]) -> (F, F) {
+    let Some((g, b)) = gamma else {
+        y.copy_from_slice(x);
+        return (F::ZERO, F::ONE);
+    };
+    let n = F::of(x.len() as f64);
+    let mean = x.iter().copied().sum::<F>() / n;
+    let var = x.iter().map(|&v| (v - mean) * (v - mean)).sum::<F>() / n;
+    let rstd = F::ONE / (var + F::of(LN_EPS as f64)).sqrt();
+    for k in 0..x.len() {
+        y[k] = (x[k] - mean) * rstd * g[k] + b[k];
+    }
+    (mean, rstd)
+}
+
+/// u = [m_s y_s; m_q y_q] for sample `b`; returns the row's statistics [mean_s, rstd_s, mean_q, rstd_q].
+fn fused_input<F: Real>(cfg: &HeadConfig, l: &ParamLayout, p: &[F], s: &[F], q: &[F], mode: Mode, b: usize, u: &mut [F]) -> [F; 4] {
+    let norm = |name: &str| if cfg.norm { param(p, l, &format!("{name}.weight")).zip(param(p, l, &format!("{name}.bias"))) } else { None };
+    let (us, uq) = u.split_at_mut(cfg.ds);
+    let (ms, rs) = layer_norm(s, norm("norm_s"), us);
+    let (mq, rq) = layer_norm(q, norm("norm_q"), uq);
+    let (bs, bq) = cfg.branch_scales(mode, b);
+    us.iter_mut().for_each(|v| *v *= F::of(bs as f64));
+    uq.iter_mut().for_each(|v| *v *= F::of(bq as f64));
+    [ms, rs, mq, rq]
+}
+
+/// One branch's backward through its scale m and LayerNorm: dx from du; adds d gamma and d beta into `gp`
+/// at the given offsets. `norm` = (gamma, offset of d gamma, offset of d beta), or None with `norm` off.
+#[allow(clippy::too_many_arguments)]
+fn branch_backward<F: Real>(x: &[F], du: &[F], m: F, norm: Option<(&[F], usize, usize)>, mean: F, rstd: F, dx: &mut [F], gp: &mut [F]) {
+    let Some((gamma, o_g, o_b)) = norm else {
+        dx.iter_mut().zip(du).for_each(|(o, &g)| *o = g * m);
+        return;
+    };
+    let n = F::of(x.len() as f64);
+    let (mut sum_dxh, mut sum_dxh_xh) = (F::ZERO, F::ZERO);
+    for k in 0..x.len() {
+        let (dy, xh) = (du[k] * m, (x[k] - mean) * rstd);
+        gp[o_g + k] += dy * xh;
+        gp[o_b + k] += dy;
+        sum_dxh += dy * gamma[k];
+        sum_dxh_xh += dy * gamma[k] * xh;
+    }
+    for k in 0..x.len() {
+        let (dy, xh) = (du[k] * m, (x[k] - mean) * rstd);
+        dx[k] = rstd * (dy * gamma[k] - sum_dxh / n - xh * sum_dxh_xh / n);
+    }
+}
+
+pub fn forward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], mode: Mode, out: ForwardOut<F>) {
+    let l = cfg.layout();
+    let (d, hid) = (cfg.d(), cfg.hidden);
+    let w1 = param(p, &l, "fc1.weight").unwrap();
+    let b1 = param(p, &l, "fc1.bias").unwrap();
+    let w2 = param(p, &l, "fc2.weight").unwrap();
+    let b2 = param(p, &l, "fc2.bias").unwrap()[0];
+    let gate_w = param(p, &l, "gate.weight");
+    let gate_b = param(p, &l, "gate.bias").map(|g| g[0]);
+    let ForwardOut { logits, z, h, stats, gate } = out;
+    z.par_chunks_mut(d)
+        .zip(h.par_chunks_mut(hid))
+        .zip(stats.par_chunks_mut(4))
+        .zip(gate.par_iter_mut())
+        .zip(logits.par_iter_mut())
+        .enumerate()
+        .for_each(|(b, ((((z, h), st), g), logit))| {
+            let st4 = fused_input(cfg, &l, p, &s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq], mode, b, z);
+            st.copy_from_slice(&st4);
+            *g = match (gate_w, gate_b) {
+                (Some(w), Some(bias)) => (w.iter().zip(z.iter()).map(|(&w, &u)| w * u).sum::<F>() + bias).sigmoid(),
+                _ => F::of(0.5),
+            };
+            let two = F::of(2.0);
+            let (gs, gq) = (two * *g, two * (F::ONE - *g));
+            z[..cfg.ds].iter_mut().for_each(|v| *v *= gs);
+            z[cfg.ds..].iter_mut().for_each(|v| *v *= gq);
+            let mut acc = b2;
+            for j in 0..hid {
+                let hj = w1[j * d..][..d].iter().zip(z.iter()).map(|(&w, &x)| w * x).sum::<F>() + b1[j];
+                h[j] = hj;
+                acc += w2[j] * act(cfg.act, hj) * F::of(cfg.keep(mode, b, j) as f64);
+            }
+            *logit = acc;
+        });
+}
+
+pub fn backward<F: Real>(
+    cfg: &HeadConfig,
+    p: &[F],
+    s: &[F],
+    q: &[F],
+    mode: Mode,
+    saved_z: &[F],
+    saved_h: &[F],
+    saved_gate: &[F],
+    dlogits: &[F],
+    out: BackwardOut<F>,
+) {
+    let l = cfg.layout();
+    let (d, hid, nb) = (cfg.d(), cfg.hidden, dlogits.len());
+    let w1 = param(p, &l, "fc1.weight").unwrap();
+    let w2 = param(p, &l, "fc2.weight").unwrap();
+    let off = |name: &str| l.find(name).map(|e| e.offset);
+    let BackwardOut { params: gp, ds, dq } = out;
+    gp.fill(F::ZERO);
+
+    // Output layer, dropout and activation: dh (B x H).
+    let mut dh = vec![F::ZERO; nb * hid];
+    let (o_w2, o_b2) = (off("fc2.weight").unwrap(), off("fc2.bias").unwrap());
+    for b in 0..nb {
+        let dl = dlogits[b];
+        gp[o_b2] += dl;
+        for j in 0..hid {
+            let hj = saved_h[b * hid + j];
+            let keep = F::of(cfg.keep(mode, b, j) as f64);
+            gp[o_w2 + j] += dl * act(cfg.act, hj) * keep;
+            dh[b * hid + j] = dl * w2[j] * keep * act_grad(cfg.act, hj);
+        }
+    }
+
+    // fc1: db1 = sum_b dh, dW1 = dh^T z, dz = dh W1.
+    let (o_w1, o_b1) = (off("fc1.weight").unwrap(), off("fc1.bias").unwrap());
+    {
+        let (head, tail) = gp.split_at_mut(o_b1);
+        let gw1 = &mut head[o_w1..o_w1 + hid * d];
+        let gb1 = &mut tail[..hid];
+        gw1.par_chunks_mut(d).zip(gb1.par_iter_mut()).enumerate().for_each(|(j, (row, gb))| {
+            for b in 0..nb {
+                let g = dh[b * hid + j];
+                *gb += g;
+                row.iter_mut().zip(&saved_z[b * d..][..d]).for_each(|(r, &zk)| *r += g * zk);
+            }
+        });
+    }
+    let mut dz = vec![F::ZERO; nb * d];
+    dz.par_chunks_mut(d).enumerate().for_each(|(b, dzb)| {
+        for j in 0..hid {
+            let g = dh[b * hid + j];
+            dzb.iter_mut().zip(&w1[j * d..][..d]).for_each(|(o, &w)| *o += g * w);
+        }
+    });
+
+    // Per sample: the gate, the branch scales, the LayerNorms.
+    let mut u = vec![F::ZERO; d];
+    let mut du = vec![F::ZERO; d];
+    let two = F::of(2.0);
+    for b in 0..nb {
+        let (sb, qb) = (&s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq]);
+        let st = fused_input(cfg, &l, p, sb, qb, mode, b, &mut u);
+        let g = saved_gate[b];
+        let dzb = &dz[b * d..][..d];
+        for k in 0..d {
+            du[k] = dzb[k] * if k < cfg.ds { two * g } else { two * (F::ONE - g) };
+        }
+        if let (Some(o_gw), Some(o_gb)) = (off("gate.weight"), off("gate.bias")) {
+            let dg: F = (0..d).map(|k| if k < cfg.ds { two * u[k] * dzb[k] } else { -two * u[k] * dzb[k] }).sum();
+            let dpre = dg * g * (F::ONE - g);
+            let wg = param(p, &l, "gate.weight").unwrap();
+            for k in 0..d {
+                gp[o_gw + k] += dpre * u[k];
+                du[k] += dpre * wg[k];
+            }
+            gp[o_gb] += dpre;
+        }
+        let (bs, bq) = cfg.branch_scales(mode, b);
+        let norm = |name: &str, len: usize| {
+            let (o_g, o_b) = (off(&format!("{name}.weight"))?, off(&format!("{name}.bias"))?);
+            Some((&p[o_g..o_g + len], o_g, o_b))
+        };
+        let (dus, duq) = du.split_at(cfg.ds);
+        let dsb = &mut ds[b * cfg.ds..][..cfg.ds];
+        branch_backward(sb, dus, F::of(bs as f64), norm("norm_s", cfg.ds), st[0], st[1], dsb, gp);
+        let dqb = &mut dq[b * cfg.dq..][..cfg.dq];
+        branch_backward(qb, duq, F::of(bq as f64), norm("norm_q", cfg.dq), st[2], st[3], dqb, gp);
+    }
+}

@@ -1,0 +1,247 @@
+//! The fusion head's contract, shared by both backends.
+//!
+//! Inputs: spatial features S (B x Ds) and frequency features Q (B x Dq). Per sample b:
+//!   y_s = LayerNorm(S_b) * gamma_s + beta_s      (or S_b itself with `norm` off; likewise y_q from Q_b)
+//!   u_s = m_s * y_s,  u_q = m_q * y_q            branch scales m: branch switches and branch dropout
+//!   g   = sigmoid(w_g . [u_s; u_q] + b_g)        gated variant only; otherwise g = 1/2
+//!   z   = [2g u_s; 2(1 - g) u_q]                 so that g = 1/2 is the ungated head
+//!   h   = W1 z + b1                              (H)
+//!   a   = act(h) * keep / (1 - p)                SiLU or ReLU; dropout in training, keep in {0, 1}
+//!   logit = w2 . a + b2                          P(fake) = sigmoid(logit)
+//! Branch dropout (training, both branches on): with probability p_b a sample loses one branch, chosen
+//! 50/50; the other is scaled by 2, so the fused layer sees the same total feature mass.
+//! All randomness comes from `uniform(seed, stream, row, col)`, a counter-based hash that kernels/head.cu
+//! computes the same way: the masks are identical on both backends, and backward recomputes the forward's.
+
+use crate::error::{Error, Result};
+use crate::model::params::ParamLayout;
+use crate::rng::Rng;
+use crate::tensor::{DType, Layout, Tensor};
+
+pub const LN_EPS: f32 = 1e-5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Act {
+    Silu,
+    Relu,
+}
+
+/// Which branches feed the head: an ablation needs no other code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Branches {
+    Both,
+    Spatial,
+    Freq,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeadConfig {
+    pub ds: usize,
+    pub dq: usize,
+    pub hidden: usize,
+    /// Per-branch LayerNorm with learned scale and shift (on by default).
+    pub norm: bool,
+    pub act: Act,
+    /// Dropout on the hidden layer, training only.
+    pub dropout: f32,
+    pub gated: bool,
+    pub branches: Branches,
+    /// Probability per sample of dropping one branch, training only.
+    pub branch_dropout: f32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Eval,
+    /// Training: dropout and branch dropout masks drawn from `seed` (one seed per step).
+    Train { seed: u64 },
+}
+
+impl HeadConfig {
+    /// The defaults: LayerNorm on, SiLU, dropout 0.3, ungated, both branches, no branch dropout.
+    pub fn new(ds: usize, dq: usize, hidden: usize) -> Self {
+        HeadConfig {
+            ds,
+            dq,
+            hidden,
+            norm: true,
+            act: Act::Silu,
+            dropout: 0.3,
+            gated: false,
+            branches: Branches::Both,
+            branch_dropout: 0.0,
+        }
+    }
+
+    pub fn d(&self) -> usize {
+        self.ds + self.dq
+    }
+
+    /// The head's parameters in its flat buffer, named as in PyTorch's state_dict of the same head.
+    pub fn layout(&self) -> ParamLayout {
+        let mut l = ParamLayout::default();
+        if self.norm {
+            l.push("norm_s.weight", &[self.ds], true);
+            l.push("norm_s.bias", &[self.ds], true);
+            l.push("norm_q.weight", &[self.dq], true);
+            l.push("norm_q.bias", &[self.dq], true);
+        }
+        if self.gated {
+            l.push("gate.weight", &[self.d()], false);
+            l.push("gate.bias", &[1], true);
+        }
+        l.push("fc1.weight", &[self.hidden, self.d()], false);
+        l.push("fc1.bias", &[self.hidden], true);
+        l.push("fc2.weight", &[self.hidden], false);
+        l.push("fc2.bias", &[1], true);
+        l
+    }
+
+    /// Initial parameters: LayerNorm scale 1 and shift 0, gate 0 (g = 1/2, the ungated head), linear layers
+    /// uniform in +-1/sqrt(fan_in) as PyTorch's nn.Linear.
+    pub fn init(&self, seed: u64) -> Vec<f32> {
+        let l = self.layout();
+        let mut p = vec![0f32; l.total()];
+        let mut rng = Rng::new(seed);
+        for e in l.entries() {
+            let fan_in = if e.name.starts_with("fc1") { self.d() } else { self.hidden };
+            let bound = 1.0 / (fan_in as f32).sqrt();
+            let slot = &mut p[e.range()];
+            match e.name.as_str() {
+                "norm_s.weight" | "norm_q.weight" => slot.fill(1.0),
+                n if n.starts_with("fc") => slot.iter_mut().for_each(|v| *v = (2.0 * rng.uniform() - 1.0) * bound),
+                _ => {}
+            }
+        }
+        p
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.ds == 0 || self.dq == 0 || self.hidden == 0 {
+            return Err(Error::Invalid(format!(
+                "head sizes must be positive: Ds {}, Dq {}, hidden {}",
+                self.ds, self.dq, self.hidden
+            )));
+        }
+        for (what, p) in [("dropout", self.dropout), ("branch dropout", self.branch_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::Invalid(format!("head {what} {p} must be in [0, 1)")));
+            }
+        }
+        Ok(())
+    }
+
+    /// (m_s, m_q) for sample `b`.
+    pub fn branch_scales(&self, mode: Mode, b: usize) -> (f32, f32) {
+        match (self.branches, mode) {
+            (Branches::Spatial, _) => (1.0, 0.0),
+            (Branches::Freq, _) => (0.0, 1.0),
+            (Branches::Both, Mode::Train { seed }) if self.branch_dropout > 0.0 => {
+                if uniform(seed, 1, b as u32, 0) < self.branch_dropout {
+                    if uniform(seed, 2, b as u32, 0) < 0.5 {
+                        (0.0, 2.0)
+                    } else {
+                        (2.0, 0.0)
+                    }
+                } else {
+                    (1.0, 1.0)
+                }
+            }
+            _ => (1.0, 1.0),
+        }
+    }
+
+    /// The dropout factor of hidden unit `j` of sample `b`: 0 or 1 / (1 - p).
+    pub fn keep(&self, mode: Mode, b: usize, j: usize) -> f32 {
+        match mode {
+            Mode::Train { seed } if self.dropout > 0.0 => {
+                if uniform(seed, 0, b as u32, j as u32) < self.dropout {
+                    0.0
+                } else {
+                    1.0 / (1.0 - self.dropout)
+                }
+            }
+            _ => 1.0,
+        }
+    }
+}
+
+/// A uniform number in [0, 1) from (seed, stream, row, col) alone: a SplitMix64 finalizer over the packed
+/// counter. kernels/head.cu has the same function (`uniform`); the two must stay identical.
+pub fn uniform(seed: u64, stream: u32, row: u32, col: u32) -> f32 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let counter = ((row as u64) << 32) | col as u64;
+    let z = mix(seed ^ mix(counter.wrapping_add((stream as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+    (z >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
+/// The forward's outputs: the logits, and what backward needs.
+#[derive(Debug)]
+pub struct HeadForward {
+    /// B logits.
+    pub logits: Tensor,
+    pub saved: HeadSaved,
+}
+
+#[derive(Debug)]
+pub struct HeadSaved {
+    pub mode: Mode,
+    /// B x D, the fused layer's input.
+    pub z: Tensor,
+    /// B x H, the hidden pre-activations (bias included).
+    pub h: Tensor,
+    /// B x 4: mean_s, rstd_s, mean_q, rstd_q (0 and 1 with `norm` off).
+    pub stats: Tensor,
+    /// B: the gate g (1/2 when ungated).
+    pub gate: Tensor,
+}
+
+#[derive(Debug)]
+pub struct HeadGrads {
+    /// The gradient of every parameter, in the head's layout.
+    pub params: Tensor,
+    /// B x Ds and B x Dq: the gradients that flow into the two branches.
+    pub ds: Tensor,
+    pub dq: Tensor,
+}
+
+/// Boundary checks for forward and backward; returns the batch size.
+pub fn check(cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor) -> Result<usize> {
+    cfg.validate()?;
+    params.expect("head params", DType::F32, Layout::Plain, 1)?;
+    s.expect("head spatial features", DType::F32, Layout::Plain, 2)?;
+    q.expect("head frequency features", DType::F32, Layout::Plain, 2)?;
+    let want = cfg.layout().total();
+    if params.numel() != want {
+        shape_err!("head params: {} values, the configuration needs {want}", params.numel());
+    }
+    let b = s.shape()[0];
+    if b == 0 || s.shape() != [b, cfg.ds] || q.shape() != [b, cfg.dq] {
+        shape_err!(
+            "head inputs: spatial {:?} and frequency {:?}; expected [B, {}] and [B, {}] with the same B >= 1",
+            s.shape(),
+            q.shape(),
+            cfg.ds,
+            cfg.dq
+        );
+    }
+    Ok(b)
+}
+
+/// Checks the backward's extra arguments against the forward's batch size.
+pub fn check_backward(saved: &HeadSaved, dlogits: &Tensor, cfg: &HeadConfig, b: usize) -> Result<()> {
+    dlogits.expect("head dlogits", DType::F32, Layout::Plain, 1)?;
+    if dlogits.numel() != b || saved.z.shape() != [b, cfg.d()] || saved.h.shape() != [b, cfg.hidden] {
+        shape_err!(
+            "head backward: {} dlogits, saved z {:?} and h {:?} for a batch of {b}",
+            dlogits.numel(),
+            saved.z.shape(),
+            saved.h.shape()
+        );
+    }
+    Ok(())
+}

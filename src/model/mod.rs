@@ -1,0 +1,3 @@
+//! Model definitions, written once against the Backend trait.
+
+pub mod params;

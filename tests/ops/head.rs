@@ -1,0 +1,265 @@
+//! The fusion head: f64 gradient checks of the CPU reference in every mode, behaviour of the switches and
+//! masks, and GPU against CPU.
+
+use crate::common::*;
+use dfgpu::backend::cpu::head::{backward, forward, BackwardOut, ForwardOut};
+use dfgpu::backend::head::{uniform, Act, Branches, HeadConfig, Mode};
+use dfgpu::rng::Rng;
+use dfgpu::{Backend, Layout, Tensor};
+
+fn small(norm: bool, act: Act, gated: bool, branches: Branches, dropout: f32, branch_dropout: f32) -> HeadConfig {
+    HeadConfig { norm, act, gated, branches, dropout, branch_dropout, ..HeadConfig::new(5, 3, 4) }
+}
+
+/// Every mode the issue lists: normalized or not, SiLU/ReLU, gated, branch switches, dropout, branch dropout.
+fn modes() -> Vec<(HeadConfig, Mode)> {
+    let train = Mode::Train { seed: 17 };
+    vec![
+        (small(true, Act::Silu, false, Branches::Both, 0.0, 0.0), Mode::Eval),
+        (small(false, Act::Silu, false, Branches::Both, 0.0, 0.0), Mode::Eval),
+        (small(true, Act::Relu, false, Branches::Both, 0.0, 0.0), Mode::Eval),
+        (small(true, Act::Silu, true, Branches::Both, 0.0, 0.0), Mode::Eval),
+        (small(false, Act::Relu, true, Branches::Both, 0.0, 0.0), Mode::Eval),
+        (small(true, Act::Silu, false, Branches::Spatial, 0.0, 0.0), Mode::Eval),
+        (small(true, Act::Silu, true, Branches::Freq, 0.0, 0.0), Mode::Eval),
+        (small(true, Act::Silu, false, Branches::Both, 0.4, 0.0), train),
+        (small(true, Act::Relu, true, Branches::Both, 0.3, 0.6), train),
+    ]
+}
+
+/// Random parameters (not the init: LayerNorm scales away from 1 and a gate away from 0 exercise more).
+fn random_params(cfg: &HeadConfig, rng: &mut Rng) -> Vec<f64> {
+    (0..cfg.layout().total()).map(|_| rng.normal() * 0.5).collect()
+}
+
+/// Spatial features around 1 with std 3, frequency features around 50 with std 1000: far apart on purpose.
+fn random_inputs(cfg: &HeadConfig, b: usize, rng: &mut Rng) -> (Vec<f64>, Vec<f64>) {
+    let s = (0..b * cfg.ds).map(|_| 1.0 + 3.0 * rng.normal()).collect();
+    let q = (0..b * cfg.dq).map(|_| 50.0 + 1000.0 * rng.normal()).collect();
+    (s, q)
+}
+
+struct Fwd {
+    logits: Vec<f64>,
+    z: Vec<f64>,
+    h: Vec<f64>,
+    gate: Vec<f64>,
+}
+
+fn fwd(cfg: &HeadConfig, p: &[f64], s: &[f64], q: &[f64], mode: Mode) -> Fwd {
+    let b = s.len() / cfg.ds;
+    let mut f = Fwd { logits: vec![f64::NAN; b], z: vec![f64::NAN; b * cfg.d()], h: vec![f64::NAN; b * cfg.hidden], gate: vec![f64::NAN; b] };
+    let mut stats = vec![f64::NAN; b * 4];
+    let out = ForwardOut { logits: &mut f.logits, z: &mut f.z, h: &mut f.h, stats: &mut stats, gate: &mut f.gate };
+    forward(cfg, p, s, q, mode, out);
+    f
+}
+
+/// J = sum_b c_b logit_b, whose gradient is backward(dlogits = c).
+fn objective(cfg: &HeadConfig, p: &[f64], s: &[f64], q: &[f64], mode: Mode, c: &[f64]) -> f64 {
+    fwd(cfg, p, s, q, mode).logits.iter().zip(c).map(|(l, c)| l * c).sum()
+}
+
+fn check_grad(what: &str, analytic: f64, f: impl Fn(f64) -> f64, x: f64) {
+    let h = 1e-5 * x.abs().max(1.0);
+    let numeric = (f(x + h) - f(x - h)) / (2.0 * h);
+    let err = (numeric - analytic).abs();
+    assert!(err <= 1e-6 * numeric.abs().max(analytic.abs()) + 1e-9, "{what}: numeric {numeric}, analytic {analytic}");
+}
+
+#[test]
+fn gradients_match_central_differences_in_f64_in_every_mode() {
+    let mut rng = Rng::new(21);
+    let b = 3;
+    for (cfg, mode) in modes() {
+        let p = random_params(&cfg, &mut rng);
+        let (s, q) = random_inputs(&cfg, b, &mut rng);
+        let c: Vec<f64> = (0..b).map(|_| rng.normal()).collect();
+        let saved = fwd(&cfg, &p, &s, &q, mode);
+        let (mut gp, mut ds, mut dq) = (vec![f64::NAN; p.len()], vec![f64::NAN; s.len()], vec![f64::NAN; q.len()]);
+        let out = BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq };
+        backward(&cfg, &p, &s, &q, mode, &saved.z, &saved.h, &saved.gate, &c, out);
+        let tag = format!("{cfg:?} {mode:?}");
+        for e in cfg.layout().entries() {
+            for i in e.range() {
+                let with = |v: f64| {
+                    let mut pp = p.clone();
+                    pp[i] = v;
+                    objective(&cfg, &pp, &s, &q, mode, &c)
+                };
+                check_grad(&format!("{tag}: {}[{}]", e.name, i - e.offset), gp[i], with, p[i]);
+            }
+        }
+        for i in 0..s.len() {
+            let with = |v: f64| {
+                let mut ss = s.clone();
+                ss[i] = v;
+                objective(&cfg, &p, &ss, &q, mode, &c)
+            };
+            check_grad(&format!("{tag}: dS[{i}]"), ds[i], with, s[i]);
+        }
+        for i in 0..q.len() {
+            let with = |v: f64| {
+                let mut qq = q.clone();
+                qq[i] = v;
+                objective(&cfg, &p, &s, &qq, mode, &c)
+            };
+            check_grad(&format!("{tag}: dQ[{i}]"), dq[i], with, q[i]);
+        }
+    }
+}
+
+#[test]
+fn head_and_loss_together_match_central_differences() {
+    use dfgpu::backend::cpu::loss::loss;
+    use dfgpu::backend::loss::LossConfig;
+    let mut rng = Rng::new(5);
+    let (cfg, mode) = (small(true, Act::Silu, true, Branches::Both, 0.3, 0.3), Mode::Train { seed: 3 });
+    let b = 6;
+    let p = random_params(&cfg, &mut rng);
+    let (s, q) = random_inputs(&cfg, b, &mut rng);
+    let labels: Vec<f64> = (0..b).map(|i| (i % 3 != 0) as u8 as f64).collect();
+    let lc = LossConfig { smoothing: 0.1, weights: [2.0, 0.4], ..LossConfig::focal() };
+    let total = |p: &[f64]| loss(&lc, &fwd(&cfg, p, &s, &q, mode).logits, &labels, 0.0, &mut vec![0.0; b]).0;
+    let saved = fwd(&cfg, &p, &s, &q, mode);
+    let mut dl = vec![0.0; b];
+    loss(&lc, &saved.logits, &labels, 0.0, &mut dl);
+    let (mut gp, mut ds, mut dq) = (vec![0.0; p.len()], vec![0.0; s.len()], vec![0.0; q.len()]);
+    backward(&cfg, &p, &s, &q, mode, &saved.z, &saved.h, &saved.gate, &dl, BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq });
+    for i in cfg.layout().entries().iter().flat_map(|e| e.range()) {
+        let with = |v: f64| {
+            let mut pp = p.clone();
+            pp[i] = v;
+            total(&pp)
+        };
+        check_grad(&format!("param {i}"), gp[i], with, p[i]);
+    }
+}
+
+#[test]
+fn layer_norm_keeps_either_branch_from_swamping_the_other() {
+    // With LayerNorm, scaling and shifting a branch's raw features changes nothing downstream.
+    let mut rng = Rng::new(6);
+    let cfg = small(true, Act::Silu, false, Branches::Both, 0.0, 0.0);
+    let p = random_params(&cfg, &mut rng);
+    let (s, q) = random_inputs(&cfg, 4, &mut rng);
+    let q_big: Vec<f64> = q.iter().map(|v| 1e6 * v + 3e6).collect();
+    let (a, b) = (fwd(&cfg, &p, &s, &q, Mode::Eval).logits, fwd(&cfg, &p, &s, &q_big, Mode::Eval).logits);
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-6 * x.abs().max(1.0), "{x} vs {y}");
+    }
+    // Without it, the same change moves the logits.
+    let cfg = small(false, Act::Silu, false, Branches::Both, 0.0, 0.0);
+    let p = random_params(&cfg, &mut rng);
+    let (a, b) = (fwd(&cfg, &p, &s, &q, Mode::Eval).logits, fwd(&cfg, &p, &s, &q_big, Mode::Eval).logits);
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() > 1.0));
+}
+
+#[test]
+fn branch_switches_ignore_the_other_branch() {
+    let mut rng = Rng::new(7);
+    for (branches, change_s) in [(Branches::Spatial, false), (Branches::Freq, true)] {
+        let cfg = small(true, Act::Silu, true, branches, 0.0, 0.0);
+        let p = random_params(&cfg, &mut rng);
+        let (s, q) = random_inputs(&cfg, 3, &mut rng);
+        let (s2, q2) = if change_s { (s.iter().map(|v| v * 7.0 - 2.0 + rng.normal()).collect(), q.clone()) } else { (s.clone(), q.iter().map(|v| v * -3.0).collect()) };
+        assert_eq!(fwd(&cfg, &p, &s, &q, Mode::Eval).logits, fwd(&cfg, &p, &s2, &q2, Mode::Eval).logits, "{branches:?}");
+    }
+}
+
+#[test]
+fn an_initial_gate_is_the_ungated_head() {
+    let mut rng = Rng::new(8);
+    let gated = HeadConfig { gated: true, ..HeadConfig::new(5, 3, 4) };
+    let plain = HeadConfig::new(5, 3, 4);
+    let p_gated: Vec<f64> = gated.init(9).iter().map(|&v| v as f64).collect();
+    let mut p_plain = vec![0.0; plain.layout().total()];
+    for e in plain.layout().entries() {
+        let src = gated.layout().get(&e.name).unwrap().range();
+        p_plain[e.range()].copy_from_slice(&p_gated[src]);
+    }
+    let (s, q) = random_inputs(&plain, 3, &mut rng);
+    let a = fwd(&gated, &p_gated, &s, &q, Mode::Eval);
+    assert!(a.gate.iter().all(|&g| g == 0.5));
+    assert_eq!(a.logits, fwd(&plain, &p_plain, &s, &q, Mode::Eval).logits);
+}
+
+#[test]
+fn dropout_masks_have_their_rates_and_follow_the_seed() {
+    let cfg = HeadConfig { dropout: 0.3, branch_dropout: 0.4, ..HeadConfig::new(5, 3, 4) };
+    let (mode, n) = (Mode::Train { seed: 99 }, 200_000);
+    let dropped = (0..n).filter(|&i| cfg.keep(mode, i / 100, i % 100) == 0.0).count() as f64 / n as f64;
+    assert!((dropped - 0.3).abs() < 0.005, "{dropped}");
+    assert_eq!(cfg.keep(mode, 0, 0) == 0.0 || cfg.keep(mode, 0, 0) == 1.0 / 0.7, true);
+    let scales: Vec<(f32, f32)> = (0..n).map(|b| cfg.branch_scales(mode, b)).collect();
+    let lost = scales.iter().filter(|s| **s != (1.0, 1.0)).count() as f64 / n as f64;
+    let lost_s = scales.iter().filter(|s| **s == (0.0, 2.0)).count() as f64 / n as f64;
+    assert!((lost - 0.4).abs() < 0.005 && (lost_s - 0.2).abs() < 0.005, "{lost} {lost_s}");
+    assert_eq!(cfg.keep(Mode::Eval, 0, 0), 1.0);
+    assert_eq!(cfg.branch_scales(Mode::Eval, 0), (1.0, 1.0));
+    // The hash is a function of its arguments alone, and each argument matters.
+    let u = uniform(1, 2, 3, 4);
+    assert_eq!(u, uniform(1, 2, 3, 4));
+    assert!([uniform(0, 2, 3, 4), uniform(1, 0, 3, 4), uniform(1, 2, 0, 4), uniform(1, 2, 3, 0)].iter().all(|&v| v != u));
+}
+
+#[test]
+fn backend_rejects_mismatched_shapes() {
+    let cfg = HeadConfig::new(5, 3, 4);
+    let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, cfg.init(0)).unwrap();
+    let s = Tensor::from_vec(&[2, 5], Layout::Plain, vec![0.0f32; 10]).unwrap();
+    let q = Tensor::from_vec(&[3, 3], Layout::Plain, vec![0.0f32; 9]).unwrap();
+    let e = cpu().head_forward(&cfg, &p, &s, &q, Mode::Eval).unwrap_err().to_string();
+    assert!(e.contains("spatial [2, 5] and frequency [3, 3]"), "{e}");
+    let short = Tensor::from_vec(&[7], Layout::Plain, vec![0.0f32; 7]).unwrap();
+    let e = cpu().head_forward(&cfg, &short, &s, &s, Mode::Eval).unwrap_err().to_string();
+    assert!(e.contains("head params: 7 values"), "{e}");
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_matches_cpu_forward_and_every_gradient() {
+    let (gpu, cpu) = (gpu(), cpu());
+    let mut rng = Rng::new(30);
+    let big = |gated, act, branch_dropout| HeadConfig { gated, act, branch_dropout, ..HeadConfig::new(1280, 256, 256) };
+    let cases: Vec<(HeadConfig, Mode)> = modes()
+        .into_iter()
+        .chain([
+            (big(false, Act::Silu, 0.0), Mode::Train { seed: 5 }),
+            (big(true, Act::Relu, 0.5), Mode::Train { seed: 6 }),
+            (big(true, Act::Silu, 0.0), Mode::Eval),
+        ])
+        .collect();
+    let to_f32 = |v: Vec<f64>| v.into_iter().map(|x| x as f32).collect::<Vec<f32>>();
+    for (cfg, mode) in cases {
+        for b in [1usize, 3, 128, 257] {
+            let tag = format!("B={b} {cfg:?} {mode:?}");
+            let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, to_f32(random_params(&cfg, &mut rng))).unwrap();
+            let (s, q) = random_inputs(&cfg, b, &mut rng);
+            let s = Tensor::from_vec(&[b, cfg.ds], Layout::Plain, to_f32(s)).unwrap();
+            let q = Tensor::from_vec(&[b, cfg.dq], Layout::Plain, to_f32(q)).unwrap();
+            let dl = Tensor::from_vec(&[b], Layout::Plain, to_f32((0..b).map(|_| rng.normal()).collect())).unwrap();
+            let want = cpu.head_forward(&cfg, &p, &s, &q, mode).unwrap();
+            let want_g = cpu.head_backward(&cfg, &p, &s, &q, &want.saved, &dl).unwrap();
+            let (pg, sg, qg, dlg) = (gpu.upload(&p).unwrap(), gpu.upload(&s).unwrap(), gpu.upload(&q).unwrap(), gpu.upload(&dl).unwrap());
+            let got = gpu.head_forward(&cfg, &pg, &sg, &qg, mode).unwrap();
+            let got_g = gpu.head_backward(&cfg, &pg, &sg, &qg, &got.saved, &dlg).unwrap();
+            let pairs = [
+                ("logits", &got.logits, &want.logits),
+                ("z", &got.saved.z, &want.saved.z),
+                ("h", &got.saved.h, &want.saved.h),
+                ("gate", &got.saved.gate, &want.saved.gate),
+                ("d params", &got_g.params, &want_g.params),
+                ("dS", &got_g.ds, &want_g.ds),
+                ("dQ", &got_g.dq, &want_g.dq),
+            ];
+            for (name, g, w) in pairs {
+                let w: Vec<f64> = w.host::<f32>().unwrap().iter().map(|&v| v as f64).collect();
+                // f32 with different summation orders: relative 1e-4, and an absolute floor for sums that cancel
+                // to near zero, scaled by the largest value of the tensor.
+                let floor = 1e-5 * w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+                assert_close(&format!("{tag}: {name}"), gpu.download(g).unwrap().host().unwrap(), &w, 1e-4, floor);
+            }
+        }
+    }
+}
