@@ -12,6 +12,7 @@
 //! - label smoothing eps: y = label (1 - eps) + eps / 2.
 //! Every term is computed from softplus and sigmoid of +-x, so any logit (+-100 included) gives finite values.
 
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Layout, Tensor};
 
@@ -120,13 +121,34 @@ impl std::ops::AddAssign for Confusion {
     }
 }
 
+/// What the loss op leaves on the backend's device. Reading the scalars (`LossOutput::read`) waits for the
+/// GPU, so a training step reads them only when it reports, not every step.
 #[derive(Debug)]
 pub struct LossOutput {
-    /// Mean loss over the batch.
-    pub loss: f64,
-    /// d loss / d logit per sample (the 1/B of the mean included), on the backend's device.
+    /// d loss / d logit per sample (the 1/B of the mean included).
     pub dlogits: Tensor,
+    /// 5 f32: mean loss, TP, FP, TN, FN (counts exact below 2^24 samples).
+    pub stats: Tensor,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossStats {
+    pub loss: f64,
     pub confusion: Confusion,
+}
+
+impl LossOutput {
+    pub fn read(&self, be: &dyn Backend) -> Result<LossStats> {
+        let host;
+        let s = if self.stats.is_host() {
+            self.stats.host::<f32>()?
+        } else {
+            host = be.download(&self.stats)?;
+            host.host::<f32>()?
+        };
+        let count = |x: f32| x as u64;
+        Ok(LossStats { loss: s[0] as f64, confusion: Confusion { tp: count(s[1]), fp: count(s[2]), tn: count(s[3]), fn_: count(s[4]) } })
+    }
 }
 
 /// The threshold on P(fake) as a threshold on the logit (sigmoid is monotonic), rounded to f32 once, so that

@@ -10,7 +10,7 @@ pub mod preprocess;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
-pub use loss::{LossConfig, LossOutput};
+pub use loss::{LossConfig, LossOutput, LossStats};
 pub use preprocess::{ChannelNorm, Preprocessed};
 use std::str::FromStr;
 

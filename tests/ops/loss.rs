@@ -109,6 +109,22 @@ fn class_weights() {
 }
 
 #[test]
+fn backend_reports_mean_loss_and_counts() {
+    let be = cpu();
+    let logits = Tensor::from_vec(&[4], Layout::Plain, vec![-2.0f32, 0.5, 3.0, -0.1]).unwrap();
+    let labels = Tensor::from_vec(&[4], Layout::Plain, vec![0.0f32, 0.0, 1.0, 1.0]).unwrap();
+    let out = be.loss(&LossConfig::bce([1.0, 1.0]), &logits, &labels, 0.5).unwrap();
+    let st = out.read(&be).unwrap();
+    // -ln(1 - p) for the reals, -ln p for the fakes, in f64.
+    let want = [(-2.0f64, 0.0), (0.5, 0.0), (3.0, 1.0), (-0.1, 1.0)]
+        .iter()
+        .map(|&(x, y)| { let p = 1.0 / (1.0 + (-x).exp()); -(y * p.ln() + (1.0 - y) * (1.0 - p).ln()) })
+        .sum::<f64>() / 4.0;
+    assert!((st.loss - want).abs() < 1e-6 * want, "{} vs {want}", st.loss);
+    assert_eq!(st.confusion, Confusion { tp: 1, fp: 1, tn: 1, fn_: 1 });
+}
+
+#[test]
 fn backend_checks_shapes() {
     let be = cpu();
     let logits = Tensor::from_vec(&[3], Layout::Plain, vec![0.0f32; 3]).unwrap();
@@ -132,8 +148,9 @@ fn gpu_matches_cpu() {
             for t in [0.5, 0.3] {
                 let want = cpu.loss(&cfg, &xt, &yt, t).unwrap();
                 let got = gpu.loss(&cfg, &xg, &yg, t).unwrap();
-                assert!((got.loss - want.loss).abs() <= 1e-4 * want.loss.abs() + 1e-7, "n={n} {cfg:?}: {} vs {}", got.loss, want.loss);
-                assert_eq!(got.confusion, want.confusion, "n={n} {cfg:?} t={t}");
+                let (ws, gs) = (want.read(&cpu).unwrap(), got.read(&gpu).unwrap());
+                assert!((gs.loss - ws.loss).abs() <= 1e-4 * ws.loss.abs() + 1e-7, "n={n} {cfg:?}: {} vs {}", gs.loss, ws.loss);
+                assert_eq!(gs.confusion, ws.confusion, "n={n} {cfg:?} t={t}");
                 let w: Vec<f64> = want.dlogits.host::<f32>().unwrap().iter().map(|&v| v as f64).collect();
                 assert_close(&format!("dlogits n={n} {cfg:?}"), gpu.download(&got.dlogits).unwrap().host().unwrap(), &w, 1e-4, 1e-9);
             }

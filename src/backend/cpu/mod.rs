@@ -113,7 +113,8 @@ impl Backend for CpuBackend {
         let b = loss_op::check(logits, labels, cfg, threshold)?;
         let mut d = self.output(b);
         let t = loss_op::threshold_logit(threshold);
-        let (l, confusion) = loss::loss(cfg, logits.host::<f32>()?, labels.host()?, t, &mut d);
-        Ok(LossOutput { loss: l as f64, dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?, confusion })
+        let (l, c) = loss::loss(cfg, logits.host::<f32>()?, labels.host()?, t, &mut d);
+        let stats = vec![l, c.tp as f32, c.fp as f32, c.tn as f32, c.fn_ as f32];
+        Ok(LossOutput { dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?, stats: Tensor::from_vec(&[5], Layout::Plain, stats)? })
     }
 }
