@@ -90,7 +90,9 @@ fn parse_archs(s: &str) -> Vec<u32> {
         .split(',')
         .map(|a| a.trim().trim_start_matches("sm_").trim_start_matches("compute_"))
         .filter(|a| !a.is_empty())
-        .map(|a| a.parse().unwrap_or_else(|_| panic!("DFGPU_CUDA_ARCHS: '{a}' is not an architecture like 90 or sm_90")))
+        .map(|a| {
+            a.parse().unwrap_or_else(|_| panic!("DFGPU_CUDA_ARCHS: '{a}' is not an architecture like 90 or sm_90"))
+        })
         .collect();
     assert!(!archs.is_empty(), "DFGPU_CUDA_ARCHS lists no architecture");
     archs
@@ -176,6 +178,7 @@ fn write_index(out_dir: &Path, names: &[String], archs: &str, ptx: Option<&str>,
     let _ = writeln!(s, "/// The PTX embedded for newer cards, if any.");
     let _ = writeln!(s, "pub const PTX_ARCH: Option<&str> = {ptx:?};");
     let _ = writeln!(s, "/// ptxas's resource report: registers, shared memory and spills per kernel.");
-    let _ = writeln!(s, "pub const PTXAS_REPORT: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/ptxas-report.txt\"));");
+    let _ =
+        writeln!(s, "pub const PTXAS_REPORT: &str = include_str!(concat!(env!(\"OUT_DIR\"), \"/ptxas-report.txt\"));");
     fs::write(out_dir.join("kernels.rs"), s).unwrap();
 }

@@ -42,7 +42,12 @@ fn main() {
 
     let cpu = CpuBackend::new(Default::default());
     let small_n = 32;
-    let px_small = Tensor::from_vec(&[small_n, h, w, c], Layout::Nhwc, images.host::<u8>().unwrap()[..small_n * h * w * c].to_vec()).unwrap();
+    let px_small = Tensor::from_vec(
+        &[small_n, h, w, c],
+        Layout::Nhwc,
+        images.host::<u8>().unwrap()[..small_n * h * w * c].to_vec(),
+    )
+    .unwrap();
     cpu.preprocess(&px_small, &norm, true).unwrap();
     let reps = 5;
     let t = Instant::now();

@@ -54,7 +54,9 @@ pub struct HeadConfig {
 pub enum Mode {
     Eval,
     /// Training: dropout and branch dropout masks drawn from `seed` (one seed per step).
-    Train { seed: u64 },
+    Train {
+        seed: u64,
+    },
 }
 
 impl HeadConfig {

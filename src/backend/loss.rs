@@ -69,7 +69,9 @@ pub enum ClassWeighting {
     /// w1 = n_real / n_fake.
     Auto,
     /// Class-balanced by the effective number of samples, beta in [0, 1).
-    Effective { beta: f64 },
+    Effective {
+        beta: f64,
+    },
 }
 
 impl ClassWeighting {
@@ -147,7 +149,10 @@ impl LossOutput {
             host.host::<f32>()?
         };
         let count = |x: f32| x as u64;
-        Ok(LossStats { loss: s[0] as f64, confusion: Confusion { tp: count(s[1]), fp: count(s[2]), tn: count(s[3]), fn_: count(s[4]) } })
+        Ok(LossStats {
+            loss: s[0] as f64,
+            confusion: Confusion { tp: count(s[1]), fp: count(s[2]), tn: count(s[3]), fn_: count(s[4]) },
+        })
     }
 }
 

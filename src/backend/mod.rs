@@ -38,7 +38,14 @@ pub trait Backend: Send + Sync {
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
-    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward>;
+    fn head_forward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        mode: Mode,
+    ) -> Result<HeadForward>;
 
     /// The fusion head's backward: gradients of every parameter and of both inputs, from d loss / d logit.
     fn head_backward(

@@ -51,7 +51,8 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
 #[allow(dead_code)]
 pub fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
     assert_eq!(got.len(), want.len(), "{what}: length");
-    let bad: Vec<usize> = (0..got.len()).filter(|&i| got[i].is_nan() || got[i].to_bits() != want[i].to_bits()).collect();
+    let bad: Vec<usize> =
+        (0..got.len()).filter(|&i| got[i].is_nan() || got[i].to_bits() != want[i].to_bits()).collect();
     assert!(
         bad.is_empty(),
         "{what}: {} of {} elements differ; first at {}: got {}, want {}",

@@ -48,7 +48,12 @@ struct Fwd {
 
 fn fwd(cfg: &HeadConfig, p: &[f64], s: &[f64], q: &[f64], mode: Mode) -> Fwd {
     let b = s.len() / cfg.ds;
-    let mut f = Fwd { logits: vec![f64::NAN; b], z: vec![f64::NAN; b * cfg.d()], h: vec![f64::NAN; b * cfg.hidden], gate: vec![f64::NAN; b] };
+    let mut f = Fwd {
+        logits: vec![f64::NAN; b],
+        z: vec![f64::NAN; b * cfg.d()],
+        h: vec![f64::NAN; b * cfg.hidden],
+        gate: vec![f64::NAN; b],
+    };
     let mut stats = vec![f64::NAN; b * 4];
     let out = ForwardOut { logits: &mut f.logits, z: &mut f.z, h: &mut f.h, stats: &mut stats, gate: &mut f.gate };
     forward(cfg, p, s, q, mode, out);
@@ -125,7 +130,18 @@ fn head_and_loss_together_match_central_differences() {
     let mut dl = vec![0.0; b];
     loss(&lc, &saved.logits, &labels, 0.0, &mut dl);
     let (mut gp, mut ds, mut dq) = (vec![0.0; p.len()], vec![0.0; s.len()], vec![0.0; q.len()]);
-    backward(&cfg, &p, &s, &q, mode, &saved.z, &saved.h, &saved.gate, &dl, BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq });
+    backward(
+        &cfg,
+        &p,
+        &s,
+        &q,
+        mode,
+        &saved.z,
+        &saved.h,
+        &saved.gate,
+        &dl,
+        BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq },
+    );
     for i in cfg.layout().entries().iter().flat_map(|e| e.range()) {
         let with = |v: f64| {
             let mut pp = p.clone();
@@ -162,8 +178,16 @@ fn branch_switches_ignore_the_other_branch() {
         let cfg = small(true, Act::Silu, true, branches, 0.0, 0.0);
         let p = random_params(&cfg, &mut rng);
         let (s, q) = random_inputs(&cfg, 3, &mut rng);
-        let (s2, q2) = if change_s { (s.iter().map(|v| v * 7.0 - 2.0 + rng.normal()).collect(), q.clone()) } else { (s.clone(), q.iter().map(|v| v * -3.0).collect()) };
-        assert_eq!(fwd(&cfg, &p, &s, &q, Mode::Eval).logits, fwd(&cfg, &p, &s2, &q2, Mode::Eval).logits, "{branches:?}");
+        let (s2, q2) = if change_s {
+            (s.iter().map(|v| v * 7.0 - 2.0 + rng.normal()).collect(), q.clone())
+        } else {
+            (s.clone(), q.iter().map(|v| v * -3.0).collect())
+        };
+        assert_eq!(
+            fwd(&cfg, &p, &s, &q, Mode::Eval).logits,
+            fwd(&cfg, &p, &s2, &q2, Mode::Eval).logits,
+            "{branches:?}"
+        );
     }
 }
 
@@ -200,7 +224,9 @@ fn dropout_masks_have_their_rates_and_follow_the_seed() {
     // The hash is a function of its arguments alone, and each argument matters.
     let u = uniform(1, 2, 3, 4);
     assert_eq!(u, uniform(1, 2, 3, 4));
-    assert!([uniform(0, 2, 3, 4), uniform(1, 0, 3, 4), uniform(1, 2, 0, 4), uniform(1, 2, 3, 0)].iter().all(|&v| v != u));
+    assert!([uniform(0, 2, 3, 4), uniform(1, 0, 3, 4), uniform(1, 2, 0, 4), uniform(1, 2, 3, 0)]
+        .iter()
+        .all(|&v| v != u));
 }
 
 #[test]
@@ -234,14 +260,16 @@ fn gpu_matches_cpu_forward_and_every_gradient() {
     for (cfg, mode) in cases {
         for b in [1usize, 3, 128, 257] {
             let tag = format!("B={b} {cfg:?} {mode:?}");
-            let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, to_f32(random_params(&cfg, &mut rng))).unwrap();
+            let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, to_f32(random_params(&cfg, &mut rng)))
+                .unwrap();
             let (s, q) = random_inputs(&cfg, b, &mut rng);
             let s = Tensor::from_vec(&[b, cfg.ds], Layout::Plain, to_f32(s)).unwrap();
             let q = Tensor::from_vec(&[b, cfg.dq], Layout::Plain, to_f32(q)).unwrap();
             let dl = Tensor::from_vec(&[b], Layout::Plain, to_f32((0..b).map(|_| rng.normal()).collect())).unwrap();
             let want = cpu.head_forward(&cfg, &p, &s, &q, mode).unwrap();
             let want_g = cpu.head_backward(&cfg, &p, &s, &q, &want.saved, &dl).unwrap();
-            let (pg, sg, qg, dlg) = (gpu.upload(&p).unwrap(), gpu.upload(&s).unwrap(), gpu.upload(&q).unwrap(), gpu.upload(&dl).unwrap());
+            let (pg, sg, qg, dlg) =
+                (gpu.upload(&p).unwrap(), gpu.upload(&s).unwrap(), gpu.upload(&q).unwrap(), gpu.upload(&dl).unwrap());
             let got = gpu.head_forward(&cfg, &pg, &sg, &qg, mode).unwrap();
             let got_g = gpu.head_backward(&cfg, &pg, &sg, &qg, &got.saved, &dlg).unwrap();
             let pairs = [

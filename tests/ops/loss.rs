@@ -45,7 +45,10 @@ fn extreme_logits_are_finite_and_at_their_limits() {
             for y in [0.0f64, 1.0] {
                 let (l64, g64) = sample(&cfg, x, y);
                 let (l32, g32) = sample(&cfg, x as f32, y as f32);
-                assert!(l64.is_finite() && g64.is_finite() && l32.is_finite() && g32.is_finite(), "{cfg:?} x={x} y={y}");
+                assert!(
+                    l64.is_finite() && g64.is_finite() && l32.is_finite() && g32.is_finite(),
+                    "{cfg:?} x={x} y={y}"
+                );
                 assert!(l64 >= 0.0 && l32 >= 0.0);
             }
         }
@@ -69,7 +72,10 @@ fn gradient_matches_central_differences_in_f64() {
             let h = 1e-5;
             let num = (sample(&cfg, x + h, y).0 - sample(&cfg, x - h, y).0) / (2.0 * h);
             let ana = sample(&cfg, x, y).1;
-            assert!((num - ana).abs() <= 1e-6 * num.abs().max(ana.abs()) + 1e-10, "{cfg:?} x={x} y={y}: {num} vs {ana}");
+            assert!(
+                (num - ana).abs() <= 1e-6 * num.abs().max(ana.abs()) + 1e-10,
+                "{cfg:?} x={x} y={y}: {num} vs {ana}"
+            );
         }
     }
 }
@@ -118,8 +124,12 @@ fn backend_reports_mean_loss_and_counts() {
     // -ln(1 - p) for the reals, -ln p for the fakes, in f64.
     let want = [(-2.0f64, 0.0), (0.5, 0.0), (3.0, 1.0), (-0.1, 1.0)]
         .iter()
-        .map(|&(x, y)| { let p = 1.0 / (1.0 + (-x).exp()); -(y * p.ln() + (1.0 - y) * (1.0 - p).ln()) })
-        .sum::<f64>() / 4.0;
+        .map(|&(x, y)| {
+            let p = 1.0 / (1.0 + (-x).exp());
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })
+        .sum::<f64>()
+        / 4.0;
     assert!((st.loss - want).abs() < 1e-6 * want, "{} vs {want}", st.loss);
     assert_eq!(st.confusion, Confusion { tp: 1, fp: 1, tn: 1, fn_: 1 });
 }
@@ -142,17 +152,29 @@ fn gpu_matches_cpu() {
         let mut x: Vec<f32> = (0..n).map(|_| (rng.normal() * 4.0) as f32).collect();
         x[0] = if n > 1 { 100.0 } else { -100.0 };
         let y: Vec<f32> = (0..n).map(|_| (rng.uniform() < 0.8) as u8 as f32).collect();
-        let (xt, yt) = (Tensor::from_vec(&[n], Layout::Plain, x).unwrap(), Tensor::from_vec(&[n], Layout::Plain, y).unwrap());
+        let (xt, yt) =
+            (Tensor::from_vec(&[n], Layout::Plain, x).unwrap(), Tensor::from_vec(&[n], Layout::Plain, y).unwrap());
         let (xg, yg) = (gpu.upload(&xt).unwrap(), gpu.upload(&yt).unwrap());
         for cfg in configs() {
             for t in [0.5, 0.3] {
                 let want = cpu.loss(&cfg, &xt, &yt, t).unwrap();
                 let got = gpu.loss(&cfg, &xg, &yg, t).unwrap();
                 let (ws, gs) = (want.read(&cpu).unwrap(), got.read(&gpu).unwrap());
-                assert!((gs.loss - ws.loss).abs() <= 1e-4 * ws.loss.abs() + 1e-7, "n={n} {cfg:?}: {} vs {}", gs.loss, ws.loss);
+                assert!(
+                    (gs.loss - ws.loss).abs() <= 1e-4 * ws.loss.abs() + 1e-7,
+                    "n={n} {cfg:?}: {} vs {}",
+                    gs.loss,
+                    ws.loss
+                );
                 assert_eq!(gs.confusion, ws.confusion, "n={n} {cfg:?} t={t}");
                 let w: Vec<f64> = want.dlogits.host::<f32>().unwrap().iter().map(|&v| v as f64).collect();
-                assert_close(&format!("dlogits n={n} {cfg:?}"), gpu.download(&got.dlogits).unwrap().host().unwrap(), &w, 1e-4, 1e-9);
+                assert_close(
+                    &format!("dlogits n={n} {cfg:?}"),
+                    gpu.download(&got.dlogits).unwrap().host().unwrap(),
+                    &w,
+                    1e-4,
+                    1e-9,
+                );
             }
         }
     }

@@ -9,10 +9,7 @@ fn norm_for(c: usize, rng: &mut Rng) -> ChannelNorm {
     if c == 3 {
         return ChannelNorm::imagenet();
     }
-    ChannelNorm {
-        mean: (0..c).map(|_| rng.uniform()).collect(),
-        std: (0..c).map(|_| 0.1 + rng.uniform()).collect(),
-    }
+    ChannelNorm { mean: (0..c).map(|_| rng.uniform()).collect(), std: (0..c).map(|_| 0.1 + rng.uniform()).collect() }
 }
 
 /// (x / 255 - mean) / std and x / 255, in f64, NCHW, indexed independently of the implementation.
@@ -34,7 +31,8 @@ fn reference(px: &[u8], [n, h, w, c]: [usize; 4], norm: &ChannelNorm) -> (Vec<f6
     (out, raw)
 }
 
-const SHAPES: [[usize; 4]; 6] = [[1, 1, 1, 1], [3, 5, 7, 3], [2, 8, 8, 3], [1, 13, 9, 1], [2, 6, 10, 4], [4, 31, 17, 2]];
+const SHAPES: [[usize; 4]; 6] =
+    [[1, 1, 1, 1], [3, 5, 7, 3], [2, 8, 8, 3], [1, 13, 9, 1], [2, 6, 10, 4], [4, 31, 17, 2]];
 
 #[test]
 fn cpu_matches_f64_formula() {

@@ -67,8 +67,23 @@ fn layer_norm<F: Real>(x: &[F], gamma: Option<(&[F], &[F])>, y: &mut [F]) -> (F,
 }
 
 /// u = [m_s y_s; m_q y_q] for sample `b`; returns the row's statistics [mean_s, rstd_s, mean_q, rstd_q].
-fn fused_input<F: Real>(cfg: &HeadConfig, l: &ParamLayout, p: &[F], s: &[F], q: &[F], mode: Mode, b: usize, u: &mut [F]) -> [F; 4] {
-    let norm = |name: &str| if cfg.norm { param(p, l, &format!("{name}.weight")).zip(param(p, l, &format!("{name}.bias"))) } else { None };
+fn fused_input<F: Real>(
+    cfg: &HeadConfig,
+    l: &ParamLayout,
+    p: &[F],
+    s: &[F],
+    q: &[F],
+    mode: Mode,
+    b: usize,
+    u: &mut [F],
+) -> [F; 4] {
+    let norm = |name: &str| {
+        if cfg.norm {
+            param(p, l, &format!("{name}.weight")).zip(param(p, l, &format!("{name}.bias")))
+        } else {
+            None
+        }
+    };
     let (us, uq) = u.split_at_mut(cfg.ds);
     let (ms, rs) = layer_norm(s, norm("norm_s"), us);
     let (mq, rq) = layer_norm(q, norm("norm_q"), uq);
@@ -81,7 +96,16 @@ fn fused_input<F: Real>(cfg: &HeadConfig, l: &ParamLayout, p: &[F], s: &[F], q: 
 /// One branch's backward through its scale m and LayerNorm: dx from du; adds d gamma and d beta into `gp`
 /// at the given offsets. `norm` = (gamma, offset of d gamma, offset of d beta), or None with `norm` off.
 #[allow(clippy::too_many_arguments)]
-fn branch_backward<F: Real>(x: &[F], du: &[F], m: F, norm: Option<(&[F], usize, usize)>, mean: F, rstd: F, dx: &mut [F], gp: &mut [F]) {
+fn branch_backward<F: Real>(
+    x: &[F],
+    du: &[F],
+    m: F,
+    norm: Option<(&[F], usize, usize)>,
+    mean: F,
+    rstd: F,
+    dx: &mut [F],
+    gp: &mut [F],
+) {
     let Some((gamma, o_g, o_b)) = norm else {
         dx.iter_mut().zip(du).for_each(|(o, &g)| *o = g * m);
         return;

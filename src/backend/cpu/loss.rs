@@ -29,7 +29,13 @@ pub fn sample<F: Real>(cfg: &LossConfig, x: F, label: F) -> (F, F) {
 
 /// Mean loss over the batch; writes d(mean loss)/d logit into `dlogits`; counts the confusion with "fake"
 /// predicted where the logit is >= `threshold_logit` (`loss::threshold_logit`).
-pub fn loss<F: Real>(cfg: &LossConfig, logits: &[F], labels: &[F], threshold_logit: f32, dlogits: &mut [F]) -> (F, Confusion) {
+pub fn loss<F: Real>(
+    cfg: &LossConfig,
+    logits: &[F],
+    labels: &[F],
+    threshold_logit: f32,
+    dlogits: &mut [F],
+) -> (F, Confusion) {
     let inv_b = F::ONE / F::of(logits.len() as f64);
     let mut total = F::ZERO;
     let mut c = Confusion::default();

@@ -68,7 +68,14 @@ impl Backend for CpuBackend {
         })
     }
 
-    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward> {
+    fn head_forward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        mode: Mode,
+    ) -> Result<HeadForward> {
         let b = head_op::check(cfg, params, s, q)?;
         let (mut logits, mut z, mut h) = (self.output(b), self.output(b * cfg.d()), self.output(b * cfg.hidden));
         let (mut stats, mut gate) = (self.output(b * 4), self.output(b));
@@ -98,7 +105,8 @@ impl Backend for CpuBackend {
     ) -> Result<HeadGrads> {
         let b = head_op::check(cfg, params, s, q)?;
         head_op::check_backward(saved, dlogits, cfg, b)?;
-        let (mut gp, mut ds, mut dq) = (self.output::<f32>(params.numel()), self.output(b * cfg.ds), self.output(b * cfg.dq));
+        let (mut gp, mut ds, mut dq) =
+            (self.output::<f32>(params.numel()), self.output(b * cfg.ds), self.output(b * cfg.dq));
         let out = head::BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq };
         let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
         head::backward(cfg, params.host()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
@@ -115,6 +123,9 @@ impl Backend for CpuBackend {
         let t = loss_op::threshold_logit(threshold);
         let (l, c) = loss::loss(cfg, logits.host::<f32>()?, labels.host()?, t, &mut d);
         let stats = vec![l, c.tp as f32, c.fp as f32, c.tn as f32, c.fn_ as f32];
-        Ok(LossOutput { dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?, stats: Tensor::from_vec(&[5], Layout::Plain, stats)? })
+        Ok(LossOutput {
+            dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?,
+            stats: Tensor::from_vec(&[5], Layout::Plain, stats)?,
+        })
     }
 }

@@ -13,11 +13,8 @@ pub fn preprocess(images: &[u8], d: Dims, norm: &ChannelNorm, out: &mut [f32], r
         Some(r) => r.chunks_mut(img_len).map(Some).collect(),
         None => (0..d.n).map(|_| None).collect(),
     };
-    images
-        .par_chunks(img_len)
-        .zip(out.par_chunks_mut(img_len))
-        .zip(raw_per_image.par_iter_mut())
-        .for_each(|((src, dst), raw)| {
+    images.par_chunks(img_len).zip(out.par_chunks_mut(img_len)).zip(raw_per_image.par_iter_mut()).for_each(
+        |((src, dst), raw)| {
             for (p, px) in src.chunks_exact(d.c).enumerate() {
                 for (c, &x) in px.iter().enumerate() {
                     let (x, o) = (x as f32, c * hw + p);
@@ -27,5 +24,6 @@ pub fn preprocess(images: &[u8], d: Dims, norm: &ChannelNorm, out: &mut [f32], r
                     }
                 }
             }
-        });
+        },
+    );
 }

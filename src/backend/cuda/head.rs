@@ -77,7 +77,14 @@ fn per_column(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-pub fn forward(be: &CudaBackend, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward> {
+pub fn forward(
+    be: &CudaBackend,
+    cfg: &HeadConfig,
+    params: &Tensor,
+    s: &Tensor,
+    q: &Tensor,
+    mode: Mode,
+) -> Result<HeadForward> {
     let b = check(cfg, params, s, q)?;
     let (d, hid) = (cfg.d(), cfg.hidden);
     let a = args(cfg, mode);
@@ -89,7 +96,14 @@ pub fn forward(be: &CudaBackend, cfg: &HeadConfig, params: &Tensor, s: &Tensor, 
 
     let f = be.function("head", "head_fwd_input")?;
     let mut l = stream.launch_builder(&f);
-    l.arg(p).arg(s.device::<f32>()?).arg(q.device::<f32>()?).arg(&b32).arg(&a).arg(&mut z).arg(&mut stats).arg(&mut gate);
+    l.arg(p)
+        .arg(s.device::<f32>()?)
+        .arg(q.device::<f32>()?)
+        .arg(&b32)
+        .arg(&a)
+        .arg(&mut z)
+        .arg(&mut stats)
+        .arg(&mut gate);
     // SAFETY: arguments match the kernel; `check` validated every shape the kernel indexes.
     unsafe { l.launch(per_sample(b)) }?;
 
@@ -130,7 +144,8 @@ pub fn backward(
     let a = args(cfg, saved.mode);
     let p = params.device::<f32>()?;
     let (s, q) = (s.device::<f32>()?, q.device::<f32>()?);
-    let (z, h, stats, gate) = (saved.z.device::<f32>()?, saved.h.device::<f32>()?, saved.stats.device::<f32>()?, saved.gate.device::<f32>()?);
+    let (z, h, stats, gate) =
+        (saved.z.device::<f32>()?, saved.h.device::<f32>()?, saved.stats.device::<f32>()?, saved.gate.device::<f32>()?);
     let stream = be.stream();
     // Zeroed, not poisoned: the alignment padding between parameters is no kernel's to write.
     let mut gp = stream.alloc_zeros::<f32>(params.numel())?;

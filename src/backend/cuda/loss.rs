@@ -21,7 +21,13 @@ struct LossArgs {
 // SAFETY: plain old data with the kernel parameter's C layout.
 unsafe impl DeviceRepr for LossArgs {}
 
-pub fn loss(be: &CudaBackend, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
+pub fn loss(
+    be: &CudaBackend,
+    cfg: &LossConfig,
+    logits: &Tensor,
+    labels: &Tensor,
+    threshold: f32,
+) -> Result<LossOutput> {
     let n = check(logits, labels, cfg, threshold)?;
     let (focal, alpha, gamma) = match cfg.kind {
         LossKind::Bce => (0, 0.0, 0.0),

@@ -13,9 +13,9 @@ pub mod timing;
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
-use blas::Blas;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Element, Storage, Tensor};
+use blas::Blas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -126,7 +126,10 @@ impl CudaBackend {
     pub fn new(ordinal: usize, opts: BackendOptions) -> Result<Self> {
         let n = device_count()?;
         if ordinal >= n {
-            return Err(Error::Device(format!("cuda:{ordinal} asked for, but {n} GPU(s) found (cuda:0 to cuda:{})", n - 1)));
+            return Err(Error::Device(format!(
+                "cuda:{ordinal} asked for, but {n} GPU(s) found (cuda:0 to cuda:{})",
+                n - 1
+            )));
         }
         if kernels::FATBINS.is_empty() {
             return Err(Error::Device(
@@ -255,7 +258,14 @@ impl Backend for CudaBackend {
         preprocess::preprocess(self, images, norm, want_raw)
     }
 
-    fn head_forward(&self, cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor, mode: Mode) -> Result<HeadForward> {
+    fn head_forward(
+        &self,
+        cfg: &HeadConfig,
+        params: &Tensor,
+        s: &Tensor,
+        q: &Tensor,
+        mode: Mode,
+    ) -> Result<HeadForward> {
         head::forward(self, cfg, params, s, q, mode)
     }
 
