@@ -15,6 +15,8 @@ pub enum DType {
     F32,
     F16,
     BF16,
+    /// Accumulators that must not lose precision over a whole data set (running statistics).
+    F64,
 }
 
 impl DType {
@@ -23,6 +25,7 @@ impl DType {
             DType::U8 => 1,
             DType::F32 => 4,
             DType::F16 | DType::BF16 => 2,
+            DType::F64 => 8,
         }
     }
 }
@@ -44,6 +47,7 @@ pub enum HostData {
     F32(Vec<f32>),
     F16(Vec<f16>),
     BF16(Vec<bf16>),
+    F64(Vec<f64>),
 }
 
 /// Device memory, typed. It belongs to the CUDA backend that made it.
@@ -53,6 +57,7 @@ pub enum DeviceData {
     F32(CudaSlice<f32>),
     F16(CudaSlice<f16>),
     BF16(CudaSlice<bf16>),
+    F64(CudaSlice<f64>),
 }
 
 #[derive(Debug)]
@@ -113,6 +118,7 @@ element!(u8, U8);
 element!(f32, F32);
 element!(f16, F16);
 element!(bf16, BF16);
+element!(f64, F64);
 
 #[derive(Debug)]
 pub struct Tensor {

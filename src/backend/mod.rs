@@ -3,12 +3,14 @@
 
 pub mod cpu;
 pub mod cuda;
+pub mod fft;
 pub mod head;
 pub mod loss;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+pub use fft::{FftConfig, FreqStats};
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 pub use loss::{LossConfig, LossOutput, LossStats};
 pub use preprocess::{ChannelNorm, Preprocessed};
@@ -36,6 +38,13 @@ pub trait Backend: Send + Sync {
     /// u8 N x H x W x C (NHWC, C in 1..=4) to f32 NCHW: normalized with per-channel mean/std, and, if asked,
     /// raw in [0, 1] as well, in one pass.
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed>;
+
+    /// The frequency features (backend/fft.rs): images (f32 NCHW in [0, 1] or u8 NHWC) to N x planes x out_h x
+    /// out_w magnitude and phase planes. `stats` (from `FreqStats::finish`) is needed by log-std only.
+    fn fft_features(&self, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor>;
+
+    /// Adds a batch of images to running per-bin statistics of the `log` magnitudes.
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
     fn head_forward(

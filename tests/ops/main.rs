@@ -3,6 +3,7 @@
 //! One test binary for all op families, so that the GPU machine gets one executable to run.
 
 mod common;
+mod fft;
 mod head;
 mod loss;
 mod preprocess;

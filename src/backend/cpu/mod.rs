@@ -1,10 +1,12 @@
 //! The CPU backend: the reference implementation of every op (rayon over the batch). It trains too, slowly.
 
+pub mod fft;
 pub mod head;
 pub mod loss;
 mod preprocess;
 pub mod real;
 
+use super::fft::{self as fft_op, FftConfig, FreqStats};
 use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
@@ -31,6 +33,14 @@ impl CpuBackend {
     }
 }
 
+/// The pixel source of an FFT input (the op's check has fixed dtype and layout).
+fn pixels(images: &Tensor) -> Result<fft::Pixels<'_>> {
+    Ok(match images.dtype() {
+        crate::tensor::DType::U8 => fft::Pixels::U8Nhwc(images.host()?),
+        _ => fft::Pixels::F32Nchw(images.host()?),
+    })
+}
+
 impl Backend for CpuBackend {
     fn name(&self) -> String {
         format!("cpu ({} rayon threads)", rayon::current_num_threads())
@@ -48,6 +58,7 @@ impl Backend for CpuBackend {
                 HostData::F32(v) => Tensor::from_vec(t.shape(), t.layout(), v.clone())?,
                 HostData::F16(v) => Tensor::from_vec(t.shape(), t.layout(), v.clone())?,
                 HostData::BF16(v) => Tensor::from_vec(t.shape(), t.layout(), v.clone())?,
+                HostData::F64(v) => Tensor::from_vec(t.shape(), t.layout(), v.clone())?,
             }),
             Storage::Cuda(_) => shape_err!("the CPU backend was given a GPU tensor; download it with its CUDA backend"),
         }
@@ -66,6 +77,23 @@ impl Backend for CpuBackend {
             norm: Tensor::from_vec(&d.nchw(), Layout::Nchw, out)?,
             raw: raw.map(|r| Tensor::from_vec(&d.nchw(), Layout::Nchw, r)).transpose()?,
         })
+    }
+
+    fn fft_features(&self, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor> {
+        let d = fft_op::check(images, cfg, stats)?;
+        let mut out = self.output::<f32>(d.out_shape().iter().product());
+        let stats = stats.map(|t| t.host::<f32>()).transpose()?;
+        fft::features(&pixels(images)?, &d, cfg, stats, &mut out);
+        Tensor::from_vec(&d.out_shape(), Layout::Nchw, out)
+    }
+
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
+        let feats = self.fft_features(images, &stats.cfg, None)?;
+        let d = fft_op::check(images, &stats.cfg, None)?;
+        fft_op::check_stats(stats, &d)?;
+        fft::stats_update(feats.host()?, &d, stats.count, stats.mean.host_mut()?, stats.m2.host_mut()?);
+        stats.count += d.n as u64;
+        Ok(())
     }
 
     fn head_forward(

@@ -5,11 +5,13 @@
 //! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
 
 pub mod blas;
+mod fft;
 mod head;
 mod loss;
 mod preprocess;
 pub mod timing;
 
+use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
@@ -18,7 +20,7 @@ use crate::tensor::{DType, Element, Storage, Tensor};
 use blas::Blas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
 pub mod kernels {
@@ -118,6 +120,8 @@ pub struct CudaBackend {
     opts: BackendOptions,
     /// Made on first use, so that ops that need no cuBLAS run where it is missing.
     blas: OnceLock<std::result::Result<Blas, String>>,
+    /// FFT line plans by transform size (Bluestein's tables are uploaded once per size).
+    fft_plans: Mutex<HashMap<usize, fft::SharedPlan>>,
 }
 
 impl CudaBackend {
@@ -154,7 +158,15 @@ impl CudaBackend {
             modules.insert(*name, m);
         }
         let stream = ctx.new_stream()?;
-        Ok(CudaBackend { ctx, stream, modules, info, opts, blas: OnceLock::new() })
+        Ok(CudaBackend {
+            ctx,
+            stream,
+            modules,
+            info,
+            opts,
+            blas: OnceLock::new(),
+            fft_plans: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn context(&self) -> &Arc<CudaContext> {
@@ -173,6 +185,17 @@ impl CudaBackend {
             .get_or_init(|| Blas::new(self.stream.clone()).map_err(|e| e.reason()))
             .as_ref()
             .map_err(|m| Error::Device(m.clone()))
+    }
+
+    /// The FFT plan for transform size n, made on first use.
+    fn fft_plan(&self, n: usize) -> Result<fft::SharedPlan> {
+        let mut plans = self.fft_plans.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = plans.get(&n) {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(fft::plan(self, n)?);
+        plans.insert(n, p.clone());
+        Ok(p)
     }
 
     /// A kernel by module (the kernels/*.cu file stem) and function name.
@@ -237,6 +260,7 @@ impl Backend for CudaBackend {
             DType::F32 => self.upload_typed::<f32>(t),
             DType::F16 => self.upload_typed::<half::f16>(t),
             DType::BF16 => self.upload_typed::<half::bf16>(t),
+            DType::F64 => self.upload_typed::<f64>(t),
         }
     }
     fn download(&self, t: &Tensor) -> Result<Tensor> {
@@ -248,6 +272,7 @@ impl Backend for CudaBackend {
             DType::F32 => self.download_typed::<f32>(t),
             DType::F16 => self.download_typed::<half::f16>(t),
             DType::BF16 => self.download_typed::<half::bf16>(t),
+            DType::F64 => self.download_typed::<f64>(t),
         }
     }
     fn synchronize(&self) -> Result<()> {
@@ -256,6 +281,14 @@ impl Backend for CudaBackend {
 
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed> {
         preprocess::preprocess(self, images, norm, want_raw)
+    }
+
+    fn fft_features(&self, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor> {
+        fft::features(self, images, cfg, stats)
+    }
+
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
+        fft::stats_update(self, images, stats)
     }
 
     fn head_forward(

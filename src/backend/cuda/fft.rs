@@ -1,0 +1,191 @@
+//! Launchers for kernels/fft.cu, and the per-size line plans (radices, Bluestein tables) they use.
+
+use super::CudaBackend;
+use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
+use crate::backend::fft::{check, check_stats, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
+use crate::error::Result;
+use crate::tensor::{DType, Layout, Tensor};
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// Matches `struct Line` in kernels/fft.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Line {
+    n: i32,
+    len: i32,
+    nrad: i32,
+    bluestein: i32,
+    radices: u64,
+}
+// SAFETY: plain old data with the kernel parameter's C layout (4 i32, then a u64 at offset 16).
+unsafe impl DeviceRepr for Line {}
+
+/// Matches `struct FftArgs` in kernels/fft.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct FftArgs {
+    n_img: i32,
+    c: i32,
+    h: i32,
+    w: i32,
+    s: i32,
+    out_h: i32,
+    out_w: i32,
+    planes: i32,
+    input_u8: i32,
+    grayscale: i32,
+    layout: i32,
+    magnitude: i32,
+    phase: i32,
+    inv_sqrt_hw: f32,
+}
+// SAFETY: plain old data with the kernel parameter's C layout.
+unsafe impl DeviceRepr for FftArgs {}
+
+/// A planned transform size: the kernel's `Line`, and Bluestein's tables on the device (as float2 pairs).
+pub struct LinePlan {
+    line: Line,
+    tables: Option<(CudaSlice<f32>, CudaSlice<f32>)>,
+}
+
+/// Plans are cached per size on the backend; this is the cache's value type.
+pub type SharedPlan = Arc<LinePlan>;
+
+/// Radices for the kernels: the prime factors, with pairs of 2s merged into 4s (fewer passes).
+fn radices(len: usize) -> Vec<usize> {
+    let f = smooth_factors(len).expect("a smooth size");
+    let twos = f.iter().filter(|&&p| p == 2).count();
+    let mut r = vec![4; twos / 2];
+    r.extend(std::iter::repeat_n(2, twos % 2));
+    r.extend(f.into_iter().filter(|&p| p != 2));
+    r
+}
+
+pub fn plan(be: &CudaBackend, n: usize) -> Result<LinePlan> {
+    let (len, tables) = match smooth_factors(n) {
+        Some(_) => (n, None),
+        None => {
+            let (chirp, kfft) = bluestein_tables(n);
+            let flat = |v: &[C64]| v.iter().flat_map(|c| [c.re as f32, c.im as f32]).collect::<Vec<f32>>();
+            let t = (be.stream().clone_htod(&flat(&chirp))?, be.stream().clone_htod(&flat(&kfft))?);
+            (kfft.len(), Some(t))
+        }
+    };
+    let r = radices(len);
+    assert!(r.len() <= 21, "{len} needs more radices than the packed field holds");
+    let packed = r.iter().enumerate().fold(0u64, |acc, (i, &x)| acc | ((x as u64) << (3 * i)));
+    let line = Line {
+        n: n as i32,
+        len: len as i32,
+        nrad: r.len() as i32,
+        bluestein: tables.is_some() as i32,
+        radices: packed,
+    };
+    Ok(LinePlan { line, tables })
+}
+
+/// Lines per block: as many as fit in 32 KiB of shared memory (two buffers of len complex each), up to 16.
+fn lines_per_block(len: usize) -> usize {
+    (32768 / (16 * len)).clamp(1, 16)
+}
+
+fn launch_cfg(blocks: usize, len: usize, lines: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (blocks as u32, 1, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: (lines * 2 * len * 8) as u32,
+    }
+}
+
+pub fn features(be: &CudaBackend, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor> {
+    let d = check(images, cfg, stats)?;
+    let (rows, cols) = (be.fft_plan(d.w)?, be.fft_plan(d.h)?);
+    let a = args(images, cfg, &d);
+    let wh = d.w / 2 + 1;
+    let spectra = d.n * d.s;
+    let mut spec = be.output::<f32>(spectra * d.h * wh * 2)?;
+    let mut out = be.output::<f32>(d.out_shape().iter().product())?;
+    let null = 0u64;
+    let stream = be.stream();
+
+    let lpb = lines_per_block(rows.line.len as usize);
+    let blocks = (spectra * d.h.div_ceil(2)).div_ceil(lpb);
+    let f = be.function("fft", "fft_rows")?;
+    let mut l = stream.launch_builder(&f);
+    match images.dtype() {
+        DType::U8 => l.arg(&null).arg(images.device::<u8>()?),
+        _ => l.arg(images.device::<f32>()?).arg(&null),
+    };
+    l.arg(&a).arg(&rows.line);
+    push_tables(&mut l, &rows, &null);
+    let lpb32 = lpb as i32;
+    l.arg(&lpb32).arg(&mut spec);
+    // SAFETY: arguments match the kernel; `check` validated the sizes; `spec` holds every plane's half spectrum.
+    unsafe { l.launch(launch_cfg(blocks, rows.line.len as usize, lpb)) }?;
+
+    let lpb = lines_per_block(cols.line.len as usize);
+    let blocks = spectra * wh.div_ceil(lpb);
+    let f = be.function("fft", "fft_cols")?;
+    let mut l = stream.launch_builder(&f);
+    l.arg(&spec).arg(&a).arg(&cols.line);
+    push_tables(&mut l, &cols, &null);
+    let lpb32 = lpb as i32;
+    l.arg(&lpb32);
+    match stats {
+        Some(t) => l.arg(t.device::<f32>()?),
+        None => l.arg(&null),
+    };
+    l.arg(&mut out);
+    // SAFETY: as above; `stats`, when log-std reads it, was checked to be [2, S, out_h, out_w].
+    unsafe { l.launch(launch_cfg(blocks, cols.line.len as usize, lpb)) }?;
+    Tensor::from_device(&d.out_shape(), Layout::Nchw, out)
+}
+
+fn push_tables<'a>(l: &mut cudarc::driver::LaunchArgs<'a>, p: &'a LinePlan, null: &'a u64) {
+    match &p.tables {
+        Some((chirp, kfft)) => l.arg(chirp).arg(kfft),
+        None => l.arg(null).arg(null),
+    };
+}
+
+fn args(images: &Tensor, cfg: &FftConfig, d: &FftDims) -> FftArgs {
+    FftArgs {
+        n_img: d.n as i32,
+        c: d.c as i32,
+        h: d.h as i32,
+        w: d.w as i32,
+        s: d.s as i32,
+        out_h: d.out_h as i32,
+        out_w: d.out_w as i32,
+        planes: d.planes as i32,
+        input_u8: (images.dtype() == DType::U8) as i32,
+        grayscale: cfg.grayscale as i32,
+        layout: (cfg.layout == SpectrumLayout::Shifted) as i32,
+        magnitude: match cfg.magnitude {
+            Magnitude::Raw => 0,
+            Magnitude::Log => 1,
+            Magnitude::LogStd => 2,
+        },
+        phase: (cfg.phase == Phase::CosSin) as i32,
+        inv_sqrt_hw: (1.0 / ((d.h * d.w) as f64).sqrt()) as f32,
+    }
+}
+
+pub fn stats_update(be: &CudaBackend, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
+    let feats = features(be, images, &stats.cfg, None)?;
+    let d = check(images, &stats.cfg, None)?;
+    check_stats(stats, &d)?;
+    let per_image = (d.planes * d.plane_len()) as i64;
+    let (bins, n, count) = (d.stats_len() as i32, d.n as i32, stats.count as f64);
+    let f = be.function("fft", "fft_stats_update")?;
+    let cfg = be.grid_stride(d.stats_len(), 256);
+    let (mean, m2) = (&mut stats.mean, &mut stats.m2);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(feats.device::<f32>()?).arg(&per_image).arg(&bins).arg(&n).arg(&count);
+    l.arg(mean.device_mut::<f64>()?).arg(m2.device_mut::<f64>()?);
+    // SAFETY: arguments match the kernel; mean and m2 hold `bins` values (check_stats), feats n images.
+    unsafe { l.launch(cfg) }?;
+    stats.count += d.n as u64;
+    Ok(())
+}

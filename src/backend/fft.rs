@@ -1,0 +1,205 @@
+//! The frequency features' contract, shared by both backends: a batched 2-D DFT over H and W of each image
+//! (per channel, or of its luma), turned into magnitude planes and phase planes.
+//!
+//! F is the unnormalized DFT, F[ky][kx] = sum_{y,x} img[y][x] e^{-2 pi i (ky y / H + kx x / W)} (numpy's and
+//! PyTorch's default). Magnitude modes:
+//! - `raw`: |F|. Kept on purpose: its values span many orders of magnitude (the DC term of a 224 x 224 image
+//!   is about 25,000, the quietest bins under 1e-3), which is what stalls the training of what follows.
+//! - `log`: (ln(|F| / sqrt(HW) + eps) - LOG_CENTER) / LOG_SCALE. Dividing by sqrt(HW) (the "ortho"
+//!   normalization) makes the range independent of the image size; the fixed affine maps it to about unit range.
+//! - `log-std`: the `log` value standardized per frequency bin, (v - mean) / std, with mean and std gathered over
+//!   the training set (Frank et al. 2020) by `FreqStats` (Welford, in f64), and saved with the model.
+//! Phase modes: angle / pi in [-1, 1], or the pair (cos, sin) of the angle ((1, 0) where |F| = 0).
+//! Layouts: `half`, the H x (W/2 + 1) half spectrum of a real input (as torch.fft.rfft2, no redundancy), and
+//! `shifted`, the full H x W spectrum with the zero frequency moved to the centre (numpy's fftshift: bin
+//! (ky, kx) lands at ((ky + H/2) mod H, (kx + W/2) mod W)). The model uses `half` by default: the full spectrum
+//! of a real image repeats each value twice (F[-k] = conj F[k]), so `half` carries the same information in
+//! half the memory traffic, and it is what the PyTorch peer computes, so the bench compares like with like.
+//! `shifted` is for looking at spectra (`dfgpu spectrum`).
+//! Output planes per image: the S magnitude planes first (S = C, or 1 with `grayscale`), then the phase planes
+//! (S angle planes, or S cos planes then S sin planes), as the PyTorch peer's torch.cat([log|F|, angle]).
+//! Grayscale uses the BT.601 luma 0.299 R + 0.587 G + 0.114 B.
+//! Forward only: the FFT sees the raw images, which need no gradient.
+
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::tensor::{DType, Layout, Tensor};
+
+pub const LOG_EPS: f32 = 1e-6;
+pub const LOG_CENTER: f32 = -3.0;
+pub const LOG_SCALE: f32 = 3.0;
+/// Smallest standard deviation log-std divides by: a bin that never varies in the training set is centred,
+/// not blown up.
+pub const STD_FLOOR: f32 = 1e-3;
+/// Sizes from MIN_SIZE to MAX_SIZE, any factors; 2, 3, 5 and 7 take the fast path, the rest Bluestein's.
+pub const MIN_SIZE: usize = 16;
+pub const MAX_SIZE: usize = 1024;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpectrumLayout {
+    Half,
+    Shifted,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Magnitude {
+    Raw,
+    Log,
+    LogStd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    Angle,
+    CosSin,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FftConfig {
+    pub layout: SpectrumLayout,
+    pub magnitude: Magnitude,
+    pub phase: Phase,
+    pub grayscale: bool,
+}
+
+impl Default for FftConfig {
+    /// Half spectrum, log magnitude, angle / pi, per channel.
+    fn default() -> Self {
+        FftConfig { layout: SpectrumLayout::Half, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: false }
+    }
+}
+
+/// The sizes an op works with, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FftDims {
+    pub n: usize,
+    /// Input channels.
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    /// Spectra per image: c, or 1 with grayscale.
+    pub s: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    /// Output planes per image: s magnitude planes, then s (angle) or 2s (cos, sin) phase planes.
+    pub planes: usize,
+}
+
+impl FftDims {
+    pub fn new(cfg: &FftConfig, n: usize, c: usize, h: usize, w: usize) -> Self {
+        let s = if cfg.grayscale { 1 } else { c };
+        let (out_h, out_w) = match cfg.layout {
+            SpectrumLayout::Half => (h, w / 2 + 1),
+            SpectrumLayout::Shifted => (h, w),
+        };
+        let phase_planes = match cfg.phase {
+            Phase::Angle => s,
+            Phase::CosSin => 2 * s,
+        };
+        FftDims { n, c, h, w, s, out_h, out_w, planes: s + phase_planes }
+    }
+
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.planes, self.out_h, self.out_w]
+    }
+    /// Values in one plane.
+    pub fn plane_len(&self) -> usize {
+        self.out_h * self.out_w
+    }
+    /// The shape of the per-bin statistics: the magnitude planes of one image.
+    pub fn stats_len(&self) -> usize {
+        self.s * self.plane_len()
+    }
+}
+
+/// Checks the images (f32 NCHW in [0, 1], or u8 NHWC straight from the decoder), the sizes and the statistics
+/// (needed by log-std only: a [2, S, out_h, out_w] f32 tensor of means and standard deviations).
+pub fn check(images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<FftDims> {
+    let s = images.shape();
+    let (n, c, h, w) = match (images.dtype(), images.layout()) {
+        (DType::F32, Layout::Nchw) => (s[0], s[1], s[2], s[3]),
+        (DType::U8, Layout::Nhwc) => (s[0], s[3], s[1], s[2]),
+        (dt, l) => shape_err!("fft images: expected f32 NCHW or u8 NHWC, got {dt:?} {l:?} with shape {s:?}"),
+    };
+    if n == 0 || c == 0 {
+        shape_err!("fft images: empty batch (shape {s:?})");
+    }
+    for (what, v) in [("height", h), ("width", w)] {
+        if !(MIN_SIZE..=MAX_SIZE).contains(&v) {
+            shape_err!("fft images: {what} {v} is outside {MIN_SIZE} to {MAX_SIZE} (shape {s:?})");
+        }
+    }
+    if cfg.grayscale && c != 3 {
+        shape_err!("fft grayscale needs 3-channel images, got {c} (shape {s:?})");
+    }
+    let d = FftDims::new(cfg, n, c, h, w);
+    match (cfg.magnitude, stats) {
+        (Magnitude::LogStd, None) => {
+            return Err(Error::Invalid(
+                "log-std magnitudes need the training set's per-bin statistics: gather them first (FreqStats)".into(),
+            ))
+        }
+        (Magnitude::LogStd, Some(t)) => {
+            t.expect("fft statistics", DType::F32, Layout::Plain, 4)?;
+            if t.shape() != [2, d.s, d.out_h, d.out_w] {
+                shape_err!(
+                    "fft statistics of shape {:?} for spectra of shape [2, {}, {}, {}]: gathered for another size \
+                     or layout",
+                    t.shape(),
+                    d.s,
+                    d.out_h,
+                    d.out_w
+                );
+            }
+        }
+        _ => {}
+    }
+    Ok(d)
+}
+
+/// Running per-bin statistics of the `log` magnitudes over a data set (Welford's update, merged batch by batch
+/// with Chan's formula, in f64). `mean` and `m2` live on the backend that gathers them.
+#[derive(Debug)]
+pub struct FreqStats {
+    pub cfg: FftConfig,
+    /// [S, out_h, out_w] of the spectra these were gathered for.
+    pub shape: [usize; 3],
+    pub count: u64,
+    pub mean: Tensor,
+    pub m2: Tensor,
+}
+
+impl FreqStats {
+    /// Empty statistics on backend `be` for images of `channels` x `h` x `w`. They are gathered over `log`
+    /// magnitudes whatever `cfg.magnitude` says: log-std standardizes exactly those.
+    pub fn new(be: &dyn Backend, cfg: FftConfig, channels: usize, h: usize, w: usize) -> Result<Self> {
+        let cfg = FftConfig { magnitude: Magnitude::Log, ..cfg };
+        let d = FftDims::new(&cfg, 1, channels, h, w);
+        let zeros = || be.upload(&Tensor::from_vec(&[d.stats_len()], Layout::Plain, vec![0f64; d.stats_len()])?);
+        Ok(FreqStats { cfg, shape: [d.s, d.out_h, d.out_w], count: 0, mean: zeros()?, m2: zeros()? })
+    }
+
+    /// Per-bin mean and std (population, floored at STD_FLOOR) as the [2, S, out_h, out_w] f32 tensor that
+    /// log-std takes. The result is on the host; upload it to the backend that uses it.
+    pub fn finish(&self, be: &dyn Backend) -> Result<Tensor> {
+        if self.count == 0 {
+            return Err(Error::Invalid("frequency statistics of no images".into()));
+        }
+        let (mean, m2) = (be.download(&self.mean)?, be.download(&self.m2)?);
+        let (mean, m2) = (mean.host::<f64>()?, m2.host::<f64>()?);
+        let n = self.count as f64;
+        let mut out: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+        out.extend(m2.iter().map(|&v| ((v / n).sqrt() as f32).max(STD_FLOOR)));
+        let [s, h, w] = self.shape;
+        Tensor::from_vec(&[2, s, h, w], Layout::Plain, out)
+    }
+}
+
+/// Checks that `stats` were started for these dims.
+pub fn check_stats(stats: &FreqStats, d: &FftDims) -> Result<()> {
+    let want = [d.s, d.out_h, d.out_w];
+    if stats.shape != want {
+        shape_err!("fft statistics for spectra {:?}, but these images give {want:?}", stats.shape);
+    }
+    Ok(())
+}
