@@ -129,7 +129,9 @@ fn find_nvcc() -> Option<PathBuf> {
 
 fn compile(nvcc: &Path, src: &Path, out: &Path, archs: &[u32]) -> Result<String, String> {
     let mut cmd = Command::new(nvcc);
-    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo"]);
+    // -lineinfo keeps source lines for profilers; it triples the fatbin, so every section is compressed
+    // (the driver inflates it at load).
+    cmd.args(["-fatbin", "-O3", "-std=c++17", "-Xptxas", "-v", "-lineinfo", "-Xfatbin=-compress-all"]);
     cmd.arg("-I").arg("kernels");
     for a in archs {
         cmd.arg("-gencode").arg(format!("arch=compute_{a},code=sm_{a}"));

@@ -37,6 +37,33 @@ __device__ __forceinline__ float2 cis_pi(float x) {  // e^{i pi x}
     return make_float2(c, s);
 }
 
+// e^{-2 pi i m / R} for 0 <= m < R, from constants: with the loops below unrolled, m is known at compile time
+// and this folds to two immediates (sincospif here made the fatbin five times larger).
+template <int R>
+__device__ __forceinline__ float2 root_of_unity(int m) {
+    constexpr float c3 = -0.5f, s3 = 0.86602540378443864676f;
+    constexpr float c5a = 0.30901699437494742410f, s5a = 0.95105651629515357212f;
+    constexpr float c5b = -0.80901699437494742410f, s5b = 0.58778525229247312917f;
+    constexpr float c7a = 0.62348980185873353053f, s7a = 0.78183148246802980871f;
+    constexpr float c7b = -0.22252093395631440429f, s7b = 0.97492791218182360702f;
+    constexpr float c7c = -0.90096886790241912624f, s7c = 0.43388373911755812048f;
+    if (m == 0) return make_float2(1.0f, 0.0f);
+    switch (R) {
+        case 2: return make_float2(-1.0f, 0.0f);
+        case 3: return make_float2(c3, m == 1 ? -s3 : s3);
+        case 4: return m == 1 ? make_float2(0.0f, -1.0f) : m == 2 ? make_float2(-1.0f, 0.0f) : make_float2(0.0f, 1.0f);
+        case 5: {
+            const float c = (m == 1 || m == 4) ? c5a : c5b, sn = (m == 1 || m == 4) ? s5a : s5b;
+            return make_float2(c, m <= 2 ? -sn : sn);
+        }
+        default: {
+            const int k = m <= 3 ? m : 7 - m;
+            const float c = k == 1 ? c7a : k == 2 ? c7b : c7c, sn = k == 1 ? s7a : k == 2 ? s7b : s7c;
+            return make_float2(c, m <= 3 ? -sn : sn);
+        }
+    }
+}
+
 // One Stockham pass of radix R over `lines` lines of length L (Govindaraju et al. 2008): read x[j + q L/R],
 // twiddle by e^{-2 pi i q k / (ns R)} with k = j mod ns, R-point DFT, write y[(j / ns) ns R + k + p ns].
 template <int R>
@@ -56,8 +83,7 @@ __device__ void stockham_pass(const float2* __restrict__ x, float2* __restrict__
             float2 acc = v[0];
 #pragma unroll
             for (int q = 1; q < R; ++q) {
-                const float2 w = cis_pi(-2.0f * (float)((p * q) % R) / (float)R);
-                const float2 m = cmul(v[q], w);
+                const float2 m = cmul(v[q], root_of_unity<R>((p * q) % R));
                 acc.x += m.x;
                 acc.y += m.y;
             }
@@ -234,5 +260,20 @@ extern "C" __global__ void fft_stats_update(const float* __restrict__ feats, lon
         const double nb = (double)n, delta = bm - mean[bin];
         mean[bin] += delta * nb / (count + nb);
         m2[bin] += bm2 + delta * delta * count * nb / (count + nb);
+    }
+}
+
+// The features stage alone, from a half spectrum that someone else computed (planes x H x (W/2 + 1)): the
+// second half of the cuFFT baseline in benches/fft.rs, and a cross-check of the fused kernels against cuFFT.
+extern "C" __global__ void fft_features_from_spectrum(const float2* __restrict__ spec, FftArgs a,
+                                                      const float* __restrict__ stats, float* __restrict__ out) {
+    const int wh = a.w / 2 + 1;
+    GRID_STRIDE(i, (long long)a.n_img * a.s * a.h * wh) {
+        const int kx = (int)(i % wh), ky = (int)((i / wh) % a.h);
+        const long long plane = i / ((long long)wh * a.h);
+        const int img = (int)(plane / a.s), sp = (int)(plane % a.s);
+        const float2 v = spec[i];
+        write_bin(a, img, sp, ky, kx, v, stats, out);
+        if (a.layout && kx >= 1 && a.w - kx > a.w / 2) write_bin(a, img, sp, (a.h - ky) % a.h, a.w - kx, conjf2(v), stats, out);
     }
 }

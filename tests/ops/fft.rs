@@ -366,3 +366,32 @@ fn gpu_matches_cpu_on_every_size_mode_and_input() {
         }
     }
 }
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_fused_kernels_match_cufft() {
+    use dfgpu::backend::cuda::fft::CufftPipeline;
+    let gpu = gpu();
+    let mut rng = Rng::new(8);
+    for (h, w) in SIZES {
+        let (u8_images, _) = random_images(&mut rng, 2, 3, h, w);
+        let images = cpu().preprocess(&u8_images, &dfgpu::backend::ChannelNorm::imagenet(), true).unwrap().raw.unwrap();
+        let dev = gpu.upload(&images).unwrap();
+        let d = dfgpu::backend::fft::check(&images, &FftConfig::default(), None).unwrap();
+        let mut pipe = CufftPipeline::new(&gpu, d).unwrap();
+        for layout in [SpectrumLayout::Half, SpectrumLayout::Shifted] {
+            for magnitude in [Magnitude::Raw, Magnitude::Log] {
+                for phase in [Phase::Angle, Phase::CosSin] {
+                    let cfg = FftConfig { layout, magnitude, phase, grayscale: false };
+                    let want = gpu.download(&pipe.run(&gpu, &dev, &cfg, None).unwrap()).unwrap();
+                    let got = gpu.download(&gpu.fft_features(&dev, &cfg, None).unwrap()).unwrap();
+                    let raw_cfg = FftConfig { magnitude: Magnitude::Raw, ..cfg };
+                    let raw = gpu.download(&pipe.run(&gpu, &dev, &raw_cfg, None).unwrap()).unwrap();
+                    let shape: [usize; 4] = want.shape().try_into().unwrap();
+                    let tag = format!("{h}x{w} {cfg:?} vs cuFFT");
+                    compare_features(&tag, &cfg, shape, got.host().unwrap(), want.host().unwrap(), raw.host().unwrap());
+                }
+            }
+        }
+    }
+}

@@ -3,8 +3,10 @@
 use super::CudaBackend;
 use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
 use crate::backend::fft::{check, check_stats, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
+use crate::error::Error;
 use crate::error::Result;
 use crate::tensor::{DType, Layout, Tensor};
+use cudarc::cufft::{sys as cufft_sys, CudaFft};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
@@ -188,4 +190,78 @@ pub fn stats_update(be: &CudaBackend, images: &Tensor, stats: &mut FreqStats) ->
     unsafe { l.launch(cfg) }?;
     stats.count += d.n as u64;
     Ok(())
+}
+
+/// The baseline the bench times against: cuFFT's batched R2C transform, then dfgpu's features kernel on its
+/// half spectrum. Also a cross-check of the fused kernels against cuFFT (tests/ops/fft.rs).
+pub struct CufftPipeline {
+    plan: CudaFft,
+    dims: FftDims,
+    spec: CudaSlice<cufft_sys::float2>,
+}
+
+impl CufftPipeline {
+    /// For f32 NCHW batches of `dims` (per channel, no grayscale: cuFFT sees the planes as they are).
+    pub fn new(be: &CudaBackend, dims: FftDims) -> Result<Self> {
+        // SAFETY: only tries to dlopen libcufft.
+        if !unsafe { cufft_sys::is_culib_present() } {
+            return Err(Error::Device("cuFFT (libcufft.so) could not be loaded".into()));
+        }
+        let (h, w) = (dims.h as i32, dims.w as i32);
+        let planes = (dims.n * dims.c) as i32;
+        let half = h * (w / 2 + 1);
+        let plan = CudaFft::plan_many(
+            &[h, w],
+            None,
+            1,
+            h * w,
+            None,
+            1,
+            half,
+            cufft_sys::cufftType::CUFFT_R2C,
+            planes,
+            be.stream().clone(),
+        )
+        .map_err(|e| Error::Cuda(format!("cuFFT plan {h}x{w} x{planes}: {e:?}")))?;
+        let spec = be.stream().alloc_zeros::<cufft_sys::float2>(planes as usize * half as usize)?;
+        Ok(CufftPipeline { plan, dims, spec })
+    }
+
+    pub fn run(
+        &mut self,
+        be: &CudaBackend,
+        images: &Tensor,
+        cfg: &FftConfig,
+        stats: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let d = check(images, cfg, stats)?;
+        if images.dtype() != DType::F32
+            || cfg.grayscale
+            || (d.n, d.c, d.h, d.w) != (self.dims.n, self.dims.c, self.dims.h, self.dims.w)
+        {
+            shape_err!(
+                "the cuFFT pipeline was planned for f32 {:?}, per channel; got {:?} {:?}",
+                [self.dims.n, self.dims.c, self.dims.h, self.dims.w],
+                images.dtype(),
+                images.shape()
+            );
+        }
+        self.plan
+            .exec_r2c(images.device::<f32>()?, &mut self.spec)
+            .map_err(|e| Error::Cuda(format!("cuFFT R2C: {e:?}")))?;
+        let mut out = be.output::<f32>(d.out_shape().iter().product())?;
+        let a = args(images, cfg, &d);
+        let null = 0u64;
+        let f = be.function("fft", "fft_features_from_spectrum")?;
+        let mut l = be.stream().launch_builder(&f);
+        l.arg(&self.spec).arg(&a);
+        match stats {
+            Some(t) => l.arg(t.device::<f32>()?),
+            None => l.arg(&null),
+        };
+        l.arg(&mut out);
+        // SAFETY: arguments match the kernel; the spectrum holds n*c half spectra of these sizes.
+        unsafe { l.launch(be.grid_stride(d.n * d.s * d.h * (d.w / 2 + 1), 256)) }?;
+        Tensor::from_device(&d.out_shape(), Layout::Nchw, out)
+    }
 }

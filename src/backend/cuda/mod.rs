@@ -5,7 +5,7 @@
 //! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
 
 pub mod blas;
-mod fft;
+pub mod fft;
 mod head;
 mod loss;
 mod preprocess;
