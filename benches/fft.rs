@@ -9,7 +9,8 @@
 //! CPU: images/s of the reference.
 
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::{fft::CufftPipeline, timing::median_ms, CudaBackend};
+use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
+use dfgpu::backend::cuda::{fft::CufftPipeline, CudaBackend};
 use dfgpu::backend::fft::{check, FftConfig};
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
@@ -22,7 +23,6 @@ fn images(n: usize, size: usize, seed: u64) -> Tensor {
 }
 
 fn gpu_bench(gpu: &CudaBackend) -> dfgpu::Result<()> {
-    println!("fft gpu: {}", gpu.name());
     let cfg = FftConfig::default();
     for size in [224usize, 256] {
         let n = 256;
@@ -54,14 +54,7 @@ fn gpu_bench(gpu: &CudaBackend) -> dfgpu::Result<()> {
 }
 
 fn main() {
-    match CudaBackend::new(0, Default::default()) {
-        Err(e) => println!("fft gpu: skipped ({})", e.reason()),
-        Ok(gpu) => {
-            if let Err(e) = gpu_bench(&gpu) {
-                println!("fft gpu: failed: {e}");
-            }
-        }
-    }
+    with_gpu("fft", gpu_bench);
     let cpu = CpuBackend::new(Default::default());
     let x = images(8, 224, 2);
     let cfg = FftConfig::default();

@@ -8,7 +8,8 @@
 
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::{timing::median_ms, CudaBackend};
+use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
+use dfgpu::backend::cuda::CudaBackend;
 use dfgpu::backend::head::{HeadConfig, Mode};
 use dfgpu::backend::loss::LossConfig;
 use dfgpu::rng::Rng;
@@ -206,7 +207,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 }
 
 fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
-    println!("head gpu: {} (Ds 1280, Dq 256, H 256, LayerNorm, SiLU, dropout 0.3, focal loss)", gpu.name());
+    println!("  Ds 1280, Dq 256, H 256, LayerNorm, SiLU, dropout 0.3, focal loss");
     for b in [128usize, 256] {
         let host = inputs(b);
         let x = Inputs {
@@ -240,14 +241,7 @@ fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
 }
 
 fn main() {
-    match CudaBackend::new(0, Default::default()) {
-        Err(e) => println!("head gpu: skipped ({})", e.reason()),
-        Ok(gpu) => {
-            if let Err(e) = gpu_bench(&gpu) {
-                println!("head gpu: failed: {e}");
-            }
-        }
-    }
+    with_gpu("head", gpu_bench);
     let cpu = CpuBackend::new(Default::default());
     let x = inputs(128);
     fused_step(&cpu, &x).unwrap();

@@ -1,7 +1,21 @@
 //! GPU timing with CUDA events, for benches: warm-up runs, then the median of many timed runs.
 
+use super::CudaBackend;
 use crate::error::Result;
 use cudarc::driver::{sys::CUevent_flags, CudaStream};
+
+/// Runs a bench's GPU part on GPU 0, or prints in one line why it was skipped or where it failed.
+pub fn with_gpu(what: &str, f: impl FnOnce(&CudaBackend) -> Result<()>) {
+    match CudaBackend::new(0, Default::default()) {
+        Err(e) => println!("{what} gpu: skipped ({})", e.reason()),
+        Ok(gpu) => {
+            println!("{what} gpu: {}", crate::Backend::name(&gpu));
+            if let Err(e) = f(&gpu) {
+                println!("{what} gpu: failed: {e}");
+            }
+        }
+    }
+}
 
 /// Median milliseconds of `iters` runs of `f` on `stream`, after `warmup` untimed runs.
 pub fn median_ms(stream: &CudaStream, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
