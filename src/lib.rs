@@ -8,6 +8,7 @@ pub mod info;
 pub mod model;
 pub mod rng;
 pub mod tensor;
+pub mod train;
 
 pub use backend::{select, Backend, BackendOptions, DeviceSpec};
 pub use error::{Error, Result};

@@ -1,0 +1,3 @@
+//! Training: the loop, optimizer, schedule, metrics, diagnostics and checkpoints.
+
+pub mod metrics;

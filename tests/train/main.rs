@@ -1,0 +1,3 @@
+//! Training-system tests without a model: metrics, data, synthetic set. One module per part.
+
+mod metrics;
