@@ -4,6 +4,7 @@
 #[macro_use]
 pub mod error;
 pub mod backend;
+pub mod data;
 pub mod info;
 pub mod model;
 pub mod rng;

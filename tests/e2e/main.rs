@@ -1,6 +1,7 @@
 //! End-to-end tests of the `dfgpu` binary, one module per command.
 
 mod info;
+mod synth;
 
 use std::process::{Command, Output};
 

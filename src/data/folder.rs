@@ -1,0 +1,172 @@
+//! Datasets: a folder (`DIR/real/**` and `DIR/fake/**`, any nesting; a fake's first subfolder names its group,
+//! one per generator or source set), or a CSV file of `path,label` (label 0/1 or real/fake; paths relative to the
+//! CSV's folder). Problems a user can fix are errors before training starts, naming the file or folder.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use std::path::{Path, PathBuf};
+
+pub const EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "webp", "bmp"];
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub path: PathBuf,
+    /// 1 fake, 0 real.
+    pub label: u8,
+    /// For fakes: the generator group (first subfolder under fake/, or the CSV's third column), if any.
+    pub group: Option<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    pub samples: Vec<Sample>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+fn is_image(p: &Path) -> bool {
+    p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Every image file under `dir`, sorted (so that a dataset is the same on every machine).
+fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+        let path = entry.map_err(io(dir))?.path();
+        if path.is_dir() {
+            images_under(&path, out)?;
+        } else if is_image(&path) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+impl Dataset {
+    /// A folder dataset or a CSV file, by what `spec` is.
+    pub fn open(spec: &Path) -> Result<Dataset> {
+        let ds = if spec.is_dir() {
+            Self::folder(spec)?
+        } else if spec.is_file() && spec.extension().is_some_and(|e| e.eq_ignore_ascii_case("csv")) {
+            Self::csv(spec)?
+        } else if spec.exists() {
+            return Err(Error::Invalid(format!(
+                "{}: a dataset is a folder (with real/ and fake/) or a .csv file",
+                spec.display()
+            )));
+        } else {
+            return Err(Error::Invalid(format!("{}: no such folder or file", spec.display())));
+        };
+        let [real, fake] = ds.counts();
+        if real == 0 || fake == 0 {
+            let which = if real == 0 { "real" } else { "fake" };
+            return Err(Error::Invalid(format!("{}: no {which} images ({real} real, {fake} fake)", spec.display())));
+        }
+        Ok(ds)
+    }
+
+    fn folder(dir: &Path) -> Result<Dataset> {
+        let mut samples = Vec::new();
+        for (class, label) in [("real", 0u8), ("fake", 1u8)] {
+            let root = dir.join(class);
+            if !root.is_dir() {
+                return Err(Error::Invalid(format!(
+                    "{}: missing folder '{class}/' (a folder dataset has real/ and fake/ inside)",
+                    dir.display()
+                )));
+            }
+            let mut files = Vec::new();
+            images_under(&root, &mut files)?;
+            files.sort();
+            for path in files {
+                let rel = path.strip_prefix(&root).unwrap_or(&path);
+                let group = (label == 1 && rel.components().count() > 1)
+                    .then(|| rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned());
+                samples.push(Sample { path, label, group });
+            }
+        }
+        Ok(Dataset { samples })
+    }
+
+    fn csv(file: &Path) -> Result<Dataset> {
+        let text = std::fs::read_to_string(file).map_err(io(file))?;
+        let base = file.parent().unwrap_or(Path::new("."));
+        let mut samples = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("path")) {
+                continue;
+            }
+            let bad = |m: String| Error::Invalid(format!("{}:{}: {m}", file.display(), i + 1));
+            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            if cols.len() < 2 {
+                return Err(bad(format!("expected 'path,label', got '{line}'")));
+            }
+            let label = match cols[1].to_ascii_lowercase().as_str() {
+                "0" | "real" => 0,
+                "1" | "fake" => 1,
+                other => return Err(bad(format!("label '{other}' is not 0, 1, real or fake"))),
+            };
+            let path = base.join(cols[0]);
+            if !path.is_file() {
+                return Err(bad(format!("{} does not exist", path.display())));
+            }
+            let group = cols.get(2).filter(|g| !g.is_empty() && label == 1).map(|g| g.to_string());
+            samples.push(Sample { path, label, group });
+        }
+        Ok(Dataset { samples })
+    }
+
+    /// [real, fake].
+    pub fn counts(&self) -> [usize; 2] {
+        let fake = self.samples.iter().filter(|s| s.label == 1).count();
+        [self.samples.len() - fake, fake]
+    }
+
+    /// One line for the start of a run: the counts and the imbalance.
+    pub fn describe(&self) -> String {
+        let [r, f] = self.counts();
+        format!("{} images: {r} real, {f} fake (1 real to {:.2} fake)", r + f, f as f64 / r.max(1) as f64)
+    }
+
+    /// A stratified, seeded split: `fraction` of each class (at least one each) goes to the second set.
+    pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(Error::Invalid(format!("validation fraction {fraction} must be between 0 and 1")));
+        }
+        let mut rng = Rng::new(seed);
+        let (mut train, mut val) = (Vec::new(), Vec::new());
+        for label in [0u8, 1] {
+            let mut class: Vec<&Sample> = self.samples.iter().filter(|s| s.label == label).collect();
+            for i in (1..class.len()).rev() {
+                class.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            if class.len() < 2 {
+                return Err(Error::Invalid(format!("cannot split {} image(s) of class {label}", class.len())));
+            }
+            let n_val = ((class.len() as f64 * fraction).round() as usize).clamp(1, class.len() - 1);
+            val.extend(class[..n_val].iter().map(|s| (*s).clone()));
+            train.extend(class[n_val..].iter().map(|s| (*s).clone()));
+        }
+        Ok((Dataset { samples: train }, Dataset { samples: val }))
+    }
+}
+
+/// Decodes an image file to `size` x `size` RGB u8 (HWC), resizing with a triangle filter. The error names the
+/// file, so that a long run can skip it and say which.
+pub fn load_rgb(path: &Path, size: u32) -> Result<Vec<u8>> {
+    let img = image::ImageReader::open(path)
+        .map_err(io(path))?
+        .with_guessed_format()
+        .map_err(io(path))?
+        .decode()
+        .map_err(|e| Error::Invalid(format!("{}: cannot decode: {e}", path.display())))?;
+    let rgb = img.to_rgb8();
+    let rgb = if rgb.width() == size && rgb.height() == size {
+        rgb
+    } else {
+        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
+    };
+    Ok(rgb.into_raw())
+}

@@ -1,0 +1,125 @@
+//! The synthetic set and the datasets: structure, determinism, errors that name the file, and that the fakes
+//! carry a spectral trace at all.
+
+use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::backend::fft::FftConfig;
+use dfgpu::data::folder::{load_rgb, Dataset};
+use dfgpu::data::synth::{self, SynthConfig};
+use dfgpu::train::metrics::auc;
+use dfgpu::{Backend, Layout, Tensor};
+use std::path::{Path, PathBuf};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("dfgpu-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    d
+}
+
+fn small(seed: u64) -> SynthConfig {
+    SynthConfig { n_real: 6, n_fake: 9, size: 32, seed, ..SynthConfig::default() }
+}
+
+#[test]
+fn synth_writes_a_folder_dataset_deterministically() {
+    let (a, b, c) = (tmp("synth-a"), tmp("synth-b"), tmp("synth-c"));
+    assert_eq!(synth::write(&small(1), &a).unwrap(), 15);
+    synth::write(&small(1), &b).unwrap();
+    synth::write(&small(2), &c).unwrap();
+    let ds = Dataset::open(&a).unwrap();
+    assert_eq!(ds.counts(), [6, 9]);
+    let mut groups: Vec<String> = ds.samples.iter().filter_map(|s| s.group.clone()).collect();
+    groups.dedup();
+    groups.sort();
+    assert_eq!(groups, ["fingerprint", "nearest", "upconv"]);
+    for s in &ds.samples {
+        let rel = s.path.strip_prefix(&a).unwrap();
+        let same = std::fs::read(b.join(rel)).unwrap() == std::fs::read(&s.path).unwrap();
+        let other = std::fs::read(c.join(rel)).unwrap() == std::fs::read(&s.path).unwrap();
+        assert!(same && !other, "{}", rel.display());
+        assert_eq!(load_rgb(&s.path, 32).unwrap().len(), 32 * 32 * 3);
+    }
+    assert!(ds.describe().contains("15 images: 6 real, 9 fake (1 real to 1.50 fake)"), "{}", ds.describe());
+    let e = synth::write(&SynthConfig { families: vec!["gan".into()], ..small(1) }, &a).unwrap_err().to_string();
+    assert!(e.contains("unknown fake family 'gan'"), "{e}");
+}
+
+/// The fakes must carry a trace in the spectrum, or the frequency branch has nothing to find: the mean `log`
+/// magnitude of the highest frequencies alone separates the classes.
+#[test]
+fn synthetic_fakes_carry_a_spectral_trace() {
+    let dir = tmp("trace");
+    let cfg = SynthConfig { n_real: 60, n_fake: 60, size: 64, seed: 3, ..SynthConfig::default() };
+    synth::write(&cfg, &dir).unwrap();
+    let ds = Dataset::open(&dir).unwrap();
+    let n = ds.samples.len();
+    let px: Vec<u8> = ds.samples.iter().flat_map(|s| load_rgb(&s.path, 64).unwrap()).collect();
+    let images = Tensor::from_vec(&[n, 64, 64, 3], Layout::Nhwc, px).unwrap();
+    let cpu = CpuBackend::new(Default::default());
+    let f = cpu.fft_features(&images, &FftConfig::default(), None).unwrap();
+    let (w, per) = (33, 6 * 64 * 33);
+    let v = f.host::<f32>().unwrap();
+    // Frequencies above half of Nyquist on both axes, channel 0's magnitude plane.
+    let score: Vec<f32> = (0..n)
+        .map(|i| {
+            let mut acc = 0.0;
+            for ky in 16..48 {
+                for kx in 16..w {
+                    acc += v[i * per + ky * w + kx];
+                }
+            }
+            acc / (32.0 * 17.0)
+        })
+        .collect();
+    let labels: Vec<u8> = ds.samples.iter().map(|s| s.label).collect();
+    let a = auc(&score, &labels).unwrap();
+    assert!(a.max(1.0 - a) > 0.8, "high-frequency energy separates reals from fakes with AUC {a}");
+}
+
+#[test]
+fn dataset_errors_name_what_is_wrong() {
+    let missing = Dataset::open(Path::new("/nonexistent/set")).unwrap_err().to_string();
+    assert!(missing.contains("/nonexistent/set: no such folder or file"), "{missing}");
+
+    let d = tmp("no-fake");
+    std::fs::create_dir_all(d.join("real")).unwrap();
+    let e = Dataset::open(&d).unwrap_err().to_string();
+    assert!(e.contains("missing folder 'fake/'"), "{e}");
+
+    std::fs::create_dir_all(d.join("fake/gan1")).unwrap();
+    std::fs::write(d.join("fake/gan1/a.png"), b"not an image").unwrap();
+    let e = Dataset::open(&d).unwrap_err().to_string();
+    assert!(e.contains("no real images (0 real, 1 fake)"), "{e}");
+
+    let e = load_rgb(&d.join("fake/gan1/a.png"), 32).unwrap_err().to_string();
+    assert!(e.contains("fake/gan1/a.png") && e.contains("cannot decode"), "{e}");
+
+    let csv = d.join("set.csv");
+    std::fs::write(&csv, "path,label\nfake/gan1/a.png,fake\nreal/gone.jpg,0\n").unwrap();
+    let e = Dataset::open(&csv).unwrap_err().to_string();
+    assert!(e.contains("set.csv:3:") && e.contains("real/gone.jpg does not exist"), "{e}");
+    std::fs::write(&csv, "fake/gan1/a.png,maybe\n").unwrap();
+    let e = Dataset::open(&csv).unwrap_err().to_string();
+    assert!(e.contains("set.csv:1: label 'maybe'"), "{e}");
+}
+
+#[test]
+fn csv_datasets_and_stratified_splits() {
+    let d = tmp("csv");
+    synth::write(&SynthConfig { n_real: 10, n_fake: 50, ..small(4) }, &d).unwrap();
+    let folder = Dataset::open(&d).unwrap();
+    let mut text = String::from("path,label,group\n");
+    for s in &folder.samples {
+        let rel = s.path.strip_prefix(&d).unwrap().display().to_string();
+        text += &format!("{rel},{},{}\n", s.label, s.group.clone().unwrap_or_default());
+    }
+    std::fs::write(d.join("all.csv"), text).unwrap();
+    let csv = Dataset::open(&d.join("all.csv")).unwrap();
+    assert_eq!(csv.samples, folder.samples);
+
+    let (train, val) = csv.split(0.2, 7).unwrap();
+    assert_eq!((train.counts(), val.counts()), ([8, 40], [2, 10]));
+    let (_, val2) = csv.split(0.2, 7).unwrap();
+    assert_eq!(val.samples, val2.samples, "the same seed gives the same split");
+    let (_, val3) = csv.split(0.2, 8).unwrap();
+    assert_ne!(val.samples, val3.samples);
+}
