@@ -6,13 +6,16 @@ pub mod cuda;
 pub mod fft;
 pub mod head;
 pub mod loss;
+pub mod optim;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
+use crate::model::params::ParamLayout;
 use crate::tensor::Tensor;
 pub use fft::{FftConfig, FreqStats};
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 pub use loss::{LossConfig, LossOutput, LossStats};
+pub use optim::{AdamW, StepArgs};
 pub use preprocess::{ChannelNorm, Preprocessed};
 use std::str::FromStr;
 
@@ -70,6 +73,31 @@ pub trait Backend: Send + Sync {
     /// Mean loss over the batch, d loss / d logit per sample, and the confusion counts at `threshold` on
     /// P(fake), in one pass (backend/loss.rs). Labels: 0 real, 1 fake.
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput>;
+
+    /// Per-tensor norms of gradients and values, the total gradient norm and the clip factor, in one pass over
+    /// the flat buffers (backend/optim.rs); left on the device.
+    fn param_norms(
+        &self,
+        layout: &ParamLayout,
+        params: &Tensor,
+        grads: &Tensor,
+        max_norm: Option<f32>,
+    ) -> Result<Tensor>;
+
+    /// One AdamW step on the flat buffers, with gradients scaled by the clip factor in `norms`.
+    #[allow(clippy::too_many_arguments)]
+    fn adamw_step(
+        &self,
+        layout: &ParamLayout,
+        params: &mut Tensor,
+        grads: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        decay_mask: &Tensor,
+        norms: &Tensor,
+        opt: &AdamW,
+        step: StepArgs,
+    ) -> Result<()>;
 }
 
 /// Which device to run on: `auto`, `cpu`, `cuda` or `cuda:N`.

@@ -6,4 +6,5 @@ mod common;
 mod fft;
 mod head;
 mod loss;
+mod optim;
 mod preprocess;

@@ -3,14 +3,17 @@
 pub mod fft;
 pub mod head;
 pub mod loss;
+pub mod optim;
 mod preprocess;
 pub mod real;
 
 use super::fft::{self as fft_op, FftConfig, FreqStats};
 use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
+use super::optim::{self as optim_op, norms_len, AdamW, StepArgs};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
 use crate::error::Result;
+use crate::model::params::ParamLayout;
 use crate::tensor::{Element, HostData, Layout, Storage, Tensor};
 
 pub struct CpuBackend {
@@ -155,5 +158,46 @@ impl Backend for CpuBackend {
             dlogits: Tensor::from_vec(&[b], Layout::Plain, d)?,
             stats: Tensor::from_vec(&[5], Layout::Plain, stats)?,
         })
+    }
+
+    fn param_norms(
+        &self,
+        layout: &ParamLayout,
+        params: &Tensor,
+        grads: &Tensor,
+        max_norm: Option<f32>,
+    ) -> Result<Tensor> {
+        optim_op::check(layout, params, grads)?;
+        let mut out = self.output::<f32>(norms_len(layout));
+        optim::param_norms(layout, params.host()?, grads.host()?, max_norm, &mut out);
+        Tensor::from_vec(&[out.len()], Layout::Plain, out)
+    }
+
+    fn adamw_step(
+        &self,
+        layout: &ParamLayout,
+        params: &mut Tensor,
+        grads: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        decay_mask: &Tensor,
+        norms: &Tensor,
+        opt: &AdamW,
+        step: StepArgs,
+    ) -> Result<()> {
+        optim_op::check(layout, params, grads)?;
+        optim_op::check_step(layout, m, v, decay_mask, norms, opt, step)?;
+        let clip = *norms.host::<f32>()?.last().unwrap();
+        optim::adamw(
+            params.host_mut()?,
+            grads.host()?,
+            m.host_mut()?,
+            v.host_mut()?,
+            decay_mask.host()?,
+            clip,
+            opt,
+            step,
+        );
+        Ok(())
     }
 }

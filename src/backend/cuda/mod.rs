@@ -8,14 +8,17 @@ pub mod blas;
 pub mod fft;
 mod head;
 mod loss;
+mod optim;
 mod preprocess;
 pub mod timing;
 
 use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
+use super::optim::{AdamW, StepArgs};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
 use crate::error::{Error, Result};
+use crate::model::params::ParamLayout;
 use crate::tensor::{DType, Element, Storage, Tensor};
 use blas::Blas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
@@ -316,5 +319,30 @@ impl Backend for CudaBackend {
 
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
         loss::loss(self, cfg, logits, labels, threshold)
+    }
+
+    fn param_norms(
+        &self,
+        layout: &ParamLayout,
+        params: &Tensor,
+        grads: &Tensor,
+        max_norm: Option<f32>,
+    ) -> Result<Tensor> {
+        optim::param_norms(self, layout, params, grads, max_norm)
+    }
+
+    fn adamw_step(
+        &self,
+        layout: &ParamLayout,
+        params: &mut Tensor,
+        grads: &Tensor,
+        m: &mut Tensor,
+        v: &mut Tensor,
+        decay_mask: &Tensor,
+        norms: &Tensor,
+        opt: &AdamW,
+        step: StepArgs,
+    ) -> Result<()> {
+        optim::adamw_step(self, layout, params, grads, m, v, decay_mask, norms, opt, step)
     }
 }

@@ -1,0 +1,79 @@
+// The optimizer over one flat parameter buffer (src/backend/optim.rs; src/backend/cpu/optim.rs is the reference):
+// per-tensor norms in two deterministic stages, then the AdamW step, clipped by a factor read on the device.
+#include "common.cuh"
+
+#define NORM_CHUNK 4096
+
+// Stage 1: each block reduces one chunk of one tensor (block b belongs to the tensor t with
+// block_start[t] <= b < block_start[t + 1]) to two partial sums: of g^2 and of p^2.
+extern "C" __global__ void param_norms_partial(const float* __restrict__ g, const float* __restrict__ p,
+                                               const long long* __restrict__ seg_off, const long long* __restrict__ seg_len,
+                                               const int* __restrict__ block_start, int nseg, float* __restrict__ partial) {
+    __shared__ float scratch[32];
+    const int b = blockIdx.x;
+    int lo = 0, hi = nseg - 1;  // the tensor of this block: the last t with block_start[t] <= b
+    while (lo < hi) {
+        const int mid = (lo + hi + 1) / 2;
+        if (block_start[mid] <= b) lo = mid; else hi = mid - 1;
+    }
+    const long long begin = (long long)(b - block_start[lo]) * NORM_CHUNK;
+    const long long end = min(begin + NORM_CHUNK, seg_len[lo]);
+    float gs = 0.0f, ps = 0.0f;
+    for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+        const float gv = g[seg_off[lo] + i], pv = p[seg_off[lo] + i];
+        gs += gv * gv;
+        ps += pv * pv;
+    }
+    gs = block_sum(gs, scratch);
+    ps = block_sum(ps, scratch);
+    if (threadIdx.x == 0) { partial[2 * b] = gs; partial[2 * b + 1] = ps; }
+}
+
+// Stage 2, one block: per tensor, the partial sums in block order (in f64); then the total norm and the clip
+// factor min(1, max_norm / (total + 1e-6)), or 1 when max_norm <= 0.
+extern "C" __global__ void param_norms_finish(const float* __restrict__ partial, const int* __restrict__ block_start,
+                                              int nseg, float max_norm, float* __restrict__ out) {
+    __shared__ double totals[1024];
+    double mine = 0.0;
+    for (int t = threadIdx.x; t < nseg; t += blockDim.x) {
+        double gs = 0.0, ps = 0.0;
+        for (int b = block_start[t]; b < block_start[t + 1]; ++b) { gs += partial[2 * b]; ps += partial[2 * b + 1]; }
+        out[2 * t] = (float)gs;
+        out[2 * t + 1] = (float)ps;
+        mine += gs;
+    }
+    totals[threadIdx.x] = mine;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int i = 0; i < blockDim.x; ++i) total += totals[i];
+        total = sqrt(total);
+        out[2 * nseg] = (float)total;
+        out[2 * nseg + 1] = max_norm > 0.0f ? (float)fmin(1.0, (double)max_norm / (total + 1e-6)) : 1.0f;
+    }
+}
+
+// Matches `AdamArgs` in src/backend/cuda/optim.rs.
+struct AdamArgs {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2_sqrt;
+    int clip_index;
+};
+
+// AdamW in PyTorch's order of operations; the gradient is scaled by norms[clip_index].
+extern "C" __global__ void adamw_step(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                      float* __restrict__ v, const uint8_t* __restrict__ mask,
+                                      const float* __restrict__ norms, long long n, AdamArgs a) {
+    const float clip = norms[a.clip_index];
+    const float step_size = a.lr / a.bc1, decay = 1.0f - a.lr * a.weight_decay;
+    GRID_STRIDE(i, n) {
+        const float gi = g[i] * clip;
+        float pi = p[i];
+        if (mask[i]) pi *= decay;
+        const float mi = a.beta1 * m[i] + (1.0f - a.beta1) * gi;
+        const float vi = a.beta2 * v[i] + (1.0f - a.beta2) * gi * gi;
+        const float denom = sqrtf(vi) / a.bc2_sqrt + a.eps;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] = pi - step_size * mi / denom;
+    }
+}

@@ -1,0 +1,46 @@
+//! Reference for kernels/optim.cu: per-tensor norms (f64 accumulation) and the AdamW step, in PyTorch's order of
+//! operations, so that the two backends and PyTorch agree to rounding.
+
+use crate::backend::optim::{AdamW, StepArgs};
+use crate::model::params::ParamLayout;
+use rayon::prelude::*;
+
+/// Writes per tensor the sums of squares of gradient and values, then the total gradient norm and the clipping
+/// factor min(1, max_norm / (total + 1e-6)) (PyTorch's clip_grad_norm_), or 1 without `max_norm`.
+pub fn param_norms(layout: &ParamLayout, p: &[f32], g: &[f32], max_norm: Option<f32>, out: &mut [f32]) {
+    let sq = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+    let mut total = 0.0;
+    for (i, e) in layout.entries().iter().enumerate() {
+        let (gs, ps) = (sq(&g[e.range()]), sq(&p[e.range()]));
+        total += gs;
+        out[2 * i] = gs as f32;
+        out[2 * i + 1] = ps as f32;
+    }
+    let n = layout.entries().len();
+    let total = total.sqrt();
+    out[2 * n] = total as f32;
+    out[2 * n + 1] = max_norm.map_or(1.0, |m| (m as f64 / (total + 1e-6)).min(1.0) as f32);
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], clip: f32, opt: &AdamW, s: StepArgs) {
+    let (bc1, bc2_sqrt) = bias_corrections(opt, s.t);
+    let step_size = s.lr / bc1;
+    let decay = 1.0 - s.lr * opt.weight_decay;
+    p.par_iter_mut().zip(m.par_iter_mut()).zip(v.par_iter_mut()).enumerate().for_each(|(i, ((p, m), v))| {
+        let gi = g[i] * clip;
+        if mask[i] != 0 {
+            *p *= decay;
+        }
+        *m = opt.beta1 * *m + (1.0 - opt.beta1) * gi;
+        *v = opt.beta2 * *v + (1.0 - opt.beta2) * gi * gi;
+        let denom = v.sqrt() / bc2_sqrt + opt.eps;
+        *p -= step_size * *m / denom;
+    });
+}
+
+/// (1 - b1^t, sqrt(1 - b2^t)), computed in f64 and rounded once, as both backends use them.
+pub fn bias_corrections(opt: &AdamW, t: u64) -> (f32, f32) {
+    let t = t as i32;
+    ((1.0 - (opt.beta1 as f64).powi(t)) as f32, (1.0 - (opt.beta2 as f64).powi(t)).sqrt() as f32)
+}

@@ -1,0 +1,202 @@
+//! Optimizer: AdamW against PyTorch's formula in f64, per-tensor norms and clipping, the schedule, GPU vs CPU.
+
+use crate::common::*;
+use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, StepArgs};
+use dfgpu::model::params::ParamLayout;
+use dfgpu::rng::Rng;
+use dfgpu::{Backend, Layout, Tensor};
+
+fn layout() -> ParamLayout {
+    let mut l = ParamLayout::default();
+    l.push("conv.weight", &[7, 3, 3, 3], false);
+    l.push("bn.weight", &[7], true);
+    l.push("bn.bias", &[7], true);
+    l.push("fc.weight", &[3, 3500], false); // more than one 4096-element chunk
+    l.push("fc.bias", &[3], true);
+    l
+}
+
+fn plain<T: dfgpu::tensor::Element>(v: Vec<T>) -> Tensor {
+    Tensor::from_vec(&[v.len()], Layout::Plain, v).unwrap()
+}
+
+/// Values in the tensors, and garbage in the alignment padding, which no op may read.
+fn random_buffer(l: &ParamLayout, rng: &mut Rng, scale: f64) -> Vec<f32> {
+    let mut v = vec![1e30f32; l.total()];
+    for e in l.entries() {
+        v[e.range()].iter_mut().for_each(|x| *x = (scale * rng.normal()) as f32);
+    }
+    v
+}
+
+/// PyTorch's AdamW (torch/optim/adamw.py, single-tensor path) in f64, with gradients scaled by `clip`.
+#[allow(clippy::too_many_arguments)]
+fn adamw_f64(
+    p: &mut [f64],
+    g: &[f64],
+    m: &mut [f64],
+    v: &mut [f64],
+    decay: &[u8],
+    clip: f64,
+    o: &AdamW,
+    lr: f64,
+    t: i32,
+) {
+    let (b1, b2, eps, wd) = (o.beta1 as f64, o.beta2 as f64, o.eps as f64, o.weight_decay as f64);
+    for i in 0..p.len() {
+        let gi = g[i] * clip;
+        if decay[i] == 1 {
+            p[i] *= 1.0 - lr * wd;
+        }
+        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+        let denom = (v[i] / (1.0 - b2.powi(t))).sqrt() + eps;
+        p[i] -= lr / (1.0 - b1.powi(t)) * m[i] / denom;
+    }
+}
+
+#[test]
+fn adamw_matches_pytorchs_formula_over_several_steps() {
+    let be = cpu();
+    let l = layout();
+    let mut rng = Rng::new(1);
+    let opt = AdamW::default();
+    let mask_v = decay_mask(&l);
+    let mask = plain(mask_v.clone());
+    let mut p = plain(random_buffer(&l, &mut rng, 1.0));
+    let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
+    let mut p64: Vec<f64> = p.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+    let (mut m64, mut v64) = (vec![0.0; l.total()], vec![0.0; l.total()]);
+    for t in 1..=5u64 {
+        let g = plain(random_buffer(&l, &mut rng, 0.1));
+        let norms = be.param_norms(&l, &p, &g, Some(1.0)).unwrap();
+        let clip = Norms::read(&norms, &be, &l).unwrap().clip;
+        let lr = lr_at(t - 1, 2, 5, 1e-2, 1e-4);
+        be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr, t }).unwrap();
+        let g64: Vec<f64> = g.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        adamw_f64(&mut p64, &g64, &mut m64, &mut v64, &mask_v, clip, &opt, lr as f64, t as i32);
+    }
+    let got = p.host::<f32>().unwrap();
+    for e in l.entries() {
+        assert_close(&e.name, &got[e.range()], &p64[e.range()], 1e-5, 1e-7);
+    }
+}
+
+#[test]
+fn the_first_adam_step_moves_each_weight_by_the_learning_rate() {
+    let be = cpu();
+    let l = layout();
+    let mut rng = Rng::new(2);
+    let opt = AdamW { weight_decay: 0.0, ..AdamW::default() };
+    let p0 = random_buffer(&l, &mut rng, 1.0);
+    let mut p = plain(p0.clone());
+    let g = plain(random_buffer(&l, &mut rng, 1.0));
+    let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
+    let norms = be.param_norms(&l, &p, &g, None).unwrap();
+    be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &plain(decay_mask(&l)), &norms, &opt, StepArgs { lr: 0.01, t: 1 })
+        .unwrap();
+    let (p1, g) = (p.host::<f32>().unwrap(), g.host::<f32>().unwrap());
+    for i in l.entries().iter().flat_map(|e| e.range()) {
+        let step = p0[i] - p1[i];
+        assert!(
+            (step.abs() - 0.01).abs() < 1e-5 && step.signum() == g[i].signum(),
+            "{i}: {step} for gradient {}",
+            g[i]
+        );
+    }
+}
+
+#[test]
+fn norms_per_tensor_total_and_clip_ignore_padding() {
+    let be = cpu();
+    let l = layout();
+    let mut rng = Rng::new(3);
+    let (p, g) = (random_buffer(&l, &mut rng, 1.0), random_buffer(&l, &mut rng, 2.0));
+    let (pt, gt) = (plain(p.clone()), plain(g.clone()));
+    let sq = |v: &[f32]| v.iter().map(|&x| (x as f64).powi(2)).sum::<f64>();
+    let total: f64 = l.entries().iter().map(|e| sq(&g[e.range()])).sum::<f64>().sqrt();
+    for (max, clip) in [(None, 1.0), (Some(1e9), 1.0), (Some(1.0), 1.0 / (total + 1e-6))] {
+        let n = Norms::read(&be.param_norms(&l, &pt, &gt, max).unwrap(), &be, &l).unwrap();
+        for (e, (gn, pn)) in l.entries().iter().zip(&n.per_tensor) {
+            assert!((gn - sq(&g[e.range()]).sqrt()).abs() < 1e-5 * gn, "{}", e.name);
+            assert!((pn - sq(&p[e.range()]).sqrt()).abs() < 1e-5 * pn, "{}", e.name);
+        }
+        assert!(
+            (n.total - total).abs() < 1e-5 * total && (n.clip - clip).abs() < 1e-6 * clip,
+            "{max:?}: {} {}",
+            n.total,
+            n.clip
+        );
+    }
+    assert_eq!(norms_len(&l), 12);
+}
+
+#[test]
+fn decay_mask_skips_norms_biases_and_padding() {
+    let l = layout();
+    let m = decay_mask(&l);
+    for e in l.entries() {
+        assert!(m[e.range()].iter().all(|&x| x == !e.no_decay as u8), "{}", e.name);
+    }
+    assert_eq!(m.iter().filter(|&&x| x == 1).count(), 7 * 27 + 3 * 3500);
+}
+
+#[test]
+fn schedule_warms_up_linearly_then_decays_as_a_cosine() {
+    assert_eq!(lr_at(0, 4, 100, 1.0, 0.0), 0.25);
+    assert_eq!(lr_at(3, 4, 100, 1.0, 0.0), 1.0);
+    assert_eq!(lr_at(4, 4, 100, 1.0, 0.1), 1.0);
+    assert!((lr_at(52, 4, 100, 1.0, 0.0) - 0.5).abs() < 1e-6);
+    assert!((lr_at(100, 4, 100, 1.0, 0.1) - 0.1).abs() < 1e-6);
+    assert!((lr_at(500, 4, 100, 1.0, 0.1) - 0.1).abs() < 1e-6, "past the end it stays at the floor");
+}
+
+#[test]
+fn bad_optimizer_arguments_are_errors() {
+    let be = cpu();
+    let l = layout();
+    let (mut p, g) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
+    let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; 5]));
+    let norms = be.param_norms(&l, &p, &g, None).unwrap();
+    let mask = plain(decay_mask(&l));
+    let e = be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &AdamW::default(), StepArgs { lr: 0.1, t: 1 });
+    assert!(e.unwrap_err().to_string().contains("second moments: 5 values"));
+    let mut v = plain(vec![0f32; l.total()]);
+    let e = be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &AdamW::default(), StepArgs { lr: 0.1, t: 0 });
+    assert!(e.unwrap_err().to_string().contains("need t >= 1"));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_matches_cpu() {
+    let (gpu, cpu) = (gpu(), cpu());
+    let l = layout();
+    let mut rng = Rng::new(4);
+    let opt = AdamW::default();
+    let mask = plain(decay_mask(&l));
+    let p0 = plain(random_buffer(&l, &mut rng, 1.0));
+    let (mut pc, mut pg) = (plain(p0.host::<f32>().unwrap().to_vec()), gpu.upload(&p0).unwrap());
+    let zeros = || plain(vec![0f32; l.total()]);
+    let (mut mc, mut vc, mut mg, mut vg) =
+        (zeros(), zeros(), gpu.upload(&zeros()).unwrap(), gpu.upload(&zeros()).unwrap());
+    let mask_g = gpu.upload(&mask).unwrap();
+    for t in 1..=3u64 {
+        let g = plain(random_buffer(&l, &mut rng, 0.5));
+        let gg = gpu.upload(&g).unwrap();
+        let (nc, ng) =
+            (cpu.param_norms(&l, &pc, &g, Some(2.0)).unwrap(), gpu.param_norms(&l, &pg, &gg, Some(2.0)).unwrap());
+        let (a, b) = (Norms::read(&nc, &cpu, &l).unwrap(), Norms::read(&ng, &gpu, &l).unwrap());
+        assert!((a.total - b.total).abs() < 1e-5 * a.total && (a.clip - b.clip).abs() < 1e-5 * a.clip);
+        for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
+            assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
+        }
+        let s = StepArgs { lr: 1e-3, t };
+        cpu.adamw_step(&l, &mut pc, &g, &mut mc, &mut vc, &mask, &nc, &opt, s).unwrap();
+        gpu.adamw_step(&l, &mut pg, &gg, &mut mg, &mut vg, &mask_g, &ng, &opt, s).unwrap();
+    }
+    let want: Vec<f64> = pc.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+    let got = gpu.download(&pg).unwrap();
+    for e in l.entries() {
+        assert_close(&e.name, &got.host::<f32>().unwrap()[e.range()], &want[e.range()], 1e-5, 1e-7);
+    }
+}
