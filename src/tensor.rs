@@ -266,3 +266,36 @@ mod tests {
         assert!(e.to_string().starts_with("shape error: images: expected a rank-4 F32 Nhwc"), "{e}");
     }
 }
+
+/// One parameter tensor inside a model's flat buffer: which buffer, and where in it. Ops take parameters this
+/// way, so that parameters (and gradients) stay one buffer each.
+#[derive(Clone, Debug)]
+pub struct Slice<'a> {
+    pub buf: &'a Tensor,
+    pub range: std::ops::Range<usize>,
+}
+
+impl<'a> Slice<'a> {
+    /// The parameter's device memory, if the buffer is on the GPU.
+    pub fn device<T: Element>(&self) -> Result<cudarc::driver::CudaView<'a, T>> {
+        let buf: &'a Tensor = self.buf;
+        let s = buf.device::<T>()?;
+        if self.range.end > s.len() {
+            shape_err!("slice {:?} of a {}-element buffer", self.range, s.len());
+        }
+        Ok(s.slice(self.range.clone()))
+    }
+
+    pub fn host<T: Element>(&self) -> Result<&'a [T]> {
+        let buf: &'a Tensor = self.buf;
+        let v = buf.host::<T>()?;
+        v.get(self.range.clone())
+            .ok_or_else(|| Error::Shape(format!("slice {:?} of a {}-element buffer", self.range, v.len())))
+    }
+    pub fn len(&self) -> usize {
+        self.range.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.range.is_empty()
+    }
+}

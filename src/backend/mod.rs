@@ -1,22 +1,29 @@
 //! The Backend trait: the ops the model needs, implemented once on the CPU (the reference) and once on CUDA.
 //! Model code is written against `&dyn Backend`; a test runs the same op on both and compares.
 
+pub mod conv;
 pub mod cpu;
 pub mod cuda;
 pub mod fft;
 pub mod head;
+pub mod layers;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
-use crate::tensor::Tensor;
+use crate::tensor::{Slice, Tensor};
+pub use conv::Conv2d;
 pub use fft::{FftConfig, FreqStats};
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+pub use layers::Activation;
 pub use loss::{LossConfig, LossOutput, LossStats};
+pub use norm::{BatchNorm, BnSaved};
 pub use optim::{AdamW, StepArgs};
 pub use preprocess::{ChannelNorm, Preprocessed};
+use std::ops::Range;
 use std::str::FromStr;
 
 /// Settings shared by both backends.
@@ -73,6 +80,86 @@ pub trait Backend: Send + Sync {
     /// Mean loss over the batch, d loss / d logit per sample, and the confusion counts at `threshold` on
     /// P(fake), in one pass (backend/loss.rs). Labels: 0 real, 1 fake.
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput>;
+
+    /// 2-D convolution (backend/conv.rs). The CPU backend also takes f64 tensors (gradient checks).
+    fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor>;
+
+    /// The input gradient; writes the weight gradient into `grads[dw]`.
+    fn conv2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        c: &Conv2d,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+    ) -> Result<Tensor>;
+
+    /// Batch norm with the batch's statistics; updates the running mean and variance at `state[running[0]]`
+    /// and `state[running[1]]` (backend/norm.rs).
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        state: &mut Tensor,
+        running: [Range<usize>; 2],
+    ) -> Result<(Tensor, BnSaved)>;
+
+    /// Batch norm with the running statistics (inference).
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        running_mean: &Slice,
+        running_var: &Slice,
+    ) -> Result<Tensor>;
+
+    /// Training-mode backward: the input gradient; d gamma and d beta into `grads[dgamma]`, `grads[dbeta]`.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        saved: &BnSaved,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dgamma: Range<usize>,
+        dbeta: Range<usize>,
+    ) -> Result<Tensor>;
+
+    /// Element-wise activation (backend/layers.rs).
+    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor>;
+    /// dy * act'(x).
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor>;
+    /// Mean over H x W: NCHW to [N, C].
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor>;
+    /// [N, C] gradient spread back over `shape` (NCHW).
+    fn avg_pool_backward(&self, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor>;
+    /// x[n, c, :, :] * s[n, c] (squeeze-and-excitation).
+    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor>;
+    /// (dx, ds).
+    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)>;
+    /// a + b (the residual connection).
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// x[n] * scales[n] (drop-connect: 0 or 1 / keep probability per sample); its own backward.
+    fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor>;
+    /// x w^T + b: x [N, K], w [M, K], b [M].
+    fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor>;
+    /// dx; dw and db into `grads[dw]`, `grads[db]`.
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+        db: Range<usize>,
+    ) -> Result<Tensor>;
 
     /// Per-tensor norms of gradients and values, the total gradient norm and the clip factor, in one pass over
     /// the flat buffers (backend/optim.rs); left on the device.

@@ -1,8 +1,11 @@
 //! The CPU backend: the reference implementation of every op (rayon over the batch). It trains too, slowly.
 
+pub mod conv;
 pub mod fft;
 pub mod head;
+pub mod layers;
 pub mod loss;
+pub mod norm;
 pub mod optim;
 mod preprocess;
 pub mod real;
@@ -11,10 +14,11 @@ use super::fft::{self as fft_op, FftConfig, FreqStats};
 use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
 use super::optim::{self as optim_op, norms_len, AdamW, StepArgs};
-use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
+use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
-use crate::tensor::{Element, HostData, Layout, Storage, Tensor};
+use crate::tensor::{Element, HostData, Layout, Slice, Storage, Tensor};
+use std::ops::Range;
 
 pub struct CpuBackend {
     opts: BackendOptions,
@@ -26,13 +30,58 @@ impl CpuBackend {
     }
 
     /// A host buffer for an op to write: NaN-poisoned when asked (tests), else zeroed.
-    fn output<T: Element>(&self, len: usize) -> Vec<T> {
+    pub(crate) fn output<T: Element>(&self, len: usize) -> Vec<T> {
         if self.opts.poison_outputs {
             let ones: Vec<u8> = vec![0xFF; len * std::mem::size_of::<T>()];
             bytemuck::pod_collect_to_vec(&ones)
         } else {
             vec![T::default(); len]
         }
+    }
+}
+
+/// Runs a generic op on the tensor's float type: f32, or f64 for gradient checks.
+macro_rules! by_real {
+    ($dtype:expr, $m:ident :: $f:ident, ($($arg:expr),*)) => {
+        match $dtype {
+            crate::tensor::DType::F32 => $m::$f::<f32>($($arg),*),
+            crate::tensor::DType::F64 => $m::$f::<f64>($($arg),*),
+            d => shape_err!("the CPU backend runs this op on f32 or f64 tensors, got {d:?}"),
+        }
+    };
+}
+
+/// `grads[range]` as a mutable slice of `len` values of type F.
+pub(crate) fn out_of<F: Element>(grads: &mut Tensor, range: std::ops::Range<usize>, len: usize) -> Result<&mut [F]> {
+    if range.len() != len {
+        shape_err!("gradient slot {range:?} for {len} values");
+    }
+    let v = grads.host_mut::<F>()?;
+    let n = v.len();
+    v.get_mut(range.clone())
+        .ok_or_else(|| crate::Error::Shape(format!("gradient slot {range:?} of a {n}-value buffer")))
+}
+
+/// Two disjoint slots of one buffer, mutable at once.
+pub(crate) fn two_of<F: Element>(
+    buf: &mut Tensor,
+    a: std::ops::Range<usize>,
+    b: std::ops::Range<usize>,
+    len: usize,
+) -> Result<(&mut [F], &mut [F])> {
+    if a.len() != len || b.len() != len || (a.start < b.end && b.start < a.end) {
+        shape_err!("slots {a:?} and {b:?} must hold {len} values each and not overlap");
+    }
+    let v = buf.host_mut::<F>()?;
+    if a.end.max(b.end) > v.len() {
+        shape_err!("slots {a:?}, {b:?} of a {}-value buffer", v.len());
+    }
+    if a.start < b.start {
+        let (lo, hi) = v.split_at_mut(b.start);
+        Ok((&mut lo[a], &mut hi[..len]))
+    } else {
+        let (lo, hi) = v.split_at_mut(a.start);
+        Ok((&mut hi[..len], &mut lo[b]))
     }
 }
 
@@ -199,5 +248,92 @@ impl Backend for CpuBackend {
             step,
         );
         Ok(())
+    }
+
+    fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+        by_real!(x.dtype(), conv::run_forward, (self, x, w, c))
+    }
+    fn conv2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        c: &Conv2d,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+    ) -> Result<Tensor> {
+        by_real!(x.dtype(), conv::run_backward, (self, x, w, dy, c, grads, dw))
+    }
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        state: &mut Tensor,
+        running: [Range<usize>; 2],
+    ) -> Result<(Tensor, BnSaved)> {
+        by_real!(x.dtype(), norm::run_train, (self, x, gamma, beta, bn, state, running))
+    }
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        running_mean: &Slice,
+        running_var: &Slice,
+    ) -> Result<Tensor> {
+        by_real!(x.dtype(), norm::run_eval, (self, x, gamma, beta, bn, running_mean, running_var))
+    }
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        saved: &BnSaved,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dgamma: Range<usize>,
+        dbeta: Range<usize>,
+    ) -> Result<Tensor> {
+        by_real!(x.dtype(), norm::run_backward, (self, x, gamma, saved, dy, grads, dgamma, dbeta))
+    }
+    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_act, (self, x, kind))
+    }
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_act_backward, (self, x, dy, kind))
+    }
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_avg_pool, (self, x))
+    }
+    fn avg_pool_backward(&self, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+        by_real!(dy.dtype(), layers::run_avg_pool_backward, (self, dy, shape))
+    }
+    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_channel_scale, (self, x, s))
+    }
+    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+        by_real!(x.dtype(), layers::run_channel_scale_backward, (self, x, s, dy))
+    }
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        by_real!(a.dtype(), layers::run_add, (self, a, b))
+    }
+    fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_sample_scale, (self, x, scales))
+    }
+    fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_linear, (self, x, w, b, m))
+    }
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+        db: Range<usize>,
+    ) -> Result<Tensor> {
+        by_real!(x.dtype(), layers::run_linear_backward, (self, x, w, dy, grads, dw, db))
     }
 }

@@ -5,9 +5,12 @@
 //! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
 
 pub mod blas;
+mod conv;
 pub mod fft;
 mod head;
+mod layers;
 mod loss;
+mod norm;
 mod optim;
 mod preprocess;
 pub mod timing;
@@ -16,13 +19,15 @@ use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
 use super::optim::{AdamW, StepArgs};
-use super::{Backend, BackendOptions, ChannelNorm, Preprocessed};
+use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
+use crate::tensor::Slice;
 use crate::tensor::{DType, Element, Storage, Tensor};
 use blas::Blas;
 use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
@@ -115,6 +120,12 @@ fn describe_device(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
     })
 }
 
+/// The cuDNN handle. cudarc does not mark it Send or Sync; a cuDNN handle may be used from any host thread as
+/// long as no two use it at once, which the Mutex around it in `CudaBackend` guarantees.
+pub struct DnnHandle(pub Arc<cudarc::cudnn::Cudnn>);
+// SAFETY: see above: every use goes through `CudaBackend::cudnn`, which holds the Mutex for the whole op.
+unsafe impl Send for DnnHandle {}
+
 pub struct CudaBackend {
     ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
@@ -123,6 +134,7 @@ pub struct CudaBackend {
     opts: BackendOptions,
     /// Made on first use, so that ops that need no cuBLAS run where it is missing.
     blas: OnceLock<std::result::Result<Blas, String>>,
+    cudnn: OnceLock<std::result::Result<Mutex<DnnHandle>, String>>,
     /// FFT line plans by transform size (Bluestein's tables are uploaded once per size).
     fft_plans: Mutex<HashMap<usize, fft::SharedPlan>>,
 }
@@ -168,6 +180,7 @@ impl CudaBackend {
             info,
             opts,
             blas: OnceLock::new(),
+            cudnn: OnceLock::new(),
             fft_plans: Mutex::new(HashMap::new()),
         })
     }
@@ -188,6 +201,24 @@ impl CudaBackend {
             .get_or_init(|| Blas::new(self.stream.clone()).map_err(|e| e.reason()))
             .as_ref()
             .map_err(|m| Error::Device(m.clone()))
+    }
+
+    /// The cuDNN handle on this backend's stream, locked for one op; an error (never a panic) where libcudnn
+    /// is missing.
+    pub fn cudnn(&self) -> Result<std::sync::MutexGuard<'_, DnnHandle>> {
+        let h = self
+            .cudnn
+            .get_or_init(|| {
+                // SAFETY: only tries to dlopen libcudnn.
+                if !unsafe { cudarc::cudnn::sys::is_culib_present() } {
+                    return Err("cuDNN (libcudnn.so) could not be loaded".into());
+                }
+                let dnn = cudarc::cudnn::Cudnn::new(self.stream.clone()).map_err(|e| format!("cuDNN handle: {e:?}"))?;
+                Ok(Mutex::new(DnnHandle(dnn)))
+            })
+            .as_ref()
+            .map_err(|m| Error::Device(m.clone()))?;
+        Ok(h.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// The FFT plan for transform size n, made on first use.
@@ -344,5 +375,92 @@ impl Backend for CudaBackend {
         step: StepArgs,
     ) -> Result<()> {
         optim::adamw_step(self, layout, params, grads, m, v, decay_mask, norms, opt, step)
+    }
+
+    fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+        conv::forward(self, x, w, c)
+    }
+    fn conv2d_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        c: &Conv2d,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+    ) -> Result<Tensor> {
+        conv::backward(self, x, w, dy, c, grads, dw)
+    }
+    fn batch_norm_train(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        state: &mut Tensor,
+        running: [Range<usize>; 2],
+    ) -> Result<(Tensor, BnSaved)> {
+        norm::train(self, x, gamma, beta, bn, state, running)
+    }
+    fn batch_norm_eval(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        beta: &Slice,
+        bn: &BatchNorm,
+        running_mean: &Slice,
+        running_var: &Slice,
+    ) -> Result<Tensor> {
+        norm::eval(self, x, gamma, beta, bn, running_mean, running_var)
+    }
+    fn batch_norm_backward(
+        &self,
+        x: &Tensor,
+        gamma: &Slice,
+        saved: &BnSaved,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dgamma: Range<usize>,
+        dbeta: Range<usize>,
+    ) -> Result<Tensor> {
+        norm::backward(self, x, gamma, saved, dy, grads, dgamma, dbeta)
+    }
+    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
+        layers::act(self, x, kind)
+    }
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+        layers::act_backward(self, x, dy, kind)
+    }
+    fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
+        layers::avg_pool(self, x)
+    }
+    fn avg_pool_backward(&self, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+        layers::avg_pool_backward(self, dy, shape)
+    }
+    fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+        layers::channel_scale(self, x, s)
+    }
+    fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+        layers::channel_scale_backward(self, x, s, dy)
+    }
+    fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        layers::add(self, a, b)
+    }
+    fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+        layers::sample_scale(self, x, scales)
+    }
+    fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
+        layers::linear(self, x, w, b, m)
+    }
+    fn linear_backward(
+        &self,
+        x: &Tensor,
+        w: &Slice,
+        dy: &Tensor,
+        grads: &mut Tensor,
+        dw: Range<usize>,
+        db: Range<usize>,
+    ) -> Result<Tensor> {
+        layers::linear_backward(self, x, w, dy, grads, dw, db)
     }
 }

@@ -1,0 +1,73 @@
+// The backbone's small layers (src/backend/layers.rs; src/backend/cpu/layers.rs is the reference): activations,
+// global average pooling, channel and sample scaling, the residual add, and the linear layer's bias and its
+// gradient (its products run on cuBLAS).
+#include "common.cuh"
+
+// kind: 0 SiLU, 1 ReLU, 2 sigmoid.
+__device__ __forceinline__ float act(int kind, float x) {
+    return kind == 0 ? x * sigmoidf(x) : kind == 1 ? fmaxf(x, 0.0f) : sigmoidf(x);
+}
+__device__ __forceinline__ float act_grad(int kind, float x) {
+    if (kind == 1) return x > 0.0f ? 1.0f : 0.0f;
+    const float s = sigmoidf(x);
+    return kind == 0 ? s * (1.0f + x * (1.0f - s)) : s * (1.0f - s);
+}
+
+extern "C" __global__ void act_forward(const float* __restrict__ x, float* __restrict__ y, long long n, int kind) {
+    GRID_STRIDE(i, n) y[i] = act(kind, x[i]);
+}
+
+extern "C" __global__ void act_backward(const float* __restrict__ x, const float* __restrict__ dy,
+                                        float* __restrict__ dx, long long n, int kind) {
+    GRID_STRIDE(i, n) dx[i] = dy[i] * act_grad(kind, x[i]);
+}
+
+// One block per (n, c): the mean of its hw values.
+extern "C" __global__ void avg_pool(const float* __restrict__ x, float* __restrict__ y, int hw) {
+    __shared__ float scratch[32];
+    const float* xc = x + (long long)blockIdx.x * hw;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < hw; k += blockDim.x) s += xc[k];
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) y[blockIdx.x] = s / (float)hw;
+}
+
+extern "C" __global__ void avg_pool_backward(const float* __restrict__ dy, float* __restrict__ dx, long long total, int hw) {
+    const float inv = 1.0f / (float)hw;
+    GRID_STRIDE(i, total) dx[i] = dy[i / hw] * inv;
+}
+
+// y = x * s[i / per]: per-channel scaling (per = hw) or per-sample scaling (per = c h w).
+extern "C" __global__ void scale_groups(const float* __restrict__ x, const float* __restrict__ s, float* __restrict__ y,
+                                        long long total, long long per) {
+    GRID_STRIDE(i, total) y[i] = x[i] * s[i / per];
+}
+
+// ds[n, c] = sum over hw of x dy: one block per (n, c).
+extern "C" __global__ void channel_scale_ds(const float* __restrict__ x, const float* __restrict__ dy,
+                                           float* __restrict__ ds, int hw) {
+    __shared__ float scratch[32];
+    const long long base = (long long)blockIdx.x * hw;
+    float s = 0.0f;
+    for (int k = threadIdx.x; k < hw; k += blockDim.x) s += x[base + k] * dy[base + k];
+    s = block_sum(s, scratch);
+    if (threadIdx.x == 0) ds[blockIdx.x] = s;
+}
+
+extern "C" __global__ void add(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, long long n) {
+    GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+// y[r][j] += b[j].
+extern "C" __global__ void bias_rows(float* __restrict__ y, const float* __restrict__ b, long long total, int cols) {
+    GRID_STRIDE(i, total) y[i] += b[i % cols];
+}
+
+// out[j] = sum over rows of x[r][j], in row order.
+extern "C" __global__ void col_sum(const float* __restrict__ x, int rows, int cols, float* __restrict__ out) {
+    GRID_STRIDE(j, cols) {
+        float s = 0.0f;
+        for (int r = 0; r < rows; ++r) s += x[(long long)r * cols + j];
+        out[j] = s;
+    }
+}

@@ -1,0 +1,225 @@
+//! Reference for kernels/layers.cu (backend/layers.rs), generic over the float type.
+
+use super::real::Real;
+use crate::backend::layers::Activation;
+use rayon::prelude::*;
+
+pub fn act<F: Real>(kind: Activation, x: F) -> F {
+    match kind {
+        Activation::Silu => x * x.sigmoid(),
+        Activation::Relu => x.max(F::ZERO),
+        Activation::Sigmoid => x.sigmoid(),
+    }
+}
+
+/// d act / dx at x.
+pub fn act_grad<F: Real>(kind: Activation, x: F) -> F {
+    match kind {
+        Activation::Silu => {
+            let s = x.sigmoid();
+            s * (F::ONE + x * (F::ONE - s))
+        }
+        Activation::Relu => {
+            if x > F::ZERO {
+                F::ONE
+            } else {
+                F::ZERO
+            }
+        }
+        Activation::Sigmoid => {
+            let s = x.sigmoid();
+            s * (F::ONE - s)
+        }
+    }
+}
+
+/// Mean over H x W of each (n, c).
+pub fn avg_pool<F: Real>(x: &[F], hw: usize, y: &mut [F]) {
+    let inv = F::ONE / F::of(hw as f64);
+    y.par_iter_mut().zip(x.par_chunks(hw)).for_each(|(o, xc)| *o = xc.iter().copied().sum::<F>() * inv);
+}
+
+pub fn avg_pool_backward<F: Real>(dy: &[F], hw: usize, dx: &mut [F]) {
+    let inv = F::ONE / F::of(hw as f64);
+    dx.par_chunks_mut(hw).zip(dy.par_iter()).for_each(|(d, &g)| d.fill(g * inv));
+}
+
+/// y[n, c, :] = x[n, c, :] * s[n, c].
+pub fn channel_scale<F: Real>(x: &[F], s: &[F], hw: usize, y: &mut [F]) {
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).zip(s.par_iter()).for_each(|((o, xc), &k)| {
+        o.iter_mut().zip(xc).for_each(|(o, &v)| *o = v * k);
+    });
+}
+
+pub fn channel_scale_backward<F: Real>(x: &[F], s: &[F], dy: &[F], hw: usize, dx: &mut [F], ds: &mut [F]) {
+    dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(s.par_iter()).for_each(|((o, g), &k)| {
+        o.iter_mut().zip(g).for_each(|(o, &g)| *o = g * k);
+    });
+    ds.par_iter_mut().enumerate().for_each(|(nc, d)| {
+        *d = x[nc * hw..][..hw].iter().zip(&dy[nc * hw..][..hw]).map(|(&a, &b)| a * b).sum();
+    });
+}
+
+/// y = x w^T + b, x [n, k], w [m, k].
+pub fn linear<F: Real>(x: &[F], w: &[F], b: &[F], k: usize, m: usize, y: &mut [F]) {
+    y.par_chunks_mut(m).zip(x.par_chunks(k)).for_each(|(yr, xr)| {
+        for (j, o) in yr.iter_mut().enumerate() {
+            *o = w[j * k..][..k].iter().zip(xr).map(|(&a, &b)| a * b).sum::<F>() + b[j];
+        }
+    });
+}
+
+/// dx = dy w, dw = dy^T x, db = sum over rows of dy (dw and db overwritten).
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward<F: Real>(
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    n: usize,
+    k: usize,
+    m: usize,
+    dx: &mut [F],
+    dw: &mut [F],
+    db: &mut [F],
+) {
+    dx.par_chunks_mut(k).zip(dy.par_chunks(m)).for_each(|(dxr, g)| {
+        for (c, o) in dxr.iter_mut().enumerate() {
+            *o = (0..m).map(|j| g[j] * w[j * k + c]).sum();
+        }
+    });
+    dw.par_chunks_mut(k).zip(db.par_iter_mut()).enumerate().for_each(|(j, (dwr, dbj))| {
+        dwr.fill(F::ZERO);
+        *dbj = F::ZERO;
+        for i in 0..n {
+            let g = dy[i * m + j];
+            *dbj += g;
+            dwr.iter_mut().zip(&x[i * k..][..k]).for_each(|(o, &v)| *o += g * v);
+        }
+    });
+}
+
+use super::CpuBackend;
+use crate::backend::layers::{check_channel_scale, check_linear, nchw, same};
+use crate::error::Result;
+use crate::tensor::{Element, Layout, Slice, Tensor};
+use std::ops::Range;
+
+pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Activation) -> Result<Tensor> {
+    let mut y = be.output::<F>(x.numel());
+    y.par_iter_mut().zip(x.host::<F>()?.par_iter()).for_each(|(o, &v)| *o = act(kind, v));
+    Tensor::from_vec(x.shape(), x.layout(), y)
+}
+
+pub(super) fn run_act_backward<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    dy: &Tensor,
+    kind: Activation,
+) -> Result<Tensor> {
+    same(x, dy, "activation backward")?;
+    let mut dx = be.output::<F>(x.numel());
+    dx.par_iter_mut().zip(x.host::<F>()?.par_iter()).zip(dy.host::<F>()?.par_iter()).for_each(|((o, &v), &g)| {
+        *o = g * act_grad(kind, v);
+    });
+    Tensor::from_vec(x.shape(), x.layout(), dx)
+}
+
+pub(super) fn run_avg_pool<F: Real + Element>(be: &CpuBackend, x: &Tensor) -> Result<Tensor> {
+    let [n, c, hw] = nchw(x, "average pool input")?;
+    let mut y = be.output::<F>(n * c);
+    avg_pool(x.host::<F>()?, hw, &mut y);
+    Tensor::from_vec(&[n, c], Layout::Plain, y)
+}
+
+pub(super) fn run_avg_pool_backward<F: Real + Element>(
+    be: &CpuBackend,
+    dy: &Tensor,
+    shape: [usize; 4],
+) -> Result<Tensor> {
+    if dy.shape() != [shape[0], shape[1]] {
+        shape_err!("average pool backward: dy {:?} for input {shape:?}", dy.shape());
+    }
+    let mut dx = be.output::<F>(shape.iter().product());
+    avg_pool_backward(dy.host::<F>()?, shape[2] * shape[3], &mut dx);
+    Tensor::from_vec(&shape, Layout::Nchw, dx)
+}
+
+pub(super) fn run_channel_scale<F: Real + Element>(be: &CpuBackend, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    let [_, _, hw] = check_channel_scale(x, s)?;
+    let mut y = be.output::<F>(x.numel());
+    channel_scale(x.host::<F>()?, s.host()?, hw, &mut y);
+    Tensor::from_vec(x.shape(), Layout::Nchw, y)
+}
+
+pub(super) fn run_channel_scale_backward<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    s: &Tensor,
+    dy: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let [_, _, hw] = check_channel_scale(x, s)?;
+    same(x, dy, "channel scale backward")?;
+    let (mut dx, mut ds) = (be.output::<F>(x.numel()), be.output::<F>(s.numel()));
+    channel_scale_backward(x.host::<F>()?, s.host()?, dy.host()?, hw, &mut dx, &mut ds);
+    Ok((Tensor::from_vec(x.shape(), Layout::Nchw, dx)?, Tensor::from_vec(s.shape(), Layout::Plain, ds)?))
+}
+
+pub(super) fn run_add<F: Real + Element>(be: &CpuBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same(a, b, "add")?;
+    let mut y = be.output::<F>(a.numel());
+    y.par_iter_mut().zip(a.host::<F>()?.par_iter()).zip(b.host::<F>()?.par_iter()).for_each(|((o, &u), &v)| *o = u + v);
+    Tensor::from_vec(a.shape(), a.layout(), y)
+}
+
+pub(super) fn run_sample_scale<F: Real + Element>(be: &CpuBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+    let n = x.shape()[0];
+    if scales.len() != n {
+        shape_err!("sample scale: {} factors for a batch of {n}", scales.len());
+    }
+    let per = x.numel() / n.max(1);
+    let mut y = be.output::<F>(x.numel());
+    y.par_chunks_mut(per).zip(x.host::<F>()?.par_chunks(per)).zip(scales.par_iter()).for_each(|((o, v), &k)| {
+        o.iter_mut().zip(v).for_each(|(o, &v)| *o = v * F::of(k as f64));
+    });
+    Tensor::from_vec(x.shape(), x.layout(), y)
+}
+
+pub(super) fn run_linear<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    b: &Slice,
+    m: usize,
+) -> Result<Tensor> {
+    let (n, k, m) = check_linear(x, w, b, m)?;
+    let mut y = be.output::<F>(n * m);
+    linear(x.host::<F>()?, w.host()?, b.host()?, k, m, &mut y);
+    Tensor::from_vec(&[n, m], Layout::Plain, y)
+}
+
+pub(super) fn run_linear_backward<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    grads: &mut Tensor,
+    dw: Range<usize>,
+    db: Range<usize>,
+) -> Result<Tensor> {
+    let (n, k) = (x.shape()[0], x.shape()[1]);
+    let m = w.len() / k.max(1);
+    if dy.shape() != [n, m] || w.len() != m * k {
+        shape_err!("linear backward: dy {:?} for input {:?} and {} weights", dy.shape(), x.shape(), w.len());
+    }
+    let mut dx = be.output::<F>(n * k);
+    // dw and db are different lengths: take them one after the other.
+    let (mut gw, mut gb) = (vec![F::ZERO; m * k], vec![F::ZERO; m]);
+    linear_backward(x.host::<F>()?, w.host()?, dy.host()?, n, k, m, &mut dx, &mut gw, &mut gb);
+    let g = grads.host_mut::<F>()?;
+    if dw.len() != gw.len() || db.len() != gb.len() || dw.end.max(db.end) > g.len() {
+        shape_err!("linear backward: gradient slots {dw:?} and {db:?} for {} weights and {m} biases", gw.len());
+    }
+    g[dw].copy_from_slice(&gw);
+    g[db].copy_from_slice(&gb);
+    Tensor::from_vec(&[n, k], Layout::Plain, dx)
+}

@@ -1,0 +1,155 @@
+//! Reference batch normalization (backend/norm.rs): two-pass statistics per channel, in the float type.
+
+use super::real::Real;
+use rayon::prelude::*;
+
+/// Training: y from the batch statistics; writes mean and invstd per channel, and updates the running
+/// statistics (unbiased variance) with `momentum`.
+#[allow(clippy::too_many_arguments)]
+pub fn forward_train<F: Real>(
+    x: &[F],
+    gamma: &[F],
+    beta: &[F],
+    [n, c, hw]: [usize; 3],
+    eps: F,
+    momentum: F,
+    y: &mut [F],
+    mean: &mut [F],
+    invstd: &mut [F],
+    running_mean: &mut [F],
+    running_var: &mut [F],
+) {
+    let count = F::of((n * hw) as f64);
+    for ch in 0..c {
+        let vals = || (0..n).flat_map(move |i| x[(i * c + ch) * hw..][..hw].iter().copied());
+        let m = vals().sum::<F>() / count;
+        let var = vals().map(|v| (v - m) * (v - m)).sum::<F>() / count;
+        mean[ch] = m;
+        invstd[ch] = F::ONE / (var + eps).sqrt();
+        running_mean[ch] = (F::ONE - momentum) * running_mean[ch] + momentum * m;
+        running_var[ch] = (F::ONE - momentum) * running_var[ch] + momentum * var * count / (count - F::ONE);
+    }
+    apply(x, gamma, beta, [n, c, hw], mean, invstd, y);
+}
+
+/// y = (x - mean) invstd gamma + beta per channel.
+pub fn apply<F: Real>(x: &[F], gamma: &[F], beta: &[F], [_, c, hw]: [usize; 3], mean: &[F], invstd: &[F], y: &mut [F]) {
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(nc, (yc, xc))| {
+        let ch = nc % c;
+        let (s, t) = (invstd[ch] * gamma[ch], beta[ch] - mean[ch] * invstd[ch] * gamma[ch]);
+        yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v * s + t);
+    });
+}
+
+/// Training-mode backward: dx, and d gamma, d beta (overwritten).
+#[allow(clippy::too_many_arguments)]
+pub fn backward<F: Real>(
+    x: &[F],
+    gamma: &[F],
+    mean: &[F],
+    invstd: &[F],
+    dy: &[F],
+    [n, c, hw]: [usize; 3],
+    dx: &mut [F],
+    dgamma: &mut [F],
+    dbeta: &mut [F],
+) {
+    let count = F::of((n * hw) as f64);
+    for ch in 0..c {
+        let (mut sdy, mut sdy_xh) = (F::ZERO, F::ZERO);
+        for i in 0..n {
+            let o = (i * c + ch) * hw;
+            for k in 0..hw {
+                sdy += dy[o + k];
+                sdy_xh += dy[o + k] * (x[o + k] - mean[ch]) * invstd[ch];
+            }
+        }
+        dgamma[ch] = sdy_xh;
+        dbeta[ch] = sdy;
+        let scale = gamma[ch] * invstd[ch];
+        for i in 0..n {
+            let o = (i * c + ch) * hw;
+            for k in 0..hw {
+                let xh = (x[o + k] - mean[ch]) * invstd[ch];
+                dx[o + k] = scale * (dy[o + k] - sdy / count - xh * sdy_xh / count);
+            }
+        }
+    }
+}
+
+use super::{two_of, CpuBackend};
+use crate::backend::norm::{check, BatchNorm, BnSaved};
+use crate::error::Result;
+use crate::tensor::{Element, Layout, Slice, Tensor};
+use std::ops::Range;
+
+pub(super) fn run_train<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    beta: &Slice,
+    bn: &BatchNorm,
+    state: &mut Tensor,
+    running: [Range<usize>; 2],
+) -> Result<(Tensor, BnSaved)> {
+    let d = check(x, gamma, beta, bn)?;
+    let (mut y, mut mean, mut invstd) = (be.output::<F>(x.numel()), be.output::<F>(bn.c), be.output::<F>(bn.c));
+    let [rm, rv] = running;
+    let (rmean, rvar) = two_of::<F>(state, rm, rv, bn.c)?;
+    let (eps, mom) = (F::of(bn.eps as f64), F::of(bn.momentum as f64));
+    forward_train(
+        x.host::<F>()?,
+        gamma.host()?,
+        beta.host()?,
+        d,
+        eps,
+        mom,
+        &mut y,
+        &mut mean,
+        &mut invstd,
+        rmean,
+        rvar,
+    );
+    let saved = BnSaved {
+        mean: Tensor::from_vec(&[bn.c], Layout::Plain, mean)?,
+        invstd: Tensor::from_vec(&[bn.c], Layout::Plain, invstd)?,
+    };
+    Ok((Tensor::from_vec(x.shape(), Layout::Nchw, y)?, saved))
+}
+
+pub(super) fn run_eval<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    beta: &Slice,
+    bn: &BatchNorm,
+    running_mean: &Slice,
+    running_var: &Slice,
+) -> Result<Tensor> {
+    let d = check(x, gamma, beta, bn)?;
+    let eps = F::of(bn.eps as f64);
+    let invstd: Vec<F> = running_var.host::<F>()?.iter().map(|&v| F::ONE / (v + eps).sqrt()).collect();
+    let mut y = be.output::<F>(x.numel());
+    apply(x.host::<F>()?, gamma.host()?, beta.host()?, d, running_mean.host()?, &invstd, &mut y);
+    Tensor::from_vec(x.shape(), Layout::Nchw, y)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_backward<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    saved: &BnSaved,
+    dy: &Tensor,
+    grads: &mut Tensor,
+    dgamma: Range<usize>,
+    dbeta: Range<usize>,
+) -> Result<Tensor> {
+    let c = gamma.len();
+    let d = check(x, gamma, gamma, &BatchNorm::new(c))?;
+    crate::backend::layers::same(x, dy, "batch norm backward")?;
+    let mut dx = be.output::<F>(x.numel());
+    let (dg, db) = two_of::<F>(grads, dgamma, dbeta, c)?;
+    backward(x.host::<F>()?, gamma.host()?, saved.mean.host()?, saved.invstd.host()?, dy.host()?, d, &mut dx, dg, db);
+    Tensor::from_vec(x.shape(), Layout::Nchw, dx)
+}

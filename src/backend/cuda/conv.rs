@@ -1,0 +1,94 @@
+//! 2-D convolution on cuDNN: forward, backward data, backward filter, each with cuDNN's heuristic choice of
+//! algorithm and its workspace. FMA math (no TF32): results in plain fp32, as the CPU reference computes them.
+
+use super::CudaBackend;
+use crate::backend::conv::{check, Conv2d, ConvDims};
+use crate::error::{Error, Result};
+use crate::tensor::{Layout, Slice, Tensor};
+use cudarc::cudnn::{
+    sys, ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, FilterDescriptor, TensorDescriptor,
+};
+use std::ops::Range;
+use std::sync::Arc;
+
+fn err(what: &str) -> impl FnOnce(cudarc::cudnn::CudnnError) -> Error + '_ {
+    move |e| Error::Cuda(format!("cuDNN {what}: {e:?}"))
+}
+
+struct Descs {
+    x: TensorDescriptor<f32>,
+    y: TensorDescriptor<f32>,
+    w: FilterDescriptor<f32>,
+    conv: ConvDescriptor<f32>,
+}
+
+/// The descriptors of one convolution; `dnn` is the locked handle, held by the caller for the whole op.
+fn descriptors(dnn: &Arc<cudarc::cudnn::Cudnn>, c: &Conv2d, d: ConvDims) -> Result<Descs> {
+    let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
+    let i = |v: usize| v as i32;
+    let x = dnn.create_4d_tensor::<f32>(nchw, [i(d.n), i(c.cin), i(d.h), i(d.w)]).map_err(err("input descriptor"))?;
+    let y =
+        dnn.create_4d_tensor::<f32>(nchw, [i(d.n), i(c.cout), i(d.oh), i(d.ow)]).map_err(err("output descriptor"))?;
+    let [a, b, kh, kw] = c.weight_shape();
+    let w = dnn.create_4d_filter::<f32>(nchw, [i(a), i(b), i(kh), i(kw)]).map_err(err("filter descriptor"))?;
+    let p = c.pad() as i32;
+    let s = c.stride as i32;
+    let mode = sys::cudnnConvolutionMode_t::CUDNN_CROSS_CORRELATION;
+    let mut conv = dnn.create_conv2d::<f32>([p, p], [s, s], [1, 1], mode).map_err(err("convolution descriptor"))?;
+    conv.set_group_count(c.groups as i32).map_err(err("group count"))?;
+    conv.set_math_type(sys::cudnnMathType_t::CUDNN_FMA_MATH).map_err(err("math type"))?;
+    Ok(Descs { x, y, w, conv })
+}
+
+fn workspace(be: &CudaBackend, bytes: usize) -> Result<cudarc::driver::CudaSlice<u8>> {
+    Ok(be.stream().alloc_zeros::<u8>(bytes.max(1))?)
+}
+
+pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+    let d = check(x, w, c)?;
+    let dnn = be.cudnn()?;
+    let ds = descriptors(&dnn.0, c, d)?;
+    let op = ConvForward { conv: &ds.conv, x: &ds.x, w: &ds.w, y: &ds.y };
+    let algo = op.pick_algorithm().map_err(err("forward algorithm"))?;
+    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("forward workspace"))?)?;
+    let mut y = be.output::<f32>(d.n * c.cout * d.oh * d.ow)?;
+    let wv = w.device::<f32>()?;
+    // SAFETY: the descriptors describe exactly these buffers (sizes checked by `check`).
+    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x.device::<f32>()?, &wv, &mut y) }.map_err(err("forward"))?;
+    Tensor::from_device(&[d.n, c.cout, d.oh, d.ow], Layout::Nchw, y)
+}
+
+pub fn backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    c: &Conv2d,
+    grads: &mut Tensor,
+    dw: Range<usize>,
+) -> Result<Tensor> {
+    let d = check(x, w, c)?;
+    if dy.shape() != [d.n, c.cout, d.oh, d.ow] || dw.len() != c.weight_len() {
+        shape_err!("conv backward: dy {:?} (output {:?}), gradient slot {dw:?}", dy.shape(), [d.n, c.cout, d.oh, d.ow]);
+    }
+    let dnn = be.cudnn()?;
+    let ds = descriptors(&dnn.0, c, d)?;
+    let wv = w.device::<f32>()?;
+    let dyv = dy.device::<f32>()?;
+
+    let op = ConvBackwardData { conv: &ds.conv, dx: &ds.x, w: &ds.w, dy: &ds.y };
+    let algo = op.pick_algorithm().map_err(err("backward-data algorithm"))?;
+    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("backward-data workspace"))?)?;
+    let mut dx = be.output::<f32>(x.numel())?;
+    // SAFETY: as in forward.
+    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), &mut dx, &wv, dyv) }.map_err(err("backward data"))?;
+
+    let op = ConvBackwardFilter { conv: &ds.conv, x: &ds.x, dw: &ds.w, dy: &ds.y };
+    let algo = op.pick_algorithm().map_err(err("backward-filter algorithm"))?;
+    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("backward-filter workspace"))?)?;
+    let mut gw = grads.device_mut::<f32>()?.slice_mut(dw);
+    // SAFETY: as in forward; the gradient slot holds the filter's values.
+    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x.device::<f32>()?, &mut gw, dyv) }
+        .map_err(err("backward filter"))?;
+    Tensor::from_device(x.shape(), Layout::Nchw, dx)
+}

@@ -1,0 +1,173 @@
+//! Launchers for kernels/layers.cu, and the linear layer's products on cuBLAS.
+
+use super::CudaBackend;
+use crate::backend::layers::{check_channel_scale, check_linear, nchw, same, Activation};
+use crate::error::Result;
+use crate::tensor::{Layout, Slice, Tensor};
+use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::ops::Range;
+
+fn kind(a: Activation) -> i32 {
+    match a {
+        Activation::Silu => 0,
+        Activation::Relu => 1,
+        Activation::Sigmoid => 2,
+    }
+}
+
+fn per_row(rows: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+}
+
+pub fn act(be: &CudaBackend, x: &Tensor, a: Activation) -> Result<Tensor> {
+    let (n, k) = (x.numel() as i64, kind(a));
+    let mut y = be.output::<f32>(x.numel())?;
+    let f = be.function("layers", "act_forward")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(x.device::<f32>()?).arg(&mut y).arg(&n).arg(&k);
+    // SAFETY: arguments match the kernel; y has x's length.
+    unsafe { l.launch(be.grid_stride(x.numel(), 256)) }?;
+    Tensor::from_device(x.shape(), x.layout(), y)
+}
+
+pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
+    same(x, dy, "activation backward")?;
+    let (n, k) = (x.numel() as i64, kind(a));
+    let mut dx = be.output::<f32>(x.numel())?;
+    let f = be.function("layers", "act_backward")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(&mut dx).arg(&n).arg(&k);
+    // SAFETY: as above.
+    unsafe { l.launch(be.grid_stride(x.numel(), 256)) }?;
+    Tensor::from_device(x.shape(), x.layout(), dx)
+}
+
+pub fn avg_pool(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
+    let [n, c, hw] = nchw(x, "average pool input")?;
+    let mut y = be.output::<f32>(n * c)?;
+    let hw32 = hw as i32;
+    let f = be.function("layers", "avg_pool")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(x.device::<f32>()?).arg(&mut y).arg(&hw32);
+    // SAFETY: one block per (n, c) row of hw values.
+    unsafe { l.launch(per_row(n * c)) }?;
+    Tensor::from_device(&[n, c], Layout::Plain, y)
+}
+
+pub fn avg_pool_backward(be: &CudaBackend, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+    if dy.shape() != [shape[0], shape[1]] {
+        shape_err!("average pool backward: dy {:?} for input {shape:?}", dy.shape());
+    }
+    let total = shape.iter().product::<usize>();
+    let (t64, hw) = (total as i64, (shape[2] * shape[3]) as i32);
+    let mut dx = be.output::<f32>(total)?;
+    let f = be.function("layers", "avg_pool_backward")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(dy.device::<f32>()?).arg(&mut dx).arg(&t64).arg(&hw);
+    // SAFETY: dx holds the whole input shape; dy one value per (n, c).
+    unsafe { l.launch(be.grid_stride(total, 256)) }?;
+    Tensor::from_device(&shape, Layout::Nchw, dx)
+}
+
+/// y = x * s[i / per].
+fn scale_groups(be: &CudaBackend, x: &Tensor, s: &CudaSlice<f32>, per: usize) -> Result<Tensor> {
+    let (total, per64) = (x.numel() as i64, per as i64);
+    let mut y = be.output::<f32>(x.numel())?;
+    let f = be.function("layers", "scale_groups")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(x.device::<f32>()?).arg(s).arg(&mut y).arg(&total).arg(&per64);
+    // SAFETY: s holds numel / per values (checked by the callers).
+    unsafe { l.launch(be.grid_stride(x.numel(), 256)) }?;
+    Tensor::from_device(x.shape(), x.layout(), y)
+}
+
+pub fn channel_scale(be: &CudaBackend, x: &Tensor, s: &Tensor) -> Result<Tensor> {
+    let [_, _, hw] = check_channel_scale(x, s)?;
+    scale_groups(be, x, s.device::<f32>()?, hw)
+}
+
+pub fn channel_scale_backward(be: &CudaBackend, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
+    let [n, c, hw] = check_channel_scale(x, s)?;
+    same(x, dy, "channel scale backward")?;
+    let dx = scale_groups(be, dy, s.device::<f32>()?, hw)?;
+    let mut ds = be.output::<f32>(n * c)?;
+    let hw32 = hw as i32;
+    let f = be.function("layers", "channel_scale_ds")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(&mut ds).arg(&hw32);
+    // SAFETY: one block per (n, c) row of hw values.
+    unsafe { l.launch(per_row(n * c)) }?;
+    Ok((dx, Tensor::from_device(&[n, c], Layout::Plain, ds)?))
+}
+
+pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    same(a, b, "add")?;
+    let n = a.numel() as i64;
+    let mut y = be.output::<f32>(a.numel())?;
+    let f = be.function("layers", "add")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(a.device::<f32>()?).arg(b.device::<f32>()?).arg(&mut y).arg(&n);
+    // SAFETY: a, b and y have the same length.
+    unsafe { l.launch(be.grid_stride(a.numel(), 256)) }?;
+    Tensor::from_device(a.shape(), a.layout(), y)
+}
+
+pub fn sample_scale(be: &CudaBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+    let n = x.shape()[0];
+    if scales.len() != n {
+        shape_err!("sample scale: {} factors for a batch of {n}", scales.len());
+    }
+    let s = be.stream().clone_htod(scales)?;
+    scale_groups(be, x, &s, x.numel() / n.max(1))
+}
+
+pub fn linear(be: &CudaBackend, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
+    let (n, k, m) = check_linear(x, w, b, m)?;
+    let mut y = be.output::<f32>(n * m)?;
+    let wv = w.device::<f32>()?;
+    be.blas()?.gemm(false, true, (n, m, k), x.device::<f32>()?, &wv, 0.0, &mut y)?;
+    let bv = b.device::<f32>()?;
+    let (total, cols) = ((n * m) as i64, m as i32);
+    let f = be.function("layers", "bias_rows")?;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(&mut y).arg(&bv).arg(&total).arg(&cols);
+    // SAFETY: y is n x m, b holds m values.
+    unsafe { l.launch(be.grid_stride(n * m, 256)) }?;
+    Tensor::from_device(&[n, m], Layout::Plain, y)
+}
+
+pub fn linear_backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    grads: &mut Tensor,
+    dw: Range<usize>,
+    db: Range<usize>,
+) -> Result<Tensor> {
+    let (n, k) = (x.shape()[0], x.shape()[1]);
+    let m = w.len() / k.max(1);
+    if dy.shape() != [n, m] || w.len() != m * k || dw.len() != m * k || db.len() != m {
+        shape_err!(
+            "linear backward: dy {:?} for input {:?}, {} weights, slots {dw:?} and {db:?}",
+            dy.shape(),
+            x.shape(),
+            w.len()
+        );
+    }
+    let blas = be.blas()?;
+    let (xd, dyd) = (x.device::<f32>()?, dy.device::<f32>()?);
+    let wv = w.device::<f32>()?;
+    let mut dx = be.output::<f32>(n * k)?;
+    blas.gemm(false, false, (n, k, m), dyd, &wv, 0.0, &mut dx)?;
+    let g = grads.device_mut::<f32>()?;
+    blas.gemm(true, false, (m, k, n), dyd, xd, 0.0, &mut g.slice_mut(dw))?;
+    let (rows, cols) = (n as i32, m as i32);
+    let f = be.function("layers", "col_sum")?;
+    let mut gb = g.slice_mut(db);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(dyd).arg(&rows).arg(&cols).arg(&mut gb);
+    // SAFETY: dy is n x m; the slot holds m values.
+    unsafe { l.launch(be.grid_stride(m, 256)) }?;
+    Tensor::from_device(&[n, k], Layout::Plain, dx)
+}

@@ -1,0 +1,56 @@
+//! The backbone's small layers, shared contract: activations (SiLU, ReLU, sigmoid), global average pooling,
+//! per-channel scaling (squeeze-and-excitation), per-sample scaling (drop-connect), the residual add, and the
+//! fully connected layer with bias (the SE's reduce and expand).
+
+use crate::error::Result;
+use crate::tensor::{Layout, Slice, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    Relu,
+    Sigmoid,
+}
+
+/// [n, c, hw] of an NCHW tensor.
+pub fn nchw(x: &Tensor, what: &str) -> Result<[usize; 3]> {
+    let s = x.shape();
+    if x.layout() != Layout::Nchw {
+        shape_err!("{what}: expected an NCHW tensor, got {:?} {s:?}", x.layout());
+    }
+    Ok([s[0], s[1], s[2] * s[3]])
+}
+
+/// Checks that `b` has `a`'s shape, dtype and layout.
+pub fn same(a: &Tensor, b: &Tensor, what: &str) -> Result<()> {
+    if a.shape() != b.shape() || a.dtype() != b.dtype() || a.layout() != b.layout() {
+        shape_err!(
+            "{what}: {:?} {:?} {:?} and {:?} {:?} {:?} differ",
+            a.shape(),
+            a.dtype(),
+            a.layout(),
+            b.shape(),
+            b.dtype(),
+            b.layout()
+        );
+    }
+    Ok(())
+}
+
+/// Checks a per-channel scale [n, c] against an NCHW tensor.
+pub fn check_channel_scale(x: &Tensor, s: &Tensor) -> Result<[usize; 3]> {
+    let d = nchw(x, "channel scale input")?;
+    if s.shape() != [d[0], d[1]] || s.dtype() != x.dtype() {
+        shape_err!("channel scale: {:?} scales for input {:?} (need [N, C])", s.shape(), x.shape());
+    }
+    Ok(d)
+}
+
+/// Checks a linear layer: x [n, k], w [m, k], b [m]; returns (n, k, m).
+pub fn check_linear(x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<(usize, usize, usize)> {
+    let s = x.shape();
+    if s.len() != 2 || w.len() != m * s[1] || b.len() != m {
+        shape_err!("linear: input {s:?}, {} weights and {} biases for {m} outputs", w.len(), b.len());
+    }
+    Ok((s[0], s[1], m))
+}
