@@ -63,3 +63,48 @@ pub fn assert_bitwise(what: &str, got: &[f32], want: &[f32]) {
         want[bad[0]]
     );
 }
+
+/// Checks grad[i] against central differences of f in coordinate i of x, for each i in `idx`: relative error
+/// at most 1e-6 (with a floor of 1e-9 for gradients that are zero).
+pub fn check_grads(
+    what: &str,
+    grad: &[f64],
+    x: &[f64],
+    idx: impl IntoIterator<Item = usize>,
+    f: impl Fn(&[f64]) -> f64,
+) {
+    let mut xx = x.to_vec();
+    for i in idx {
+        let h = 1e-5 * x[i].abs().max(1.0);
+        xx[i] = x[i] + h;
+        let plus = f(&xx);
+        xx[i] = x[i] - h;
+        let minus = f(&xx);
+        xx[i] = x[i];
+        let numeric = (plus - minus) / (2.0 * h);
+        let err = (numeric - grad[i]).abs();
+        assert!(
+            err <= 1e-6 * numeric.abs().max(grad[i].abs()) + 1e-9,
+            "{what}[{i}]: numeric {numeric}, analytic {}",
+            grad[i]
+        );
+    }
+}
+
+/// An f64 host tensor: the CPU backend runs the backbone's ops in f64 for gradient checks.
+pub fn t64(shape: &[usize], layout: dfgpu::Layout, v: Vec<f64>) -> dfgpu::Tensor {
+    dfgpu::Tensor::from_vec(shape, layout, v).unwrap()
+}
+
+pub fn normals(rng: &mut Rng, n: usize, scale: f64) -> Vec<f64> {
+    (0..n).map(|_| scale * rng.normal()).collect()
+}
+
+pub fn to_f32(v: &[f64]) -> Vec<f32> {
+    v.iter().map(|&x| x as f32).collect()
+}
+
+/// sum(c * y) for an f64 tensor y: the objective whose gradient with respect to y is c.
+pub fn dot(y: &dfgpu::Tensor, c: &[f64]) -> f64 {
+    y.host::<f64>().unwrap().iter().zip(c).map(|(a, b)| a * b).sum()
+}

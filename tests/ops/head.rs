@@ -65,27 +65,6 @@ fn objective(cfg: &HeadConfig, p: &[f64], s: &[f64], q: &[f64], mode: Mode, c: &
     fwd(cfg, p, s, q, mode).logits.iter().zip(c).map(|(l, c)| l * c).sum()
 }
 
-/// Checks grad[i] against central differences of f in coordinate i of x, for each i in `idx`: relative error
-/// at most 1e-6 (with a floor of 1e-9 for gradients that are zero).
-fn check_grads(what: &str, grad: &[f64], x: &[f64], idx: impl IntoIterator<Item = usize>, f: impl Fn(&[f64]) -> f64) {
-    let mut xx = x.to_vec();
-    for i in idx {
-        let h = 1e-5 * x[i].abs().max(1.0);
-        xx[i] = x[i] + h;
-        let plus = f(&xx);
-        xx[i] = x[i] - h;
-        let minus = f(&xx);
-        xx[i] = x[i];
-        let numeric = (plus - minus) / (2.0 * h);
-        let err = (numeric - grad[i]).abs();
-        assert!(
-            err <= 1e-6 * numeric.abs().max(grad[i].abs()) + 1e-9,
-            "{what}[{i}]: numeric {numeric}, analytic {}",
-            grad[i]
-        );
-    }
-}
-
 #[test]
 fn gradients_match_central_differences_in_f64_in_every_mode() {
     let mut rng = Rng::new(21);

@@ -3,8 +3,11 @@
 //! One test binary for all op families, so that the GPU machine gets one executable to run.
 
 mod common;
+mod conv;
 mod fft;
 mod head;
+mod layers;
 mod loss;
+mod norm;
 mod optim;
 mod preprocess;

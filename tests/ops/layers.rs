@@ -1,0 +1,167 @@
+//! The small layers: activations, pooling, channel and sample scaling, add, linear. Formulas, f64 gradient
+//! checks, GPU against CPU.
+
+use crate::common::*;
+use dfgpu::backend::Activation;
+use dfgpu::rng::Rng;
+use dfgpu::tensor::Slice;
+use dfgpu::{Backend, Layout, Tensor};
+
+const KINDS: [Activation; 3] = [Activation::Silu, Activation::Relu, Activation::Sigmoid];
+
+#[test]
+fn activations_match_formulas_and_gradients() {
+    let be = cpu();
+    let mut rng = Rng::new(1);
+    let x = normals(&mut rng, 2 * 3 * 4 * 5, 3.0);
+    let shape = [2, 3, 4, 5];
+    for kind in KINDS {
+        let y = be.act(&t64(&shape, Layout::Nchw, x.clone()), kind).unwrap();
+        for (&v, &o) in x.iter().zip(y.host::<f64>().unwrap()) {
+            let s = 1.0 / (1.0 + (-v).exp());
+            let want = match kind {
+                Activation::Silu => v * s,
+                Activation::Relu => v.max(0.0),
+                Activation::Sigmoid => s,
+            };
+            assert!((o - want).abs() < 1e-15 * want.abs().max(1.0), "{kind:?}({v}) = {o}, want {want}");
+        }
+        let c = normals(&mut rng, x.len(), 1.0);
+        let dx = be
+            .act_backward(&t64(&shape, Layout::Nchw, x.clone()), &t64(&shape, Layout::Nchw, c.clone()), kind)
+            .unwrap();
+        let run = |xx: &[f64]| dot(&be.act(&t64(&shape, Layout::Nchw, xx.to_vec()), kind).unwrap(), &c);
+        check_grads(&format!("{kind:?}"), dx.host().unwrap(), &x, 0..x.len(), run);
+    }
+}
+
+#[test]
+fn pooling_and_scaling_gradients() {
+    let be = cpu();
+    let mut rng = Rng::new(2);
+    let shape = [2, 3, 4, 5];
+    let x = normals(&mut rng, 120, 1.0);
+    let xt = || t64(&shape, Layout::Nchw, x.clone());
+    // Average pooling: the mean of each plane.
+    let pooled = be.avg_pool(&xt()).unwrap();
+    assert_eq!(pooled.shape(), &[2, 3]);
+    assert!((pooled.host::<f64>().unwrap()[4] - x[80..100].iter().sum::<f64>() / 20.0).abs() < 1e-15);
+    let c = normals(&mut rng, 6, 1.0);
+    let dx = be.avg_pool_backward(&t64(&[2, 3], Layout::Plain, c.clone()), shape).unwrap();
+    check_grads("avg pool", dx.host().unwrap(), &x, 0..120, |xx| {
+        dot(&be.avg_pool(&t64(&shape, Layout::Nchw, xx.to_vec())).unwrap(), &c)
+    });
+
+    // Channel scale: d/dx and d/ds.
+    let s = normals(&mut rng, 6, 1.0);
+    let cy = normals(&mut rng, 120, 1.0);
+    let run = |xx: &[f64], ss: &[f64]| {
+        dot(
+            &be.channel_scale(&t64(&shape, Layout::Nchw, xx.to_vec()), &t64(&[2, 3], Layout::Plain, ss.to_vec()))
+                .unwrap(),
+            &cy,
+        )
+    };
+    let (dx, ds) = be
+        .channel_scale_backward(&xt(), &t64(&[2, 3], Layout::Plain, s.clone()), &t64(&shape, Layout::Nchw, cy.clone()))
+        .unwrap();
+    check_grads("channel scale dx", dx.host().unwrap(), &x, 0..120, |xx| run(xx, &s));
+    check_grads("channel scale ds", ds.host().unwrap(), &s, 0..6, |ss| run(&x, ss));
+
+    // Add and per-sample scale.
+    let sum = be.add(&xt(), &xt()).unwrap();
+    assert!(sum.host::<f64>().unwrap().iter().zip(&x).all(|(a, b)| *a == 2.0 * b));
+    let dropped = be.sample_scale(&xt(), &[0.0, 1.25]).unwrap();
+    let d = dropped.host::<f64>().unwrap();
+    assert!(d[..60].iter().all(|&v| v == 0.0) && d[60..].iter().zip(&x[60..]).all(|(a, b)| *a == 1.25 * b));
+    let e = be.add(&xt(), &t64(&[2, 3], Layout::Plain, s.clone())).unwrap_err().to_string();
+    assert!(e.contains("add:"), "{e}");
+}
+
+#[test]
+fn linear_gradients() {
+    let be = cpu();
+    let mut rng = Rng::new(3);
+    let (n, k, m) = (3, 5, 4);
+    let x = normals(&mut rng, n * k, 1.0);
+    // Weights at 2.., bias right after, in one buffer.
+    let mut p = vec![0.0; 2];
+    p.extend(normals(&mut rng, m * k + m, 1.0));
+    let (rw, rb) = (2..2 + m * k, 2 + m * k..2 + m * k + m);
+    let run = |xx: &[f64], pp: &[f64]| {
+        let pt = t64(&[pp.len()], Layout::Plain, pp.to_vec());
+        be.linear(
+            &t64(&[n, k], Layout::Plain, xx.to_vec()),
+            &Slice { buf: &pt, range: rw.clone() },
+            &Slice { buf: &pt, range: rb.clone() },
+            m,
+        )
+        .unwrap()
+    };
+    let y = run(&x, &p);
+    let want0: f64 = (0..k).map(|c| p[2 + c] * x[c]).sum::<f64>() + p[rb.start];
+    assert!((y.host::<f64>().unwrap()[0] - want0).abs() < 1e-14);
+    let cy = normals(&mut rng, n * m, 1.0);
+    let pt = t64(&[p.len()], Layout::Plain, p.clone());
+    let mut grads = t64(&[p.len()], Layout::Plain, vec![f64::NAN; p.len()]);
+    let dx = be
+        .linear_backward(
+            &t64(&[n, k], Layout::Plain, x.clone()),
+            &Slice { buf: &pt, range: rw.clone() },
+            &t64(&[n, m], Layout::Plain, cy.clone()),
+            &mut grads,
+            rw.clone(),
+            rb.clone(),
+        )
+        .unwrap();
+    check_grads("linear dx", dx.host().unwrap(), &x, 0..x.len(), |xx| dot(&run(xx, &p), &cy));
+    check_grads("linear dw db", grads.host().unwrap(), &p, 2..p.len(), |pp| dot(&run(&x, pp), &cy));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_matches_cpu() {
+    let (gpu, cpu) = (gpu(), cpu());
+    let mut rng = Rng::new(4);
+    let shape = [4, 24, 14, 14];
+    let numel: usize = shape.iter().product();
+    let t = |v: Vec<f64>, s: &[usize], l| Tensor::from_vec(s, l, to_f32(&v)).unwrap();
+    let x = t(normals(&mut rng, numel, 2.0), &shape, Layout::Nchw);
+    let dy = t(normals(&mut rng, numel, 1.0), &shape, Layout::Nchw);
+    let s = t(normals(&mut rng, 96, 1.0), &[4, 24], Layout::Plain);
+    let pooled_dy = t(normals(&mut rng, 96, 1.0), &[4, 24], Layout::Plain);
+    let (k, m) = (24, 6);
+    let p = t(normals(&mut rng, m * k + m, 0.5), &[m * k + m], Layout::Plain);
+    let lin_dy = t(normals(&mut rng, 4 * m, 1.0), &[4, m], Layout::Plain);
+    let run = |be: &dyn Backend| -> Vec<Vec<f32>> {
+        let up = |x: &Tensor| be.upload(x).unwrap();
+        let (x, dy, s, pdy, p, ldy) = (up(&x), up(&dy), up(&s), up(&pooled_dy), up(&p), up(&lin_dy));
+        let mut out: Vec<Tensor> = Vec::new();
+        for kind in KINDS {
+            out.push(be.act(&x, kind).unwrap());
+            out.push(be.act_backward(&x, &dy, kind).unwrap());
+        }
+        let pooled = be.avg_pool(&x).unwrap();
+        out.push(be.avg_pool_backward(&pdy, shape).unwrap());
+        let (dx, ds) = be.channel_scale_backward(&x, &s, &dy).unwrap();
+        out.extend([pooled, be.channel_scale(&x, &s).unwrap(), dx, ds, be.add(&x, &dy).unwrap()]);
+        out.push(be.sample_scale(&x, &[1.0, 0.0, 1.25, 0.5]).unwrap());
+        let (w, b) = (Slice { buf: &p, range: 0..m * k }, Slice { buf: &p, range: m * k..m * k + m });
+        out.push(be.linear(&pooled_x(be, &x), &w, &b, m).unwrap());
+        let mut grads =
+            be.upload(&Tensor::from_vec(&[m * k + m], Layout::Plain, vec![0f32; m * k + m]).unwrap()).unwrap();
+        out.push(be.linear_backward(&pooled_x(be, &x), &w, &ldy, &mut grads, 0..m * k, m * k..m * k + m).unwrap());
+        out.push(grads);
+        out.iter().map(|t| be.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect()
+    };
+    let (want, got) = (run(&cpu), run(&gpu));
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
+        assert_close(&format!("output {i}"), g, &w, 1e-5, 1e-6);
+    }
+}
+
+/// The pooled features, the linear layer's natural input.
+fn pooled_x(be: &dyn Backend, x: &Tensor) -> Tensor {
+    be.avg_pool(x).unwrap()
+}
