@@ -48,6 +48,20 @@ impl Rng {
     }
 }
 
+/// A uniform number in [0, 1) from (seed, stream, row, col) alone: a SplitMix64 finalizer over the packed
+/// counter. Masks drawn with it need no storage (backward recomputes them) and are the same on every backend:
+/// kernels/head.cu has the same function (`uniform01`); the two must stay identical.
+pub fn counter_uniform(seed: u64, stream: u32, row: u32, col: u32) -> f32 {
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    let counter = ((row as u64) << 32) | col as u64;
+    let z = mix(seed ^ mix(counter.wrapping_add((stream as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))));
+    (z >> 40) as f32 * (1.0 / (1u32 << 24) as f32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

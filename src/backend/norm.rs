@@ -35,8 +35,14 @@ pub fn check(x: &Tensor, gamma: &Slice, beta: &Slice, bn: &BatchNorm) -> Result<
     if gamma.len() != bn.c || beta.len() != bn.c {
         shape_err!("batch norm: {} scales and {} shifts for {} channels", gamma.len(), beta.len(), bn.c);
     }
-    if s[0] * s[2] * s[3] < 2 {
-        shape_err!("batch norm in training needs more than one value per channel, got shape {s:?}");
-    }
     Ok([s[0], s[1], s[2] * s[3]])
+}
+
+/// `check`, plus what training needs: more than one value per channel to take statistics of.
+pub fn check_train(x: &Tensor, gamma: &Slice, beta: &Slice, bn: &BatchNorm) -> Result<[usize; 3]> {
+    let d = check(x, gamma, beta, bn)?;
+    if d[0] * d[2] < 2 {
+        shape_err!("batch norm in training needs more than one value per channel, got shape {:?}", x.shape());
+    }
+    Ok(d)
 }

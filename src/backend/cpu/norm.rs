@@ -78,7 +78,7 @@ pub fn backward<F: Real>(
 }
 
 use super::{two_of, CpuBackend};
-use crate::backend::norm::{check, BatchNorm, BnSaved};
+use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::ops::Range;
@@ -92,7 +92,7 @@ pub(super) fn run_train<F: Real + Element>(
     state: &mut Tensor,
     running: [Range<usize>; 2],
 ) -> Result<(Tensor, BnSaved)> {
-    let d = check(x, gamma, beta, bn)?;
+    let d = check_train(x, gamma, beta, bn)?;
     let (mut y, mut mean, mut invstd) = (be.output::<F>(x.numel()), be.output::<F>(bn.c), be.output::<F>(bn.c));
     let [rm, rv] = running;
     let (rmean, rvar) = two_of::<F>(state, rm, rv, bn.c)?;

@@ -2,7 +2,7 @@
 
 use super::CudaBackend;
 use crate::backend::layers::same;
-use crate::backend::norm::{check, BatchNorm, BnSaved};
+use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
@@ -57,7 +57,7 @@ pub fn train(
     state: &mut Tensor,
     running: [Range<usize>; 2],
 ) -> Result<(Tensor, BnSaved)> {
-    let [n, c, hw] = check(x, gamma, beta, bn)?;
+    let [n, c, hw] = check_train(x, gamma, beta, bn)?;
     if running.iter().any(|r| r.len() != c || r.end > state.numel()) {
         shape_err!("batch norm running statistics at {running:?} of a {}-value state for {c} channels", state.numel());
     }
