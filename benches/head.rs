@@ -13,6 +13,7 @@ use dfgpu::backend::cuda::CudaBackend;
 use dfgpu::backend::head::{HeadConfig, Mode};
 use dfgpu::backend::loss::LossConfig;
 use dfgpu::rng::Rng;
+use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Result, Tensor};
 use std::time::Instant;
 
@@ -38,13 +39,19 @@ fn inputs(b: usize) -> Inputs {
     Inputs { p: plain(&[p.len()], p), s: plain(&[b, cfg.ds], s), q: plain(&[b, cfg.dq], q), y: plain(&[b], y), cfg }
 }
 
-/// dfgpu's step: returns (logits, mean loss stats, parameter grads, dS, dQ).
-fn fused_step(be: &dyn Backend, x: &Inputs) -> Result<[Tensor; 5]> {
+/// dfgpu's step, parameter gradients into `grads`: returns (logits, mean loss stats, dS, dQ).
+fn fused_step(be: &dyn Backend, x: &Inputs, grads: &mut Tensor) -> Result<[Tensor; 4]> {
     let mode = Mode::Train { seed: SEED };
-    let f = be.head_forward(&x.cfg, &x.p, &x.s, &x.q, mode)?;
+    let n = x.p.numel();
+    let p = Slice { buf: &x.p, range: 0..n };
+    let f = be.head_forward(&x.cfg, &p, &x.s, &x.q, mode)?;
     let l = be.loss(&LossConfig::focal(), &f.logits, &x.y, 0.5)?;
-    let g = be.head_backward(&x.cfg, &x.p, &x.s, &x.q, &f.saved, &l.dlogits)?;
-    Ok([f.logits, l.stats, g.params, g.ds, g.dq])
+    let g = be.head_backward(&x.cfg, &p, &x.s, &x.q, &f.saved, &l.dlogits, grads, 0..n)?;
+    Ok([f.logits, l.stats, g.ds, g.dq])
+}
+
+fn zeros(be: &dyn Backend, n: usize) -> Result<Tensor> {
+    be.upload(&Tensor::from_vec(&[n], Layout::Plain, vec![0f32; n])?)
 }
 
 /// The unfused baseline's buffers.
@@ -219,7 +226,9 @@ fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
         };
         let mut base = Baseline::new(gpu, &x.cfg, b)?;
         base.step(gpu, &x)?;
-        let fused = fused_step(gpu, &x)?;
+        let mut grads = zeros(gpu, x.p.numel())?;
+        let [logits, loss, ds, dq] = fused_step(gpu, &x, &mut grads)?;
+        let fused = [logits, loss, grads, ds, dq];
         let want = base.results(gpu)?;
         let names = ["logits", "loss", "param grads", "dS", "dQ"];
         let mut agree = Vec::new();
@@ -228,7 +237,8 @@ fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
             let g = got.host::<f32>()?;
             agree.push(format!("{name} {:.1e}", max_rel_diff(&g[..w.len()], w)));
         }
-        let us_fused = 1e3 * median_ms(gpu.stream(), 10, 50, || fused_step(gpu, &x).map(drop))?;
+        let mut grads = zeros(gpu, x.p.numel())?;
+        let us_fused = 1e3 * median_ms(gpu.stream(), 10, 50, || fused_step(gpu, &x, &mut grads).map(drop))?;
         let us_base = 1e3 * median_ms(gpu.stream(), 10, 50, || base.step(gpu, &x))?;
         println!(
             "  B={b}: dfgpu {us_fused:.1} us/step, baseline {us_base:.1} us/step, speed-up {:.2}x (largest difference, \
@@ -244,11 +254,12 @@ fn main() {
     with_gpu("head", gpu_bench);
     let cpu = CpuBackend::new(Default::default());
     let x = inputs(128);
-    fused_step(&cpu, &x).unwrap();
+    let mut grads = zeros(&cpu, x.p.numel()).unwrap();
+    fused_step(&cpu, &x, &mut grads).unwrap();
     let t = Instant::now();
     let reps = 5;
     for _ in 0..reps {
-        fused_step(&cpu, &x).unwrap();
+        fused_step(&cpu, &x, &mut grads).unwrap();
     }
     println!("head {}: B=128 step {:.2} ms", cpu.name(), t.elapsed().as_secs_f64() * 1e3 / reps as f64);
 }

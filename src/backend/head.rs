@@ -16,7 +16,8 @@
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
 use crate::rng::Rng;
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::{DType, Layout, Slice, Tensor};
+use std::ops::Range;
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -191,24 +192,23 @@ pub struct HeadSaved {
     pub gate: Tensor,
 }
 
+/// The gradients that flow into the two branches (the parameters' land in the flat gradient buffer).
 #[derive(Debug)]
 pub struct HeadGrads {
-    /// The gradient of every parameter, in the head's layout.
-    pub params: Tensor,
-    /// B x Ds and B x Dq: the gradients that flow into the two branches.
+    /// B x Ds and B x Dq.
     pub ds: Tensor,
     pub dq: Tensor,
 }
 
 /// Boundary checks for forward and backward; returns the batch size.
-pub fn check(cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor) -> Result<usize> {
+pub fn check(cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor) -> Result<usize> {
     cfg.validate()?;
-    params.expect("head params", DType::F32, Layout::Plain, 1)?;
+    params.buf.expect("head params", DType::F32, Layout::Plain, 1)?;
     s.expect("head spatial features", DType::F32, Layout::Plain, 2)?;
     q.expect("head frequency features", DType::F32, Layout::Plain, 2)?;
     let want = cfg.layout().total();
-    if params.numel() != want {
-        shape_err!("head params: {} values, the configuration needs {want}", params.numel());
+    if params.len() != want || params.range.end > params.buf.numel() {
+        shape_err!("head params: {} values at {:?}, the configuration needs {want}", params.len(), params.range);
     }
     let b = s.shape()[0];
     if b == 0 || s.shape() != [b, cfg.ds] || q.shape() != [b, cfg.dq] {
@@ -223,8 +223,18 @@ pub fn check(cfg: &HeadConfig, params: &Tensor, s: &Tensor, q: &Tensor) -> Resul
     Ok(b)
 }
 
-/// Checks the backward's extra arguments against the forward's batch size.
-pub fn check_backward(saved: &HeadSaved, dlogits: &Tensor, cfg: &HeadConfig, b: usize) -> Result<()> {
+/// Checks the backward's extra arguments against the forward's batch size, and the gradient slot.
+pub fn check_backward(
+    saved: &HeadSaved,
+    dlogits: &Tensor,
+    cfg: &HeadConfig,
+    b: usize,
+    grads: &Tensor,
+    at: &Range<usize>,
+) -> Result<()> {
+    if at.len() != cfg.layout().total() || at.end > grads.numel() {
+        shape_err!("head gradients: slot {at:?} of {} values for {} parameters", grads.numel(), cfg.layout().total());
+    }
     dlogits.expect("head dlogits", DType::F32, Layout::Plain, 1)?;
     if dlogits.numel() != b || saved.z.shape() != [b, cfg.d()] || saved.h.shape() != [b, cfg.hidden] {
         shape_err!(

@@ -57,24 +57,22 @@ pub trait Backend: Send + Sync {
     fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
-    fn head_forward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Tensor,
-        s: &Tensor,
-        q: &Tensor,
-        mode: Mode,
-    ) -> Result<HeadForward>;
+    fn head_forward(&self, cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor, mode: Mode)
+        -> Result<HeadForward>;
 
-    /// The fusion head's backward: gradients of every parameter and of both inputs, from d loss / d logit.
+    /// The fusion head's backward from d loss / d logit: the gradients of both inputs; the parameters'
+    /// gradients (the head's layout) go to `grads[at]`.
+    #[allow(clippy::too_many_arguments)]
     fn head_backward(
         &self,
         cfg: &HeadConfig,
-        params: &Tensor,
+        params: &Slice,
         s: &Tensor,
         q: &Tensor,
         saved: &HeadSaved,
         dlogits: &Tensor,
+        grads: &mut Tensor,
+        at: Range<usize>,
     ) -> Result<HeadGrads>;
 
     /// Mean loss over the batch, d loss / d logit per sample, and the confusion counts at `threshold` on

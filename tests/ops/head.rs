@@ -5,7 +5,11 @@ use crate::common::*;
 use dfgpu::backend::cpu::head::{backward, forward, BackwardOut, ForwardOut};
 use dfgpu::backend::head::{uniform, Act, Branches, HeadConfig, Mode};
 use dfgpu::rng::Rng;
+use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
+
+/// Where the head's parameters start inside the test's larger buffers.
+const OFFSET: usize = 4;
 
 fn small(norm: bool, act: Act, gated: bool, branches: Branches, dropout: f32, branch_dropout: f32) -> HeadConfig {
     HeadConfig { norm, act, gated, branches, dropout, branch_dropout, ..HeadConfig::new(5, 3, 4) }
@@ -201,9 +205,10 @@ fn backend_rejects_mismatched_shapes() {
     let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, cfg.init(0)).unwrap();
     let s = Tensor::from_vec(&[2, 5], Layout::Plain, vec![0.0f32; 10]).unwrap();
     let q = Tensor::from_vec(&[3, 3], Layout::Plain, vec![0.0f32; 9]).unwrap();
-    let e = cpu().head_forward(&cfg, &p, &s, &q, Mode::Eval).unwrap_err().to_string();
+    let all = Slice { buf: &p, range: 0..p.numel() };
+    let e = cpu().head_forward(&cfg, &all, &s, &q, Mode::Eval).unwrap_err().to_string();
     assert!(e.contains("spatial [2, 5] and frequency [3, 3]"), "{e}");
-    let short = Tensor::from_vec(&[7], Layout::Plain, vec![0.0f32; 7]).unwrap();
+    let short = Slice { buf: &p, range: 0..7 };
     let e = cpu().head_forward(&cfg, &short, &s, &s, Mode::Eval).unwrap_err().to_string();
     assert!(e.contains("head params: 7 values"), "{e}");
 }
@@ -226,24 +231,36 @@ fn gpu_matches_cpu_forward_and_every_gradient() {
     for (cfg, mode) in cases {
         for b in [1usize, 3, 128, 257] {
             let tag = format!("B={b} {cfg:?} {mode:?}");
-            let p = Tensor::from_vec(&[cfg.layout().total()], Layout::Plain, to_f32(random_params(&cfg, &mut rng)))
-                .unwrap();
+            // The head's parameters and gradients sit at an offset inside larger buffers, as in the detector.
+            let n = cfg.layout().total();
+            let at = OFFSET..OFFSET + n;
+            let mut pv = vec![0f32; OFFSET];
+            pv.extend(to_f32(random_params(&cfg, &mut rng)));
+            let p = Tensor::from_vec(&[pv.len()], Layout::Plain, pv).unwrap();
+            let g0 = Tensor::from_vec(&[OFFSET + n], Layout::Plain, vec![7f32; OFFSET + n]).unwrap();
             let (s, q) = random_inputs(&cfg, b, &mut rng);
             let s = Tensor::from_vec(&[b, cfg.ds], Layout::Plain, to_f32(s)).unwrap();
             let q = Tensor::from_vec(&[b, cfg.dq], Layout::Plain, to_f32(q)).unwrap();
             let dl = Tensor::from_vec(&[b], Layout::Plain, to_f32((0..b).map(|_| rng.normal()).collect())).unwrap();
-            let want = cpu.head_forward(&cfg, &p, &s, &q, mode).unwrap();
-            let want_g = cpu.head_backward(&cfg, &p, &s, &q, &want.saved, &dl).unwrap();
+            let ps = Slice { buf: &p, range: at.clone() };
+            let mut want_gp = Tensor::from_vec(&[OFFSET + n], Layout::Plain, vec![7f32; OFFSET + n]).unwrap();
+            let want = cpu.head_forward(&cfg, &ps, &s, &q, mode).unwrap();
+            let want_g = cpu.head_backward(&cfg, &ps, &s, &q, &want.saved, &dl, &mut want_gp, at.clone()).unwrap();
             let (pg, sg, qg, dlg) =
                 (gpu.upload(&p).unwrap(), gpu.upload(&s).unwrap(), gpu.upload(&q).unwrap(), gpu.upload(&dl).unwrap());
-            let got = gpu.head_forward(&cfg, &pg, &sg, &qg, mode).unwrap();
-            let got_g = gpu.head_backward(&cfg, &pg, &sg, &qg, &got.saved, &dlg).unwrap();
+            let pgs = Slice { buf: &pg, range: at.clone() };
+            let mut got_gp = gpu.upload(&g0).unwrap();
+            let got = gpu.head_forward(&cfg, &pgs, &sg, &qg, mode).unwrap();
+            let got_g = gpu.head_backward(&cfg, &pgs, &sg, &qg, &got.saved, &dlg, &mut got_gp, at.clone()).unwrap();
+            let got_gp = gpu.download(&got_gp).unwrap();
+            assert!(got_gp.host::<f32>().unwrap()[..OFFSET].iter().all(|&v| v == 7.0), "{tag}: wrote outside its slot");
+            let got_gp = gpu.upload(&got_gp).unwrap();
             let pairs = [
                 ("logits", &got.logits, &want.logits),
                 ("z", &got.saved.z, &want.saved.z),
                 ("h", &got.saved.h, &want.saved.h),
                 ("gate", &got.saved.gate, &want.saved.gate),
-                ("d params", &got_g.params, &want_g.params),
+                ("d params", &got_gp, &want_gp),
                 ("dS", &got_g.ds, &want_g.ds),
                 ("dQ", &got_g.dq, &want_g.dq),
             ];

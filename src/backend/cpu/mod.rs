@@ -151,7 +151,7 @@ impl Backend for CpuBackend {
     fn head_forward(
         &self,
         cfg: &HeadConfig,
-        params: &Tensor,
+        params: &Slice,
         s: &Tensor,
         q: &Tensor,
         mode: Mode,
@@ -177,21 +177,23 @@ impl Backend for CpuBackend {
     fn head_backward(
         &self,
         cfg: &HeadConfig,
-        params: &Tensor,
+        params: &Slice,
         s: &Tensor,
         q: &Tensor,
         saved: &HeadSaved,
         dlogits: &Tensor,
+        grads: &mut Tensor,
+        at: Range<usize>,
     ) -> Result<HeadGrads> {
         let b = head_op::check(cfg, params, s, q)?;
-        head_op::check_backward(saved, dlogits, cfg, b)?;
-        let (mut gp, mut ds, mut dq) =
-            (self.output::<f32>(params.numel()), self.output(b * cfg.ds), self.output(b * cfg.dq));
-        let out = head::BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq };
+        head_op::check_backward(saved, dlogits, cfg, b, grads, &at)?;
+        let (mut ds, mut dq) = (self.output(b * cfg.ds), self.output(b * cfg.dq));
+        let n = at.len();
+        let gp = out_of::<f32>(grads, at, n)?;
+        let out = head::BackwardOut { params: gp, ds: &mut ds, dq: &mut dq };
         let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
         head::backward(cfg, params.host()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
         Ok(HeadGrads {
-            params: Tensor::from_vec(&[params.numel()], Layout::Plain, gp)?,
             ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
             dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,
         })

@@ -3,8 +3,9 @@
 use super::CudaBackend;
 use crate::backend::head::{check, check_backward, Act, Branches, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use crate::error::Result;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
+use std::ops::Range;
 
 /// Matches `struct HeadArgs` in kernels/head.cu.
 #[repr(C)]
@@ -80,7 +81,7 @@ fn per_column(n: usize) -> LaunchConfig {
 pub fn forward(
     be: &CudaBackend,
     cfg: &HeadConfig,
-    params: &Tensor,
+    params: &Slice,
     s: &Tensor,
     q: &Tensor,
     mode: Mode,
@@ -88,7 +89,7 @@ pub fn forward(
     let b = check(cfg, params, s, q)?;
     let (d, hid) = (cfg.d(), cfg.hidden);
     let a = args(cfg, mode);
-    let p = params.device::<f32>()?;
+    let p = &params.device::<f32>()?;
     let (mut z, mut h, mut stats) = (be.output::<f32>(b * d)?, be.output::<f32>(b * hid)?, be.output::<f32>(b * 4)?);
     let (mut gate, mut logits) = (be.output::<f32>(b)?, be.output::<f32>(b)?);
     let b32 = b as i32;
@@ -129,26 +130,30 @@ pub fn forward(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn backward(
     be: &CudaBackend,
     cfg: &HeadConfig,
-    params: &Tensor,
+    params: &Slice,
     s: &Tensor,
     q: &Tensor,
     saved: &HeadSaved,
     dlogits: &Tensor,
+    grads: &mut Tensor,
+    at: Range<usize>,
 ) -> Result<HeadGrads> {
     let b = check(cfg, params, s, q)?;
-    check_backward(saved, dlogits, cfg, b)?;
+    check_backward(saved, dlogits, cfg, b, grads, &at)?;
     let (d, hid) = (cfg.d(), cfg.hidden);
     let a = args(cfg, saved.mode);
-    let p = params.device::<f32>()?;
+    let p = &params.device::<f32>()?;
     let (s, q) = (s.device::<f32>()?, q.device::<f32>()?);
     let (z, h, stats, gate) =
         (saved.z.device::<f32>()?, saved.h.device::<f32>()?, saved.stats.device::<f32>()?, saved.gate.device::<f32>()?);
     let stream = be.stream();
     // Zeroed, not poisoned: the alignment padding between parameters is no kernel's to write.
-    let mut gp = stream.alloc_zeros::<f32>(params.numel())?;
+    let mut gp = grads.device_mut::<f32>()?.slice_mut(at);
+    stream.memset_zeros(&mut gp)?;
     let (mut dh, mut dz, mut dpre) = (be.output::<f32>(b * hid)?, be.output::<f32>(b * d)?, be.output::<f32>(b)?);
     let (mut ds, mut dq) = (be.output::<f32>(b * cfg.ds)?, be.output::<f32>(b * cfg.dq)?);
     let b32 = b as i32;
@@ -177,7 +182,6 @@ pub fn backward(
     unsafe { l.launch(per_column(d)) }?;
 
     Ok(HeadGrads {
-        params: Tensor::from_device(&[params.numel()], Layout::Plain, gp)?,
         ds: Tensor::from_device(&[b, cfg.ds], Layout::Plain, ds)?,
         dq: Tensor::from_device(&[b, cfg.dq], Layout::Plain, dq)?,
     })

@@ -328,7 +328,7 @@ impl Backend for CudaBackend {
     fn head_forward(
         &self,
         cfg: &HeadConfig,
-        params: &Tensor,
+        params: &Slice,
         s: &Tensor,
         q: &Tensor,
         mode: Mode,
@@ -339,13 +339,15 @@ impl Backend for CudaBackend {
     fn head_backward(
         &self,
         cfg: &HeadConfig,
-        params: &Tensor,
+        params: &Slice,
         s: &Tensor,
         q: &Tensor,
         saved: &HeadSaved,
         dlogits: &Tensor,
+        grads: &mut Tensor,
+        at: Range<usize>,
     ) -> Result<HeadGrads> {
-        head::backward(self, cfg, params, s, q, saved, dlogits)
+        head::backward(self, cfg, params, s, q, saved, dlogits, grads, at)
     }
 
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
