@@ -108,15 +108,26 @@ impl MbConv {
             (None, ("conv_dw", "bn1"), ("conv_pw", "bn2"))
         } else {
             (
-                Some(ConvBnAct::new(b, &n("conv_pw"), &n("bn1"), Conv2d::new(cin, mid, 1, 1, 1), silu)),
+                Some(ConvBnAct::new(b, &n("conv_pw"), Some(n("bn1").as_str()), Conv2d::new(cin, mid, 1, 1, 1), silu)),
                 ("conv_dw", "bn2"),
                 ("conv_pwl", "bn3"),
             )
         };
-        let dw = ConvBnAct::new(b, &n(dw_names.0), &n(dw_names.1), Conv2d::new(mid, mid, k, stride, mid), silu);
+        let dw = ConvBnAct::new(
+            b,
+            &n(dw_names.0),
+            Some(n(dw_names.1).as_str()),
+            Conv2d::new(mid, mid, k, stride, mid),
+            silu,
+        );
         let se = SqueezeExcite::new(b, &n("se"), mid, ((cin as f64) * 0.25).round().max(1.0) as usize);
-        let project =
-            ConvBnAct::new(b, &n(project_names.0), &n(project_names.1), Conv2d::new(mid, cout, 1, 1, 1), None);
+        let project = ConvBnAct::new(
+            b,
+            &n(project_names.0),
+            Some(n(project_names.1).as_str()),
+            Conv2d::new(mid, cout, 1, 1, 1),
+            None,
+        );
         MbConv { expand: expand_layer, dw, se, project, residual: stride == 1 && cin == cout, drop, index }
     }
 
@@ -196,7 +207,7 @@ impl EfficientNet {
         let silu = Some(Activation::Silu);
         let p = |s: &str| format!("{prefix}{s}");
         let stem_c = cfg.channels(32);
-        let stem = ConvBnAct::new(b, &p("conv_stem"), &p("bn1"), Conv2d::new(3, stem_c, 3, 2, 1), silu);
+        let stem = ConvBnAct::new(b, &p("conv_stem"), Some(p("bn1").as_str()), Conv2d::new(3, stem_c, 3, 2, 1), silu);
         let total: usize = B0_STAGES.iter().map(|s| cfg.repeats(s.4)).sum();
         let mut blocks = Vec::new();
         let mut cin = stem_c;
@@ -211,7 +222,8 @@ impl EfficientNet {
             }
         }
         let features = cfg.channels(1280);
-        let head = ConvBnAct::new(b, &p("conv_head"), &p("bn2"), Conv2d::new(cin, features, 1, 1, 1), silu);
+        let head =
+            ConvBnAct::new(b, &p("conv_head"), Some(p("bn2").as_str()), Conv2d::new(cin, features, 1, 1, 1), silu);
         EfficientNet { cfg, stem, blocks, head, features }
     }
 

@@ -48,75 +48,93 @@ fn slice<'a>(buf: &'a Tensor, r: &Range<usize>) -> Slice<'a> {
     Slice { buf, range: r.clone() }
 }
 
-/// Convolution, batch norm, and an optional activation.
+/// Batch norm's parameters and running statistics.
 #[derive(Clone, Debug)]
-pub struct ConvBnAct {
-    pub conv: Conv2d,
-    w: Range<usize>,
+struct Norm {
     bn: BatchNorm,
     gamma: Range<usize>,
     beta: Range<usize>,
     running: [Range<usize>; 2],
+}
+
+/// Convolution, batch norm (optional: the frequency branch can do without, to reproduce a failure), and an
+/// optional activation.
+#[derive(Clone, Debug)]
+pub struct ConvBnAct {
+    pub conv: Conv2d,
+    w: Range<usize>,
+    norm: Option<Norm>,
     act: Option<Activation>,
 }
 
 pub struct ConvBnActCache {
     x: Arc<Tensor>,
-    conv_out: Tensor,
-    bn: Option<BnSaved>,
-    bn_out: Option<Tensor>,
+    /// With batch norm in training: its input and saved statistics.
+    bn: Option<(Tensor, BnSaved)>,
+    /// With an activation: its input.
+    act_in: Option<Tensor>,
 }
 
 impl ConvBnAct {
-    /// `conv` is the convolution's parameter name (e.g. "conv_stem"), `bn` the batch norm's (e.g. "bn1").
-    pub fn new(b: &mut Builder, conv_name: &str, bn_name: &str, conv: Conv2d, act: Option<Activation>) -> Self {
+    /// `conv_name` is the convolution's parameter name (e.g. "conv_stem"), `bn_name` the batch norm's (e.g.
+    /// "bn1"); no batch norm without one.
+    pub fn new(b: &mut Builder, conv_name: &str, bn_name: Option<&str>, conv: Conv2d, act: Option<Activation>) -> Self {
         let w = b.param(&format!("{conv_name}.weight"), &conv.weight_shape(), false);
-        let gamma = b.param(&format!("{bn_name}.weight"), &[conv.cout], true);
-        let beta = b.param(&format!("{bn_name}.bias"), &[conv.cout], true);
-        let running = [
-            b.state(&format!("{bn_name}.running_mean"), conv.cout),
-            b.state(&format!("{bn_name}.running_var"), conv.cout),
-        ];
-        ConvBnAct { conv, w, bn: BatchNorm::new(conv.cout), gamma, beta, running, act }
+        let norm = bn_name.map(|n| Norm {
+            bn: BatchNorm::new(conv.cout),
+            gamma: b.param(&format!("{n}.weight"), &[conv.cout], true),
+            beta: b.param(&format!("{n}.bias"), &[conv.cout], true),
+            running: [
+                b.state(&format!("{n}.running_mean"), conv.cout),
+                b.state(&format!("{n}.running_var"), conv.cout),
+            ],
+        });
+        ConvBnAct { conv, w, norm, act }
     }
 
     pub fn forward(&self, f: &mut Fwd, x: Arc<Tensor>) -> Result<(Arc<Tensor>, ConvBnActCache)> {
         let conv_out = f.be.conv2d(&x, &slice(f.params, &self.w), &self.conv)?;
-        let (g, b) = (slice(f.params, &self.gamma), slice(f.params, &self.beta));
-        let (y, saved) = if f.train.is_some() {
-            let (y, s) = f.be.batch_norm_train(&conv_out, &g, &b, &self.bn, f.state, self.running.clone())?;
-            (y, Some(s))
-        } else {
-            let (m, v) = (slice(f.state, &self.running[0]), slice(f.state, &self.running[1]));
-            (f.be.batch_norm_eval(&conv_out, &g, &b, &self.bn, &m, &v)?, None)
+        let (y, bn) = match &self.norm {
+            None => (conv_out, None),
+            Some(n) => {
+                let (g, b) = (slice(f.params, &n.gamma), slice(f.params, &n.beta));
+                if f.train.is_some() {
+                    let (y, s) = f.be.batch_norm_train(&conv_out, &g, &b, &n.bn, f.state, n.running.clone())?;
+                    (y, Some((conv_out, s)))
+                } else {
+                    let (m, v) = (slice(f.state, &n.running[0]), slice(f.state, &n.running[1]));
+                    (f.be.batch_norm_eval(&conv_out, &g, &b, &n.bn, &m, &v)?, None)
+                }
+            }
         };
-        let (out, bn_out) = match self.act {
+        let (out, act_in) = match self.act {
             Some(a) => (f.be.act(&y, a)?, Some(y)),
             None => (y, None),
         };
-        Ok((Arc::new(out), ConvBnActCache { x, conv_out, bn: saved, bn_out }))
+        Ok((Arc::new(out), ConvBnActCache { x, bn, act_in }))
     }
 
     pub fn backward(&self, b: &mut Bwd, c: ConvBnActCache, dy: &Tensor) -> Result<Tensor> {
         let through_act;
-        let dbn = match (self.act, &c.bn_out) {
+        let dy = match (self.act, &c.act_in) {
             (Some(a), Some(y)) => {
                 through_act = b.be.act_backward(y, dy, a)?;
                 &through_act
             }
             _ => dy,
         };
-        let saved = c.bn.as_ref().ok_or_else(|| crate::Error::Invalid("backward after an inference forward".into()))?;
-        let dconv = b.be.batch_norm_backward(
-            &c.conv_out,
-            &slice(b.params, &self.gamma),
-            saved,
-            dbn,
-            b.grads,
-            self.gamma.clone(),
-            self.beta.clone(),
-        )?;
-        b.be.conv2d_backward(&c.x, &slice(b.params, &self.w), &dconv, &self.conv, b.grads, self.w.clone())
+        let through_norm;
+        let dconv = match (&self.norm, &c.bn) {
+            (None, _) => dy,
+            (Some(n), Some((conv_out, saved))) => {
+                let g = slice(b.params, &n.gamma);
+                through_norm =
+                    b.be.batch_norm_backward(conv_out, &g, saved, dy, b.grads, n.gamma.clone(), n.beta.clone())?;
+                &through_norm
+            }
+            (Some(_), None) => return Err(crate::Error::Invalid("backward after an inference forward".into())),
+        };
+        b.be.conv2d_backward(&c.x, &slice(b.params, &self.w), dconv, &self.conv, b.grads, self.w.clone())
     }
 }
 

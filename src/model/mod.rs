@@ -1,5 +1,7 @@
 //! Model definitions, written once against the Backend trait.
 
+pub mod detector;
 pub mod efficientnet;
+pub mod freq;
 pub mod layers;
 pub mod params;

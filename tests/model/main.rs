@@ -4,4 +4,5 @@
 #[path = "../ops/common.rs"]
 #[allow(dead_code)]
 mod common;
+mod detector;
 mod efficientnet;

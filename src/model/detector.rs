@@ -1,0 +1,155 @@
+//! The two-branch detector: EfficientNet on the normalized image, the frequency branch on the raw image, the
+//! fusion head, one logit per image (P(fake) = sigmoid). One flat parameter buffer (names prefixed spatial.,
+//! freq., head.) and one flat state buffer (batch-norm running statistics).
+
+use crate::backend::head::{Branches, HeadConfig, Mode};
+use crate::error::{Error, Result};
+use crate::model::efficientnet::{EfficientNet, EfficientNetCache, EfficientNetConfig};
+use crate::model::freq::{FreqBranch, FreqCache, FreqConfig};
+use crate::model::layers::{Builder, Bwd, Fwd};
+use crate::model::params::ParamLayout;
+use crate::rng::Rng;
+use crate::tensor::{Layout, Slice, Tensor};
+use std::ops::Range;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct DetectorConfig {
+    pub backbone: EfficientNetConfig,
+    /// Input side in pixels.
+    pub size: usize,
+    pub freq: FreqConfig,
+    /// The head's settings; its input sizes follow from the branches.
+    pub head: HeadConfig,
+}
+
+impl DetectorConfig {
+    /// A backbone ("tiny", "b0".."b7") at its own resolution, the default frequency branch and head.
+    pub fn new(backbone: &str) -> Result<Self> {
+        let backbone = EfficientNetConfig::named(backbone)?;
+        Ok(DetectorConfig {
+            size: backbone.resolution,
+            backbone,
+            freq: FreqConfig::default(),
+            head: HeadConfig::new(1, 1, 256),
+        })
+    }
+}
+
+pub struct Detector {
+    pub cfg: DetectorConfig,
+    pub spatial: EfficientNet,
+    pub freq: FreqBranch,
+    pub head: HeadConfig,
+    head_range: Range<usize>,
+    pub params: ParamLayout,
+    pub state: ParamLayout,
+}
+
+pub struct DetectorCache {
+    spatial: Option<EfficientNetCache>,
+    freq: Option<FreqCache>,
+    s: Tensor,
+    q: Tensor,
+    head: crate::backend::HeadSaved,
+}
+
+impl Detector {
+    pub fn new(cfg: DetectorConfig) -> Result<Self> {
+        if !(16..=1024).contains(&cfg.size) {
+            return Err(Error::Invalid(format!("input size {} must be from 16 to 1024", cfg.size)));
+        }
+        let mut b = Builder::default();
+        let spatial = EfficientNet::new(&mut b, cfg.backbone.clone(), "spatial.");
+        let freq = FreqBranch::new(&mut b, cfg.freq.clone(), "freq.");
+        let head = HeadConfig { ds: spatial.features, dq: freq.features, ..cfg.head.clone() };
+        head.validate()?;
+        // The head's tensors, contiguous and in its own order: its kernels address them by relative offsets.
+        let hl = head.layout();
+        let start = b.params.total().next_multiple_of(4);
+        for e in hl.entries() {
+            b.params.push(&format!("head.{}", e.name), &e.shape, e.no_decay);
+            let placed = b.params.get(&format!("head.{}", e.name))?.offset;
+            assert_eq!(placed - start, e.offset, "head tensors must keep their relative offsets");
+        }
+        let head_range = start..start + hl.total();
+        Ok(Detector { cfg, spatial, freq, head, head_range, params: b.params, state: b.state })
+    }
+
+    /// Initial parameters: convolutions He-normal by fan-out (timm's EfficientNet init), batch norm scale 1 and
+    /// shift 0, SE biases 0, the head as `HeadConfig::init`.
+    pub fn init_params(&self, seed: u64) -> Vec<f32> {
+        let mut p = vec![0f32; self.params.total()];
+        let mut rng = Rng::new(seed);
+        for e in self.params.entries() {
+            let slot = &mut p[e.range()];
+            if e.name.starts_with("head.") {
+                continue;
+            }
+            if e.shape.len() == 4 {
+                // fan_out = out channels x kernel area / groups: for depthwise (in = 1) that is K*K.
+                let fan_out =
+                    if e.shape[1] == 1 { e.shape[2] * e.shape[3] } else { e.shape[0] * e.shape[2] * e.shape[3] };
+                let std = (2.0 / fan_out as f64).sqrt();
+                slot.iter_mut().for_each(|v| *v = (std * rng.normal()) as f32);
+            } else if e.name.ends_with("weight") {
+                slot.fill(1.0);
+            }
+        }
+        p[self.head_range.clone()].copy_from_slice(&self.head.init(seed ^ 0x5EED));
+        p
+    }
+
+    /// Running means 0, variances 1.
+    pub fn init_state(&self) -> Vec<f32> {
+        let mut s = vec![0f32; self.state.total()];
+        for e in self.state.entries().iter().filter(|e| e.name.ends_with("running_var")) {
+            s[e.range()].fill(1.0);
+        }
+        s
+    }
+
+    /// One logit per image, from the normalized images (spatial branch) and the raw ones (frequency branch).
+    /// `train` carries the step's seed (dropout, drop-connect, branch dropout) and selects batch statistics.
+    pub fn forward(
+        &self,
+        f: &mut Fwd,
+        norm: Arc<Tensor>,
+        raw: &Tensor,
+        stats: Option<&Tensor>,
+    ) -> Result<(Tensor, DetectorCache)> {
+        let n = norm.shape()[0];
+        let zeros = |d: usize| f.be.upload(&Tensor::from_vec(&[n, d], Layout::Plain, vec![0f32; n * d])?);
+        let (s, spatial) = if self.head.branches == Branches::Freq {
+            (zeros(self.head.ds)?, None)
+        } else {
+            let (s, c) = self.spatial.forward(f, norm)?;
+            (s, Some(c))
+        };
+        let (q, freq) = if self.head.branches == Branches::Spatial {
+            (zeros(self.head.dq)?, None)
+        } else {
+            let (q, c) = self.freq.forward(f, raw, stats)?;
+            (q, Some(c))
+        };
+        let mode = match f.train {
+            Some(seed) => Mode::Train { seed },
+            None => Mode::Eval,
+        };
+        let h =
+            f.be.head_forward(&self.head, &Slice { buf: f.params, range: self.head_range.clone() }, &s, &q, mode)?;
+        Ok((h.logits, DetectorCache { spatial, freq, s, q, head: h.saved }))
+    }
+
+    pub fn backward(&self, b: &mut Bwd, c: DetectorCache, dlogits: &Tensor) -> Result<()> {
+        let p = Slice { buf: b.params, range: self.head_range.clone() };
+        let g = b.be.head_backward(&self.head, &p, &c.s, &c.q, &c.head, dlogits, b.grads, self.head_range.clone())?;
+        if let Some(sc) = c.spatial {
+            self.spatial.backward(b, sc, &g.ds)?;
+        }
+        if let Some(fc) = c.freq {
+            self.freq.backward(b, fc, &g.dq)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,79 @@
+//! The frequency branch: the FFT features of the raw images (backend/fft.rs), then a few stride-2
+//! conv - batch norm - ReLU stages and global average pooling, as the PyTorch peer's FreqBranch. Its batch norms
+//! can be switched off, to reproduce the failure of a branch fed raw magnitudes without normalization.
+
+use crate::backend::fft::{FftConfig, FftDims};
+use crate::backend::{Activation, Conv2d};
+use crate::error::Result;
+use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd};
+use crate::tensor::Tensor;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct FreqConfig {
+    pub fft: FftConfig,
+    /// Output channels of each stage (stride 2, 3x3).
+    pub widths: Vec<usize>,
+    /// Batch norm after each convolution (on by default).
+    pub norm: bool,
+}
+
+impl Default for FreqConfig {
+    fn default() -> Self {
+        FreqConfig { fft: FftConfig::default(), widths: vec![32, 64, 128], norm: true }
+    }
+}
+
+pub struct FreqBranch {
+    pub cfg: FreqConfig,
+    stages: Vec<ConvBnAct>,
+    pub features: usize,
+}
+
+pub struct FreqCache {
+    stages: Vec<ConvBnActCache>,
+    last_shape: [usize; 4],
+}
+
+impl FreqBranch {
+    /// For 3-channel images; parameters under `prefix` (e.g. "freq.").
+    pub fn new(b: &mut Builder, cfg: FreqConfig, prefix: &str) -> Self {
+        let mut cin = FftDims::new(&cfg.fft, 1, 3, 16, 16).planes;
+        let mut stages = Vec::new();
+        for (i, &w) in cfg.widths.iter().enumerate() {
+            let bn = format!("{prefix}stages.{i}.bn");
+            let bn = cfg.norm.then_some(bn.as_str());
+            stages.push(ConvBnAct::new(
+                b,
+                &format!("{prefix}stages.{i}.conv"),
+                bn,
+                Conv2d::new(cin, w, 3, 2, 1),
+                Some(Activation::Relu),
+            ));
+            cin = w;
+        }
+        FreqBranch { features: cin, cfg, stages }
+    }
+
+    /// Raw images (f32 NCHW in [0, 1], or u8 NHWC) to [N, features]. `stats` for log-std magnitudes.
+    pub fn forward(&self, f: &mut Fwd, raw: &Tensor, stats: Option<&Tensor>) -> Result<(Tensor, FreqCache)> {
+        let mut h = Arc::new(f.be.fft_features(raw, &self.cfg.fft, stats)?);
+        let mut caches = Vec::with_capacity(self.stages.len());
+        for s in &self.stages {
+            let (o, c) = s.forward(f, h)?;
+            h = o;
+            caches.push(c);
+        }
+        let s = h.shape();
+        let last_shape = [s[0], s[1], s[2], s[3]];
+        Ok((f.be.avg_pool(&h)?, FreqCache { stages: caches, last_shape }))
+    }
+
+    pub fn backward(&self, b: &mut Bwd, c: FreqCache, dfeat: &Tensor) -> Result<()> {
+        let mut dh = b.be.avg_pool_backward(dfeat, c.last_shape)?;
+        for (s, cache) in self.stages.iter().zip(c.stages).rev() {
+            dh = s.backward(b, cache, &dh)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,86 @@
+use crate::common::*;
+use dfgpu::backend::head::Branches;
+use dfgpu::backend::ChannelNorm;
+use dfgpu::model::detector::{Detector, DetectorConfig};
+use dfgpu::model::layers::{Bwd, Fwd};
+use dfgpu::rng::Rng;
+use dfgpu::{Backend, Layout, Tensor};
+use std::sync::Arc;
+
+/// (logits, parameter gradients) of one training step's forward and backward with dlogits = c.
+fn step(be: &dyn Backend, det: &Detector, images: &Tensor, c: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let p = be.upload(&Tensor::from_vec(&[det.params.total()], Layout::Plain, det.init_params(3)).unwrap()).unwrap();
+    let mut st = be.upload(&Tensor::from_vec(&[det.state.total()], Layout::Plain, det.init_state()).unwrap()).unwrap();
+    let mut g = be
+        .upload(&Tensor::from_vec(&[det.params.total()], Layout::Plain, vec![0f32; det.params.total()]).unwrap())
+        .unwrap();
+    let pre = be.preprocess(&be.upload(images).unwrap(), &ChannelNorm::imagenet(), true).unwrap();
+    let mut f = Fwd { be, params: &p, state: &mut st, train: Some(11) };
+    let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
+    let dl = be.upload(&Tensor::from_vec(&[c.len()], Layout::Plain, c.to_vec()).unwrap()).unwrap();
+    det.backward(&mut Bwd { be, params: &p, grads: &mut g }, cache, &dl).unwrap();
+    let host = |t: &Tensor| be.download(t).unwrap().host::<f32>().unwrap().to_vec();
+    (host(&logits), host(&g))
+}
+
+fn images(n: usize, size: usize, seed: u64) -> Tensor {
+    let mut rng = Rng::new(seed);
+    Tensor::from_vec(&[n, size, size, 3], Layout::Nhwc, random_u8(&mut rng, n * size * size * 3)).unwrap()
+}
+
+#[test]
+fn every_part_of_the_tiny_detector_gets_a_gradient() {
+    let det = Detector::new(DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() }).unwrap();
+    let (logits, g) = step(&cpu(), &det, &images(4, 64, 1), &[0.5, -0.25, 0.1, 1.0]);
+    assert_eq!(logits.len(), 4);
+    assert!(logits.iter().chain(&g).all(|v| v.is_finite()));
+    for part in ["spatial.conv_stem", "spatial.blocks.3.", "freq.stages.0", "head.fc1"] {
+        let norm: f32 = det
+            .params
+            .entries()
+            .iter()
+            .filter(|e| e.name.starts_with(part))
+            .flat_map(|e| g[e.range()].to_vec())
+            .map(|v| v * v)
+            .sum();
+        assert!(norm > 0.0, "{part} got no gradient");
+    }
+}
+
+#[test]
+fn a_switched_off_branch_is_neither_run_nor_trained() {
+    let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
+    cfg.head.branches = Branches::Spatial;
+    let det = Detector::new(cfg).unwrap();
+    let (_, g) = step(&cpu(), &det, &images(2, 64, 2), &[1.0, -1.0]);
+    for e in det.params.entries().iter().filter(|e| e.name.starts_with("freq.")) {
+        assert!(g[e.range()].iter().all(|&v| v == 0.0), "{}", e.name);
+    }
+}
+
+#[test]
+fn the_frequency_branch_can_run_without_batch_norm() {
+    let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
+    cfg.freq.norm = false;
+    let det = Detector::new(cfg).unwrap();
+    assert!(det.params.entries().iter().all(|e| !e.name.starts_with("freq.stages.0.bn")));
+    let (logits, _) = step(&cpu(), &det, &images(2, 64, 3), &[1.0, 1.0]);
+    assert!(logits.iter().all(|v| v.is_finite()));
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_matches_cpu_for_the_whole_tiny_detector() {
+    let det = Detector::new(DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() }).unwrap();
+    let x = images(8, 64, 4);
+    let c: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
+    let (lc, gc) = step(&cpu(), &det, &x, &c);
+    let (lg, gg) = step(&gpu(), &det, &x, &c);
+    let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
+    assert_close("logits", &lg, &f64s(&lc), 1e-3, 1e-5);
+    for e in det.params.entries() {
+        let w = f64s(&gc[e.range()]);
+        let floor = 1e-3 * w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        assert_close(&e.name, &gg[e.range()], &w, 1e-3, floor);
+    }
+}
