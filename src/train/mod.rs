@@ -1,3 +1,4 @@
 //! Training: the loop, optimizer, schedule, metrics, diagnostics and checkpoints.
 
 pub mod metrics;
+pub mod trainer;

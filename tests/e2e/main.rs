@@ -2,6 +2,7 @@
 
 mod info;
 mod synth;
+mod train;
 
 use std::process::{Command, Output};
 

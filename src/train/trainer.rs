@@ -1,0 +1,450 @@
+//! The training loop: data in memory (decoded once, in parallel), batches by a natural or class-balanced
+//! sampler with horizontal flips, the detector's forward and backward, per-tensor norms with clipping, AdamW
+//! with warm-up and cosine decay, and validation metrics after every epoch. Without --data it trains on the
+//! built-in synthetic set, generated once into a cache folder.
+
+use crate::backend::fft::{FreqStats, Magnitude};
+use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
+use crate::backend::optim::{decay_mask, lr_at, AdamW, Norms, StepArgs};
+use crate::backend::{Backend, ChannelNorm};
+use crate::data::folder::{load_rgb, Dataset};
+use crate::data::synth::{self, SynthConfig};
+use crate::error::{Error, Result};
+use crate::model::detector::{Detector, DetectorConfig};
+use crate::model::layers::{Bwd, Fwd};
+use crate::rng::Rng;
+use crate::tensor::{Layout, Tensor};
+use crate::train::metrics::{auc, Report};
+use rayon::prelude::*;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sampler {
+    /// Every training image once per epoch, shuffled: the data set's own class balance.
+    Natural,
+    /// Each batch half real, half fake (drawn with replacement), as many batches as a natural epoch.
+    Balanced,
+}
+
+#[derive(Clone, Debug)]
+pub struct TrainConfig {
+    /// A folder or CSV dataset; None: the built-in synthetic set.
+    pub data: Option<PathBuf>,
+    /// A validation set; None: a stratified split of the training set.
+    pub val: Option<PathBuf>,
+    pub val_fraction: f64,
+    /// Where the logs go.
+    pub out: PathBuf,
+    pub model: DetectorConfig,
+    pub epochs: usize,
+    pub batch: usize,
+    pub lr: f32,
+    pub warmup_epochs: f32,
+    pub optimizer: AdamW,
+    pub max_grad_norm: Option<f32>,
+    pub loss: LossConfig,
+    pub weighting: ClassWeighting,
+    pub sampler: Sampler,
+    pub seed: u64,
+    /// The built-in set, when `data` is None.
+    pub synth: SynthConfig,
+    /// Progress lines every this many steps.
+    pub log_every: usize,
+}
+
+impl TrainConfig {
+    /// Defaults for a backbone: focal loss, class-balanced batches, AdamW 1e-3 with one warm-up epoch.
+    pub fn new(model: DetectorConfig) -> Self {
+        TrainConfig {
+            data: None,
+            val: None,
+            val_fraction: 0.2,
+            out: PathBuf::from("runs/latest"),
+            synth: SynthConfig { size: model.size.max(32), ..SynthConfig::default() },
+            model,
+            epochs: 6,
+            batch: 32,
+            lr: 1e-3,
+            warmup_epochs: 1.0,
+            optimizer: AdamW::default(),
+            max_grad_norm: Some(5.0),
+            loss: LossConfig::focal(),
+            weighting: ClassWeighting::None,
+            sampler: Sampler::Balanced,
+            seed: 0,
+            log_every: 10,
+        }
+    }
+}
+
+/// Images decoded to the model's input size, in memory.
+pub struct Loaded {
+    pub size: usize,
+    pub pixels: Vec<u8>,
+    pub labels: Vec<u8>,
+    pub groups: Vec<Option<String>>,
+    /// Files that could not be read, with why: skipped, counted, reported.
+    pub skipped: Vec<String>,
+}
+
+impl Loaded {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+    fn counts(&self) -> [usize; 2] {
+        let fake = self.labels.iter().filter(|&&y| y == 1).count();
+        [self.len() - fake, fake]
+    }
+}
+
+pub fn load(ds: &Dataset, size: usize) -> Loaded {
+    let decoded: Vec<_> = ds.samples.par_iter().map(|s| (s, load_rgb(&s.path, size as u32))).collect();
+    let mut out = Loaded { size, pixels: Vec::new(), labels: Vec::new(), groups: Vec::new(), skipped: Vec::new() };
+    for (s, r) in decoded {
+        match r {
+            Ok(px) => {
+                out.pixels.extend(px);
+                out.labels.push(s.label);
+                out.groups.push(s.group.clone());
+            }
+            Err(e) => out.skipped.push(e.to_string()),
+        }
+    }
+    out
+}
+
+/// The built-in set in the cache folder (~/.cache/dfgpu/synth/...), generated on first use.
+pub fn builtin_data(cfg: &SynthConfig, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join("dfgpu/synth").join(format!(
+        "v1-{}real-{}fake-{}px-seed{}-{}",
+        cfg.n_real,
+        cfg.n_fake,
+        cfg.size,
+        cfg.seed,
+        cfg.families.join("+")
+    ));
+    let done = dir.join(".complete");
+    if !done.exists() {
+        log(&format!("generating the built-in synthetic set in {}", dir.display()));
+        synth::write(cfg, &dir)?;
+        std::fs::write(&done, b"").map_err(|source| Error::Io { path: done.clone(), source })?;
+    }
+    Ok(dir)
+}
+
+/// One epoch's validation figures.
+#[derive(Clone, Debug)]
+pub struct EpochResult {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub report: Report,
+    /// Per fake group: the AUC of its fakes against all the reals.
+    pub group_auc: Vec<(String, f64)>,
+    pub seconds: f64,
+    pub images_per_s: f64,
+}
+
+pub struct Summary {
+    pub epochs: Vec<EpochResult>,
+    pub device: String,
+}
+
+/// Batches of indices for one epoch.
+fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -> Vec<Vec<usize>> {
+    let n = labels.len();
+    let steps = (n / batch).max(1);
+    match sampler {
+        Sampler::Natural => {
+            let mut idx: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() {
+                idx.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            idx.chunks(batch).take(steps).map(|c| c.to_vec()).collect()
+        }
+        Sampler::Balanced => {
+            let by: [Vec<usize>; 2] = [0u8, 1].map(|c| (0..n).filter(|&i| labels[i] == c).collect());
+            (0..steps)
+                .map(|_| {
+                    (0..batch)
+                        .map(|k| {
+                            let pool = &by[k % 2];
+                            pool[rng.below(pool.len() as u64) as usize]
+                        })
+                        .collect()
+                })
+                .collect()
+        }
+    }
+}
+
+/// A u8 NHWC batch (flipped left-right with probability 1/2 each when `flip`) and its f32 labels.
+fn gather(data: &Loaded, idx: &[usize], flip: Option<&mut Rng>) -> Result<(Tensor, Tensor)> {
+    let s = data.size;
+    let per = s * s * 3;
+    let mut px = Vec::with_capacity(idx.len() * per);
+    let mut flips: Vec<bool> = vec![false; idx.len()];
+    if let Some(rng) = flip {
+        flips.iter_mut().for_each(|f| *f = rng.uniform() < 0.5);
+    }
+    for (&i, &f) in idx.iter().zip(&flips) {
+        let img = &data.pixels[i * per..(i + 1) * per];
+        if f {
+            for row in img.chunks(s * 3) {
+                for x in (0..s).rev() {
+                    px.extend_from_slice(&row[x * 3..x * 3 + 3]);
+                }
+            }
+        } else {
+            px.extend_from_slice(img);
+        }
+    }
+    let labels: Vec<f32> = idx.iter().map(|&i| data.labels[i] as f32).collect();
+    Ok((
+        Tensor::from_vec(&[idx.len(), s, s, 3], Layout::Nhwc, px)?,
+        Tensor::from_vec(&[idx.len()], Layout::Plain, labels)?,
+    ))
+}
+
+/// The model's state on a backend: parameters, running statistics, gradients, AdamW moments.
+pub struct ModelState {
+    pub params: Tensor,
+    pub state: Tensor,
+    pub grads: Tensor,
+    m: Tensor,
+    v: Tensor,
+    mask: Tensor,
+    /// Per-bin statistics of the training set's spectra, for log-std magnitudes.
+    pub freq_stats: Option<Tensor>,
+}
+
+impl ModelState {
+    pub fn new(be: &dyn Backend, det: &Detector, seed: u64) -> Result<Self> {
+        let n = det.params.total();
+        let t = |v: Vec<f32>| be.upload(&Tensor::from_vec(&[v.len()], Layout::Plain, v)?);
+        Ok(ModelState {
+            params: t(det.init_params(seed))?,
+            state: t(det.init_state())?,
+            grads: t(vec![0.0; n])?,
+            m: t(vec![0.0; n])?,
+            v: t(vec![0.0; n])?,
+            mask: be.upload(&Tensor::from_vec(&[n], Layout::Plain, decay_mask(&det.params))?)?,
+            freq_stats: None,
+        })
+    }
+}
+
+/// P(fake) for every image of `data`, in inference mode.
+pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
+    let norm = ChannelNorm::imagenet();
+    let mut scores = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks(batch) {
+        let (x, _) = gather(data, chunk, None)?;
+        let pre = be.preprocess(&be.upload(&x)?, &norm, true)?;
+        let raw = pre.raw.expect("asked for");
+        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
+        let (logits, _) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
+        let l = be.download(&logits)?;
+        scores.extend(l.host::<f32>()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
+    }
+    Ok(scores)
+}
+
+fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
+    let mut groups: Vec<String> = data.groups.iter().flatten().cloned().collect();
+    groups.sort();
+    groups.dedup();
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let pick: Vec<usize> =
+                (0..data.len()).filter(|&i| data.labels[i] == 0 || data.groups[i].as_deref() == Some(&g)).collect();
+            let s: Vec<f32> = pick.iter().map(|&i| scores[i]).collect();
+            let y: Vec<u8> = pick.iter().map(|&i| data.labels[i]).collect();
+            auc(&s, &y).map(|a| (g, a))
+        })
+        .collect()
+}
+
+fn json_line(r: &EpochResult) -> String {
+    let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".to_string(), |x| format!("{x:.6}"));
+    let rep = &r.report;
+    let mut s = format!(
+        "{{\"epoch\":{},\"train_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},\"seconds\":{:.2},\"images_per_s\":{:.1},\"groups\":{{",
+        r.epoch,
+        num(Some(r.train_loss)),
+        num(rep.auc),
+        num(rep.ap),
+        num(rep.eer.map(|e| e.0)),
+        num(Some(rep.at_half.balanced_accuracy())),
+        num(Some(rep.at_half.accuracy())),
+        r.seconds,
+        r.images_per_s
+    );
+    let groups: Vec<String> = r.group_auc.iter().map(|(g, a)| format!("\"{}\":{a:.6}", g.replace('"', "'"))).collect();
+    s += &groups.join(",");
+    s + "}}"
+}
+
+/// Trains; returns every epoch's validation figures. `log` receives the progress lines.
+pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
+    if cfg.batch < 2 || cfg.epochs == 0 {
+        return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
+    }
+    let data_path = match &cfg.data {
+        Some(p) => p.clone(),
+        None => builtin_data(&cfg.synth, log)?,
+    };
+    let all = Dataset::open(&data_path)?;
+    let (train_ds, val_ds) = match &cfg.val {
+        Some(v) => (all, Dataset::open(v)?),
+        None => all.split(cfg.val_fraction, cfg.seed)?,
+    };
+    log(&format!("data: {} ({})", data_path.display(), train_ds.describe()));
+    log(&format!("validation: {}", val_ds.describe()));
+    let size = cfg.model.size;
+    let t0 = Instant::now();
+    let (train, val) = (load(&train_ds, size), load(&val_ds, size));
+    for s in train.skipped.iter().chain(&val.skipped) {
+        log(&format!("skipped: {s}"));
+    }
+    log(&format!(
+        "decoded {} images at {size}x{size} in {:.1} s ({} skipped)",
+        train.len() + val.len(),
+        t0.elapsed().as_secs_f64(),
+        train.skipped.len() + val.skipped.len()
+    ));
+    let counts = train.counts();
+    if counts.contains(&0) {
+        return Err(Error::Invalid(format!(
+            "after skipping unreadable files the training set has {} real and {} fake images",
+            counts[0], counts[1]
+        )));
+    }
+    let weights = cfg.weighting.weights(counts)?;
+    let loss_cfg = LossConfig { weights, ..cfg.loss };
+    let det = Detector::new(cfg.model.clone())?;
+    let n_params: usize = det.params.entries().iter().map(|e| e.len()).sum();
+    log(&format!(
+        "model: EfficientNet-{} + frequency branch {:?} ({:?} magnitudes{}) + head, {} parameters; loss {:?}, class weights {:?}, {:?} sampler",
+        cfg.model.backbone.name,
+        cfg.model.freq.widths,
+        cfg.model.freq.fft.magnitude,
+        if cfg.model.freq.norm { "" } else { ", no batch norm" },
+        n_params,
+        loss_cfg.kind,
+        weights,
+        cfg.sampler
+    ));
+    let mut ms = ModelState::new(be, &det, cfg.seed)?;
+    if cfg.model.freq.fft.magnitude == Magnitude::LogStd {
+        let mut st = FreqStats::new(be, cfg.model.freq.fft, 3, size, size)?;
+        let idx: Vec<usize> = (0..train.len()).collect();
+        for chunk in idx.chunks(64) {
+            be.fft_stats_update(&be.upload(&gather(&train, chunk, None)?.0)?, &mut st)?;
+        }
+        ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
+        log(&format!("frequency statistics gathered over {} training images", st.count));
+    }
+
+    std::fs::create_dir_all(&cfg.out).map_err(|source| Error::Io { path: cfg.out.clone(), source })?;
+    let jsonl_path = cfg.out.join("metrics.jsonl");
+    let mut jsonl = String::new();
+    let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
+    let steps_per_epoch = (train.len() / cfg.batch).max(1);
+    let total = (steps_per_epoch * cfg.epochs) as u64;
+    let warmup = (cfg.warmup_epochs * steps_per_epoch as f32) as u64;
+    let norm = ChannelNorm::imagenet();
+    let mut summary = Summary { epochs: Vec::new(), device: be.name() };
+    let mut t: u64 = 0;
+    for epoch in 1..=cfg.epochs {
+        let start = Instant::now();
+        let batches = epoch_batches(&train.labels, cfg.batch, cfg.sampler, &mut rng);
+        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
+        for (i, idx) in batches.iter().enumerate() {
+            let (x, y) = gather(&train, idx, Some(&mut rng))?;
+            let (x, y) = (be.upload(&x)?, be.upload(&y)?);
+            let pre = be.preprocess(&x, &norm, true)?;
+            let raw = pre.raw.expect("asked for");
+            let mut f =
+                Fwd { be, params: &ms.params, state: &mut ms.state, train: Some(cfg.seed.wrapping_add(t) ^ 0x9E37) };
+            let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
+            let out = be.loss(&loss_cfg, &logits, &y, 0.5)?;
+            det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &out.dlogits)?;
+            let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
+            t += 1;
+            let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
+            be.adamw_step(
+                &det.params,
+                &mut ms.params,
+                &ms.grads,
+                &mut ms.m,
+                &mut ms.v,
+                &ms.mask,
+                &norms,
+                &cfg.optimizer,
+                StepArgs { lr, t },
+            )?;
+            if (i + 1) % cfg.log_every == 0 || i + 1 == batches.len() {
+                let st = out.read(be)?;
+                let gn = Norms::read(&norms, be, &det.params)?.total;
+                loss_sum += st.loss;
+                loss_n += 1;
+                let rate = ((i + 1) * cfg.batch) as f64 / start.elapsed().as_secs_f64();
+                let eta = (batches.len() - i - 1) as f64 * cfg.batch as f64 / rate;
+                log(&format!(
+                    "epoch {epoch}/{} step {}/{}: loss {:.4}, grad norm {gn:.3}, lr {lr:.2e}, {rate:.0} images/s, epoch ends in {eta:.0} s",
+                    cfg.epochs,
+                    i + 1,
+                    batches.len(),
+                    st.loss
+                ));
+            }
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let scores = predict(be, &det, &mut ms, &val, 64)?;
+        let report = Report::new(&scores, &val.labels);
+        let r = EpochResult {
+            epoch,
+            train_loss: loss_sum / loss_n.max(1) as f64,
+            group_auc: group_aucs(&scores, &val),
+            report,
+            seconds,
+            images_per_s: (batches.len() * cfg.batch) as f64 / seconds,
+        };
+        let mut text = format!("epoch {epoch} validation:\n{}", r.report);
+        for (g, a) in &r.group_auc {
+            let _ = writeln!(text, "  group {g}: AUC {a:.4} (its fakes against all reals)");
+        }
+        log(text.trim_end());
+        jsonl += &json_line(&r);
+        jsonl.push('\n');
+        // Rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
+        let tmp = jsonl_path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, &jsonl).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+        std::fs::rename(&tmp, &jsonl_path).map_err(|source| Error::Io { path: jsonl_path.clone(), source })?;
+        summary.epochs.push(r);
+    }
+    log(&format!("metrics of every epoch: {}", jsonl_path.display()));
+    Ok(summary)
+}
+
+/// The loss kinds the command line names.
+pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
+    Ok(match name {
+        "focal" => (LossConfig::focal(), ClassWeighting::None),
+        "wbce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::Auto),
+        "bce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::None),
+        other => return Err(Error::Invalid(format!("--loss '{other}': choose focal, wbce or bce"))),
+    })
+}
