@@ -54,3 +54,32 @@ pub fn check_linear(x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<(usize
     }
     Ok((s[0], s[1], m))
 }
+
+/// Checks a linear layer's backward: x [n, k], w [m, k], dy [n, m], gradient slots of m k and m values inside a
+/// buffer of `grads_len`; returns (n, k, m).
+pub fn check_linear_backward(
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    grads_len: usize,
+    dw: &std::ops::Range<usize>,
+    db: &std::ops::Range<usize>,
+) -> Result<(usize, usize, usize)> {
+    let s = x.shape();
+    let (n, k) = (s[0], if s.len() == 2 { s[1] } else { 0 });
+    let m = w.len() / k.max(1);
+    if s.len() != 2
+        || dy.shape() != [n, m]
+        || w.len() != m * k
+        || dw.len() != m * k
+        || db.len() != m
+        || dw.end.max(db.end) > grads_len
+    {
+        shape_err!(
+            "linear backward: dy {:?} for input {s:?}, {} weights, gradient slots {dw:?} and {db:?}",
+            dy.shape(),
+            w.len()
+        );
+    }
+    Ok((n, k, m))
+}

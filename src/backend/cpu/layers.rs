@@ -99,7 +99,7 @@ pub fn linear_backward<F: Real>(
 }
 
 use super::CpuBackend;
-use crate::backend::layers::{check_channel_scale, check_linear, nchw, same};
+use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same};
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::ops::Range;
@@ -206,19 +206,12 @@ pub(super) fn run_linear_backward<F: Real + Element>(
     dw: Range<usize>,
     db: Range<usize>,
 ) -> Result<Tensor> {
-    let (n, k) = (x.shape()[0], x.shape()[1]);
-    let m = w.len() / k.max(1);
-    if dy.shape() != [n, m] || w.len() != m * k {
-        shape_err!("linear backward: dy {:?} for input {:?} and {} weights", dy.shape(), x.shape(), w.len());
-    }
+    let (n, k, m) = check_linear_backward(x, w, dy, grads.numel(), &dw, &db)?;
     let mut dx = be.output::<F>(n * k);
     // dw and db are different lengths: take them one after the other.
     let (mut gw, mut gb) = (vec![F::ZERO; m * k], vec![F::ZERO; m]);
     linear_backward(x.host::<F>()?, w.host()?, dy.host()?, n, k, m, &mut dx, &mut gw, &mut gb);
     let g = grads.host_mut::<F>()?;
-    if dw.len() != gw.len() || db.len() != gb.len() || dw.end.max(db.end) > g.len() {
-        shape_err!("linear backward: gradient slots {dw:?} and {db:?} for {} weights and {m} biases", gw.len());
-    }
     g[dw].copy_from_slice(&gw);
     g[db].copy_from_slice(&gb);
     Tensor::from_vec(&[n, k], Layout::Plain, dx)

@@ -1,7 +1,7 @@
 //! Launchers for kernels/layers.cu, and the linear layer's products on cuBLAS.
 
 use super::CudaBackend;
-use crate::backend::layers::{check_channel_scale, check_linear, nchw, same, Activation};
+use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same, Activation};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
@@ -145,16 +145,7 @@ pub fn linear_backward(
     dw: Range<usize>,
     db: Range<usize>,
 ) -> Result<Tensor> {
-    let (n, k) = (x.shape()[0], x.shape()[1]);
-    let m = w.len() / k.max(1);
-    if dy.shape() != [n, m] || w.len() != m * k || dw.len() != m * k || db.len() != m {
-        shape_err!(
-            "linear backward: dy {:?} for input {:?}, {} weights, slots {dw:?} and {db:?}",
-            dy.shape(),
-            x.shape(),
-            w.len()
-        );
-    }
+    let (n, k, m) = check_linear_backward(x, w, dy, grads.numel(), &dw, &db)?;
     let blas = be.blas()?;
     let (xd, dyd) = (x.device::<f32>()?, dy.device::<f32>()?);
     let wv = w.device::<f32>()?;
