@@ -6,6 +6,7 @@ pub mod error;
 pub mod backend;
 pub mod data;
 pub mod info;
+pub mod json;
 pub mod model;
 pub mod rng;
 pub mod tensor;

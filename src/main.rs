@@ -17,6 +17,23 @@ struct Cli {
 enum Command {
     /// Trains the two-branch detector; without --data, on the built-in synthetic set.
     Train(TrainArgs),
+    /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
+    Eval {
+        #[arg(long)]
+        ckpt: std::path::PathBuf,
+        #[arg(long)]
+        data: std::path::PathBuf,
+    },
+    /// P(fake) for each image.
+    Predict {
+        #[arg(long)]
+        ckpt: std::path::PathBuf,
+        #[arg(required = true)]
+        images: Vec<std::path::PathBuf>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Writes the built-in synthetic set as a folder dataset: OUT/real, OUT/fake/FAMILY (1 real to 5 fakes).
     Synth {
         /// Output folder.
@@ -136,6 +153,26 @@ fn main() -> ExitCode {
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
         Command::Train(a) => train(device, a),
+        Command::Eval { ckpt, data } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+            println!("{line}");
+            let (report, groups) =
+                dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| println!("{l}"))?;
+            print!("{report}");
+            groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+            Ok(())
+        }),
+        Command::Predict { ckpt, images, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+            eprintln!("{line}");
+            let p = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images)?;
+            for (f, p) in images.iter().zip(p) {
+                if json {
+                    println!("{{\"path\":{},\"p_fake\":{p:.6}}}", dfgpu::json::quote(&f.display().to_string()));
+                } else {
+                    println!("{p:.4}  {}", f.display());
+                }
+            }
+            Ok(())
+        }),
         Command::Synth { out, n_real, n_fake, size, seed, families } => {
             let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families };
             let t = std::time::Instant::now();

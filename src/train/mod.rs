@@ -1,4 +1,5 @@
 //! Training: the loop, optimizer, schedule, metrics, diagnostics and checkpoints.
 
+pub mod checkpoint;
 pub mod metrics;
 pub mod trainer;

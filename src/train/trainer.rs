@@ -14,6 +14,7 @@ use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
 use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
+use crate::train::checkpoint;
 use crate::train::metrics::{auc, Report};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -427,6 +428,16 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             let _ = writeln!(text, "  group {g}: AUC {a:.4} (its fakes against all reals)");
         }
         log(text.trim_end());
+        let auc_now = r.report.auc.unwrap_or(0.0);
+        let meta: checkpoint::Meta = [("dfgpu.epoch", epoch.to_string()), ("dfgpu.val_auc", format!("{auc_now:.6}"))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
+        if summary.epochs.iter().all(|e| e.report.auc.unwrap_or(0.0) < auc_now) {
+            checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;
+            log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
+        }
         jsonl += &json_line(&r);
         jsonl.push('\n');
         // Rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
@@ -447,4 +458,40 @@ pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
         "bce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::None),
         other => return Err(Error::Invalid(format!("--loss '{other}': choose focal, wbce or bce"))),
     })
+}
+
+/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC.
+pub fn evaluate(
+    be: &dyn Backend,
+    ckpt: &Path,
+    data: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Report, Vec<(String, f64)>)> {
+    let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
+    let ds = Dataset::open(data)?;
+    log(&format!(
+        "checkpoint {} (epoch {}), data {}",
+        ckpt.display(),
+        meta.get("dfgpu.epoch").map_or("?", String::as_str),
+        ds.describe()
+    ));
+    let loaded = load(&ds, det.cfg.size);
+    for s in &loaded.skipped {
+        log(&format!("skipped: {s}"));
+    }
+    let scores = predict(be, &det, &mut ms, &loaded, 64)?;
+    Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
+}
+
+/// `dfgpu predict`: P(fake) per image file; an unreadable image is an error naming it.
+pub fn predict_files(be: &dyn Backend, ckpt: &Path, files: &[PathBuf]) -> Result<Vec<f32>> {
+    let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
+    let size = det.cfg.size;
+    let mut loaded = Loaded { size, pixels: Vec::new(), labels: Vec::new(), groups: Vec::new(), skipped: Vec::new() };
+    for f in files {
+        loaded.pixels.extend(load_rgb(f, size as u32)?);
+        loaded.labels.push(0);
+        loaded.groups.push(None);
+    }
+    predict(be, &det, &mut ms, &loaded, 64)
 }

@@ -43,6 +43,24 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     let auc = field(&lines[2], "val_auc");
     assert!(auc > 0.75, "held-out AUC {auc}\n{stdout}");
     assert!(stdout.contains("group upconv: AUC"), "{stdout}");
+
+    // The best checkpoint evaluates and predicts.
+    let best = out.join("best.safetensors");
+    let o = dfgpu(&["eval", "--device", "cpu", "--ckpt", best.to_str().unwrap(), "--data", d]);
+    let (stdout, stderr) = text(&o);
+    assert!(
+        o.status.success() && stdout.contains("AUC ") && stdout.contains("group nearest: AUC"),
+        "{stdout}\n{stderr}"
+    );
+    let img = data.join("real/000000.jpg");
+    let o = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert!(
+        o.status.success() && stdout.starts_with("{\"path\":") && stdout.contains("\"p_fake\":"),
+        "{stdout}\n{stderr}"
+    );
+    let o = dfgpu(&["eval", "--device", "cpu", "--ckpt", out.join("metrics.jsonl").to_str().unwrap(), "--data", d]);
+    assert!(text(&o).1.contains("metrics.jsonl: not a readable safetensors file"), "{}", text(&o).1);
 }
 
 #[test]

@@ -1,4 +1,5 @@
 //! Training-system tests without a model: metrics, data, synthetic set. One module per part.
 
+mod checkpoint;
 mod data;
 mod metrics;

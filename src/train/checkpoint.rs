@@ -1,0 +1,280 @@
+//! Checkpoints in the safetensors format (an 8-byte little-endian header length, a JSON header of names, dtypes,
+//! shapes and byte offsets, then the data), so that PyTorch users can open them. dfgpu stores f32 tensors
+//! under the model's parameter and state names, the frequency statistics as `freq.stats`, and the
+//! configuration, the epoch and the metrics as string metadata. Written to a temporary file and renamed: a
+//! crash never leaves a broken checkpoint.
+
+use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
+use crate::backend::head::{Act, Branches};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::json::{self, quote, Json};
+use crate::model::detector::{Detector, DetectorConfig};
+use crate::model::params::ParamLayout;
+use crate::tensor::{Layout, Tensor};
+use crate::train::trainer::ModelState;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Named {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+pub type Meta = BTreeMap<String, String>;
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Writes f32 tensors and metadata as a safetensors file, atomically.
+pub fn write(path: &Path, tensors: &[Named], meta: &Meta) -> Result<()> {
+    let mut header = String::from("{");
+    let m: Vec<String> = meta.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect();
+    header += &format!("\"__metadata__\":{{{}}}", m.join(","));
+    let mut offset = 0usize;
+    for t in tensors {
+        let end = offset + 4 * t.data.len();
+        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
+        header += &format!(
+            ",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
+            quote(&t.name),
+            shape.join(",")
+        );
+        offset = end;
+    }
+    header.push('}');
+    while header.len() % 8 != 0 {
+        header.push(' '); // the data starts 8-byte aligned
+    }
+    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
+    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    for t in tensors {
+        bytes.extend_from_slice(bytemuck::cast_slice(&t.data));
+    }
+    let tmp = path.with_extension("safetensors.tmp");
+    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Reads a safetensors file of f32 tensors. Every problem names the file.
+pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
+    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bad = |m: String| Error::Invalid(format!("{}: not a readable safetensors file: {m}", path.display()));
+    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes".into()))?.try_into().unwrap())
+        as usize;
+    let header =
+        bytes.get(8..8 + n).ok_or_else(|| bad(format!("header of {n} bytes in a {}-byte file", bytes.len())))?;
+    let header = std::str::from_utf8(header).map_err(|_| bad("header is not UTF-8".into()))?;
+    let j = json::parse(header).map_err(|e| bad(format!("header: {e}")))?;
+    let Json::Obj(members) = j else { return Err(bad("header is not a JSON object".into())) };
+    let data = &bytes[8 + n..];
+    let mut meta = Meta::new();
+    let mut tensors = Vec::new();
+    for (name, v) in members {
+        if name == "__metadata__" {
+            if let Json::Obj(m) = v {
+                meta.extend(m.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))));
+            }
+            continue;
+        }
+        let dtype = v.get("dtype").and_then(Json::as_str).unwrap_or("?");
+        if dtype != "F32" {
+            return Err(bad(format!("tensor '{name}' is {dtype}; dfgpu reads F32 (export in float32)")));
+        }
+        let shape =
+            v.get("shape").and_then(Json::as_usizes).ok_or_else(|| bad(format!("tensor '{name}' has no shape")))?;
+        let off = v
+            .get("data_offsets")
+            .and_then(Json::as_usizes)
+            .filter(|o| o.len() == 2)
+            .ok_or_else(|| bad(format!("tensor '{name}' has no data_offsets")))?;
+        let raw = data
+            .get(off[0]..off[1])
+            .filter(|r| r.len() == 4 * shape.iter().product::<usize>())
+            .ok_or_else(|| bad(format!("tensor '{name}': offsets {off:?} do not hold shape {shape:?}")))?;
+        tensors.push(Named { name, shape, data: bytemuck::pod_collect_to_vec(raw) });
+    }
+    Ok((tensors, meta))
+}
+
+fn layout_name(l: SpectrumLayout) -> &'static str {
+    match l {
+        SpectrumLayout::Half => "half",
+        SpectrumLayout::Shifted => "shifted",
+    }
+}
+
+/// The configuration as metadata strings.
+pub fn config_meta(cfg: &DetectorConfig) -> Meta {
+    let f = &cfg.freq;
+    let h = &cfg.head;
+    let widths: Vec<String> = f.widths.iter().map(|w| w.to_string()).collect();
+    [
+        ("dfgpu.format", "1".to_string()),
+        ("dfgpu.backbone", cfg.backbone.name.clone()),
+        ("dfgpu.size", cfg.size.to_string()),
+        ("dfgpu.freq.widths", widths.join(",")),
+        ("dfgpu.freq.norm", f.norm.to_string()),
+        ("dfgpu.fft.layout", layout_name(f.fft.layout).into()),
+        (
+            "dfgpu.fft.magnitude",
+            match f.fft.magnitude {
+                Magnitude::Raw => "raw",
+                Magnitude::Log => "log",
+                Magnitude::LogStd => "log-std",
+            }
+            .into(),
+        ),
+        (
+            "dfgpu.fft.phase",
+            match f.fft.phase {
+                Phase::Angle => "angle",
+                Phase::CosSin => "cos-sin",
+            }
+            .into(),
+        ),
+        ("dfgpu.fft.grayscale", f.fft.grayscale.to_string()),
+        ("dfgpu.head.hidden", h.hidden.to_string()),
+        ("dfgpu.head.norm", h.norm.to_string()),
+        (
+            "dfgpu.head.act",
+            match h.act {
+                Act::Silu => "silu",
+                Act::Relu => "relu",
+            }
+            .into(),
+        ),
+        ("dfgpu.head.dropout", h.dropout.to_string()),
+        ("dfgpu.head.gated", h.gated.to_string()),
+        (
+            "dfgpu.head.branches",
+            match h.branches {
+                Branches::Both => "both",
+                Branches::Spatial => "spatial",
+                Branches::Freq => "freq",
+            }
+            .into(),
+        ),
+        ("dfgpu.head.branch_dropout", h.branch_dropout.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// The configuration back from metadata; names the key that is missing or unreadable.
+pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
+    let get = |k: &str| {
+        meta.get(k).map(String::as_str).ok_or_else(|| {
+            Error::Invalid(format!("{}: not a dfgpu checkpoint (no '{k}' in its metadata)", path.display()))
+        })
+    };
+    let bad =
+        |k: &str, v: &str| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display()));
+    let num = |k: &str| -> Result<f64> {
+        let v = get(k)?;
+        v.parse().map_err(|_| bad(k, v))
+    };
+    let flag = |k: &str| -> Result<bool> {
+        let v = get(k)?;
+        v.parse().map_err(|_| bad(k, v))
+    };
+    let pick = |k: &str, options: &[&str]| -> Result<usize> {
+        let v = get(k)?;
+        options.iter().position(|o| *o == v).ok_or_else(|| bad(k, v))
+    };
+    let mut cfg = DetectorConfig::new(get("dfgpu.backbone")?)?;
+    cfg.size = num("dfgpu.size")? as usize;
+    cfg.freq.widths = get("dfgpu.freq.widths")?
+        .split(',')
+        .map(|w| w.parse().map_err(|_| bad("dfgpu.freq.widths", w)))
+        .collect::<Result<_>>()?;
+    cfg.freq.norm = flag("dfgpu.freq.norm")?;
+    cfg.freq.fft = FftConfig {
+        layout: [SpectrumLayout::Half, SpectrumLayout::Shifted][pick("dfgpu.fft.layout", &["half", "shifted"])?],
+        magnitude: [Magnitude::Raw, Magnitude::Log, Magnitude::LogStd]
+            [pick("dfgpu.fft.magnitude", &["raw", "log", "log-std"])?],
+        phase: [Phase::Angle, Phase::CosSin][pick("dfgpu.fft.phase", &["angle", "cos-sin"])?],
+        grayscale: flag("dfgpu.fft.grayscale")?,
+    };
+    let h = &mut cfg.head;
+    h.hidden = num("dfgpu.head.hidden")? as usize;
+    h.norm = flag("dfgpu.head.norm")?;
+    h.act = [Act::Silu, Act::Relu][pick("dfgpu.head.act", &["silu", "relu"])?];
+    h.dropout = num("dfgpu.head.dropout")? as f32;
+    h.gated = flag("dfgpu.head.gated")?;
+    h.branches =
+        [Branches::Both, Branches::Spatial, Branches::Freq][pick("dfgpu.head.branches", &["both", "spatial", "freq"])?];
+    h.branch_dropout = num("dfgpu.head.branch_dropout")? as f32;
+    Ok(cfg)
+}
+
+fn named_from(layout: &ParamLayout, values: &[f32]) -> Vec<Named> {
+    layout
+        .entries()
+        .iter()
+        .map(|e| Named { name: e.name.clone(), shape: e.shape.clone(), data: values[e.range()].to_vec() })
+        .collect()
+}
+
+/// Saves a detector's parameters, running statistics, frequency statistics and configuration, plus `extra`.
+pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extra: &Meta) -> Result<()> {
+    let p = be.download(&ms.params)?;
+    let s = be.download(&ms.state)?;
+    let mut tensors = named_from(&det.params, p.host::<f32>()?);
+    tensors.extend(named_from(&det.state, s.host::<f32>()?));
+    if let Some(fs) = &ms.freq_stats {
+        let h = be.download(fs)?;
+        tensors.push(Named { name: "freq.stats".into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
+    }
+    let mut meta = config_meta(&det.cfg);
+    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write(path, &tensors, &meta)
+}
+
+/// Fills `values` (a layout's flat buffer) from the tensors; the first missing or misshapen one is the error.
+fn fill(layout: &ParamLayout, tensors: &BTreeMap<&str, &Named>, values: &mut [f32], path: &Path) -> Result<()> {
+    for e in layout.entries() {
+        let t = tensors.get(e.name.as_str()).ok_or_else(|| {
+            Error::Invalid(format!(
+                "{}: no tensor '{}', which the model needs (a checkpoint of another model?)",
+                path.display(),
+                e.name
+            ))
+        })?;
+        if t.shape != e.shape {
+            return Err(Error::Invalid(format!(
+                "{}: tensor '{}' has shape {:?}, the model needs {:?}",
+                path.display(),
+                e.name,
+                t.shape,
+                e.shape
+            )));
+        }
+        values[e.range()].copy_from_slice(&t.data);
+    }
+    Ok(())
+}
+
+/// Loads a checkpoint onto a backend: the detector it describes and its state, and the metadata.
+pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta)> {
+    let (tensors, meta) = read(path)?;
+    let cfg = config_from_meta(&meta, path)?;
+    let det = Detector::new(cfg)?;
+    let by_name: BTreeMap<&str, &Named> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    let mut p = vec![0f32; det.params.total()];
+    let mut s = vec![0f32; det.state.total()];
+    fill(&det.params, &by_name, &mut p, path)?;
+    fill(&det.state, &by_name, &mut s, path)?;
+    let mut ms = ModelState::new(be, &det, 0)?;
+    ms.params = be.upload(&Tensor::from_vec(&[p.len()], Layout::Plain, p)?)?;
+    ms.state = be.upload(&Tensor::from_vec(&[s.len()], Layout::Plain, s)?)?;
+    if let Some(fs) = by_name.get("freq.stats") {
+        ms.freq_stats = Some(be.upload(&Tensor::from_vec(&fs.shape, Layout::Plain, fs.data.clone())?)?);
+    }
+    Ok((det, ms, meta))
+}
