@@ -141,6 +141,11 @@ impl Detector {
         Ok((h.logits, DetectorCache { spatial, freq, s, q, head: h.saved }))
     }
 
+    /// The two branches' features at the fusion input (zeros for a switched-off branch), for diagnostics.
+    pub fn branch_features<'a>(&self, c: &'a DetectorCache) -> (&'a Tensor, &'a Tensor) {
+        (&c.s, &c.q)
+    }
+
     pub fn backward(&self, b: &mut Bwd, c: DetectorCache, dlogits: &Tensor) -> Result<()> {
         let p = Slice { buf: b.params, range: self.head_range.clone() };
         let g = b.be.head_backward(&self.head, &p, &c.s, &c.q, &c.head, dlogits, b.grads, self.head_range.clone())?;

@@ -15,6 +15,7 @@ use crate::model::layers::{Bwd, Fwd};
 use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
 use crate::train::checkpoint;
+use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::metrics::{auc, Report};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -54,6 +55,8 @@ pub struct TrainConfig {
     pub synth: SynthConfig,
     /// Progress lines every this many steps.
     pub log_every: usize,
+    /// The gradient report (per tensor: gradient norm, update / weight) every this many steps; 0: never.
+    pub grad_report: usize,
 }
 
 impl TrainConfig {
@@ -77,6 +80,7 @@ impl TrainConfig {
             sampler: Sampler::Balanced,
             seed: 0,
             log_every: 10,
+            grad_report: 25,
         }
     }
 }
@@ -358,6 +362,31 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         log(&format!("frequency statistics gathered over {} training images", st.count));
     }
 
+    // What the frequency branch is fed: its range is the first thing to look at when a run fails.
+    let probe: Vec<usize> = (0..train.len().min(cfg.batch)).collect();
+    let feats = be.download(&be.fft_features(
+        &be.upload(&gather(&train, &probe, None)?.0)?,
+        &cfg.model.freq.fft,
+        ms.freq_stats.as_ref(),
+    )?)?;
+    let (lo, hi) =
+        feats.host::<f32>()?.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v as f64), b.max(v as f64)));
+    let (fm, fs) = diagnostics::mean_std(feats.host::<f32>()?);
+    log(&format!(
+        "frequency branch input ({:?} magnitudes): {lo:.3e} to {hi:.3e}, mean {fm:.3e}, std {fs:.3e}",
+        cfg.model.freq.fft.magnitude
+    ));
+    let mut evidence = Evidence {
+        freq_magnitude: format!("{:?}", cfg.model.freq.fft.magnitude).to_lowercase(),
+        freq_feature_range: (lo, hi),
+        class_weights: weights,
+        sampler: format!("{:?}", cfg.sampler).to_lowercase(),
+        fake_share: counts[1] as f64 / train.len() as f64,
+        ..Evidence::default()
+    };
+    let mut watch = CollapseWatch::default();
+    let mut last_rows: Vec<GradRow> = Vec::new();
+
     std::fs::create_dir_all(&cfg.out).map_err(|source| Error::Io { path: cfg.out.clone(), source })?;
     let jsonl_path = cfg.out.join("metrics.jsonl");
     let mut jsonl = String::new();
@@ -381,10 +410,23 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 Fwd { be, params: &ms.params, state: &mut ms.state, train: Some(cfg.seed.wrapping_add(t) ^ 0x9E37) };
             let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
             let out = be.loss(&loss_cfg, &logits, &y, 0.5)?;
+            let report = cfg.grad_report > 0 && (t as usize) % cfg.grad_report == 0;
+            if report {
+                let (sf, qf) = det.branch_features(&cache);
+                let (sp, fq) =
+                    (diagnostics::mean_std(be.download(sf)?.host()?), diagnostics::mean_std(be.download(qf)?.host()?));
+                evidence.branch_scales = Some((sp, fq));
+                log(&format!("branch scales at the fusion input: spatial mean {:.3e} std {:.3e}, frequency mean {:.3e} std {:.3e}", sp.0, sp.1, fq.0, fq.1));
+                if let Some(w) = diagnostics::scale_warning(sp, fq) {
+                    log(&format!("WARNING: {w}"));
+                }
+            }
             det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &out.dlogits)?;
             let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
+            let before = if report { Some(be.download(&ms.params)?) } else { None };
             t += 1;
             let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
+            let step = StepArgs { lr, t };
             be.adamw_step(
                 &det.params,
                 &mut ms.params,
@@ -394,8 +436,25 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 &ms.mask,
                 &norms,
                 &cfg.optimizer,
-                StepArgs { lr, t },
+                step,
             )?;
+            evidence.lr = lr as f64;
+            if let Some(before) = before {
+                let (g, after) = (be.download(&ms.grads)?, be.download(&ms.params)?);
+                last_rows = diagnostics::grad_rows(&det.params, g.host()?, before.host()?, after.host()?);
+                evidence.flagged = last_rows
+                    .iter()
+                    .filter(|r| !(r.expected_zero() && r.flag() == Some("vanishing")))
+                    .filter_map(|r| r.flag().map(|f| format!("{} ({f})", r.name)))
+                    .collect();
+                if !evidence.flagged.is_empty() {
+                    log(&format!(
+                        "WARNING: gradient report at step {t}: {} tensors flagged: {}",
+                        evidence.flagged.len(),
+                        evidence.flagged.join(", ")
+                    ));
+                }
+            }
             if (i + 1) % cfg.log_every == 0 || i + 1 == batches.len() {
                 let st = out.read(be)?;
                 let gn = Norms::read(&norms, be, &det.params)?.total;
@@ -413,7 +472,16 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             }
         }
         let seconds = start.elapsed().as_secs_f64();
+        if !last_rows.is_empty() {
+            log(&format!(
+                "gradient report (last of epoch {epoch}, per block):\n{}",
+                diagnostics::table(&last_rows).trim_end()
+            ));
+        }
         let scores = predict(be, &det, &mut ms, &val, 64)?;
+        if let Some(w) = watch.check(&scores, &evidence) {
+            log(w.trim_end());
+        }
         let report = Report::new(&scores, &val.labels);
         let r = EpochResult {
             epoch,

@@ -1,0 +1,240 @@
+//! Why a run fails, shown without being asked: the gradient flow per parameter tensor (norm, and the size of
+//! the update against the weights), the scale of the two branches at the fusion input, and the collapse of the
+//! predictions to one class, with the likely causes and what the run's own numbers say about each.
+
+use crate::model::params::ParamLayout;
+use std::fmt::Write as _;
+
+/// Gradients under this norm, or under VANISHING_RELATIVE of the model's largest tensor gradient, are flagged as
+/// vanishing (float32 rounding leaves about 1e-7 where the exact gradient is zero); over `EXPLODING`, exploding.
+pub const VANISHING: f64 = 1e-7;
+pub const VANISHING_RELATIVE: f64 = 1e-5;
+pub const EXPLODING: f64 = 1e3;
+/// Branch feature scales (standard deviations) further apart than this factor are flagged.
+pub const SCALE_RATIO: f64 = 100.0;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradRow {
+    pub name: String,
+    pub grad_norm: f64,
+    pub weight_norm: f64,
+    /// |step| / |weights|: how much one optimizer step moved the tensor.
+    pub update_ratio: f64,
+    /// "vanishing" or "exploding", judged against the whole model (see VANISHING).
+    pub flag: Option<&'static str>,
+}
+
+impl GradRow {
+    /// A batch norm's shift whose output only feeds other batch norms (through convolutions and residual adds)
+    /// has no gradient by construction: any constant shift is removed downstream. EfficientNet's projection
+    /// norms are such. Their flag is expected, so it is shown in the table but raises no warning.
+    pub fn expected_zero(&self) -> bool {
+        self.name.contains(".bn") && self.name.ends_with(".bias")
+    }
+
+    pub fn flag(&self) -> Option<&'static str> {
+        self.flag
+    }
+}
+
+/// The flag of a gradient norm, given the largest tensor gradient norm of the model.
+fn judge(g: f64, largest: f64) -> Option<&'static str> {
+    if !g.is_finite() || g > EXPLODING {
+        Some("exploding")
+    } else if g < VANISHING.max(VANISHING_RELATIVE * largest) {
+        Some("vanishing")
+    } else {
+        None
+    }
+}
+
+fn set_flags(rows: &mut [GradRow]) {
+    let largest = rows.iter().map(|r| r.grad_norm).filter(|g| g.is_finite()).fold(0.0, f64::max);
+    rows.iter_mut().for_each(|r| r.flag = judge(r.grad_norm, largest));
+}
+
+fn norm(v: &[f32]) -> f64 {
+    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
+}
+
+/// Rows per parameter tensor, from the gradient and the parameters before and after one optimizer step.
+pub fn grad_rows(layout: &ParamLayout, grads: &[f32], before: &[f32], after: &[f32]) -> Vec<GradRow> {
+    let mut rows: Vec<GradRow> = layout
+        .entries()
+        .iter()
+        .map(|e| {
+            let r = e.range();
+            let step: Vec<f32> = before[r.clone()].iter().zip(&after[r.clone()]).map(|(a, b)| b - a).collect();
+            let w = norm(&before[r.clone()]);
+            GradRow {
+                name: e.name.clone(),
+                grad_norm: norm(&grads[r]),
+                weight_norm: w,
+                update_ratio: norm(&step) / w.max(1e-12),
+                flag: None,
+            }
+        })
+        .collect();
+    set_flags(&mut rows);
+    rows
+}
+
+/// The group a tensor reports under: a block of the backbone, or a branch's part.
+fn group_of(name: &str) -> String {
+    let parts: Vec<&str> = name.split('.').collect();
+    let n = if parts.get(1) == Some(&"blocks") || parts.get(1) == Some(&"stages") { 4 } else { 2 };
+    parts[..n.min(parts.len() - 1).max(1)].join(".")
+}
+
+/// Rows summed (in squares) per group, in model order.
+pub fn group_rows(rows: &[GradRow]) -> Vec<GradRow> {
+    let mut out: Vec<(GradRow, f64)> = Vec::new(); // (row, squared step)
+    for r in rows {
+        let g = group_of(&r.name);
+        let step2 = (r.update_ratio * r.weight_norm).powi(2);
+        match out.last_mut().filter(|(o, _)| o.name == g) {
+            Some((o, s2)) => {
+                o.grad_norm = o.grad_norm.hypot(r.grad_norm);
+                o.weight_norm = o.weight_norm.hypot(r.weight_norm);
+                *s2 += step2;
+            }
+            None => out.push((
+                GradRow { name: g, grad_norm: r.grad_norm, weight_norm: r.weight_norm, update_ratio: 0.0, flag: None },
+                step2,
+            )),
+        }
+    }
+    let mut rows: Vec<GradRow> = out
+        .into_iter()
+        .map(|(mut r, s2)| {
+            r.update_ratio = s2.sqrt() / r.weight_norm.max(1e-12);
+            r
+        })
+        .collect();
+    set_flags(&mut rows);
+    rows
+}
+
+/// A table of the groups, flagged ones marked.
+pub fn table(rows: &[GradRow]) -> String {
+    let mut s = format!("  {:<34} {:>11} {:>11} {:>12}\n", "parameters", "grad norm", "weight norm", "update/weight");
+    for r in group_rows(rows) {
+        let flag = r.flag().map_or(String::new(), |f| format!("  <- {f}"));
+        let _ = writeln!(
+            s,
+            "  {:<34} {:>11.3e} {:>11.3e} {:>12.3e}{flag}",
+            r.name, r.grad_norm, r.weight_norm, r.update_ratio
+        );
+    }
+    s
+}
+
+/// Mean and standard deviation of a branch's features.
+pub fn mean_std(v: &[f32]) -> (f64, f64) {
+    let n = v.len().max(1) as f64;
+    let m = v.iter().map(|&x| x as f64).sum::<f64>() / n;
+    (m, (v.iter().map(|&x| (x as f64 - m).powi(2)).sum::<f64>() / n).sqrt())
+}
+
+/// A warning when the two branches' feature scales differ by more than SCALE_RATIO.
+pub fn scale_warning(spatial: (f64, f64), freq: (f64, f64)) -> Option<String> {
+    let (a, b) = (spatial.1.max(1e-12), freq.1.max(1e-12));
+    (a / b > SCALE_RATIO || b / a > SCALE_RATIO).then(|| {
+        format!(
+            "branch scales are {:.0}x apart at the fusion input (spatial std {:.3e}, frequency std {:.3e}): the larger branch \
+             swamps the other unless the head normalizes them (the head's LayerNorm is on by default)",
+            (a / b).max(b / a),
+            spatial.1,
+            freq.1
+        )
+    })
+}
+
+/// Whether validation predictions have collapsed: all on one side of 0.5, or spread under 1e-3.
+pub fn collapsed(scores: &[f32]) -> Option<String> {
+    if scores.is_empty() {
+        return None;
+    }
+    let fake = scores.iter().filter(|&&s| s >= 0.5).count();
+    let (_, std) = mean_std(scores);
+    if fake == 0 {
+        Some(format!("every validation image is predicted real (P(fake) std {std:.2e})"))
+    } else if fake == scores.len() {
+        Some(format!("every validation image is predicted fake (P(fake) std {std:.2e})"))
+    } else if std < 1e-3 {
+        Some(format!("the predictions barely differ between images (P(fake) std {std:.2e})"))
+    } else {
+        None
+    }
+}
+
+/// What the run's own numbers say about each likely cause of a collapse.
+#[derive(Clone, Debug, Default)]
+pub struct Evidence {
+    pub freq_magnitude: String,
+    pub freq_feature_range: (f64, f64),
+    pub branch_scales: Option<((f64, f64), (f64, f64))>,
+    pub lr: f64,
+    pub flagged: Vec<String>,
+    pub class_weights: [f32; 2],
+    pub sampler: String,
+    pub fake_share: f64,
+}
+
+/// Fires on the second collapsed evaluation in a row.
+#[derive(Debug, Default)]
+pub struct CollapseWatch {
+    in_a_row: usize,
+}
+
+impl CollapseWatch {
+    pub fn check(&mut self, scores: &[f32], ev: &Evidence) -> Option<String> {
+        let Some(what) = collapsed(scores) else {
+            self.in_a_row = 0;
+            return None;
+        };
+        self.in_a_row += 1;
+        if self.in_a_row < 2 {
+            return None;
+        }
+        let mut s = format!(
+            "COLLAPSE: {what}, for {} evaluations in a row. Likely causes, and what this run shows:\n",
+            self.in_a_row
+        );
+        let (lo, hi) = ev.freq_feature_range;
+        let _ = writeln!(
+            s,
+            "  - frequency magnitudes not normalized: magnitudes are '{}', the branch's input spans {lo:.3e} to {hi:.3e}{}",
+            ev.freq_magnitude,
+            if hi - lo > 1e3 { " (far from unit range: use --freq-norm log)" } else { "" }
+        );
+        match ev.branch_scales {
+            Some((sp, fq)) => {
+                let _ = writeln!(
+                    s,
+                    "  - branch scales apart: spatial std {:.3e}, frequency std {:.3e}{}",
+                    sp.1,
+                    fq.1,
+                    if scale_warning(sp, fq).is_some() { " (more than 100x apart)" } else { "" }
+                );
+            }
+            None => {
+                let _ = writeln!(s, "  - branch scales apart: not measured yet");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "  - learning rate: {:.2e}; tensors with vanishing or exploding gradients: {}",
+            ev.lr,
+            if ev.flagged.is_empty() { "none".to_string() } else { ev.flagged.join(", ") }
+        );
+        let _ = writeln!(
+            s,
+            "  - loss weighting: class weights (real, fake) {:?}, {} sampler, {:.0}% of the training images are fake",
+            ev.class_weights,
+            ev.sampler,
+            100.0 * ev.fake_share
+        );
+        Some(s)
+    }
+}
