@@ -141,6 +141,15 @@ impl Detector {
         Ok((h.logits, DetectorCache { spatial, freq, s, q, head: h.saved }))
     }
 
+    /// Whether a parameter takes part in training: a switched-off branch's (and its LayerNorm in the head) do not.
+    pub fn is_active(&self, name: &str) -> bool {
+        match self.head.branches {
+            Branches::Both => true,
+            Branches::Spatial => !(name.starts_with("freq.") || name.starts_with("head.norm_q")),
+            Branches::Freq => !(name.starts_with("spatial.") || name.starts_with("head.norm_s")),
+        }
+    }
+
     /// The two branches' features at the fusion input (zeros for a switched-off branch), for diagnostics.
     pub fn branch_features<'a>(&self, c: &'a DetectorCache) -> (&'a Tensor, &'a Tensor) {
         (&c.s, &c.q)

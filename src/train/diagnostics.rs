@@ -179,6 +179,9 @@ pub struct Evidence {
     pub class_weights: [f32; 2],
     pub sampler: String,
     pub fake_share: f64,
+    /// The validation AUC and the threshold with the best balanced accuracy (and that accuracy).
+    pub auc: Option<f64>,
+    pub best_threshold: Option<(f32, f64)>,
 }
 
 /// Fires on the second collapsed evaluation in a row.
@@ -201,6 +204,23 @@ impl CollapseWatch {
             "COLLAPSE: {what}, for {} evaluations in a row. Likely causes, and what this run shows:\n",
             self.in_a_row
         );
+        match (ev.auc, ev.best_threshold) {
+            (Some(a), Some((t, b))) if a >= 0.75 => {
+                let _ = writeln!(
+                    s,
+                    "  - the decision threshold, not the features: validation AUC is {a:.3}, so the scores still rank fakes \
+                     above reals; only 0.5 sits on one side of them. At P(fake) >= {t:.3} the balanced accuracy is {b:.3}. \
+                     Weight the classes (--loss focal or wbce) or balance the batches (--sampler balanced)"
+                );
+            }
+            (Some(a), _) => {
+                let _ = writeln!(
+                    s,
+                    "  - the features: validation AUC is {a:.3}: the scores do not separate the classes yet"
+                );
+            }
+            _ => {}
+        }
         let (lo, hi) = ev.freq_feature_range;
         let _ = writeln!(
             s,

@@ -415,10 +415,13 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 let (sf, qf) = det.branch_features(&cache);
                 let (sp, fq) =
                     (diagnostics::mean_std(be.download(sf)?.host()?), diagnostics::mean_std(be.download(qf)?.host()?));
-                evidence.branch_scales = Some((sp, fq));
                 log(&format!("branch scales at the fusion input: spatial mean {:.3e} std {:.3e}, frequency mean {:.3e} std {:.3e}", sp.0, sp.1, fq.0, fq.1));
-                if let Some(w) = diagnostics::scale_warning(sp, fq) {
-                    log(&format!("WARNING: {w}"));
+                // With a branch switched off its features are zeros: there is no scale to compare.
+                if det.head.branches == crate::backend::head::Branches::Both {
+                    evidence.branch_scales = Some((sp, fq));
+                    if let Some(w) = diagnostics::scale_warning(sp, fq) {
+                        log(&format!("WARNING: {w}"));
+                    }
                 }
             }
             det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &out.dlogits)?;
@@ -442,6 +445,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             if let Some(before) = before {
                 let (g, after) = (be.download(&ms.grads)?, be.download(&ms.params)?);
                 last_rows = diagnostics::grad_rows(&det.params, g.host()?, before.host()?, after.host()?);
+                last_rows.retain(|r| det.is_active(&r.name));
                 evidence.flagged = last_rows
                     .iter()
                     .filter(|r| !(r.expected_zero() && r.flag() == Some("vanishing")))
@@ -479,6 +483,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             ));
         }
         let scores = predict(be, &det, &mut ms, &val, 64)?;
+        evidence.auc = auc(&scores, &val.labels);
+        evidence.best_threshold = crate::train::metrics::best_balanced_threshold(&scores, &val.labels);
         if let Some(w) = watch.check(&scores, &evidence) {
             log(w.trim_end());
         }

@@ -53,8 +53,14 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
 
 #[test]
 fn the_collapse_check_fires_on_constant_predictions_and_stays_quiet_when_healthy() {
-    let ev =
-        Evidence { freq_magnitude: "raw".into(), freq_feature_range: (0.0, 2.5e4), lr: 1e-2, ..Evidence::default() };
+    let ev = Evidence {
+        freq_magnitude: "raw".into(),
+        freq_feature_range: (0.0, 2.5e4),
+        lr: 1e-2,
+        auc: Some(0.9),
+        best_threshold: Some((0.83, 0.81)),
+        ..Evidence::default()
+    };
     let mut w = CollapseWatch::default();
     let constant = vec![0.91f32; 50];
     assert!(w.check(&constant, &ev).is_none(), "one collapsed evaluation is not yet a collapse");
@@ -65,6 +71,15 @@ fn the_collapse_check_fires_on_constant_predictions_and_stays_quiet_when_healthy
     );
     assert!(msg.contains("magnitudes are 'raw'") && msg.contains("use --freq-norm log"), "{msg}");
     assert!(msg.contains("learning rate: 1.00e-2"), "{msg}");
+    // A good ranking with every prediction on one side: the threshold, not the features.
+    assert!(
+        msg.contains("validation AUC is 0.900") && msg.contains("At P(fake) >= 0.830 the balanced accuracy is 0.810"),
+        "{msg}"
+    );
+    let mut w = CollapseWatch::default();
+    let blind = Evidence { auc: Some(0.5), ..ev.clone() };
+    w.check(&constant, &blind);
+    assert!(w.check(&constant, &blind).unwrap().contains("the scores do not separate the classes yet"));
     let healthy: Vec<f32> = (0..50).map(|i| i as f32 / 50.0).collect();
     let mut w = CollapseWatch::default();
     assert!(w.check(&healthy, &ev).is_none() && w.check(&healthy, &ev).is_none());
