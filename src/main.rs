@@ -17,6 +17,16 @@ struct Cli {
 enum Command {
     /// Trains the two-branch detector; without --data, on the built-in synthetic set.
     Train(TrainArgs),
+    /// Can the model fit 5 real and 5 fake images? PASS or FAIL, with what the diagnostics saw.
+    Sanity {
+        /// Where the ten images come from (the first 5 of each class). Default: the built-in set.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 300)]
+        steps: usize,
+    },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
         #[arg(long)]
@@ -60,6 +70,26 @@ enum Command {
     },
 }
 
+/// The model's options, shared by train and sanity.
+#[derive(clap::Args)]
+struct ModelArgs {
+    /// EfficientNet variant: tiny, b0 ... b7; auto: b0 on a GPU, tiny on the CPU.
+    #[arg(long, default_value = "auto")]
+    backbone: String,
+    /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
+    #[arg(long)]
+    size: Option<usize>,
+    /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
+    #[arg(long, default_value = "log")]
+    freq_norm: String,
+    /// Switch the frequency branch's batch norms off.
+    #[arg(long)]
+    no_freq_bn: bool,
+    /// both, spatial or freq.
+    #[arg(long, default_value = "both")]
+    branches: String,
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Training data: a folder with real/ and fake/, or a CSV of path,label. Default: the built-in set.
@@ -68,15 +98,11 @@ struct TrainArgs {
     /// Validation data (folder or CSV). Default: a stratified 20% of the training data.
     #[arg(long)]
     val: Option<std::path::PathBuf>,
-    /// Run folder for the logs.
+    /// Run folder for the logs and checkpoints.
     #[arg(long, default_value = "runs/latest")]
     out: std::path::PathBuf,
-    /// EfficientNet variant: tiny, b0 ... b7; auto: b0 on a GPU, tiny on the CPU.
-    #[arg(long, default_value = "auto")]
-    backbone: String,
-    /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
-    #[arg(long)]
-    size: Option<usize>,
+    #[command(flatten)]
+    model: ModelArgs,
     #[arg(long, default_value_t = 6)]
     epochs: usize,
     #[arg(long, default_value_t = 32)]
@@ -90,26 +116,14 @@ struct TrainArgs {
     /// balanced (half real, half fake per batch) or natural (the data set's own balance).
     #[arg(long, default_value = "balanced")]
     sampler: String,
-    /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
-    #[arg(long, default_value = "log")]
-    freq_norm: String,
-    /// Switch the frequency branch's batch norms off.
-    #[arg(long)]
-    no_freq_bn: bool,
-    /// both, spatial or freq.
-    #[arg(long, default_value = "both")]
-    branches: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
-fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
+fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
     use dfgpu::backend::fft::Magnitude;
     use dfgpu::backend::head::Branches;
-    use dfgpu::train::trainer::{self, Sampler, TrainConfig};
     use dfgpu::Error;
-    let (be, line) = dfgpu::select(device, Default::default())?;
-    println!("{line}");
     let backbone = match a.backbone.as_str() {
         "auto" if be.is_cuda() => "b0",
         "auto" => "tiny",
@@ -132,7 +146,15 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
         "freq" => Branches::Freq,
         o => return Err(Error::Invalid(format!("--branches '{o}': choose both, spatial or freq"))),
     };
-    let mut cfg = TrainConfig::new(model);
+    Ok(model)
+}
+
+fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
+    use dfgpu::train::trainer::{self, Sampler, TrainConfig};
+    use dfgpu::Error;
+    let (be, line) = dfgpu::select(device, Default::default())?;
+    println!("{line}");
+    let mut cfg = TrainConfig::new(model_config(be.as_ref(), &a.model)?);
     (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
     cfg.sampler = match a.sampler.as_str() {
         "balanced" => Sampler::Balanced,
@@ -153,6 +175,16 @@ fn main() -> ExitCode {
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
         Command::Train(a) => train(device, a),
+        Command::Sanity { data, model, steps } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+            println!("{line}");
+            let cfg = model_config(be.as_ref(), &model)?;
+            let r = dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
+            if r.passed {
+                Ok(())
+            } else {
+                Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
+            }
+        }),
         Command::Eval { ckpt, data } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
             println!("{line}");
             let (report, groups) =

@@ -3,4 +3,5 @@
 pub mod checkpoint;
 pub mod diagnostics;
 pub mod metrics;
+pub mod sanity;
 pub mod trainer;

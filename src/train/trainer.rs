@@ -193,7 +193,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
 }
 
 /// A u8 NHWC batch (flipped left-right with probability 1/2 each when `flip`) and its f32 labels.
-fn gather(data: &Loaded, idx: &[usize], flip: Option<&mut Rng>) -> Result<(Tensor, Tensor)> {
+pub(crate) fn gather(data: &Loaded, idx: &[usize], flip: Option<&mut Rng>) -> Result<(Tensor, Tensor)> {
     let s = data.size;
     let per = s * s * 3;
     let mut px = Vec::with_capacity(idx.len() * per);
@@ -301,6 +301,95 @@ fn json_line(r: &EpochResult) -> String {
     s + "}}"
 }
 
+/// Logs what the frequency branch is fed (its range is the first thing to look at when a run fails) and
+/// returns (min, max).
+pub fn freq_input_range(
+    be: &dyn Backend,
+    det: &Detector,
+    ms: &ModelState,
+    x: &Tensor,
+    log: &mut dyn FnMut(&str),
+) -> Result<(f64, f64)> {
+    let feats = be.download(&be.fft_features(&be.upload(x)?, &det.cfg.freq.fft, ms.freq_stats.as_ref())?)?;
+    let v = feats.host::<f32>()?;
+    let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x as f64), b.max(x as f64)));
+    let (m, sd) = diagnostics::mean_std(v);
+    log(&format!(
+        "frequency branch input ({:?} magnitudes): {lo:.3e} to {hi:.3e}, mean {m:.3e}, std {sd:.3e}",
+        det.cfg.freq.fft.magnitude
+    ));
+    Ok((lo, hi))
+}
+
+/// What one training step leaves: the loss (on the device until read), the norms, and on report steps the
+/// branches' feature scales at the fusion input and the gradient report of the active tensors.
+pub struct StepOut {
+    pub loss: crate::backend::LossOutput,
+    pub norms: Tensor,
+    pub scales: Option<((f64, f64), (f64, f64))>,
+    pub rows: Option<Vec<GradRow>>,
+}
+
+/// One training step on a host batch: forward, loss, backward, norms with clipping, AdamW.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn step(
+    be: &dyn Backend,
+    det: &Detector,
+    ms: &mut ModelState,
+    x: &Tensor,
+    y: &Tensor,
+    loss_cfg: &LossConfig,
+    cfg: &TrainConfig,
+    args: StepArgs,
+    report: bool,
+) -> Result<StepOut> {
+    let (x, y) = (be.upload(x)?, be.upload(y)?);
+    let pre = be.preprocess(&x, &ChannelNorm::imagenet(), true)?;
+    let raw = pre.raw.expect("asked for");
+    let mut f =
+        Fwd { be, params: &ms.params, state: &mut ms.state, train: Some(cfg.seed.wrapping_add(args.t) ^ 0x9E37) };
+    let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
+    let loss = be.loss(loss_cfg, &logits, &y, 0.5)?;
+    let scales = if report {
+        let (sf, qf) = det.branch_features(&cache);
+        Some((diagnostics::mean_std(be.download(sf)?.host()?), diagnostics::mean_std(be.download(qf)?.host()?)))
+    } else {
+        None
+    };
+    det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &loss.dlogits)?;
+    let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
+    let before = if report { Some(be.download(&ms.params)?) } else { None };
+    be.adamw_step(
+        &det.params,
+        &mut ms.params,
+        &ms.grads,
+        &mut ms.m,
+        &mut ms.v,
+        &ms.mask,
+        &norms,
+        &cfg.optimizer,
+        args,
+    )?;
+    let rows = match before {
+        Some(before) => {
+            let (g, after) = (be.download(&ms.grads)?, be.download(&ms.params)?);
+            let mut rows = diagnostics::grad_rows(&det.params, g.host()?, before.host()?, after.host()?);
+            rows.retain(|r| det.is_active(&r.name));
+            Some(rows)
+        }
+        None => None,
+    };
+    Ok(StepOut { loss, norms, scales, rows })
+}
+
+/// The flagged tensors of a report, leaving out the batch-norm shifts that have no gradient by construction.
+pub(crate) fn flagged(rows: &[GradRow]) -> Vec<String> {
+    rows.iter()
+        .filter(|r| !(r.expected_zero() && r.flag() == Some("vanishing")))
+        .filter_map(|r| r.flag().map(|f| format!("{} ({f})", r.name)))
+        .collect()
+}
+
 /// Trains; returns every epoch's validation figures. `log` receives the progress lines.
 pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
     if cfg.batch < 2 || cfg.epochs == 0 {
@@ -362,20 +451,13 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         log(&format!("frequency statistics gathered over {} training images", st.count));
     }
 
-    // What the frequency branch is fed: its range is the first thing to look at when a run fails.
-    let probe: Vec<usize> = (0..train.len().min(cfg.batch)).collect();
-    let feats = be.download(&be.fft_features(
-        &be.upload(&gather(&train, &probe, None)?.0)?,
-        &cfg.model.freq.fft,
-        ms.freq_stats.as_ref(),
-    )?)?;
-    let (lo, hi) =
-        feats.host::<f32>()?.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v as f64), b.max(v as f64)));
-    let (fm, fs) = diagnostics::mean_std(feats.host::<f32>()?);
-    log(&format!(
-        "frequency branch input ({:?} magnitudes): {lo:.3e} to {hi:.3e}, mean {fm:.3e}, std {fs:.3e}",
-        cfg.model.freq.fft.magnitude
-    ));
+    let (lo, hi) = freq_input_range(
+        be,
+        &det,
+        &ms,
+        &gather(&train, &(0..train.len().min(cfg.batch)).collect::<Vec<_>>(), None)?.0,
+        log,
+    )?;
     let mut evidence = Evidence {
         freq_magnitude: format!("{:?}", cfg.model.freq.fft.magnitude).to_lowercase(),
         freq_feature_range: (lo, hi),
@@ -394,7 +476,6 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let steps_per_epoch = (train.len() / cfg.batch).max(1);
     let total = (steps_per_epoch * cfg.epochs) as u64;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f32) as u64;
-    let norm = ChannelNorm::imagenet();
     let mut summary = Summary { epochs: Vec::new(), device: be.name() };
     let mut t: u64 = 0;
     for epoch in 1..=cfg.epochs {
@@ -403,18 +484,13 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let (mut loss_sum, mut loss_n) = (0.0, 0usize);
         for (i, idx) in batches.iter().enumerate() {
             let (x, y) = gather(&train, idx, Some(&mut rng))?;
-            let (x, y) = (be.upload(&x)?, be.upload(&y)?);
-            let pre = be.preprocess(&x, &norm, true)?;
-            let raw = pre.raw.expect("asked for");
-            let mut f =
-                Fwd { be, params: &ms.params, state: &mut ms.state, train: Some(cfg.seed.wrapping_add(t) ^ 0x9E37) };
-            let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
-            let out = be.loss(&loss_cfg, &logits, &y, 0.5)?;
             let report = cfg.grad_report > 0 && (t as usize) % cfg.grad_report == 0;
-            if report {
-                let (sf, qf) = det.branch_features(&cache);
-                let (sp, fq) =
-                    (diagnostics::mean_std(be.download(sf)?.host()?), diagnostics::mean_std(be.download(qf)?.host()?));
+            t += 1;
+            let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
+            let so = step(be, &det, &mut ms, &x, &y, &loss_cfg, cfg, StepArgs { lr, t }, report)?;
+            let (out, norms) = (so.loss, so.norms);
+            evidence.lr = lr as f64;
+            if let Some((sp, fq)) = so.scales {
                 log(&format!("branch scales at the fusion input: spatial mean {:.3e} std {:.3e}, frequency mean {:.3e} std {:.3e}", sp.0, sp.1, fq.0, fq.1));
                 // With a branch switched off its features are zeros: there is no scale to compare.
                 if det.head.branches == crate::backend::head::Branches::Both {
@@ -424,33 +500,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                     }
                 }
             }
-            det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &out.dlogits)?;
-            let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
-            let before = if report { Some(be.download(&ms.params)?) } else { None };
-            t += 1;
-            let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
-            let step = StepArgs { lr, t };
-            be.adamw_step(
-                &det.params,
-                &mut ms.params,
-                &ms.grads,
-                &mut ms.m,
-                &mut ms.v,
-                &ms.mask,
-                &norms,
-                &cfg.optimizer,
-                step,
-            )?;
-            evidence.lr = lr as f64;
-            if let Some(before) = before {
-                let (g, after) = (be.download(&ms.grads)?, be.download(&ms.params)?);
-                last_rows = diagnostics::grad_rows(&det.params, g.host()?, before.host()?, after.host()?);
-                last_rows.retain(|r| det.is_active(&r.name));
-                evidence.flagged = last_rows
-                    .iter()
-                    .filter(|r| !(r.expected_zero() && r.flag() == Some("vanishing")))
-                    .filter_map(|r| r.flag().map(|f| format!("{} ({f})", r.name)))
-                    .collect();
+            if let Some(rows) = so.rows {
+                evidence.flagged = flagged(&rows);
+                last_rows = rows;
                 if !evidence.flagged.is_empty() {
                     log(&format!(
                         "WARNING: gradient report at step {t}: {} tensors flagged: {}",

@@ -1,6 +1,7 @@
 //! End-to-end tests of the `dfgpu` binary, one module per command.
 
 mod info;
+mod sanity;
 mod synth;
 mod train;
 
