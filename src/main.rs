@@ -27,6 +27,16 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         steps: usize,
     },
+    /// The mean spectrum of each class, their difference and the azimuthal averages, as a PNG and a table.
+    Spectrum {
+        /// A dataset folder (real/, fake/) or CSV.
+        data: std::path::PathBuf,
+        #[arg(long, default_value = "spectrum.png")]
+        out: std::path::PathBuf,
+        /// Images are resized to this side first.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+    },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
         #[arg(long)]
@@ -175,6 +185,17 @@ fn main() -> ExitCode {
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
         Command::Train(a) => train(device, a),
+        Command::Spectrum { data, out, size } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+            println!("{line}");
+            let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size)?;
+            dfgpu::train::spectrum::write_png(&s, &out)?;
+            println!("{}", dfgpu::train::spectrum::summary(&s));
+            println!(
+                "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
+                out.display()
+            );
+            Ok(())
+        }),
         Command::Sanity { data, model, steps } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
             println!("{line}");
             let cfg = model_config(be.as_ref(), &model)?;

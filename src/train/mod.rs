@@ -4,4 +4,5 @@ pub mod checkpoint;
 pub mod diagnostics;
 pub mod metrics;
 pub mod sanity;
+pub mod spectrum;
 pub mod trainer;

@@ -4,3 +4,4 @@ mod checkpoint;
 mod data;
 mod diagnostics;
 mod metrics;
+mod spectrum;
