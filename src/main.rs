@@ -37,6 +37,30 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         size: usize,
     },
+    /// A grid of runs on one dataset (branches x frequency normalization x loss): a table of AUC, balanced
+    /// accuracy and EER, as markdown and CSV in --out.
+    Ablate {
+        /// Training data (folder or CSV). Default: the built-in set.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "runs/ablation")]
+        out: std::path::PathBuf,
+        #[arg(long, value_delimiter = ',', default_value = "spatial,freq,both")]
+        branches: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "raw,log,log-std")]
+        freq_norm: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "focal,wbce")]
+        loss: Vec<String>,
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        /// EfficientNet variant (auto: b0 on a GPU, tiny on the CPU).
+        #[arg(long, default_value = "auto")]
+        backbone: String,
+        #[arg(long)]
+        size: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
         #[arg(long)]
@@ -185,6 +209,22 @@ fn main() -> ExitCode {
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
         Command::Train(a) => train(device, a),
+        Command::Ablate { data, out, branches, freq_norm, loss, epochs, backbone, size, seed } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                println!("{line}");
+                let margs =
+                    ModelArgs { backbone, size, freq_norm: "log".into(), no_freq_bn: false, branches: "both".into() };
+                let mut cfg = dfgpu::train::trainer::TrainConfig::new(model_config(be.as_ref(), &margs)?);
+                (cfg.data, cfg.epochs, cfg.seed) = (data, epochs, seed);
+                let rows =
+                    dfgpu::train::ablate::ablate(be.as_ref(), &cfg, (&branches, &freq_norm, &loss), &out, &mut |l| {
+                        println!("{l}")
+                    })?;
+                print!("{}", dfgpu::train::ablate::tables(&rows).0);
+                println!("tables: {} and {}", out.join("ablation.md").display(), out.join("ablation.csv").display());
+                Ok(())
+            })
+        }
         Command::Spectrum { data, out, size } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
             println!("{line}");
             let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size)?;

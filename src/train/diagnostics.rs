@@ -258,3 +258,8 @@ impl CollapseWatch {
         Some(s)
     }
 }
+
+/// Whether a confusion matrix has every prediction in one class.
+pub fn collapsed_confusion(c: &crate::backend::loss::Confusion) -> bool {
+    c.tp + c.fp == 0 || c.tn + c.fn_ == 0
+}

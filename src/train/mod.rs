@@ -1,5 +1,6 @@
 //! Training: the loop, optimizer, schedule, metrics, diagnostics and checkpoints.
 
+pub mod ablate;
 pub mod checkpoint;
 pub mod diagnostics;
 pub mod metrics;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `dfgpu` binary, one module per command.
 
+mod ablate;
 mod info;
 mod sanity;
 mod synth;
