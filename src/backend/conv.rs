@@ -48,7 +48,8 @@ pub fn check(x: &Tensor, w: &Slice, c: &Conv2d) -> Result<ConvDims> {
     if x.layout() != Layout::Nchw || s.len() != 4 || s[1] != c.cin {
         shape_err!("conv input: expected NCHW with {} channels, got {:?} {:?}", c.cin, x.layout(), s);
     }
-    if c.groups == 0 || c.cin % c.groups != 0 || c.cout % c.groups != 0 || c.k == 0 || c.stride == 0 {
+    if c.groups == 0 || !c.cin.is_multiple_of(c.groups) || !c.cout.is_multiple_of(c.groups) || c.k == 0 || c.stride == 0
+    {
         shape_err!("conv {c:?}: channels must divide by groups, kernel and stride be positive");
     }
     if w.len() != c.weight_len() || w.buf.dtype() != x.dtype() {

@@ -9,6 +9,7 @@
 //!   normalization) makes the range independent of the image size; the fixed affine maps it to about unit range.
 //! - `log-std`: the `log` value standardized per frequency bin, (v - mean) / std, with mean and std gathered over
 //!   the training set (Frank et al. 2020) by `FreqStats` (Welford, in f64), and saved with the model.
+//!
 //! Phase modes: angle / pi in [-1, 1], or the pair (cos, sin) of the angle ((1, 0) where |F| = 0).
 //! Layouts: `half`, the H x (W/2 + 1) half spectrum of a real input (as torch.fft.rfft2, no redundancy), and
 //! `shifted`, the full H x W spectrum with the zero frequency moved to the centre (numpy's fftshift: bin

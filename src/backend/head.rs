@@ -139,15 +139,13 @@ impl HeadConfig {
         match (self.branches, mode) {
             (Branches::Spatial, _) => (1.0, 0.0),
             (Branches::Freq, _) => (0.0, 1.0),
-            (Branches::Both, Mode::Train { seed }) if self.branch_dropout > 0.0 => {
-                if uniform(seed, 1, b as u32, 0) < self.branch_dropout {
-                    if uniform(seed, 2, b as u32, 0) < 0.5 {
-                        (0.0, 2.0)
-                    } else {
-                        (2.0, 0.0)
-                    }
+            (Branches::Both, Mode::Train { seed })
+                if self.branch_dropout > 0.0 && uniform(seed, 1, b as u32, 0) < self.branch_dropout =>
+            {
+                if uniform(seed, 2, b as u32, 0) < 0.5 {
+                    (0.0, 2.0)
                 } else {
-                    (1.0, 1.0)
+                    (2.0, 0.0)
                 }
             }
             _ => (1.0, 1.0),

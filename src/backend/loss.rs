@@ -10,6 +10,7 @@
 //!   from the training set's counts), or class-balanced by the effective number of samples (Cui et al. 2019:
 //!   w_c proportional to (1 - beta) / (1 - beta^n_c), scaled to sum to 2).
 //! - label smoothing eps: y = label (1 - eps) + eps / 2.
+//!
 //! Every term is computed from softplus and sigmoid of +-x, so any logit (+-100 included) gives finite values.
 
 use crate::backend::Backend;

@@ -4,9 +4,12 @@
 //!    report of the diagnostics), the total gradient norm, and the clipping factor
 //!    min(1, max_norm / total_norm) (1 without clipping), all left on the device;
 //! 2. `adamw_step`: AdamW as PyTorch's torch.optim.AdamW computes it, on gradients scaled by that factor:
-//!      p -= lr * wd * p            (decoupled weight decay; tensors marked no_decay skip it)
-//!      m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-//!      p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//!
+//! ```text
+//! p -= lr * wd * p            (decoupled weight decay; tensors marked no_decay skip it)
+//! m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//! p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//! ```
 
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;

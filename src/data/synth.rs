@@ -9,6 +9,7 @@
 //! - `nearest`: 2x downsampling, nearest-neighbour upsampling, then a 3x3 blur: replicated-pixel traces;
 //! - `fingerprint`: 2x downsampling, bilinear upsampling, and a faint fixed periodic pattern (period 8) added, as
 //!   GAN fingerprints are.
+//!
 //! The trace goes over the whole image or, half of the time, into a soft face-sized ellipse at the centre.
 //! Both classes are JPEG-compressed at a random quality (70 to 95), so that compression is no cue.
 //! Everything is a function of the seed: the same seed gives the same files.
@@ -45,7 +46,7 @@ impl SynthConfig {
         if self.families.is_empty() {
             return Err(Error::Invalid("no fake family chosen".into()));
         }
-        if !(16..=1024).contains(&self.size) || self.size % 2 != 0 {
+        if !(16..=1024).contains(&self.size) || !self.size.is_multiple_of(2) {
             return Err(Error::Invalid(format!("synthetic image size {} must be even, from 16 to 1024", self.size)));
         }
         if self.n_real == 0 || self.n_fake == 0 {

@@ -484,7 +484,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let (mut loss_sum, mut loss_n) = (0.0, 0usize);
         for (i, idx) in batches.iter().enumerate() {
             let (x, y) = gather(&train, idx, Some(&mut rng))?;
-            let report = cfg.grad_report > 0 && (t as usize) % cfg.grad_report == 0;
+            let report = cfg.grad_report > 0 && (t as usize).is_multiple_of(cfg.grad_report);
             t += 1;
             let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
             let so = step(be, &det, &mut ms, &x, &y, &loss_cfg, cfg, StepArgs { lr, t }, report)?;

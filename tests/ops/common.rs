@@ -32,7 +32,7 @@ pub fn assert_close(what: &str, got: &[f32], want: &[f64], rel: f64, abs: f64) {
         let err = (g as f64 - w).abs();
         if !approx::relative_eq!(g as f64, w, epsilon = abs, max_relative = rel) {
             bad += 1;
-            if !(err <= worst.1) {
+            if err.is_nan() || err > worst.1 {
                 worst = (i, err);
             }
         }

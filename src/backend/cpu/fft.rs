@@ -55,7 +55,7 @@ impl Mul for C64 {
 pub fn smooth_factors(mut n: usize) -> Option<Vec<usize>> {
     let mut f = Vec::new();
     for p in [2, 3, 5, 7] {
-        while n % p == 0 {
+        while n.is_multiple_of(p) {
             f.push(p);
             n /= p;
         }

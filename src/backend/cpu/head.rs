@@ -67,6 +67,7 @@ fn layer_norm<F: Real>(x: &[F], gamma: Option<(&[F], &[F])>, y: &mut [F]) -> (F,
 }
 
 /// u = [m_s y_s; m_q y_q] for sample `b`; returns the row's statistics [mean_s, rstd_s, mean_q, rstd_q].
+#[allow(clippy::too_many_arguments)]
 fn fused_input<F: Real>(
     cfg: &HeadConfig,
     l: &ParamLayout,
@@ -162,6 +163,7 @@ pub fn forward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], mode: Mode,
         });
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn backward<F: Real>(
     cfg: &HeadConfig,
     p: &[F],
