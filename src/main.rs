@@ -152,6 +152,9 @@ struct TrainArgs {
     sampler: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
+    #[arg(long)]
+    resume: Option<std::path::PathBuf>,
 }
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
@@ -197,6 +200,7 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
     };
     (cfg.data, cfg.val, cfg.out, cfg.epochs, cfg.batch, cfg.lr, cfg.seed) =
         (a.data, a.val, a.out, a.epochs, a.batch, a.lr, a.seed);
+    cfg.resume = a.resume;
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);

@@ -231,6 +231,11 @@ pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extr
         let h = be.download(fs)?;
         tensors.push(Named { name: "freq.stats".into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
     }
+    // AdamW's moments, flat in the parameters' layout, for --resume.
+    for (name, t) in [("optim.m", &ms.m), ("optim.v", &ms.v)] {
+        let h = be.download(t)?;
+        tensors.push(Named { name: name.into(), shape: vec![h.numel()], data: h.host::<f32>()?.to_vec() });
+    }
     let mut meta = config_meta(&det.cfg);
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
     write(path, &tensors, &meta)
@@ -273,6 +278,11 @@ pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta
     let mut ms = ModelState::new(be, &det, 0)?;
     ms.params = be.upload(&Tensor::from_vec(&[p.len()], Layout::Plain, p)?)?;
     ms.state = be.upload(&Tensor::from_vec(&[s.len()], Layout::Plain, s)?)?;
+    for (name, slot) in [("optim.m", &mut ms.m), ("optim.v", &mut ms.v)] {
+        if let Some(t) = by_name.get(name).filter(|t| t.data.len() == det.params.total()) {
+            *slot = be.upload(&Tensor::from_vec(&[t.data.len()], Layout::Plain, t.data.clone())?)?;
+        }
+    }
     if let Some(fs) = by_name.get("freq.stats") {
         ms.freq_stats = Some(be.upload(&Tensor::from_vec(&fs.shape, Layout::Plain, fs.data.clone())?)?);
     }

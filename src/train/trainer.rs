@@ -57,6 +57,8 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// The gradient report (per tensor: gradient norm, update / weight) every this many steps; 0: never.
     pub grad_report: usize,
+    /// Continue from this checkpoint (its model settings, weights, optimizer state, step and sampler state).
+    pub resume: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -81,6 +83,7 @@ impl TrainConfig {
             seed: 0,
             log_every: 10,
             grad_report: 25,
+            resume: None,
         }
     }
 }
@@ -225,8 +228,8 @@ pub struct ModelState {
     pub params: Tensor,
     pub state: Tensor,
     pub grads: Tensor,
-    m: Tensor,
-    v: Tensor,
+    pub(crate) m: Tensor,
+    pub(crate) v: Tensor,
     mask: Tensor,
     /// Per-bin statistics of the training set's spectra, for log-std magnitudes.
     pub freq_stats: Option<Tensor>,
@@ -427,22 +430,20 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     }
     let weights = cfg.weighting.weights(counts)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
-    let det = Detector::new(cfg.model.clone())?;
-    let n_params: usize = det.params.entries().iter().map(|e| e.len()).sum();
-    log(&format!(
-        "model: EfficientNet-{} + frequency branch {:?} ({:?} magnitudes{}) + head, {} parameters; loss {:?}, class weights {:?}, {:?} sampler",
-        cfg.model.backbone.name,
-        cfg.model.freq.widths,
-        cfg.model.freq.fft.magnitude,
-        if cfg.model.freq.norm { "" } else { ", no batch norm" },
-        n_params,
-        loss_cfg.kind,
-        weights,
-        cfg.sampler
-    ));
-    let mut ms = ModelState::new(be, &det, cfg.seed)?;
-    if cfg.model.freq.fft.magnitude == Magnitude::LogStd {
-        let mut st = FreqStats::new(be, cfg.model.freq.fft, 3, size, size)?;
+    let (det, mut ms, resumed) = match &cfg.resume {
+        Some(p) => {
+            let (det, ms, meta) = checkpoint::load(p, be)?;
+            log(&format!("resuming from {} with the model settings stored in it", p.display()));
+            (det, ms, Some(ResumePoint::from_meta(&meta, p)?))
+        }
+        None => {
+            let det = Detector::new(cfg.model.clone())?;
+            let ms = ModelState::new(be, &det, cfg.seed)?;
+            (det, ms, None)
+        }
+    };
+    if det.cfg.freq.fft.magnitude == Magnitude::LogStd && ms.freq_stats.is_none() {
+        let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, size, size)?;
         let idx: Vec<usize> = (0..train.len()).collect();
         for chunk in idx.chunks(64) {
             be.fft_stats_update(&be.upload(&gather(&train, chunk, None)?.0)?, &mut st)?;
@@ -473,12 +474,23 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let jsonl_path = cfg.out.join("metrics.jsonl");
     let mut jsonl = String::new();
     let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
+    let (mut t, mut best_auc, mut first_epoch) = (0u64, f64::NEG_INFINITY, 1);
+    if let Some(r) = &resumed {
+        (t, best_auc, first_epoch, rng) = (r.t, r.best_auc, r.epoch + 1, Rng::new(r.rng));
+        // Keep the log of the epochs before the checkpoint.
+        if let Ok(old) = std::fs::read_to_string(&jsonl_path) {
+            old.lines().take(r.epoch).for_each(|l| {
+                jsonl += l;
+                jsonl.push('\n');
+            });
+        }
+        log(&format!("resumed at epoch {} of {}, step {t}", r.epoch, cfg.epochs));
+    }
     let steps_per_epoch = (train.len() / cfg.batch).max(1);
     let total = (steps_per_epoch * cfg.epochs) as u64;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f32) as u64;
     let mut summary = Summary { epochs: Vec::new(), device: be.name() };
-    let mut t: u64 = 0;
-    for epoch in 1..=cfg.epochs {
+    for epoch in first_epoch..=cfg.epochs {
         let start = Instant::now();
         let batches = epoch_batches(&train.labels, cfg.batch, cfg.sampler, &mut rng);
         let (mut loss_sum, mut loss_n) = (0.0, 0usize);
@@ -555,12 +567,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         }
         log(text.trim_end());
         let auc_now = r.report.auc.unwrap_or(0.0);
-        let meta: checkpoint::Meta = [("dfgpu.epoch", epoch.to_string()), ("dfgpu.val_auc", format!("{auc_now:.6}"))]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+        let is_best = auc_now > best_auc;
+        best_auc = best_auc.max(auc_now);
+        let meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
         checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
-        if summary.epochs.iter().all(|e| e.report.auc.unwrap_or(0.0) < auc_now) {
+        if is_best {
             checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;
             log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
         }
@@ -620,4 +631,44 @@ pub fn predict_files(be: &dyn Backend, ckpt: &Path, files: &[PathBuf]) -> Result
         loaded.groups.push(None);
     }
     predict(be, &det, &mut ms, &loaded, 64)
+}
+
+/// Where a run stands at the end of an epoch: what `--resume` needs besides the weights and moments.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ResumePoint {
+    pub epoch: usize,
+    pub t: u64,
+    /// The sampler's and the augmentations' generator state.
+    pub rng: u64,
+    pub best_auc: f64,
+}
+
+impl ResumePoint {
+    fn to_meta(self, val_auc: f64) -> checkpoint::Meta {
+        [
+            ("dfgpu.epoch", self.epoch.to_string()),
+            ("dfgpu.step", self.t.to_string()),
+            ("dfgpu.rng", self.rng.to_string()),
+            ("dfgpu.best_auc", format!("{}", self.best_auc)),
+            ("dfgpu.val_auc", format!("{val_auc:.6}")),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn from_meta(meta: &checkpoint::Meta, path: &Path) -> Result<Self> {
+        let get = |k: &str| -> Result<&str> {
+            meta.get(k).map(String::as_str).ok_or_else(|| {
+                Error::Invalid(format!("{}: cannot resume from it: no '{k}' in its metadata", path.display()))
+            })
+        };
+        let bad = |k: &str| Error::Invalid(format!("{}: cannot resume from it: '{k}' is not a number", path.display()));
+        Ok(ResumePoint {
+            epoch: get("dfgpu.epoch")?.parse().map_err(|_| bad("dfgpu.epoch"))?,
+            t: get("dfgpu.step")?.parse().map_err(|_| bad("dfgpu.step"))?,
+            rng: get("dfgpu.rng")?.parse().map_err(|_| bad("dfgpu.rng"))?,
+            best_auc: get("dfgpu.best_auc")?.parse().map_err(|_| bad("dfgpu.best_auc"))?,
+        })
+    }
 }
