@@ -284,6 +284,34 @@ fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
         .collect()
 }
 
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp"); // beside the file, so the rename stays on one file system
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
+    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
+}
+
+const CSV_COLUMNS: [&str; 9] =
+    ["epoch", "train_loss", "val_auc", "val_ap", "val_eer", "val_balanced_acc", "val_acc", "seconds", "images_per_s"];
+
+/// The CSV of the JSON-lines log (the per-group AUCs stay in the JSON lines).
+fn csv_of(jsonl: &str) -> String {
+    let mut out = CSV_COLUMNS.join(",") + "\n";
+    for line in jsonl.lines() {
+        let Ok(j) = crate::json::parse(line) else { continue };
+        let cells: Vec<String> = CSV_COLUMNS
+            .iter()
+            .map(|k| match j.get(k) {
+                Some(crate::json::Json::Num(v)) => format!("{v}"),
+                _ => String::new(),
+            })
+            .collect();
+        out += &(cells.join(",") + "\n");
+    }
+    out
+}
+
 fn json_line(r: &EpochResult) -> String {
     let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".to_string(), |x| format!("{x:.6}"));
     let rep = &r.report;
@@ -577,13 +605,12 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         }
         jsonl += &json_line(&r);
         jsonl.push('\n');
-        // Rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
-        let tmp = jsonl_path.with_extension("jsonl.tmp");
-        std::fs::write(&tmp, &jsonl).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &jsonl_path).map_err(|source| Error::Io { path: jsonl_path.clone(), source })?;
+        // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
+        write_atomic(&jsonl_path, &jsonl)?;
+        write_atomic(&cfg.out.join("metrics.csv"), &csv_of(&jsonl))?;
         summary.epochs.push(r);
     }
-    log(&format!("metrics of every epoch: {}", jsonl_path.display()));
+    log(&format!("metrics of every epoch: {} and metrics.csv beside it", jsonl_path.display()));
     Ok(summary)
 }
 

@@ -43,6 +43,11 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     let auc = field(&lines[2], "val_auc");
     assert!(auc > 0.75, "held-out AUC {auc}\n{stdout}");
     assert!(stdout.contains("group upconv: AUC"), "{stdout}");
+    let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "epoch,train_loss,val_auc,val_ap,val_eer,val_balanced_acc,val_acc,seconds,images_per_s");
+    assert_eq!(rows.len(), 4);
+    assert!(rows[3].starts_with("3,") && rows[3].contains(&format!("{}", field(&lines[2], "val_auc"))), "{csv}");
 
     // The best checkpoint evaluates and predicts.
     let best = out.join("best.safetensors");
