@@ -56,6 +56,19 @@ impl From<cudarc::driver::DriverError> for Error {
     }
 }
 
+/// The value of `s` in a table of (name, value) pairs; the error names `what` and lists the names.
+pub fn by_name<T: Copy>(s: &str, what: &str, table: &[(&str, T)]) -> Result<T> {
+    table.iter().find(|(n, _)| *n == s).map(|(_, v)| *v).ok_or_else(|| {
+        let names: Vec<&str> = table.iter().map(|(n, _)| *n).collect();
+        Error::Invalid(format!("{what} '{s}': choose {}", names.join(", ")))
+    })
+}
+
+/// The name of `v` in a table of (name, value) pairs.
+pub fn name_of<T: PartialEq>(v: &T, table: &[(&'static str, T)]) -> &'static str {
+    table.iter().find(|(_, t)| t == v).map_or("?", |(n, _)| n)
+}
+
 /// Shorthand for returning a shape error with a formatted message.
 #[macro_export]
 macro_rules! shape_err {

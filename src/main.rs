@@ -160,7 +160,6 @@ struct TrainArgs {
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
     use dfgpu::backend::fft::Magnitude;
     use dfgpu::backend::head::Branches;
-    use dfgpu::Error;
     let backbone = match a.backbone.as_str() {
         "auto" if be.is_cuda() => "b0",
         "auto" => "tiny",
@@ -170,19 +169,9 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     if let Some(s) = a.size {
         model.size = s;
     }
-    model.freq.fft.magnitude = match a.freq_norm.as_str() {
-        "raw" => Magnitude::Raw,
-        "log" => Magnitude::Log,
-        "log-std" => Magnitude::LogStd,
-        o => return Err(Error::Invalid(format!("--freq-norm '{o}': choose raw, log or log-std"))),
-    };
+    model.freq.fft.magnitude = Magnitude::parse(&a.freq_norm, "--freq-norm")?;
     model.freq.norm = !a.no_freq_bn;
-    model.head.branches = match a.branches.as_str() {
-        "both" => Branches::Both,
-        "spatial" => Branches::Spatial,
-        "freq" => Branches::Freq,
-        o => return Err(Error::Invalid(format!("--branches '{o}': choose both, spatial or freq"))),
-    };
+    model.head.branches = Branches::parse(&a.branches, "--branches")?;
     Ok(model)
 }
 

@@ -49,6 +49,21 @@ pub enum Magnitude {
     LogStd,
 }
 
+impl Magnitude {
+    /// The names the command line and checkpoints use.
+    pub const NAMES: [(&'static str, Magnitude); 3] =
+        [("raw", Magnitude::Raw), ("log", Magnitude::Log), ("log-std", Magnitude::LogStd)];
+
+    pub fn name(self) -> &'static str {
+        crate::error::name_of(&self, &Self::NAMES)
+    }
+
+    /// From a name; `what` says where it came from, for the error.
+    pub fn parse(s: &str, what: &str) -> Result<Self> {
+        crate::error::by_name(s, what, &Self::NAMES)
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
     Angle,

@@ -35,6 +35,21 @@ pub enum Branches {
     Freq,
 }
 
+impl Branches {
+    /// The names the command line and checkpoints use.
+    pub const NAMES: [(&'static str, Branches); 3] =
+        [("both", Branches::Both), ("spatial", Branches::Spatial), ("freq", Branches::Freq)];
+
+    pub fn name(self) -> &'static str {
+        crate::error::name_of(&self, &Self::NAMES)
+    }
+
+    /// From a name; `what` says where it came from, for the error.
+    pub fn parse(s: &str, what: &str) -> Result<Self> {
+        crate::error::by_name(s, what, &Self::NAMES)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct HeadConfig {
     pub ds: usize,

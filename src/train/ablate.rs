@@ -21,24 +21,6 @@ pub struct Row {
     pub collapsed: bool,
 }
 
-fn branches(s: &str) -> Result<Branches> {
-    Ok(match s {
-        "both" => Branches::Both,
-        "spatial" => Branches::Spatial,
-        "freq" => Branches::Freq,
-        o => return Err(Error::Invalid(format!("ablate branches '{o}': choose both, spatial or freq"))),
-    })
-}
-
-fn magnitude(s: &str) -> Result<Magnitude> {
-    Ok(match s {
-        "raw" => Magnitude::Raw,
-        "log" => Magnitude::Log,
-        "log-std" => Magnitude::LogStd,
-        o => return Err(Error::Invalid(format!("ablate freq-norm '{o}': choose raw, log or log-std"))),
-    })
-}
-
 /// Runs every combination; `base` gives everything else (data, epochs, sizes, seed). Each run writes its logs
 /// under `out/<branches>-<freq>-<loss>`; the tables go to `out/ablation.md` and `out/ablation.csv`.
 pub fn ablate(
@@ -58,8 +40,8 @@ pub fn ablate(
             for l in ls {
                 let mut cfg = base.clone();
                 let mut model: DetectorConfig = base.model.clone();
-                model.head.branches = branches(b)?;
-                model.freq.fft.magnitude = magnitude(f)?;
+                model.head.branches = Branches::parse(b, "ablate branches")?;
+                model.freq.fft.magnitude = Magnitude::parse(f, "ablate freq-norm")?;
                 cfg.model = model;
                 (cfg.loss, cfg.weighting) = trainer::loss_named(l)?;
                 cfg.out = out.join(format!("{b}-{f}-{l}"));

@@ -7,7 +7,7 @@
 use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
 use crate::backend::head::{Act, Branches};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{by_name, name_of, Error, Result};
 use crate::json::{self, quote, Json};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::params::ParamLayout;
@@ -101,12 +101,10 @@ pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
     Ok((tensors, meta))
 }
 
-fn layout_name(l: SpectrumLayout) -> &'static str {
-    match l {
-        SpectrumLayout::Half => "half",
-        SpectrumLayout::Shifted => "shifted",
-    }
-}
+/// Names of the settings that have none of their own elsewhere (Magnitude and Branches carry theirs).
+const LAYOUTS: [(&str, SpectrumLayout); 2] = [("half", SpectrumLayout::Half), ("shifted", SpectrumLayout::Shifted)];
+const PHASES: [(&str, Phase); 2] = [("angle", Phase::Angle), ("cos-sin", Phase::CosSin)];
+const ACTS: [(&str, Act); 2] = [("silu", Act::Silu), ("relu", Act::Relu)];
 
 /// The configuration as metadata strings.
 pub fn config_meta(cfg: &DetectorConfig) -> Meta {
@@ -119,51 +117,30 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
         ("dfgpu.size", cfg.size.to_string()),
         ("dfgpu.freq.widths", widths.join(",")),
         ("dfgpu.freq.norm", f.norm.to_string()),
-        ("dfgpu.fft.layout", layout_name(f.fft.layout).into()),
-        (
-            "dfgpu.fft.magnitude",
-            match f.fft.magnitude {
-                Magnitude::Raw => "raw",
-                Magnitude::Log => "log",
-                Magnitude::LogStd => "log-std",
-            }
-            .into(),
-        ),
-        (
-            "dfgpu.fft.phase",
-            match f.fft.phase {
-                Phase::Angle => "angle",
-                Phase::CosSin => "cos-sin",
-            }
-            .into(),
-        ),
+        ("dfgpu.fft.layout", name_of(&f.fft.layout, &LAYOUTS).into()),
+        ("dfgpu.fft.magnitude", f.fft.magnitude.name().into()),
+        ("dfgpu.fft.phase", name_of(&f.fft.phase, &PHASES).into()),
         ("dfgpu.fft.grayscale", f.fft.grayscale.to_string()),
         ("dfgpu.head.hidden", h.hidden.to_string()),
         ("dfgpu.head.norm", h.norm.to_string()),
-        (
-            "dfgpu.head.act",
-            match h.act {
-                Act::Silu => "silu",
-                Act::Relu => "relu",
-            }
-            .into(),
-        ),
+        ("dfgpu.head.act", name_of(&h.act, &ACTS).into()),
         ("dfgpu.head.dropout", h.dropout.to_string()),
         ("dfgpu.head.gated", h.gated.to_string()),
-        (
-            "dfgpu.head.branches",
-            match h.branches {
-                Branches::Both => "both",
-                Branches::Spatial => "spatial",
-                Branches::Freq => "freq",
-            }
-            .into(),
-        ),
+        ("dfgpu.head.branches", h.branches.name().into()),
         ("dfgpu.head.branch_dropout", h.branch_dropout.to_string()),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect()
+}
+
+/// A named setting from metadata; the error names the file, the key and the value.
+fn pick<T: Copy>(meta: &Meta, path: &Path, k: &str, table: &[(&str, T)]) -> Result<T> {
+    let v = meta.get(k).ok_or_else(|| {
+        Error::Invalid(format!("{}: not a dfgpu checkpoint (no '{k}' in its metadata)", path.display()))
+    })?;
+    by_name(v, k, table)
+        .map_err(|_| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display())))
 }
 
 /// The configuration back from metadata; names the key that is missing or unreadable.
@@ -183,10 +160,6 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         let v = get(k)?;
         v.parse().map_err(|_| bad(k, v))
     };
-    let pick = |k: &str, options: &[&str]| -> Result<usize> {
-        let v = get(k)?;
-        options.iter().position(|o| *o == v).ok_or_else(|| bad(k, v))
-    };
     let mut cfg = DetectorConfig::new(get("dfgpu.backbone")?)?;
     cfg.size = num("dfgpu.size")? as usize;
     cfg.freq.widths = get("dfgpu.freq.widths")?
@@ -195,20 +168,18 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         .collect::<Result<_>>()?;
     cfg.freq.norm = flag("dfgpu.freq.norm")?;
     cfg.freq.fft = FftConfig {
-        layout: [SpectrumLayout::Half, SpectrumLayout::Shifted][pick("dfgpu.fft.layout", &["half", "shifted"])?],
-        magnitude: [Magnitude::Raw, Magnitude::Log, Magnitude::LogStd]
-            [pick("dfgpu.fft.magnitude", &["raw", "log", "log-std"])?],
-        phase: [Phase::Angle, Phase::CosSin][pick("dfgpu.fft.phase", &["angle", "cos-sin"])?],
+        layout: pick(meta, path, "dfgpu.fft.layout", &LAYOUTS)?,
+        magnitude: pick(meta, path, "dfgpu.fft.magnitude", &Magnitude::NAMES)?,
+        phase: pick(meta, path, "dfgpu.fft.phase", &PHASES)?,
         grayscale: flag("dfgpu.fft.grayscale")?,
     };
     let h = &mut cfg.head;
     h.hidden = num("dfgpu.head.hidden")? as usize;
     h.norm = flag("dfgpu.head.norm")?;
-    h.act = [Act::Silu, Act::Relu][pick("dfgpu.head.act", &["silu", "relu"])?];
+    h.act = pick(meta, path, "dfgpu.head.act", &ACTS)?;
     h.dropout = num("dfgpu.head.dropout")? as f32;
     h.gated = flag("dfgpu.head.gated")?;
-    h.branches =
-        [Branches::Both, Branches::Spatial, Branches::Freq][pick("dfgpu.head.branches", &["both", "spatial", "freq"])?];
+    h.branches = pick(meta, path, "dfgpu.head.branches", &Branches::NAMES)?;
     h.branch_dropout = num("dfgpu.head.branch_dropout")? as f32;
     Ok(cfg)
 }
