@@ -9,7 +9,7 @@
 //! CPU: images/s of the reference.
 
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
+use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cuda::{fft::CufftPipeline, CudaBackend};
 use dfgpu::backend::fft::{check, FftConfig};
 use dfgpu::rng::Rng;
@@ -33,10 +33,7 @@ fn gpu_bench(gpu: &CudaBackend) -> dfgpu::Result<()> {
         let fused = median_ms(gpu.stream(), 10, 50, || gpu.fft_features(&x, &cfg, None).map(drop))?;
         let mut pipe = CufftPipeline::new(gpu, d)?;
         let cufft = median_ms(gpu.stream(), 10, 50, || pipe.run(gpu, &x, &cfg, None).map(drop))?;
-        let half = (bytes / 2.0) as usize;
-        let src = gpu.stream().alloc_zeros::<u8>(half)?;
-        let mut dst = gpu.stream().alloc_zeros::<u8>(half)?;
-        let copy = median_ms(gpu.stream(), 10, 50, || Ok(gpu.stream().memcpy_dtod(&src, &mut dst)?))?;
+        let copy = copy_ms(gpu.stream(), bytes)?;
         let gbs = |ms: f64| bytes / ms / 1e6;
         println!(
             "  {n}x3x{size}x{size}: fused {fused:.4} ms ({:.0} images/s, {:.0} GB/s); cuFFT R2C + features {cufft:.4} ms \

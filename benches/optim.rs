@@ -4,7 +4,7 @@
 //! parameter), timed in the same run. CPU: the reference's step time.
 
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
+use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::optim::{decay_mask, AdamW, StepArgs};
 use dfgpu::model::params::ParamLayout;
 use dfgpu::{Backend, Layout, Result, Tensor};
@@ -50,10 +50,7 @@ fn main() {
             step(gpu, &l, &mut s, t)
         })?;
         let bytes = 29.0 * l.total() as f64;
-        let half = (bytes / 2.0) as usize;
-        let src = gpu.stream().alloc_zeros::<u8>(half)?;
-        let mut dst = gpu.stream().alloc_zeros::<u8>(half)?;
-        let copy = median_ms(gpu.stream(), 10, 50, || Ok(gpu.stream().memcpy_dtod(&src, &mut dst)?))?;
+        let copy = copy_ms(gpu.stream(), bytes)?;
         println!(
             "  step {:.1} us; copy of the same bytes {:.1} us: at {:.0}% of it",
             ms * 1e3,

@@ -3,7 +3,7 @@
 //! bytes timed in the same run (the memory roofline). CPU: images/s of the reference.
 
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
+use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::ChannelNorm;
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
@@ -21,18 +21,14 @@ fn main() {
     with_gpu("preprocess", |gpu| {
         let dev_images = gpu.upload(&images)?;
         let ms = median_ms(gpu.stream(), 10, 50, || gpu.preprocess(&dev_images, &norm, true).map(drop))?;
-        // The roofline: a copy that reads and writes the same number of bytes in total.
-        let half = (bytes / 2.0) as usize;
-        let src = gpu.stream().alloc_zeros::<u8>(half)?;
-        let mut dst = gpu.stream().alloc_zeros::<u8>(half)?;
-        let copy_ms = median_ms(gpu.stream(), 10, 50, || Ok(gpu.stream().memcpy_dtod(&src, &mut dst)?))?;
+        let copy = copy_ms(gpu.stream(), bytes)?;
         println!(
-            "  batch {n}x{h}x{w}x{c}: {ms:.4} ms, {:.0} images/s, {:.0} GB/s; d2d copy of the same bytes {copy_ms:.4} ms \
+            "  batch {n}x{h}x{w}x{c}: {ms:.4} ms, {:.0} images/s, {:.0} GB/s; d2d copy of the same bytes {copy:.4} ms \
              ({:.0} GB/s); kernel at {:.0}% of the copy's bandwidth",
             n as f64 / ms * 1e3,
             bytes / ms / 1e6,
-            bytes / copy_ms / 1e6,
-            100.0 * copy_ms / ms
+            bytes / copy / 1e6,
+            100.0 * copy / ms
         );
         Ok(())
     });

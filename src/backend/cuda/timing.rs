@@ -35,3 +35,12 @@ pub fn median_ms(stream: &CudaStream, warmup: usize, iters: usize, mut f: impl F
     times.sort_by(|a, b| a.total_cmp(b));
     Ok(times[times.len() / 2])
 }
+
+/// The memory roofline for an op that moves `bytes` in total (read plus written): the median milliseconds of a
+/// device-to-device copy of `bytes / 2`, which reads and writes that many.
+pub fn copy_ms(stream: &std::sync::Arc<CudaStream>, bytes: f64) -> Result<f64> {
+    let half = (bytes / 2.0) as usize;
+    let src = stream.alloc_zeros::<u8>(half)?;
+    let mut dst = stream.alloc_zeros::<u8>(half)?;
+    median_ms(stream, 10, 50, || Ok(stream.memcpy_dtod(&src, &mut dst)?))
+}
