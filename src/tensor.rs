@@ -19,17 +19,6 @@ pub enum DType {
     F64,
 }
 
-impl DType {
-    pub fn size(self) -> usize {
-        match self {
-            DType::U8 => 1,
-            DType::F32 => 4,
-            DType::F16 | DType::BF16 => 2,
-            DType::F64 => 8,
-        }
-    }
-}
-
 /// What the axes mean. `Plain` is for tensors without image axes (vectors, matrices, parameters).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -184,15 +173,6 @@ impl Tensor {
         }
     }
 
-    /// Consumes a host tensor into its elements.
-    pub fn into_vec<T: Element>(mut self) -> Result<Vec<T>> {
-        let err = self.dtype_error::<T>();
-        match &mut self.storage {
-            Storage::Host(d) => T::host_mut(d).map(std::mem::take).ok_or(err),
-            Storage::Cuda(_) => shape_err!("expected a host tensor, got one on the GPU (download it first)"),
-        }
-    }
-
     /// The device buffer, if this is a device tensor of element type `T`.
     pub fn device<T: Element>(&self) -> Result<&CudaSlice<T>> {
         match &self.storage {
@@ -255,7 +235,6 @@ mod tests {
         let e = t.host::<f32>().unwrap_err();
         assert!(e.to_string().contains("expected dtype F32, got U8"), "{e}");
         assert!(t.device::<u8>().is_err());
-        assert_eq!(t.into_vec::<u8>().unwrap(), vec![1, 2, 3, 4]);
     }
 
     #[test]

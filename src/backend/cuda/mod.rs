@@ -127,7 +127,6 @@ pub struct DnnHandle(pub Arc<cudarc::cudnn::Cudnn>);
 unsafe impl Send for DnnHandle {}
 
 pub struct CudaBackend {
-    ctx: Arc<CudaContext>,
     stream: Arc<CudaStream>,
     modules: HashMap<&'static str, Arc<CudaModule>>,
     info: DeviceInfo,
@@ -174,7 +173,6 @@ impl CudaBackend {
         }
         let stream = ctx.new_stream()?;
         Ok(CudaBackend {
-            ctx,
             stream,
             modules,
             info,
@@ -185,14 +183,8 @@ impl CudaBackend {
         })
     }
 
-    pub fn context(&self) -> &Arc<CudaContext> {
-        &self.ctx
-    }
     pub fn stream(&self) -> &Arc<CudaStream> {
         &self.stream
-    }
-    pub fn info(&self) -> &DeviceInfo {
-        &self.info
     }
 
     /// The cuBLAS handle on this backend's stream.
