@@ -5,7 +5,7 @@
 # run.sh runs `dfgpu info`, every test binary with --include-ignored, and every bench, logging to
 # $OUT/gpu-run.log (or gpu-pack/gpu-run.log) as well as the screen, and ends with a pass/fail summary.
 # `run.sh --torch` also runs the PyTorch peer (shared/anchors/torch_two_branch.py, copied in here) on the same
-# card, so that the benches' figures can be set against it.
+# card, so that the benches' figures can be set against it, and the timm parity check (scripts/timm_parity.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NVCC=${NVCC:-$(scripts/install-cuda-toolchain.sh)}
@@ -37,6 +37,7 @@ done
 strip "$out"/dfgpu "$out"/tests/* "$out"/benches/*
 anchor=../shared/anchors/torch_two_branch.py
 if [ -f "$anchor" ]; then cp "$anchor" "$out/"; else echo "gpu-pack: $anchor not found: run.sh --torch will be unavailable" >&2; fi
+cp scripts/safetensors_io.py scripts/timm_parity.py "$out/"
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
@@ -55,7 +56,10 @@ for t in "$here"/tests/*; do run "test $(basename "$t")" "$t" --include-ignored;
 if [ "${DFGPU_SKIP_BENCHES:-0}" != 1 ]; then
     for b in "$here"/benches/*; do run "bench $(basename "$b")" "$b" --bench; done
 fi
-if [ "${1:-}" = --torch ]; then run "torch peer" python3 "$here/torch_two_branch.py"; fi
+if [ "${1:-}" = --torch ]; then
+    run "timm parity" python3 "$here/timm_parity.py" --dfgpu "$here/dfgpu"
+    run "torch peer" python3 "$here/torch_two_branch.py"
+fi
 { echo "=== summary"; printf '%s\n' "${status[@]}"; } | tee -a "$log"
 ! printf '%s\n' "${status[@]}" | grep -q '^FAIL'
 RUN

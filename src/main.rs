@@ -95,6 +95,29 @@ enum Command {
         #[arg(long, value_delimiter = ',', default_value = "upconv,nearest,fingerprint")]
         families: Vec<String>,
     },
+    /// Writes a checkpoint's EfficientNet under timm's names (a state_dict for timm's efficientnet_bN).
+    TimmExport {
+        #[arg(long)]
+        ckpt: std::path::PathBuf,
+        /// The safetensors file to write.
+        out: std::path::PathBuf,
+    },
+    /// Runs an EfficientNet with timm weights on images in inference mode and writes the pooled features (and
+    /// the ImageNet logits, when the weights have the classifier): the parity check, scripts/timm_parity.py.
+    TimmForward {
+        /// b0 ... b7, as the weights were exported.
+        #[arg(long)]
+        backbone: String,
+        /// timm weights as safetensors (scripts/export_timm.py).
+        #[arg(long)]
+        weights: std::path::PathBuf,
+        /// A safetensors file with one f32 tensor named 'images', N x 3 x H x W, already normalized.
+        #[arg(long)]
+        input: std::path::PathBuf,
+        /// Where to write 'features' (N x C) and 'logits' (N x classes).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
     /// Devices, driver and library versions, compiled-in GPU architectures, CPU threads.
     /// With --device, also opens that device and says what it got.
     Info {
@@ -155,6 +178,9 @@ struct TrainArgs {
     /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
+    /// Start the EfficientNet from timm weights: a state_dict exported by scripts/export_timm.py.
+    #[arg(long)]
+    pretrained: Option<std::path::PathBuf>,
 }
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
@@ -189,11 +215,43 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
     };
     (cfg.data, cfg.val, cfg.out, cfg.epochs, cfg.batch, cfg.lr, cfg.seed) =
         (a.data, a.val, a.out, a.epochs, a.batch, a.lr, a.seed);
-    cfg.resume = a.resume;
+    (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);
     }
+    Ok(())
+}
+
+fn timm_forward(
+    be: &dyn dfgpu::Backend,
+    backbone: &str,
+    weights: &std::path::Path,
+    input: &std::path::Path,
+    out: &std::path::Path,
+) -> dfgpu::Result<()> {
+    use dfgpu::tensor::{Layout, Tensor};
+    use dfgpu::train::checkpoint::{self, Named};
+    let (tensors, _) = checkpoint::read(input)?;
+    let x =
+        tensors.into_iter().find(|t| t.name == "images" && t.shape.len() == 4 && t.shape[1] == 3).ok_or_else(|| {
+            dfgpu::Error::Invalid(format!("{}: no tensor 'images' of shape N x 3 x H x W", input.display()))
+        })?;
+    let x = Tensor::from_vec(&x.shape, Layout::Nchw, x.data)?;
+    let (feats, logits) = dfgpu::model::timm::forward(be, backbone, weights, &x)?;
+    let mut named = Vec::new();
+    for (name, t) in [("features", Some(feats)), ("logits", logits)] {
+        if let Some(t) = t {
+            let h = be.download(&t)?;
+            named.push(Named { name: name.into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
+        }
+    }
+    checkpoint::write(out, &named, &Default::default())?;
+    println!(
+        "wrote {}: {}",
+        out.display(),
+        named.iter().map(|n| format!("{} {:?}", n.name, n.shape)).collect::<Vec<_>>().join(", ")
+    );
     Ok(())
 }
 
@@ -259,6 +317,17 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::TimmExport { ckpt, out } => dfgpu::select(device, Default::default()).and_then(|(be, _)| {
+            dfgpu::model::timm::export_from_checkpoint(&ckpt, &out, be.as_ref())?;
+            println!("wrote {} (timm names) from {}", out.display(), ckpt.display());
+            Ok(())
+        }),
+        Command::TimmForward { backbone, weights, input, out } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                println!("{line}");
+                timm_forward(be.as_ref(), &backbone, &weights, &input, &out)
+            })
+        }
         Command::Synth { out, n_real, n_fake, size, seed, families } => {
             let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families };
             let t = std::time::Instant::now();

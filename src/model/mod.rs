@@ -5,3 +5,4 @@ pub mod efficientnet;
 pub mod freq;
 pub mod layers;
 pub mod params;
+pub mod timm;

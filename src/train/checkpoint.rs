@@ -62,6 +62,11 @@ pub fn write(path: &Path, tensors: &[Named], meta: &Meta) -> Result<()> {
 
 /// Reads a safetensors file of f32 tensors. Every problem names the file.
 pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
+    read_some(path, |_| true)
+}
+
+/// As `read`, keeping only the tensors that `keep` names (the others may have any dtype).
+pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>, Meta)> {
     let bytes = std::fs::read(path).map_err(io(path))?;
     let bad = |m: String| Error::Invalid(format!("{}: not a readable safetensors file: {m}", path.display()));
     let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes".into()))?.try_into().unwrap())
@@ -79,6 +84,9 @@ pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
             if let Json::Obj(m) = v {
                 meta.extend(m.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))));
             }
+            continue;
+        }
+        if !keep(&name) {
             continue;
         }
         let dtype = v.get("dtype").and_then(Json::as_str).unwrap_or("?");
@@ -213,20 +221,26 @@ pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extr
 }
 
 /// Fills `values` (a layout's flat buffer) from the tensors; the first missing or misshapen one is the error.
-fn fill(layout: &ParamLayout, tensors: &BTreeMap<&str, &Named>, values: &mut [f32], path: &Path) -> Result<()> {
+/// Only the entries whose names start with `prefix` are filled, from the tensor named without it.
+pub(crate) fn fill(
+    layout: &ParamLayout,
+    prefix: &str,
+    tensors: &BTreeMap<&str, &Named>,
+    values: &mut [f32],
+    path: &Path,
+) -> Result<()> {
     for e in layout.entries() {
-        let t = tensors.get(e.name.as_str()).ok_or_else(|| {
+        let Some(name) = e.name.strip_prefix(prefix) else { continue };
+        let t = tensors.get(name).ok_or_else(|| {
             Error::Invalid(format!(
-                "{}: no tensor '{}', which the model needs (a checkpoint of another model?)",
-                path.display(),
-                e.name
+                "{}: no tensor '{name}', which the model needs (a file of another model?)",
+                path.display()
             ))
         })?;
         if t.shape != e.shape {
             return Err(Error::Invalid(format!(
-                "{}: tensor '{}' has shape {:?}, the model needs {:?}",
+                "{}: tensor '{name}' has shape {:?}, the model needs {:?}",
                 path.display(),
-                e.name,
                 t.shape,
                 e.shape
             )));
@@ -244,8 +258,8 @@ pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta
     let by_name: BTreeMap<&str, &Named> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut p = vec![0f32; det.params.total()];
     let mut s = vec![0f32; det.state.total()];
-    fill(&det.params, &by_name, &mut p, path)?;
-    fill(&det.state, &by_name, &mut s, path)?;
+    fill(&det.params, "", &by_name, &mut p, path)?;
+    fill(&det.state, "", &by_name, &mut s, path)?;
     let mut ms = ModelState::new(be, &det, 0)?;
     ms.params = be.upload(&Tensor::from_vec(&[p.len()], Layout::Plain, p)?)?;
     ms.state = be.upload(&Tensor::from_vec(&[s.len()], Layout::Plain, s)?)?;

@@ -59,6 +59,8 @@ pub struct TrainConfig {
     pub grad_report: usize,
     /// Continue from this checkpoint (its model settings, weights, optimizer state, step and sampler state).
     pub resume: Option<PathBuf>,
+    /// Start the spatial branch from these timm EfficientNet weights (scripts/export_timm.py).
+    pub pretrained: Option<PathBuf>,
 }
 
 impl TrainConfig {
@@ -84,6 +86,7 @@ impl TrainConfig {
             log_every: 10,
             grad_report: 25,
             resume: None,
+            pretrained: None,
         }
     }
 }
@@ -466,7 +469,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         }
         None => {
             let det = Detector::new(cfg.model.clone())?;
-            let ms = ModelState::new(be, &det, cfg.seed)?;
+            let mut ms = ModelState::new(be, &det, cfg.seed)?;
+            if let Some(p) = &cfg.pretrained {
+                crate::model::timm::load_into_detector(p, be, &det, &mut ms)?;
+                log(&format!("spatial branch: timm weights from {}", p.display()));
+            }
             (det, ms, None)
         }
     };

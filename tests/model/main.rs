@@ -6,3 +6,4 @@
 mod common;
 mod detector;
 mod efficientnet;
+mod timm;
