@@ -27,19 +27,15 @@ impl Json {
             _ => None,
         }
     }
+    pub fn as_usize(&self) -> Option<usize> {
+        match self {
+            Json::Num(n) => (*n >= 0.0 && n.fract() == 0.0).then_some(*n as usize),
+            _ => None,
+        }
+    }
     pub fn as_usizes(&self) -> Option<Vec<usize>> {
         match self {
-            Json::Arr(a) => {
-                a.iter()
-                    .map(|v| {
-                        if let Json::Num(n) = v {
-                            (*n >= 0.0 && n.fract() == 0.0).then_some(*n as usize)
-                        } else {
-                            None
-                        }
-                    })
-                    .collect()
-            }
+            Json::Arr(a) => a.iter().map(Json::as_usize).collect(),
             _ => None,
         }
     }

@@ -78,6 +78,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decodes a dataset (folder or CSV) once, resized, into one file that train, eval and spectrum map into
+    /// memory: large sets train without decoding.
+    Pack {
+        /// A folder with real/ and fake/, or a CSV of path,label.
+        data: std::path::PathBuf,
+        /// The file to write (conventionally .dfpack).
+        out: std::path::PathBuf,
+        /// Image side in pixels: the model's input size (b0: 224, tiny: 64).
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+    },
     /// Writes the built-in synthetic set as a folder dataset: OUT/real, OUT/fake/FAMILY (1 real to 5 fakes).
     Synth {
         /// Output folder.
@@ -175,6 +186,11 @@ struct TrainArgs {
     sampler: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Augmentations of the training images: default (flip=0.5), robust (crop=0.25,rescale=0.1,blur=0.1,
+    /// jpeg=0.2,flip=0.5), none, or NAME=P,... with NAME among crop, rescale, blur, jpeg, flip and P its
+    /// probability.
+    #[arg(long, default_value = "default")]
+    augment: String,
     /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
@@ -216,10 +232,41 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
     (cfg.data, cfg.val, cfg.out, cfg.epochs, cfg.batch, cfg.lr, cfg.seed) =
         (a.data, a.val, a.out, a.epochs, a.batch, a.lr, a.seed);
     (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
+    cfg.augment = dfgpu::data::augment::Augment::parse(&a.augment)?;
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);
     }
+    Ok(())
+}
+
+fn pack(data: &std::path::Path, out: &std::path::Path, size: usize) -> dfgpu::Result<()> {
+    if !(16..=1024).contains(&size) {
+        return Err(dfgpu::Error::Invalid(format!("--size {size}: must be from 16 to 1024")));
+    }
+    let ds = dfgpu::data::folder::Dataset::open(data)?;
+    println!("packing {} ({}) at {size}x{size} into {}", data.display(), ds.describe(), out.display());
+    let t = std::time::Instant::now();
+    let mut last = 0.0;
+    let p = dfgpu::data::pack::pack(&ds, size, out, &mut |done, total| {
+        let s = t.elapsed().as_secs_f64();
+        if s - last >= 5.0 || done == total {
+            last = s;
+            let eta = s / done.max(1) as f64 * (total - done) as f64;
+            println!("  {done}/{total} images, {:.0} images/s, done in {eta:.0} s", done as f64 / s.max(1e-9));
+        }
+    })?;
+    for s in &p.skipped {
+        println!("skipped: {s}");
+    }
+    println!(
+        "wrote {}: {} images ({} skipped), {:.1} MiB, in {:.1} s",
+        out.display(),
+        p.images,
+        p.skipped.len(),
+        p.bytes as f64 / (1 << 20) as f64,
+        t.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 
@@ -317,6 +364,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
+        Command::Pack { data, out, size } => pack(&data, &out, size),
         Command::TimmExport { ckpt, out } => dfgpu::select(device, Default::default()).and_then(|(be, _)| {
             dfgpu::model::timm::export_from_checkpoint(&ckpt, &out, be.as_ref())?;
             println!("wrote {} (timm names) from {}", out.display(), ckpt.display());

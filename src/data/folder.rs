@@ -126,31 +126,44 @@ impl Dataset {
 
     /// One line for the start of a run: the counts and the imbalance.
     pub fn describe(&self) -> String {
-        let [r, f] = self.counts();
-        format!("{} images: {r} real, {f} fake (1 real to {:.2} fake)", r + f, f as f64 / r.max(1) as f64)
+        describe(self.counts())
     }
 
     /// A stratified, seeded split: `fraction` of each class (at least one each) goes to the second set.
     pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
-        if !(fraction > 0.0 && fraction < 1.0) {
-            return Err(Error::Invalid(format!("validation fraction {fraction} must be between 0 and 1")));
-        }
-        let mut rng = Rng::new(seed);
-        let (mut train, mut val) = (Vec::new(), Vec::new());
-        for label in [0u8, 1] {
-            let mut class: Vec<&Sample> = self.samples.iter().filter(|s| s.label == label).collect();
-            for i in (1..class.len()).rev() {
-                class.swap(i, rng.below(i as u64 + 1) as usize);
-            }
-            if class.len() < 2 {
-                return Err(Error::Invalid(format!("cannot split {} image(s) of class {label}", class.len())));
-            }
-            let n_val = ((class.len() as f64 * fraction).round() as usize).clamp(1, class.len() - 1);
-            val.extend(class[..n_val].iter().map(|s| (*s).clone()));
-            train.extend(class[n_val..].iter().map(|s| (*s).clone()));
-        }
-        Ok((Dataset { samples: train }, Dataset { samples: val }))
+        let labels: Vec<u8> = self.samples.iter().map(|s| s.label).collect();
+        let (train, val) = stratified_split(&labels, fraction, seed)?;
+        let pick = |idx: Vec<usize>| Dataset { samples: idx.into_iter().map(|i| self.samples[i].clone()).collect() };
+        Ok((pick(train), pick(val)))
     }
+}
+
+/// "N images: R real, F fake (1 real to F/R fake)".
+pub fn describe([r, f]: [usize; 2]) -> String {
+    format!("{} images: {r} real, {f} fake (1 real to {:.2} fake)", r + f, f as f64 / r.max(1) as f64)
+}
+
+/// The indices of a stratified, seeded split of `labels`: `fraction` of each class (at least one each) in the
+/// second list.
+pub fn stratified_split(labels: &[u8], fraction: f64, seed: u64) -> Result<(Vec<usize>, Vec<usize>)> {
+    if !(fraction > 0.0 && fraction < 1.0) {
+        return Err(Error::Invalid(format!("validation fraction {fraction} must be between 0 and 1")));
+    }
+    let mut rng = Rng::new(seed);
+    let (mut train, mut val) = (Vec::new(), Vec::new());
+    for label in [0u8, 1] {
+        let mut class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == label).collect();
+        for i in (1..class.len()).rev() {
+            class.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        if class.len() < 2 {
+            return Err(Error::Invalid(format!("cannot split {} image(s) of class {label}", class.len())));
+        }
+        let n_val = ((class.len() as f64 * fraction).round() as usize).clamp(1, class.len() - 1);
+        val.extend_from_slice(&class[..n_val]);
+        train.extend_from_slice(&class[n_val..]);
+    }
+    Ok((train, val))
 }
 
 /// Decodes an image file to `size` x `size` RGB u8 (HWC), resizing with a triangle filter. The error names the

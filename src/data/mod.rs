@@ -1,4 +1,7 @@
 //! Data: folder and CSV datasets, decoding, augmentation, sampling, and the built-in synthetic set.
 
+pub mod augment;
 pub mod folder;
+pub mod loaded;
+pub mod pack;
 pub mod synth;

@@ -8,12 +8,11 @@ use crate::backend::loss::LossConfig;
 use crate::backend::optim::{lr_at, StepArgs};
 use crate::backend::Backend;
 use crate::data::folder::Dataset;
+use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::train::diagnostics;
-use crate::train::trainer::{
-    builtin_data, flagged, freq_input_range, gather, load, predict, step, ModelState, TrainConfig,
-};
+use crate::train::trainer::{builtin_data, flagged, freq_input_range, predict, step, ModelState, TrainConfig};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;
@@ -45,7 +44,7 @@ pub fn sanity(
         picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
     }
     ds.samples = picked;
-    let ten = load(&ds, cfg.model.size);
+    let ten = Loaded::decode(&ds, cfg.model.size);
     if ten.len() < 10 {
         return Err(Error::Invalid(format!(
             "{}: only {} of the first 5 real and 5 fake images could be read: {:?}",
@@ -57,7 +56,7 @@ pub fn sanity(
     let det = Detector::new(cfg.model.clone())?;
     let mut ms = ModelState::new(be, &det, cfg.seed)?;
     let all: Vec<usize> = (0..10).collect();
-    let (x, y) = gather(&ten, &all, None)?;
+    let (x, y) = ten.batch(&all, None)?;
     if det.cfg.freq.fft.magnitude == Magnitude::LogStd {
         let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, cfg.model.size, cfg.model.size)?;
         be.fft_stats_update(&be.upload(&x)?, &mut st)?;

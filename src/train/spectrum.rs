@@ -8,10 +8,9 @@
 
 use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
 use crate::backend::Backend;
-use crate::data::folder::Dataset;
 use crate::error::{Error, Result};
-use crate::tensor::{Layout, Tensor};
-use crate::train::trainer::load;
+
+use crate::train::trainer::open_data;
 use std::path::Path;
 
 pub struct Spectra {
@@ -27,18 +26,16 @@ const PANEL_SCALE: usize = 3;
 
 /// The spectra of a dataset's two classes at `size` x `size`.
 pub fn spectra(be: &dyn Backend, data: &Path, size: usize) -> Result<Spectra> {
-    let ds = Dataset::open(data)?;
-    let loaded = load(&ds, size);
+    let loaded = open_data(data, size)?;
     let cfg =
         FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
     let plane = size * size;
     let mut sum = [vec![0f64; plane], vec![0f64; plane]];
     let mut counts = [0usize; 2];
-    let per_image = size * size * 3;
-    for (chunk_i, chunk) in loaded.labels.chunks(64).enumerate() {
-        let start = chunk_i * 64;
-        let px = loaded.pixels[start * per_image..(start + chunk.len()) * per_image].to_vec();
-        let x = be.upload(&Tensor::from_vec(&[chunk.len(), size, size, 3], Layout::Nhwc, px)?)?;
+    let all: Vec<usize> = (0..loaded.len()).collect();
+    for (chunk_i, idx) in all.chunks(64).enumerate() {
+        let chunk = &loaded.labels[chunk_i * 64..][..idx.len()];
+        let x = be.upload(&loaded.batch(idx, None)?.0)?;
         let f = be.download(&be.fft_features(&x, &cfg, None)?)?;
         let v = f.host::<f32>()?;
         // Planes per image: the luma's magnitude, then its phase.

@@ -7,7 +7,10 @@ use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
 use crate::backend::optim::{decay_mask, lr_at, AdamW, Norms, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
-use crate::data::folder::{load_rgb, Dataset};
+use crate::data::augment::Augment;
+use crate::data::folder::{describe, load_rgb, Dataset};
+use crate::data::loaded::{Loaded, Pixels};
+use crate::data::pack;
 use crate::data::synth::{self, SynthConfig};
 use crate::error::{Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
@@ -17,7 +20,6 @@ use crate::tensor::{Layout, Tensor};
 use crate::train::checkpoint;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::metrics::{auc, Report};
-use rayon::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -57,6 +59,8 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// The gradient report (per tensor: gradient norm, update / weight) every this many steps; 0: never.
     pub grad_report: usize,
+    /// Augmentations of the training images (data/augment.rs).
+    pub augment: Augment,
     /// Continue from this checkpoint (its model settings, weights, optimizer state, step and sampler state).
     pub resume: Option<PathBuf>,
     /// Start the spatial branch from these timm EfficientNet weights (scripts/export_timm.py).
@@ -85,49 +89,11 @@ impl TrainConfig {
             seed: 0,
             log_every: 10,
             grad_report: 25,
+            augment: Augment::default(),
             resume: None,
             pretrained: None,
         }
     }
-}
-
-/// Images decoded to the model's input size, in memory.
-pub struct Loaded {
-    pub size: usize,
-    pub pixels: Vec<u8>,
-    pub labels: Vec<u8>,
-    pub groups: Vec<Option<String>>,
-    /// Files that could not be read, with why: skipped, counted, reported.
-    pub skipped: Vec<String>,
-}
-
-impl Loaded {
-    pub fn len(&self) -> usize {
-        self.labels.len()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.labels.is_empty()
-    }
-    fn counts(&self) -> [usize; 2] {
-        let fake = self.labels.iter().filter(|&&y| y == 1).count();
-        [self.len() - fake, fake]
-    }
-}
-
-pub fn load(ds: &Dataset, size: usize) -> Loaded {
-    let decoded: Vec<_> = ds.samples.par_iter().map(|s| (s, load_rgb(&s.path, size as u32))).collect();
-    let mut out = Loaded { size, pixels: Vec::new(), labels: Vec::new(), groups: Vec::new(), skipped: Vec::new() };
-    for (s, r) in decoded {
-        match r {
-            Ok(px) => {
-                out.pixels.extend(px);
-                out.labels.push(s.label);
-                out.groups.push(s.group.clone());
-            }
-            Err(e) => out.skipped.push(e.to_string()),
-        }
-    }
-    out
 }
 
 /// The built-in set in the cache folder (~/.cache/dfgpu/synth/...), generated on first use.
@@ -170,6 +136,9 @@ pub struct Summary {
     pub device: String,
 }
 
+/// Batches made ahead of the training step, on the batch thread.
+const PREFETCH: usize = 3;
+
 /// Batches of indices for one epoch.
 fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -> Vec<Vec<usize>> {
     let n = labels.len();
@@ -198,32 +167,22 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     }
 }
 
-/// A u8 NHWC batch (flipped left-right with probability 1/2 each when `flip`) and its f32 labels.
-pub(crate) fn gather(data: &Loaded, idx: &[usize], flip: Option<&mut Rng>) -> Result<(Tensor, Tensor)> {
-    let s = data.size;
-    let per = s * s * 3;
-    let mut px = Vec::with_capacity(idx.len() * per);
-    let mut flips: Vec<bool> = vec![false; idx.len()];
-    if let Some(rng) = flip {
-        flips.iter_mut().for_each(|f| *f = rng.uniform() < 0.5);
-    }
-    for (&i, &f) in idx.iter().zip(&flips) {
-        let img = &data.pixels[i * per..(i + 1) * per];
-        if f {
-            for row in img.chunks(s * 3) {
-                for x in (0..s).rev() {
-                    px.extend_from_slice(&row[x * 3..x * 3 + 3]);
-                }
-            }
-        } else {
-            px.extend_from_slice(img);
+/// Opens a dataset at the model's input size: a packed file (mapped, nothing decoded) or a folder or CSV
+/// (decoded in parallel, unreadable files skipped and listed).
+pub fn open_data(spec: &Path, size: usize) -> Result<Loaded> {
+    if pack::is_pack(spec) {
+        let l = pack::open(spec)?;
+        if l.size != size {
+            return Err(Error::Invalid(format!(
+                "{}: packed at {p}x{p} pixels, the model takes {size}x{size}: pack again with --size {size}, or \
+                 train with --size {p}",
+                spec.display(),
+                p = l.size
+            )));
         }
+        return Ok(l);
     }
-    let labels: Vec<f32> = idx.iter().map(|&i| data.labels[i] as f32).collect();
-    Ok((
-        Tensor::from_vec(&[idx.len(), s, s, 3], Layout::Nhwc, px)?,
-        Tensor::from_vec(&[idx.len()], Layout::Plain, labels)?,
-    ))
+    Ok(Loaded::decode(&Dataset::open(spec)?, size))
 }
 
 /// The model's state on a backend: parameters, running statistics, gradients, AdamW moments.
@@ -260,7 +219,7 @@ pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loa
     let mut scores = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
-        let (x, _) = gather(data, chunk, None)?;
+        let (x, _) = data.batch(chunk, None)?;
         let pre = be.preprocess(&be.upload(&x)?, &norm, true)?;
         let raw = pre.raw.expect("asked for");
         let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
@@ -433,24 +392,28 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         Some(p) => p.clone(),
         None => builtin_data(&cfg.synth, log)?,
     };
-    let all = Dataset::open(&data_path)?;
-    let (train_ds, val_ds) = match &cfg.val {
-        Some(v) => (all, Dataset::open(v)?),
+    let t0 = Instant::now();
+    let size = cfg.model.size;
+    let mut all = open_data(&data_path, size)?;
+    let mut skipped = std::mem::take(&mut all.skipped);
+    let (train, val) = match &cfg.val {
+        Some(v) => {
+            let mut val = open_data(v, size)?;
+            skipped.append(&mut val.skipped);
+            (all, val)
+        }
         None => all.split(cfg.val_fraction, cfg.seed)?,
     };
-    log(&format!("data: {} ({})", data_path.display(), train_ds.describe()));
-    log(&format!("validation: {}", val_ds.describe()));
-    let size = cfg.model.size;
-    let t0 = Instant::now();
-    let (train, val) = (load(&train_ds, size), load(&val_ds, size));
-    for s in train.skipped.iter().chain(&val.skipped) {
+    log(&format!("data: {} ({})", data_path.display(), describe(train.counts())));
+    log(&format!("validation: {}", describe(val.counts())));
+    for s in &skipped {
         log(&format!("skipped: {s}"));
     }
     log(&format!(
-        "decoded {} images at {size}x{size} in {:.1} s ({} skipped)",
+        "{} images at {size}x{size} ready in {:.1} s ({} skipped)",
         train.len() + val.len(),
         t0.elapsed().as_secs_f64(),
-        train.skipped.len() + val.skipped.len()
+        skipped.len()
     ));
     let counts = train.counts();
     if counts.contains(&0) {
@@ -481,7 +444,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, size, size)?;
         let idx: Vec<usize> = (0..train.len()).collect();
         for chunk in idx.chunks(64) {
-            be.fft_stats_update(&be.upload(&gather(&train, chunk, None)?.0)?, &mut st)?;
+            be.fft_stats_update(&be.upload(&train.batch(chunk, None)?.0)?, &mut st)?;
         }
         ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
         log(&format!("frequency statistics gathered over {} training images", st.count));
@@ -491,7 +454,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         be,
         &det,
         &ms,
-        &gather(&train, &(0..train.len().min(cfg.batch)).collect::<Vec<_>>(), None)?.0,
+        &train.batch(&(0..train.len().min(cfg.batch)).collect::<Vec<_>>(), None)?.0,
         log,
     )?;
     let mut evidence = Evidence {
@@ -527,15 +490,24 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let mut summary = Summary { epochs: Vec::new(), device: be.name() };
     for epoch in first_epoch..=cfg.epochs {
         let start = Instant::now();
-        let batches = epoch_batches(&train.labels, cfg.batch, cfg.sampler, &mut rng);
-        let (mut loss_sum, mut loss_n) = (0.0, 0usize);
-        for (i, idx) in batches.iter().enumerate() {
-            let (x, y) = gather(&train, idx, Some(&mut rng))?;
+        // The sampler and the augmentation seeds draw from the run's generator here, before the batch thread
+        // starts: a run is the same whatever the threads do, and --resume restarts it exactly.
+        let plan: Vec<(Vec<usize>, u64)> = epoch_batches(&train.labels, cfg.batch, cfg.sampler, &mut rng)
+            .into_iter()
+            .map(|idx| (idx, rng.next_u64()))
+            .collect();
+        let steps = plan.len();
+        let (mut loss_sum, mut waited) = (0.0, 0.0);
+        // Each step's loss stays on the device until the next progress line reads them all.
+        let mut pending = Vec::new();
+        train.for_each_batch(&plan, &cfg.augment, PREFETCH, |i, x, y, wait| {
+            waited += wait.as_secs_f64();
             let report = cfg.grad_report > 0 && (t as usize).is_multiple_of(cfg.grad_report);
             t += 1;
             let lr = lr_at(t - 1, warmup, total, cfg.lr, cfg.lr * 0.01);
             let so = step(be, &det, &mut ms, &x, &y, &loss_cfg, cfg, StepArgs { lr, t }, report)?;
-            let (out, norms) = (so.loss, so.norms);
+            let norms = so.norms;
+            pending.push(so.loss);
             evidence.lr = lr as f64;
             if let Some((sp, fq)) = so.scales {
                 log(&format!("branch scales at the fusion input: spatial mean {:.3e} std {:.3e}, frequency mean {:.3e} std {:.3e}", sp.0, sp.1, fq.0, fq.1));
@@ -558,22 +530,25 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                     ));
                 }
             }
-            if (i + 1) % cfg.log_every == 0 || i + 1 == batches.len() {
-                let st = out.read(be)?;
+            if (i + 1) % cfg.log_every == 0 || i + 1 == steps {
+                let losses = pending.drain(..).map(|o| Ok(o.read(be)?.loss)).collect::<Result<Vec<f64>>>()?;
+                loss_sum += losses.iter().sum::<f64>();
                 let gn = Norms::read(&norms, be, &det.params)?.total;
-                loss_sum += st.loss;
-                loss_n += 1;
-                let rate = ((i + 1) * cfg.batch) as f64 / start.elapsed().as_secs_f64();
-                let eta = (batches.len() - i - 1) as f64 * cfg.batch as f64 / rate;
+                let elapsed = start.elapsed().as_secs_f64();
+                let rate = ((i + 1) * cfg.batch) as f64 / elapsed;
+                let eta = (steps - i - 1) as f64 * cfg.batch as f64 / rate;
+                // Say so when the device waits for data: the decoding and augmentation threads are too slow.
+                let share = waited / elapsed;
+                let wait = if share >= 0.01 { format!(", {:.0}% of the time waiting for data", 100.0 * share) } else { String::new() };
                 log(&format!(
-                    "epoch {epoch}/{} step {}/{}: loss {:.4}, grad norm {gn:.3}, lr {lr:.2e}, {rate:.0} images/s, epoch ends in {eta:.0} s",
+                    "epoch {epoch}/{} step {}/{steps}: loss {:.4}, grad norm {gn:.3}, lr {lr:.2e}, {rate:.0} images/s{wait}, epoch ends in {eta:.0} s",
                     cfg.epochs,
                     i + 1,
-                    batches.len(),
-                    st.loss
+                    losses.iter().sum::<f64>() / losses.len() as f64
                 ));
             }
-        }
+            Ok(())
+        })?;
         let seconds = start.elapsed().as_secs_f64();
         if !last_rows.is_empty() {
             log(&format!(
@@ -590,11 +565,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let report = Report::new(&scores, &val.labels);
         let r = EpochResult {
             epoch,
-            train_loss: loss_sum / loss_n.max(1) as f64,
+            train_loss: loss_sum / steps as f64,
             group_auc: group_aucs(&scores, &val),
             report,
             seconds,
-            images_per_s: (batches.len() * cfg.batch) as f64 / seconds,
+            images_per_s: (steps * cfg.batch) as f64 / seconds,
         };
         let mut text = format!("epoch {epoch} validation:\n{}", r.report);
         for (g, a) in &r.group_auc {
@@ -639,14 +614,14 @@ pub fn evaluate(
     log: &mut dyn FnMut(&str),
 ) -> Result<(Report, Vec<(String, f64)>)> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
-    let ds = Dataset::open(data)?;
+    let loaded = open_data(data, det.cfg.size)?;
     log(&format!(
-        "checkpoint {} (epoch {}), data {}",
+        "checkpoint {} (epoch {}), data {} ({})",
         ckpt.display(),
         meta.get("dfgpu.epoch").map_or("?", String::as_str),
-        ds.describe()
+        data.display(),
+        describe(loaded.counts())
     ));
-    let loaded = load(&ds, det.cfg.size);
     for s in &loaded.skipped {
         log(&format!("skipped: {s}"));
     }
@@ -658,12 +633,11 @@ pub fn evaluate(
 pub fn predict_files(be: &dyn Backend, ckpt: &Path, files: &[PathBuf]) -> Result<Vec<f32>> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
     let size = det.cfg.size;
-    let mut loaded = Loaded { size, pixels: Vec::new(), labels: Vec::new(), groups: Vec::new(), skipped: Vec::new() };
+    let mut pixels = Vec::new();
     for f in files {
-        loaded.pixels.extend(load_rgb(f, size as u32)?);
-        loaded.labels.push(0);
-        loaded.groups.push(None);
+        pixels.extend(load_rgb(f, size as u32)?);
     }
+    let loaded = Loaded::new(size, Pixels::Owned(pixels), vec![0; files.len()], vec![None; files.len()]);
     predict(be, &det, &mut ms, &loaded, 64)
 }
 

@@ -2,6 +2,7 @@
 
 mod ablate;
 mod info;
+mod pack;
 mod sanity;
 mod synth;
 mod train;

@@ -1,9 +1,10 @@
 //! Checkpoints: safetensors round trip, the same predictions after reloading, errors that name the tensor.
 
 use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::data::loaded::{Loaded, Pixels};
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::train::checkpoint::{self, Meta, Named};
-use dfgpu::train::trainer::{predict, Loaded, ModelState};
+use dfgpu::train::trainer::{predict, ModelState};
 use dfgpu::Backend;
 use std::path::PathBuf;
 
@@ -34,7 +35,7 @@ fn safetensors_round_trip() {
 fn images(n: usize, size: usize) -> Loaded {
     let mut rng = dfgpu::rng::Rng::new(9);
     let pixels = (0..n * size * size * 3).map(|_| rng.below(256) as u8).collect();
-    Loaded { size, pixels, labels: vec![0; n], groups: vec![None; n], skipped: vec![] }
+    Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n])
 }
 
 #[test]

@@ -4,4 +4,5 @@ mod checkpoint;
 mod data;
 mod diagnostics;
 mod metrics;
+mod pipeline;
 mod spectrum;
