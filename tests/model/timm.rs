@@ -27,7 +27,7 @@ fn detector() -> (Detector, Vec<f32>, Vec<f32>) {
         .flat_map(|e| {
             let var = e.name.ends_with("running_var");
             (0..e.len())
-                .map(|_| if var { 0.5 + rng.uniform() as f32 } else { rng.uniform() as f32 - 0.5 })
+                .map(|_| if var { 0.5 + rng.uniform() } else { rng.uniform() - 0.5 })
                 .collect::<Vec<_>>()
         })
         .collect();
