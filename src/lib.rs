@@ -8,6 +8,7 @@ pub mod data;
 pub mod info;
 pub mod json;
 pub mod model;
+pub mod plot;
 pub mod rng;
 pub mod tensor;
 pub mod train;

@@ -75,6 +75,7 @@ pub fn ablate(
         let p = out.join(name);
         std::fs::write(&p, text).map_err(|source| Error::Io { path: p.clone(), source })?;
     }
+    crate::train::figures::ablation(&rows, &out.join("ablation.png"))?;
     Ok(rows)
 }
 

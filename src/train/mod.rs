@@ -3,6 +3,7 @@
 pub mod ablate;
 pub mod checkpoint;
 pub mod diagnostics;
+pub mod figures;
 pub mod metrics;
 pub mod sanity;
 pub mod spectrum;

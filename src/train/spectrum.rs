@@ -8,7 +8,8 @@
 
 use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::plot::{self, Canvas, Series};
 
 use crate::train::trainer::open_data;
 use std::path::Path;
@@ -21,8 +22,6 @@ pub struct Spectra {
     pub radial: [Vec<f64>; 2],
     pub counts: [usize; 2],
 }
-
-const PANEL_SCALE: usize = 3;
 
 /// The spectra of a dataset's two classes at `size` x `size`.
 pub fn spectra(be: &dyn Backend, data: &Path, size: usize) -> Result<Spectra> {
@@ -83,53 +82,45 @@ fn diverging(v: f64, m: f64) -> [u8; 3] {
 /// Writes the figure described in the module documentation.
 pub fn write_png(s: &Spectra, out: &Path) -> Result<()> {
     let n = s.size;
-    let p = n * PANEL_SCALE;
-    let (plot_w, gap) = (p * 3 / 2, 8);
-    let (w, h) = (3 * p + plot_w + 4 * gap, p);
-    let mut img = image::RgbImage::from_pixel(w as u32, h as u32, image::Rgb([255, 255, 255]));
+    let scale = (256 / n).max(1);
+    let p = n * scale;
+    let (gap, top, plot_w) = (12, 18, 420.max(p * 3 / 2));
+    let mut c = Canvas::new(3 * (p + gap) + plot_w, (p + top + 4).max(300));
     let all = s.mean[0].iter().chain(&s.mean[1]);
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let diff: Vec<f64> = s.mean[1].iter().zip(&s.mean[0]).map(|(f, r)| f - r).collect();
     let dmax = diff.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let panels: [Box<dyn Fn(usize) -> [u8; 3]>; 3] = [
-        Box::new(|i| grey(s.mean[0][i], lo, hi)),
-        Box::new(|i| grey(s.mean[1][i], lo, hi)),
-        Box::new(|i| diverging(diff[i], dmax)),
+    let panels: [(&str, Box<dyn Fn(usize) -> [u8; 3]>); 3] = [
+        ("MEAN REAL", Box::new(|i| grey(s.mean[0][i], lo, hi))),
+        ("MEAN FAKE", Box::new(|i| grey(s.mean[1][i], lo, hi))),
+        ("FAKE - REAL", Box::new(|i| diverging(diff[i], dmax))),
     ];
-    for (k, color) in panels.iter().enumerate() {
+    for (k, (title, color)) in panels.iter().enumerate() {
         let x0 = k * (p + gap);
+        c.text(x0 as i64 + 2, 4, title, 1, plot::BLACK);
         for y in 0..p {
             for x in 0..p {
-                img.put_pixel((x0 + x) as u32, y as u32, image::Rgb(color((y / PANEL_SCALE) * n + x / PANEL_SCALE)));
+                c.set((x0 + x) as i64, (top + y) as i64, color((y / scale) * n + x / scale));
             }
         }
     }
-    // The radial profiles: a light frame, then each class as a polyline of dots.
-    let x0 = 3 * (p + gap) + gap;
-    let (rlo, rhi) = s.radial.iter().flatten().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-    for x in x0..x0 + plot_w {
-        img.put_pixel(x as u32, (h - 1) as u32, image::Rgb([160, 160, 160]));
-    }
-    for y in 0..h {
-        img.put_pixel(x0 as u32, y as u32, image::Rgb([160, 160, 160]));
-    }
-    for (c, rgb) in [(0usize, [30, 60, 220]), (1, [220, 40, 30])] {
-        let r = &s.radial[c];
-        let len = r.len().max(2) - 1;
-        for step in 0..plot_w * 4 {
-            let pos = step as f64 / (plot_w * 4) as f64 * len as f64;
-            let (i, t) = (pos.floor() as usize, pos.fract());
-            let v = if i + 1 < r.len() { r[i] * (1.0 - t) + r[i + 1] * t } else { r[r.len() - 1] };
-            let x = x0 + 1 + step / 4;
-            let y = ((1.0 - (v - rlo) / (rhi - rlo).max(1e-12)) * (h - 3) as f64) as usize + 1;
-            for dy in 0..2 {
-                if x < w && y + dy < h {
-                    img.put_pixel(x as u32, (y + dy) as u32, image::Rgb(rgb));
-                }
-            }
-        }
-    }
-    img.save(out).map_err(|e| Error::Invalid(format!("{}: could not write the PNG: {e}", out.display())))
+    let ring = |k: usize| s.radial[k].iter().enumerate().map(|(r, &v)| (r as f64, v)).collect::<Vec<_>>();
+    let f = plot::Frame {
+        x: (3 * (p + gap)) as i64,
+        y: 0,
+        w: plot_w as i64,
+        h: c.h as i64,
+        title: "MEAN LOG MAGNITUDE PER RING".into(),
+        x_label: "RING (CENTRE TO CORNER)".into(),
+    };
+    plot::line_chart(
+        &mut c,
+        &f,
+        &[Series::new("REAL", plot::BLUE, ring(0)), Series::new("FAKE", plot::RED, ring(1))],
+        None,
+        None,
+    );
+    c.save(out)
 }
 
 /// A few lines a person reads first: where the classes differ most, ring by ring.

@@ -17,9 +17,9 @@ use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
 use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
-use crate::train::checkpoint;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::metrics::{auc, Report};
+use crate::train::{checkpoint, figures};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -470,6 +470,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
 
     std::fs::create_dir_all(&cfg.out).map_err(|source| Error::Io { path: cfg.out.clone(), source })?;
     let jsonl_path = cfg.out.join("metrics.jsonl");
+    let grad_dir = cfg.out.join("grad");
+    if cfg.grad_report > 0 {
+        std::fs::create_dir_all(&grad_dir).map_err(|source| Error::Io { path: grad_dir.clone(), source })?;
+    }
+    let mut last_scores = Vec::new();
     let mut jsonl = String::new();
     let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
     let (mut t, mut best_auc, mut first_epoch) = (0u64, f64::NEG_INFINITY, 1);
@@ -520,6 +525,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 }
             }
             if let Some(rows) = so.rows {
+                let png = grad_dir.join(format!("step-{t:06}.png"));
+                figures::grad_report(&rows, &format!("GRADIENT REPORT, STEP {t}"), &png)?;
                 evidence.flagged = flagged(&rows);
                 last_rows = rows;
                 if !evidence.flagged.is_empty() {
@@ -591,8 +598,18 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         write_atomic(&jsonl_path, &jsonl)?;
         write_atomic(&cfg.out.join("metrics.csv"), &csv_of(&jsonl))?;
         summary.epochs.push(r);
+        figures::curves(&summary.epochs, &cfg.out.join("curves.png"))?;
+        last_scores = scores;
     }
-    log(&format!("metrics of every epoch: {} and metrics.csv beside it", jsonl_path.display()));
+    if let Some(last) = summary.epochs.last() {
+        let title = format!("ROC, EPOCH {}: AUC {:.4}", last.epoch, last.report.auc.unwrap_or(f64::NAN));
+        figures::roc_curve(&last_scores, &val.labels, &title, &cfg.out.join("roc.png"))?;
+    }
+    log(&format!(
+        "metrics of every epoch: {} and metrics.csv beside it; figures: curves.png, roc.png{}",
+        jsonl_path.display(),
+        if cfg.grad_report > 0 { ", grad/step-*.png" } else { "" }
+    ));
     Ok(summary)
 }
 

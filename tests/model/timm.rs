@@ -26,9 +26,7 @@ fn detector() -> (Detector, Vec<f32>, Vec<f32>) {
         .iter()
         .flat_map(|e| {
             let var = e.name.ends_with("running_var");
-            (0..e.len())
-                .map(|_| if var { 0.5 + rng.uniform() } else { rng.uniform() - 0.5 })
-                .collect::<Vec<_>>()
+            (0..e.len()).map(|_| if var { 0.5 + rng.uniform() } else { rng.uniform() - 0.5 }).collect::<Vec<_>>()
         })
         .collect();
     assert_eq!(s.len(), det.state.total(), "state entries are packed without padding");

@@ -3,6 +3,7 @@
 mod checkpoint;
 mod data;
 mod diagnostics;
+mod figures;
 mod metrics;
 mod pipeline;
 mod spectrum;

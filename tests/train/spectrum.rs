@@ -29,6 +29,15 @@ fn the_built_in_fakes_show_a_trace_in_the_figure_and_the_table() {
     assert!(s.radial[1][last - 2] < s.radial[0][last - 2], "{text}");
     let png = dir.join("spectrum.png");
     write_png(&s, &png).unwrap();
-    let img = image::open(&png).unwrap();
-    assert_eq!(img.height() as usize, 32 * 3);
+    let img = image::open(&png).unwrap().to_rgb8();
+    // Panels of 256 pixels (32 x 8) with 12 between, below an 18-pixel title; then the ring plot.
+    assert_eq!((img.width(), img.height()), (3 * (256 + 12) + 420, 300));
+    let count = |x0: u32, x1: u32, want: fn(&image::Rgb<u8>) -> bool| {
+        (x0..x1).flat_map(|x| (18..274).map(move |y| (x, y))).filter(|&(x, y)| want(img.get_pixel(x, y))).count()
+    };
+    // The difference panel is mostly blue (fakes weaker), and the ring plot has both classes' lines.
+    let blue = |p: &image::Rgb<u8>| p[2] == 255 && p[0] < 200;
+    assert!(count(2 * 268, 2 * 268 + 256, blue) > 256 * 256 / 4);
+    assert!(count(3 * 268, 3 * 268 + 420, |p| *p == image::Rgb(dfgpu::plot::RED)) > 100);
+    assert!(count(3 * 268, 3 * 268 + 420, |p| *p == image::Rgb(dfgpu::plot::BLUE)) > 100);
 }

@@ -1,0 +1,100 @@
+//! The run's figures (PNG, drawn with plot.rs): learning curves and the ROC curve (`dfgpu train`), the gradient
+//! report per block (every report step), and the ablation's AUC and balanced accuracy per run (`dfgpu ablate`).
+
+use crate::error::Result;
+use crate::plot::{self, BarRow, Bars, Canvas, Frame, Series, BLACK, BLUE, GREEN, GREY, ORANGE, RED};
+use crate::train::ablate::Row;
+use crate::train::diagnostics::{self, GradRow, EXPLODING, VANISHING};
+use crate::train::metrics::roc;
+use crate::train::trainer::EpochResult;
+use std::path::Path;
+
+/// Training loss (left) and validation AUC, average precision and balanced accuracy at 0.5 (right), per epoch.
+pub fn curves(epochs: &[EpochResult], path: &Path) -> Result<()> {
+    let mut c = Canvas::new(960, 340);
+    let at = |f: fn(&EpochResult) -> Option<f64>| -> Vec<(f64, f64)> {
+        epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f64, v))).collect()
+    };
+    let first = epochs.first().map_or(0.0, |e| e.epoch as f64);
+    let last = epochs.last().map_or(1.0, |e| e.epoch as f64).max(first + 1.0);
+    let xr = Some((first - 0.2, last + 0.2));
+    let frame = |x: i64, title: &str| Frame { x, y: 0, w: 480, h: 340, title: title.into(), x_label: "EPOCH".into() };
+    let loss = [Series::new("", BLUE, at(|e| Some(e.train_loss)))];
+    let losses = loss[0].points.iter().map(|p| p.1);
+    let top = losses.fold(0.0f64, f64::max) * 1.1;
+    plot::line_chart(&mut c, &frame(0, "TRAINING LOSS (MEAN OVER THE EPOCH)"), &loss, xr, Some((0.0, top.max(1e-6))));
+    let val = [
+        Series::new("AUC", BLUE, at(|e| e.report.auc)),
+        Series::new("AVERAGE PRECISION", ORANGE, at(|e| e.report.ap)),
+        Series::new("BALANCED ACC. AT 0.5", GREEN, at(|e| Some(e.report.at_half.balanced_accuracy()))),
+    ];
+    plot::line_chart(&mut c, &frame(480, "VALIDATION"), &val, xr, Some((0.0, 1.0)));
+    c.save(path)
+}
+
+/// The ROC curve of validation scores, with the chance diagonal.
+pub fn roc_curve(scores: &[f32], labels: &[u8], title: &str, path: &Path) -> Result<()> {
+    let mut c = Canvas::new(440, 420);
+    let points: Vec<(f64, f64)> = roc(scores, labels).unwrap_or_default().iter().map(|p| (p.0, p.1)).collect();
+    let chance = Series {
+        dashed: true,
+        ..Series::new("CHANCE", GREY, (0..=20).map(|k| (k as f64 / 20.0, k as f64 / 20.0)).collect())
+    };
+    let f = Frame {
+        x: 0,
+        y: 0,
+        w: 440,
+        h: 420,
+        title: title.into(),
+        x_label: "FALSE POSITIVE RATE (REALS CALLED FAKE)".into(),
+    };
+    plot::line_chart(&mut c, &f, &[Series::new("ROC", BLUE, points), chance], Some((0.0, 1.0)), Some((0.0, 1.0)));
+    c.save(path)
+}
+
+/// The gradient report per block: gradient norm (blue; red, with a red name, when flagged) and update / weight
+/// (orange), on a log scale with the vanishing and exploding thresholds marked.
+pub fn grad_report(rows: &[GradRow], title: &str, path: &Path) -> Result<()> {
+    let groups = diagnostics::group_rows(rows);
+    let bars: Vec<BarRow> = groups
+        .iter()
+        .map(|r| {
+            let col = if r.flag().is_some() && !r.expected_zero() { RED } else { BLUE };
+            (r.name.clone(), if col == RED { RED } else { BLACK }, vec![(r.grad_norm, col), (r.update_ratio, ORANGE)])
+        })
+        .collect();
+    let mut c = Canvas::new(900, Bars::height(bars.len(), 2));
+    let b = Bars {
+        title,
+        x_label: "GRADIENT NORM (BLUE, RED: FLAGGED), UPDATE/WEIGHT (ORANGE); LINES: 1E-7 AND 1E3",
+        lo: 1e-10,
+        hi: 1e4,
+        log: true,
+        marks: &[(VANISHING, RED), (EXPLODING, RED)],
+    };
+    b.draw(&mut c, 0, 900, 250, &bars);
+    c.save(path)
+}
+
+/// The ablation: per run, the validation AUC (blue) and balanced accuracy at 0.5 (green; red when the run
+/// predicted one class for all).
+pub fn ablation(rows: &[Row], path: &Path) -> Result<()> {
+    let bars: Vec<BarRow> = rows
+        .iter()
+        .map(|r| {
+            let label = format!("{} {} {}", r.branches, r.freq_norm, r.loss);
+            (label, BLACK, vec![(r.auc, BLUE), (r.balanced_acc, if r.collapsed { RED } else { GREEN })])
+        })
+        .collect();
+    let mut c = Canvas::new(760, Bars::height(bars.len(), 2));
+    let b = Bars {
+        title: "ABLATION: BRANCHES, FREQUENCY NORMALIZATION, LOSS",
+        x_label: "AUC (BLUE), BALANCED ACC. AT 0.5 (GREEN; RED: ALL ONE CLASS); LINE: CHANCE",
+        lo: 0.0,
+        hi: 1.0,
+        log: false,
+        marks: &[(0.5, GREY)],
+    };
+    b.draw(&mut c, 0, 760, 220, &bars);
+    c.save(path)
+}
