@@ -90,7 +90,8 @@ pub fn write_png(s: &Spectra, out: &Path) -> Result<()> {
     let (lo, hi) = all.fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
     let diff: Vec<f64> = s.mean[1].iter().zip(&s.mean[0]).map(|(f, r)| f - r).collect();
     let dmax = diff.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-    let panels: [(&str, Box<dyn Fn(usize) -> [u8; 3]>); 3] = [
+    type Shade<'a> = Box<dyn Fn(usize) -> plot::Rgb + 'a>;
+    let panels: [(&str, Shade); 3] = [
         ("MEAN REAL", Box::new(|i| grey(s.mean[0][i], lo, hi))),
         ("MEAN FAKE", Box::new(|i| grey(s.mean[1][i], lo, hi))),
         ("FAKE - REAL", Box::new(|i| diverging(diff[i], dmax))),
