@@ -5,28 +5,29 @@
 #define NORM_CHUNK 4096
 
 // Stage 1: each block reduces one chunk of one tensor (block b belongs to the tensor t with
-// block_start[t] <= b < block_start[t + 1]) to two partial sums: of g^2 and of p^2.
-extern "C" __global__ void param_norms_partial(const float* __restrict__ g, const float* __restrict__ p,
+// block_start[t] <= b < block_start[t + 1]) to two partial sums: of (a - sub b)^2 and of b^2. The optimizer's
+// norms are a = gradients, b = parameters, sub = 0; the size of a step is a = after, b = before, sub = 1.
+extern "C" __global__ void param_norms_partial(const float* __restrict__ a, const float* __restrict__ b, float sub,
                                                const long long* __restrict__ seg_off, const long long* __restrict__ seg_len,
                                                const int* __restrict__ block_start, int nseg, float* __restrict__ partial) {
     __shared__ float scratch[32];
-    const int b = blockIdx.x;
-    int lo = 0, hi = nseg - 1;  // the tensor of this block: the last t with block_start[t] <= b
+    const int blk = blockIdx.x;
+    int lo = 0, hi = nseg - 1;  // the tensor of this block: the last t with block_start[t] <= blk
     while (lo < hi) {
         const int mid = (lo + hi + 1) / 2;
-        if (block_start[mid] <= b) lo = mid; else hi = mid - 1;
+        if (block_start[mid] <= blk) lo = mid; else hi = mid - 1;
     }
-    const long long begin = (long long)(b - block_start[lo]) * NORM_CHUNK;
+    const long long begin = (long long)(blk - block_start[lo]) * NORM_CHUNK;
     const long long end = min(begin + NORM_CHUNK, seg_len[lo]);
-    float gs = 0.0f, ps = 0.0f;
+    float as = 0.0f, bs = 0.0f;
     for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
-        const float gv = g[seg_off[lo] + i], pv = p[seg_off[lo] + i];
-        gs += gv * gv;
-        ps += pv * pv;
+        const float bv = b[seg_off[lo] + i], av = a[seg_off[lo] + i] - sub * bv;
+        as += av * av;
+        bs += bv * bv;
     }
-    gs = block_sum(gs, scratch);
-    ps = block_sum(ps, scratch);
-    if (threadIdx.x == 0) { partial[2 * b] = gs; partial[2 * b + 1] = ps; }
+    as = block_sum(as, scratch);
+    bs = block_sum(bs, scratch);
+    if (threadIdx.x == 0) { partial[2 * blk] = as; partial[2 * blk + 1] = bs; }
 }
 
 // Stage 2, one block: per tensor, the partial sums in block order (in f64); then the total norm and the clip

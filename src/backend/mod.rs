@@ -169,6 +169,13 @@ pub trait Backend: Send + Sync {
         max_norm: Option<f32>,
     ) -> Result<Tensor>;
 
+    /// Per-tensor sums of squares of one optimizer step (after - before) and of the weights before it, in the
+    /// norms' layout: the update-to-weight ratios of the gradient report, in one pass (backend/optim.rs).
+    fn step_norms(&self, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor>;
+
+    /// A copy of a tensor on the same device.
+    fn duplicate(&self, t: &Tensor) -> Result<Tensor>;
+
     /// One AdamW step on the flat buffers, with gradients scaled by the clip factor in `norms`.
     #[allow(clippy::too_many_arguments)]
     fn adamw_step(

@@ -2,6 +2,7 @@
 //! the update against the weights), the scale of the two branches at the fusion input, and the collapse of the
 //! predictions to one class, with the likely causes and what the run's own numbers say about each.
 
+use crate::backend::optim::Norms;
 use crate::model::params::ParamLayout;
 use std::fmt::Write as _;
 
@@ -53,26 +54,19 @@ fn set_flags(rows: &mut [GradRow]) {
     rows.iter_mut().for_each(|r| r.flag = judge(r.grad_norm, largest));
 }
 
-fn norm(v: &[f32]) -> f64 {
-    v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt()
-}
-
-/// Rows per parameter tensor, from the gradient and the parameters before and after one optimizer step.
-pub fn grad_rows(layout: &ParamLayout, grads: &[f32], before: &[f32], after: &[f32]) -> Vec<GradRow> {
+/// Rows per parameter tensor from two reductions on the device (backend/optim.rs): `grads` from param_norms
+/// (gradient and weight norms) and `steps` from step_norms (the step's norm and the weights' before it).
+pub fn grad_rows(layout: &ParamLayout, grads: &Norms, steps: &Norms) -> Vec<GradRow> {
     let mut rows: Vec<GradRow> = layout
         .entries()
         .iter()
-        .map(|e| {
-            let r = e.range();
-            let step: Vec<f32> = before[r.clone()].iter().zip(&after[r.clone()]).map(|(a, b)| b - a).collect();
-            let w = norm(&before[r.clone()]);
-            GradRow {
-                name: e.name.clone(),
-                grad_norm: norm(&grads[r]),
-                weight_norm: w,
-                update_ratio: norm(&step) / w.max(1e-12),
-                flag: None,
-            }
+        .zip(grads.per_tensor.iter().zip(&steps.per_tensor))
+        .map(|(e, (&(g, w), &(step, before)))| GradRow {
+            name: e.name.clone(),
+            grad_norm: g,
+            weight_norm: w,
+            update_ratio: step / before.max(1e-12),
+            flag: None,
         })
         .collect();
     set_flags(&mut rows);

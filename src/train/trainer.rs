@@ -351,7 +351,7 @@ pub(crate) fn step(
     };
     det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &loss.dlogits)?;
     let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
-    let before = if report { Some(be.download(&ms.params)?) } else { None };
+    let before = if report { Some(be.duplicate(&ms.params)?) } else { None };
     be.adamw_step(
         &det.params,
         &mut ms.params,
@@ -365,8 +365,10 @@ pub(crate) fn step(
     )?;
     let rows = match before {
         Some(before) => {
-            let (g, after) = (be.download(&ms.grads)?, be.download(&ms.params)?);
-            let mut rows = diagnostics::grad_rows(&det.params, g.host()?, before.host()?, after.host()?);
+            // Two reductions on the device; only two numbers per tensor come back.
+            let steps = Norms::read(&be.step_norms(&det.params, &before, &ms.params)?, be, &det.params)?;
+            let grads = Norms::read(&norms, be, &det.params)?;
+            let mut rows = diagnostics::grad_rows(&det.params, &grads, &steps);
             rows.retain(|r| det.is_active(&r.name));
             Some(rows)
         }

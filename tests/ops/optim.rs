@@ -167,6 +167,40 @@ fn bad_optimizer_arguments_are_errors() {
 }
 
 #[test]
+fn step_norms_measure_the_step_against_the_weights_before_it() {
+    let be = cpu();
+    let l = layout();
+    let mut rng = Rng::new(5);
+    let (before, delta) = (random_buffer(&l, &mut rng, 1.0), random_buffer(&l, &mut rng, 1e-3));
+    let after: Vec<f32> = before.iter().zip(&delta).map(|(b, d)| b + d).collect();
+    let n = Norms::read(&be.step_norms(&l, &plain(before.clone()), &plain(after.clone())).unwrap(), &be, &l).unwrap();
+    let sq = |v: &mut dyn Iterator<Item = f64>| v.map(|x| x * x).sum::<f64>().sqrt();
+    for (e, (step, w)) in l.entries().iter().zip(&n.per_tensor) {
+        let want_step = sq(&mut e.range().map(|i| after[i] as f64 - before[i] as f64));
+        let want_w = sq(&mut e.range().map(|i| before[i] as f64));
+        // The difference is rounded to f32 first (as on the device): 1e-3 steps on unit weights keep ~1e-4.
+        assert!((step - want_step).abs() <= 1e-4 * want_step, "{}: {step} vs {want_step}", e.name);
+        assert!((w - want_w).abs() <= 1e-6 * want_w, "{}", e.name);
+    }
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn gpu_step_norms_match_cpu() {
+    let (gpu, cpu) = (gpu(), cpu());
+    let l = layout();
+    let mut rng = Rng::new(6);
+    let (before, after) = (plain(random_buffer(&l, &mut rng, 1.0)), plain(random_buffer(&l, &mut rng, 1.0)));
+    let a = Norms::read(&cpu.step_norms(&l, &before, &after).unwrap(), &cpu, &l).unwrap();
+    let (bg, ag) = (gpu.upload(&before).unwrap(), gpu.upload(&after).unwrap());
+    let copy = gpu.duplicate(&bg).unwrap();
+    let b = Norms::read(&gpu.step_norms(&l, &copy, &ag).unwrap(), &gpu, &l).unwrap();
+    for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
+        assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
+    }
+}
+
+#[test]
 #[ignore = "needs a CUDA GPU"]
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());

@@ -2,6 +2,7 @@
 //! fires on constant predictions and stays quiet on a healthy run, the branch-scale warning.
 
 use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::backend::optim::Norms;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::layers::{Bwd, Fwd};
@@ -28,8 +29,11 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     det.backward(&mut Bwd { be: &be, params: &ms.params, grads: &mut ms.grads }, cache, &dl).unwrap();
     assert_eq!(logits.numel(), 8);
     let p = ms.params.host::<f32>().unwrap();
-    let after: Vec<f32> = p.iter().map(|v| v * 1.001).collect();
-    let rows = grad_rows(&det.params, ms.grads.host().unwrap(), p, &after);
+    let after = Tensor::from_vec(&[p.len()], Layout::Plain, p.iter().map(|v| v * 1.001).collect()).unwrap();
+    let read = |t: Tensor| Norms::read(&t, &be, &det.params).unwrap();
+    let grads = read(be.param_norms(&det.params, &ms.params, &ms.grads, None).unwrap());
+    let steps = read(be.step_norms(&det.params, &ms.params, &after).unwrap());
+    let rows = grad_rows(&det.params, &grads, &steps);
     let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
     let zero = row("spatial.blocks.1.0.bn3.bias");
     assert_eq!(zero.flag(), Some("vanishing"), "{zero:?}");
@@ -43,6 +47,9 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
         assert_eq!(row(name).flag(), None, "{:?}", row(name));
     }
     assert!((row("head.fc1.weight").update_ratio - 1e-3).abs() < 1e-6);
+    let fc1 = det.params.get("head.fc1.weight").unwrap().range();
+    let want = ms.grads.host::<f32>().unwrap()[fc1].iter().map(|&g| g as f64 * g as f64).sum::<f64>().sqrt();
+    assert!((row("head.fc1.weight").grad_norm - want).abs() <= 1e-6 * want, "{want}");
     let t = table(&rows);
     assert!(t.contains("spatial.blocks.1.0") && t.contains("update/weight"), "{t}");
     let mut rows = rows;
@@ -100,10 +107,7 @@ fn branch_scales_far_apart_are_flagged() {
 fn grad_rows_like(rows: Vec<GradRow>) -> Vec<GradRow> {
     let mut l = dfgpu::model::params::ParamLayout::default();
     rows.iter().for_each(|r| l.push(&r.name, &[1], false));
-    let mut g = vec![0f32; l.total()];
-    for (e, r) in l.entries().iter().zip(&rows) {
-        g[e.offset] = r.grad_norm as f32;
-    }
-    let p = vec![1f32; l.total()];
-    grad_rows(&l, &g, &p, &p)
+    let norms =
+        |f: &dyn Fn(&GradRow) -> (f64, f64)| Norms { per_tensor: rows.iter().map(f).collect(), total: 0.0, clip: 1.0 };
+    grad_rows(&l, &norms(&|r| (r.grad_norm, 1.0)), &norms(&|_| (0.0, 1.0)))
 }

@@ -224,6 +224,17 @@ impl Backend for CpuBackend {
         Tensor::from_vec(&[out.len()], Layout::Plain, out)
     }
 
+    fn step_norms(&self, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor> {
+        optim_op::check(layout, before, after)?;
+        let mut out = self.output::<f32>(norms_len(layout));
+        optim::step_norms(layout, before.host()?, after.host()?, &mut out);
+        Tensor::from_vec(&[out.len()], Layout::Plain, out)
+    }
+
+    fn duplicate(&self, t: &Tensor) -> Result<Tensor> {
+        self.download(t)
+    }
+
     fn adamw_step(
         &self,
         layout: &ParamLayout,

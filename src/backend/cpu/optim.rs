@@ -8,10 +8,22 @@ use rayon::prelude::*;
 /// Writes per tensor the sums of squares of gradient and values, then the total gradient norm and the clipping
 /// factor min(1, max_norm / (total + 1e-6)) (PyTorch's clip_grad_norm_), or 1 without `max_norm`.
 pub fn param_norms(layout: &ParamLayout, p: &[f32], g: &[f32], max_norm: Option<f32>, out: &mut [f32]) {
-    let sq = |v: &[f32]| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>();
+    norms_pass(layout, g, p, 0.0, max_norm, out)
+}
+
+/// Per tensor, the sums of squares of one optimizer step (after - before) and of the weights before it.
+pub fn step_norms(layout: &ParamLayout, before: &[f32], after: &[f32], out: &mut [f32]) {
+    norms_pass(layout, after, before, 1.0, None, out)
+}
+
+/// Per tensor, the sums of (a - sub b)^2 and of b^2 (the difference rounded to f32, as the kernel does), then
+/// the total of the first and the clip factor.
+fn norms_pass(layout: &ParamLayout, a: &[f32], b: &[f32], sub: f32, max_norm: Option<f32>, out: &mut [f32]) {
+    let sq = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x as f64 * x as f64).sum::<f64>();
     let mut total = 0.0;
     for (i, e) in layout.entries().iter().enumerate() {
-        let (gs, ps) = (sq(&g[e.range()]), sq(&p[e.range()]));
+        let (ar, br) = (&a[e.range()], &b[e.range()]);
+        let (gs, ps) = (sq(&mut ar.iter().zip(br).map(|(&x, &y)| x - sub * y)), sq(&mut br.iter().copied()));
         total += gs;
         out[2 * i] = gs as f32;
         out[2 * i + 1] = ps as f32;

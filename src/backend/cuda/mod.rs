@@ -356,6 +356,22 @@ impl Backend for CudaBackend {
         optim::param_norms(self, layout, params, grads, max_norm)
     }
 
+    fn step_norms(&self, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor> {
+        optim::step_norms(self, layout, before, after)
+    }
+
+    fn duplicate(&self, t: &Tensor) -> Result<Tensor> {
+        fn copy<T: Element>(s: &Arc<CudaStream>, t: &Tensor) -> Result<Tensor> {
+            Tensor::from_device(t.shape(), t.layout(), s.clone_dtod(t.device::<T>()?)?)
+        }
+        match t.dtype() {
+            DType::U8 => copy::<u8>(&self.stream, t),
+            DType::F32 => copy::<f32>(&self.stream, t),
+            DType::F64 => copy::<f64>(&self.stream, t),
+            other => shape_err!("duplicate: {other:?} tensors are not copied on the GPU"),
+        }
+    }
+
     fn adamw_step(
         &self,
         layout: &ParamLayout,

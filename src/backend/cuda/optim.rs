@@ -35,6 +35,23 @@ pub fn param_norms(
     max_norm: Option<f32>,
 ) -> Result<Tensor> {
     check(layout, params, grads)?;
+    norms_pass(be, layout, grads, params, 0.0, max_norm)
+}
+
+pub fn step_norms(be: &CudaBackend, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor> {
+    check(layout, before, after)?;
+    norms_pass(be, layout, after, before, 1.0, None)
+}
+
+/// Per tensor, the sums of (a - sub b)^2 and of b^2, then the total and the clip factor (kernels/optim.cu).
+fn norms_pass(
+    be: &CudaBackend,
+    layout: &ParamLayout,
+    a: &Tensor,
+    b: &Tensor,
+    sub: f32,
+    max_norm: Option<f32>,
+) -> Result<Tensor> {
     let entries = layout.entries();
     let offsets: Vec<i64> = entries.iter().map(|e| e.offset as i64).collect();
     let lens: Vec<i64> = entries.iter().map(|e| e.len() as i64).collect();
@@ -52,8 +69,9 @@ pub fn param_norms(
 
     let f = be.function("optim", "param_norms_partial")?;
     let mut l = stream.launch_builder(&f);
-    l.arg(grads.device::<f32>()?)
-        .arg(params.device::<f32>()?)
+    l.arg(a.device::<f32>()?)
+        .arg(b.device::<f32>()?)
+        .arg(&sub)
         .arg(&off_d)
         .arg(&len_d)
         .arg(&start_d)
