@@ -4,8 +4,8 @@
 #   scripts/gpu-pack.sh            then, on the GPU machine:   gpu-pack/run.sh
 # run.sh runs `dfgpu info`, every test binary with --include-ignored, and every bench, logging to
 # $OUT/gpu-run.log (or gpu-pack/gpu-run.log) as well as the screen, and ends with a pass/fail summary.
-# `run.sh --torch` also runs the PyTorch peer (shared/anchors/torch_two_branch.py, copied in here) on the same
-# card, so that the benches' figures can be set against it, and the timm parity check (scripts/timm_parity.py).
+# `run.sh --torch` also runs the timm parity check (scripts/timm_parity.py) and has the step bench time the
+# PyTorch peer (shared/anchors/torch_two_branch.py, copied in here) on the same card, for the ratios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NVCC=${NVCC:-$(scripts/install-cuda-toolchain.sh)}
@@ -53,12 +53,13 @@ run() { # name, command...
 }
 run info "$here/dfgpu" info
 for t in "$here"/tests/*; do run "test $(basename "$t")" "$t" --include-ignored; done
+# With --torch, the step bench also times the PyTorch peer on this card and prints the ratios.
+if [ "${1:-}" = --torch ]; then export DFGPU_TORCH_ANCHOR="$here/torch_two_branch.py"; fi
 if [ "${DFGPU_SKIP_BENCHES:-0}" != 1 ]; then
     for b in "$here"/benches/*; do run "bench $(basename "$b")" "$b" --bench; done
 fi
 if [ "${1:-}" = --torch ]; then
     run "timm parity" python3 "$here/timm_parity.py" --dfgpu "$here/dfgpu"
-    run "torch peer" python3 "$here/torch_two_branch.py"
 fi
 { echo "=== summary"; printf '%s\n' "${status[@]}"; } | tee -a "$log"
 ! printf '%s\n' "${status[@]}" | grep -q '^FAIL'

@@ -325,7 +325,7 @@ pub struct StepOut {
 
 /// One training step on a host batch: forward, loss, backward, norms with clipping, AdamW.
 #[allow(clippy::too_many_arguments)]
-pub(crate) fn step(
+pub fn step(
     be: &dyn Backend,
     det: &Detector,
     ms: &mut ModelState,

@@ -44,3 +44,38 @@ pub fn copy_ms(stream: &std::sync::Arc<CudaStream>, bytes: f64) -> Result<f64> {
     let mut dst = stream.alloc_zeros::<u8>(half)?;
     median_ms(stream, 10, 50, || Ok(stream.memcpy_dtod(&src, &mut dst)?))
 }
+
+/// The high-water mark in bytes of the device's default memory pool (where every tensor is allocated,
+/// stream-ordered) since the last `reset_peak`; None where the device has no pools.
+pub fn peak_bytes(stream: &CudaStream) -> Result<Option<u64>> {
+    pool_attr(stream, None)
+}
+
+/// Resets the high-water mark of `peak_bytes` to what is in use now.
+pub fn reset_peak(stream: &CudaStream) -> Result<()> {
+    pool_attr(stream, Some(0)).map(drop)
+}
+
+fn pool_attr(stream: &CudaStream, set: Option<u64>) -> Result<Option<u64>> {
+    use cudarc::driver::sys::{self, CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH, CUresult};
+    let ctx = stream.context();
+    if !ctx.has_async_alloc() {
+        return Ok(None);
+    }
+    ctx.bind_to_thread()?;
+    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+    let mut value = set.unwrap_or(0);
+    let ptr = &mut value as *mut u64 as *mut std::ffi::c_void;
+    // SAFETY: the device handle is the context's; the attribute is a u64 in and out (CUDA driver API).
+    let r = unsafe {
+        match sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) {
+            CUresult::CUDA_SUCCESS if set.is_some() => {
+                sys::cuMemPoolSetAttribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH, ptr)
+            }
+            CUresult::CUDA_SUCCESS => sys::cuMemPoolGetAttribute(pool, CU_MEMPOOL_ATTR_USED_MEM_HIGH, ptr),
+            e => e,
+        }
+    };
+    r.result()?;
+    Ok(Some(value))
+}
