@@ -6,7 +6,7 @@
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Conv2d {
     pub cin: usize,
     pub cout: usize,
@@ -34,7 +34,7 @@ impl Conv2d {
 }
 
 /// Checked sizes: input [n, cin, h, w], output [n, cout, oh, ow].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct ConvDims {
     pub n: usize,
     pub h: usize,

@@ -1,5 +1,5 @@
 //! 2-D convolution on cuDNN: forward, backward data, backward filter, each with cuDNN's heuristic choice of
-//! algorithm and its workspace. FMA math (no TF32): results in plain fp32, as the CPU reference computes them.
+//! algorithm and its workspace, planned once per shape and cached. FMA math (no TF32): results in plain fp32, as the CPU reference computes them.
 
 use super::CudaBackend;
 use crate::backend::conv::{check, Conv2d, ConvDims};
@@ -8,6 +8,8 @@ use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::cudnn::{
     sys, ConvBackwardData, ConvBackwardFilter, ConvDescriptor, ConvForward, FilterDescriptor, TensorDescriptor,
 };
+use cudarc::driver::CudaSlice;
+use std::collections::hash_map::{Entry, HashMap};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -22,7 +24,48 @@ struct Descs {
     conv: ConvDescriptor<f32>,
 }
 
-/// The descriptors of one convolution; `dnn` is the locked handle, held by the caller for the whole op.
+/// One convolution at one input size: its descriptors and, once asked for, each direction's algorithm and
+/// workspace size. Made once per shape (a network has a few dozen) instead of on every call.
+pub struct ConvPlan {
+    descs: Descs,
+    fwd: Option<(sys::cudnnConvolutionFwdAlgo_t, usize)>,
+    data: Option<(sys::cudnnConvolutionBwdDataAlgo_t, usize)>,
+    filter: Option<(sys::cudnnConvolutionBwdFilterAlgo_t, usize)>,
+}
+
+/// The plans by shape and one workspace that grows to the largest asked for: every op runs on the backend's one
+/// stream, in order, so one buffer serves them all.
+#[derive(Default)]
+pub struct ConvCache {
+    plans: Plans,
+    workspace: Option<CudaSlice<u8>>,
+}
+
+type Plans = HashMap<(Conv2d, ConvDims), ConvPlan>;
+
+/// The plan of a shape, made on first use.
+fn plan_of<'a>(
+    plans: &'a mut Plans,
+    dnn: &Arc<cudarc::cudnn::Cudnn>,
+    c: &Conv2d,
+    d: ConvDims,
+) -> Result<&'a mut ConvPlan> {
+    Ok(match plans.entry((*c, d)) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(e) => e.insert(ConvPlan { descs: descriptors(dnn, c, d)?, fwd: None, data: None, filter: None }),
+    })
+}
+
+/// A workspace of at least `bytes` (cuDNN writes it before it reads it: no need to clear it).
+fn workspace<'a>(ws: &'a mut Option<CudaSlice<u8>>, be: &CudaBackend, bytes: usize) -> Result<&'a mut CudaSlice<u8>> {
+    if ws.as_ref().is_none_or(|w| w.len() < bytes.max(1)) {
+        // SAFETY: scratch memory, never read before cuDNN writes it.
+        *ws = Some(unsafe { be.stream().alloc::<u8>(bytes.max(1)) }?);
+    }
+    Ok(ws.as_mut().expect("just made"))
+}
+
+/// The descriptors of one convolution.
 fn descriptors(dnn: &Arc<cudarc::cudnn::Cudnn>, c: &Conv2d, d: ConvDims) -> Result<Descs> {
     let nchw = sys::cudnnTensorFormat_t::CUDNN_TENSOR_NCHW;
     let i = |v: usize| v as i32;
@@ -40,21 +83,25 @@ fn descriptors(dnn: &Arc<cudarc::cudnn::Cudnn>, c: &Conv2d, d: ConvDims) -> Resu
     Ok(Descs { x, y, w, conv })
 }
 
-fn workspace(be: &CudaBackend, bytes: usize) -> Result<cudarc::driver::CudaSlice<u8>> {
-    Ok(be.stream().alloc_zeros::<u8>(bytes.max(1))?)
-}
-
 pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
     let d = check(x, w, c)?;
-    let dnn = be.cudnn()?;
-    let ds = descriptors(&dnn.0, c, d)?;
+    let mut guard = be.cudnn()?;
+    let h = &mut *guard;
+    let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
+    let ds = &plan.descs;
     let op = ConvForward { conv: &ds.conv, x: &ds.x, w: &ds.w, y: &ds.y };
-    let algo = op.pick_algorithm().map_err(err("forward algorithm"))?;
-    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("forward workspace"))?)?;
+    let (algo, bytes) = match plan.fwd {
+        Some(a) => a,
+        None => {
+            let algo = op.pick_algorithm().map_err(err("forward algorithm"))?;
+            *plan.fwd.insert((algo, op.get_workspace_size(algo).map_err(err("forward workspace"))?))
+        }
+    };
+    let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     let mut y = be.output::<f32>(d.n * c.cout * d.oh * d.ow)?;
     let wv = w.device::<f32>()?;
     // SAFETY: the descriptors describe exactly these buffers (sizes checked by `check`).
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x.device::<f32>()?, &wv, &mut y) }.map_err(err("forward"))?;
+    unsafe { op.launch(algo, Some(ws), (1.0, 0.0), x.device::<f32>()?, &wv, &mut y) }.map_err(err("forward"))?;
     Tensor::from_device(&[d.n, c.cout, d.oh, d.ow], Layout::Nchw, y)
 }
 
@@ -71,24 +118,40 @@ pub fn backward(
     if dy.shape() != [d.n, c.cout, d.oh, d.ow] || dw.len() != c.weight_len() {
         shape_err!("conv backward: dy {:?} (output {:?}), gradient slot {dw:?}", dy.shape(), [d.n, c.cout, d.oh, d.ow]);
     }
-    let dnn = be.cudnn()?;
-    let ds = descriptors(&dnn.0, c, d)?;
+    let mut guard = be.cudnn()?;
+    let h = &mut *guard;
     let wv = w.device::<f32>()?;
     let dyv = dy.device::<f32>()?;
 
+    let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
+    let ds = &plan.descs;
     let op = ConvBackwardData { conv: &ds.conv, dx: &ds.x, w: &ds.w, dy: &ds.y };
-    let algo = op.pick_algorithm().map_err(err("backward-data algorithm"))?;
-    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("backward-data workspace"))?)?;
+    let (algo, bytes) = match plan.data {
+        Some(a) => a,
+        None => {
+            let algo = op.pick_algorithm().map_err(err("backward-data algorithm"))?;
+            *plan.data.insert((algo, op.get_workspace_size(algo).map_err(err("backward-data workspace"))?))
+        }
+    };
     let mut dx = be.output::<f32>(x.numel())?;
+    let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     // SAFETY: as in forward.
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), &mut dx, &wv, dyv) }.map_err(err("backward data"))?;
+    unsafe { op.launch(algo, Some(ws), (1.0, 0.0), &mut dx, &wv, dyv) }.map_err(err("backward data"))?;
 
+    let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
+    let ds = &plan.descs;
     let op = ConvBackwardFilter { conv: &ds.conv, x: &ds.x, dw: &ds.w, dy: &ds.y };
-    let algo = op.pick_algorithm().map_err(err("backward-filter algorithm"))?;
-    let mut ws = workspace(be, op.get_workspace_size(algo).map_err(err("backward-filter workspace"))?)?;
+    let (algo, bytes) = match plan.filter {
+        Some(a) => a,
+        None => {
+            let algo = op.pick_algorithm().map_err(err("backward-filter algorithm"))?;
+            *plan.filter.insert((algo, op.get_workspace_size(algo).map_err(err("backward-filter workspace"))?))
+        }
+    };
+    let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     let mut gw = grads.device_mut::<f32>()?.slice_mut(dw);
     // SAFETY: as in forward; the gradient slot holds the filter's values.
-    unsafe { op.launch(algo, Some(&mut ws), (1.0, 0.0), x.device::<f32>()?, &mut gw, dyv) }
+    unsafe { op.launch(algo, Some(ws), (1.0, 0.0), x.device::<f32>()?, &mut gw, dyv) }
         .map_err(err("backward filter"))?;
     Tensor::from_device(x.shape(), Layout::Nchw, dx)
 }

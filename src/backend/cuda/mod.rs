@@ -122,7 +122,11 @@ fn describe_device(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
 
 /// The cuDNN handle. cudarc does not mark it Send or Sync; a cuDNN handle may be used from any host thread as
 /// long as no two use it at once, which the Mutex around it in `CudaBackend` guarantees.
-pub struct DnnHandle(pub Arc<cudarc::cudnn::Cudnn>);
+pub struct DnnHandle {
+    pub dnn: Arc<cudarc::cudnn::Cudnn>,
+    /// Convolution plans by shape, and the shared workspace.
+    pub convs: conv::ConvCache,
+}
 // SAFETY: see above: every use goes through `CudaBackend::cudnn`, which holds the Mutex for the whole op.
 unsafe impl Send for DnnHandle {}
 
@@ -206,7 +210,7 @@ impl CudaBackend {
                     return Err("cuDNN (libcudnn.so) could not be loaded".into());
                 }
                 let dnn = cudarc::cudnn::Cudnn::new(self.stream.clone()).map_err(|e| format!("cuDNN handle: {e:?}"))?;
-                Ok(Mutex::new(DnnHandle(dnn)))
+                Ok(Mutex::new(DnnHandle { dnn, convs: Default::default() }))
             })
             .as_ref()
             .map_err(|m| Error::Device(m.clone()))?;
