@@ -2,31 +2,38 @@
 //! report per block (every report step), and the ablation's AUC and balanced accuracy per run (`dfgpu ablate`).
 
 use crate::error::Result;
+use crate::json::{self, Json};
 use crate::plot::{self, BarRow, Bars, Canvas, Frame, Series, BLACK, BLUE, GREEN, GREY, ORANGE, RED};
 use crate::train::ablate::Row;
 use crate::train::diagnostics::{self, GradRow, EXPLODING, VANISHING};
 use crate::train::metrics::roc;
-use crate::train::trainer::EpochResult;
 use std::path::Path;
 
-/// Training loss (left) and validation AUC, average precision and balanced accuracy at 0.5 (right), per epoch.
-pub fn curves(epochs: &[EpochResult], path: &Path) -> Result<()> {
-    let mut c = Canvas::new(960, 340);
-    let at = |f: fn(&EpochResult) -> Option<f64>| -> Vec<(f64, f64)> {
-        epochs.iter().filter_map(|e| f(e).map(|v| (e.epoch as f64, v))).collect()
+/// Training loss (left) and validation AUC, average precision and balanced accuracy at 0.5 (right), per epoch,
+/// from the run's JSON-lines log (so that a resumed run's figure has the epochs before the checkpoint too).
+pub fn curves(jsonl: &str, path: &Path) -> Result<()> {
+    let rows: Vec<Json> = jsonl.lines().filter_map(|l| json::parse(l).ok()).collect();
+    let at = |k: &str| -> Vec<(f64, f64)> {
+        rows.iter()
+            .filter_map(|j| match (j.get("epoch"), j.get(k)) {
+                (Some(Json::Num(e)), Some(Json::Num(v))) => Some((*e, *v)),
+                _ => None,
+            })
+            .collect()
     };
-    let first = epochs.first().map_or(0.0, |e| e.epoch as f64);
-    let last = epochs.last().map_or(1.0, |e| e.epoch as f64).max(first + 1.0);
+    let epochs = at("epoch");
+    let first = epochs.first().map_or(0.0, |e| e.0);
+    let last = epochs.last().map_or(1.0, |e| e.0).max(first + 1.0);
     let xr = Some((first - 0.2, last + 0.2));
+    let mut c = Canvas::new(960, 340);
     let frame = |x: i64, title: &str| Frame { x, y: 0, w: 480, h: 340, title: title.into(), x_label: "EPOCH".into() };
-    let loss = [Series::new("", BLUE, at(|e| Some(e.train_loss)))];
-    let losses = loss[0].points.iter().map(|p| p.1);
-    let top = losses.fold(0.0f64, f64::max) * 1.1;
+    let loss = [Series::new("", BLUE, at("train_loss"))];
+    let top = loss[0].points.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.1;
     plot::line_chart(&mut c, &frame(0, "TRAINING LOSS (MEAN OVER THE EPOCH)"), &loss, xr, Some((0.0, top.max(1e-6))));
     let val = [
-        Series::new("AUC", BLUE, at(|e| e.report.auc)),
-        Series::new("AVERAGE PRECISION", ORANGE, at(|e| e.report.ap)),
-        Series::new("BALANCED ACC. AT 0.5", GREEN, at(|e| Some(e.report.at_half.balanced_accuracy()))),
+        Series::new("AUC", BLUE, at("val_auc")),
+        Series::new("AVERAGE PRECISION", ORANGE, at("val_ap")),
+        Series::new("BALANCED ACC. AT 0.5", GREEN, at("val_balanced_acc")),
     ];
     plot::line_chart(&mut c, &frame(480, "VALIDATION"), &val, xr, Some((0.0, 1.0)));
     c.save(path)

@@ -549,8 +549,10 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 // Say so when the device waits for data: the decoding and augmentation threads are too slow.
                 let share = waited / elapsed;
                 let wait = if share >= 0.01 { format!(", {:.0}% of the time waiting for data", 100.0 * share) } else { String::new() };
+                let done = (i + 1) * 20 / steps;
+                let bar = format!("[{}{}]", "#".repeat(done), ".".repeat(20 - done));
                 log(&format!(
-                    "epoch {epoch}/{} step {}/{steps}: loss {:.4}, grad norm {gn:.3}, lr {lr:.2e}, {rate:.0} images/s{wait}, epoch ends in {eta:.0} s",
+                    "epoch {epoch}/{} {bar} step {}/{steps}: loss {:.4}, grad norm {gn:.3}, lr {lr:.2e}, {rate:.0} images/s{wait}, epoch ends in {eta:.0} s",
                     cfg.epochs,
                     i + 1,
                     losses.iter().sum::<f64>() / losses.len() as f64
@@ -600,7 +602,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         write_atomic(&jsonl_path, &jsonl)?;
         write_atomic(&cfg.out.join("metrics.csv"), &csv_of(&jsonl))?;
         summary.epochs.push(r);
-        figures::curves(&summary.epochs, &cfg.out.join("curves.png"))?;
+        figures::curves(&jsonl, &cfg.out.join("curves.png"))?;
         last_scores = scores;
     }
     if let Some(last) = summary.epochs.last() {

@@ -41,6 +41,7 @@ fn ablate_writes_its_tables() {
         "{csv}"
     );
     assert!(std::fs::read_to_string(out.join("ablation.md")).unwrap().contains("| freq | log | focal |"));
+    assert!(out.join("ablation.png").is_file());
     let o = dfgpu(&["ablate", "--device", "cpu", "--branches", "all"]);
     assert!(text(&o).1.contains("ablate branches 'all'"), "{}", text(&o).1);
 }

@@ -1,6 +1,13 @@
 use crate::{dfgpu, text};
 use std::path::PathBuf;
 
+/// A PNG's width and height (from its header).
+fn image_size(p: &std::path::Path) -> (u32, u32) {
+    let b = std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    assert_eq!(&b[1..4], b"PNG", "{}", p.display());
+    (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
+}
+
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dfgpu-e2e-train-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -43,6 +50,9 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     let auc = field(&lines[2], "val_auc");
     assert!(auc > 0.75, "held-out AUC {auc}\n{stdout}");
     assert!(stdout.contains("group upconv: AUC"), "{stdout}");
+    for png in ["curves.png", "roc.png", "grad/step-000001.png"] {
+        assert!(image_size(&out.join(png)).0 > 400, "{png}");
+    }
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows[0], "epoch,train_loss,val_auc,val_ap,val_eer,val_balanced_acc,val_acc,seconds,images_per_s");

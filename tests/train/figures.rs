@@ -3,8 +3,6 @@
 use dfgpu::plot::{ticks, Canvas, BLACK, RED, WHITE};
 use dfgpu::train::diagnostics::GradRow;
 use dfgpu::train::figures;
-use dfgpu::train::metrics::Report;
-use dfgpu::train::trainer::EpochResult;
 
 fn tmp(name: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("dfgpu-figures-{}", std::process::id()));
@@ -58,18 +56,16 @@ fn the_gradient_chart_marks_flagged_blocks_in_red() {
 fn curves_and_roc_are_written() {
     let scores = [0.9f32, 0.8, 0.3, 0.6, 0.1, 0.7];
     let labels = [1u8, 1, 0, 1, 0, 0];
-    let epochs: Vec<EpochResult> = (1..=3)
-        .map(|e| EpochResult {
-            epoch: e,
-            train_loss: 1.0 / e as f64,
-            report: Report::new(&scores, &labels),
-            group_auc: vec![],
-            seconds: 1.0,
-            images_per_s: 10.0,
+    let jsonl: String = (1..=3)
+        .map(|e| {
+            format!(
+                "{{\"epoch\":{e},\"train_loss\":{},\"val_auc\":0.{e},\"val_ap\":null,\"val_balanced_acc\":0.5}}\n",
+                1.0 / e as f64
+            )
         })
         .collect();
     let (c, r) = (tmp("curves.png"), tmp("roc.png"));
-    figures::curves(&epochs, &c).unwrap();
+    figures::curves(&jsonl, &c).unwrap();
     figures::roc_curve(&scores, &labels, "ROC", &r).unwrap();
     for (p, size) in [(&c, (960, 340)), (&r, (440, 420))] {
         let img = image::open(p).unwrap().to_rgb8();
