@@ -1,17 +1,10 @@
-use crate::{dfgpu, text};
-use std::path::PathBuf;
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dfgpu-e2e-pack-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
+use crate::{dfgpu, text, tmp};
 
 /// `dfgpu pack` writes a file that train reads without decoding; sizes that differ and missing folders are
 /// errors that say what to do.
 #[test]
 fn train_reads_a_pack() {
-    let data = tmp("data");
+    let data = tmp("pack-data");
     let d = data.to_str().unwrap();
     assert!(dfgpu(&["synth", d, "--n-real", "12", "--n-fake", "24", "--size", "32", "--seed", "2"]).status.success());
     let file = data.with_extension("dfpack");
@@ -20,7 +13,7 @@ fn train_reads_a_pack() {
     let (stdout, stderr) = text(&o);
     assert!(o.status.success() && stdout.contains("36 images (0 skipped)"), "{stdout}\n{stderr}");
 
-    let out = tmp("run");
+    let out = tmp("pack-run");
     let args =
         ["train", "--device", "cpu", "--data", f, "--out", out.to_str().unwrap(), "--epochs", "1", "--batch", "8"];
     let o = dfgpu(&[&args[..], &["--size", "32", "--augment", "robust"]].concat());

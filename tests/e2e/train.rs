@@ -1,5 +1,4 @@
-use crate::{dfgpu, text};
-use std::path::PathBuf;
+use crate::{dfgpu, text, tmp};
 
 /// A PNG's width and height (from its header).
 fn image_size(p: &std::path::Path) -> (u32, u32) {
@@ -8,20 +7,14 @@ fn image_size(p: &std::path::Path) -> (u32, u32) {
     (u32::from_be_bytes(b[16..20].try_into().unwrap()), u32::from_be_bytes(b[20..24].try_into().unwrap()))
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("dfgpu-e2e-train-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    d
-}
-
 /// End to end on the CPU: a small synthetic set, three epochs of the tiny detector. The loss falls and the
 /// held-out AUC is well over chance.
 #[test]
 fn train_learns_the_synthetic_set_on_the_cpu() {
-    let data = tmp("data");
+    let data = tmp("train-data");
     let d = data.to_str().unwrap();
     assert!(dfgpu(&["synth", d, "--n-real", "60", "--n-fake", "300", "--size", "64", "--seed", "5"]).status.success());
-    let out = tmp("run");
+    let out = tmp("train-run");
     let o = dfgpu(&[
         "train",
         "--device",
@@ -93,11 +86,11 @@ fn train_errors_name_the_problem() {
 /// checkpoint, byte for byte (weights, running statistics, optimizer moments, step, sampler state).
 #[test]
 fn resume_gives_the_same_run_as_no_interruption() {
-    let data = tmp("resume-data");
+    let data = tmp("train-resume-data");
     let d = data.to_str().unwrap();
     assert!(dfgpu(&["synth", d, "--n-real", "30", "--n-fake", "90", "--size", "32", "--seed", "3"]).status.success());
-    let (a, b) = (tmp("resume-a"), tmp("resume-b"));
-    let run = |out: &PathBuf, epochs: &str, resume: Option<&str>| {
+    let (a, b) = (tmp("train-resume-a"), tmp("train-resume-b"));
+    let run = |out: &std::path::Path, epochs: &str, resume: Option<&str>| {
         let mut args =
             vec!["train", "--device", "cpu", "--data", d, "--size", "32", "--batch", "16", "--epochs", epochs];
         args.extend(["--out", out.to_str().unwrap()]);
