@@ -6,6 +6,7 @@
 # $OUT/gpu-run.log (or gpu-pack/gpu-run.log) as well as the screen, and ends with a pass/fail summary.
 # `run.sh --torch` also runs the timm parity check (scripts/timm_parity.py) and has the step bench time the
 # PyTorch peer (shared/anchors/torch_two_branch.py, copied in here) on the same card, for the ratios.
+# `run.sh [--torch] --train` then trains B0 at 224 on 6,000 synthetic images and runs the ablation grid on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NVCC=${NVCC:-$(scripts/install-cuda-toolchain.sh)}
@@ -60,6 +61,15 @@ if [ "${DFGPU_SKIP_BENCHES:-0}" != 1 ]; then
 fi
 if [ "${1:-}" = --torch ]; then
     run "timm parity" python3 "$here/timm_parity.py" --dfgpu "$here/dfgpu"
+fi
+# --train (after --torch or alone, as the last argument): the training system on the GPU, B0 at 224 on 6,000
+# synthetic images (1,000 real, 5,000 fake), then the ablation grid on it; runs, tables and figures in $OUT.
+if [ "${!#}" = --train ]; then
+    runs=${OUT:-$here}/runs
+    data=/tmp/dfgpu-synth-224
+    run "synth 6000 at 224" "$here/dfgpu" synth "$data" --n-real 1000 --n-fake 5000 --size 224
+    run "train b0" "$here/dfgpu" train --data "$data" --backbone b0 --epochs 4 --out "$runs/b0"
+    run "ablate b0" "$here/dfgpu" ablate --data "$data" --backbone b0 --epochs 3 --out "$runs/ablation"
 fi
 { echo "=== summary"; printf '%s\n' "${status[@]}"; } | tee -a "$log"
 ! printf '%s\n' "${status[@]}" | grep -q '^FAIL'

@@ -78,6 +78,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draws a run's learning curves (RUN/curves.png) from its metrics.jsonl, e.g. while it is still training.
+    Curves {
+        /// The run folder (`--out` of train).
+        run: std::path::PathBuf,
+    },
     /// Decodes a dataset (folder or CSV) once, resized, into one file that train, eval and spectrum map into
     /// memory: large sets train without decoding.
     Pack {
@@ -365,6 +370,13 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Command::Pack { data, out, size } => pack(&data, &out, size),
+        Command::Curves { run } => {
+            let log = run.join("metrics.jsonl");
+            std::fs::read_to_string(&log)
+                .map_err(|source| dfgpu::Error::Io { path: log.clone(), source })
+                .and_then(|text| dfgpu::train::figures::curves(&text, &run.join("curves.png")))
+                .map(|()| println!("wrote {}", run.join("curves.png").display()))
+        }
         Command::TimmExport { ckpt, out } => dfgpu::select(device, Default::default()).and_then(|(be, _)| {
             dfgpu::model::timm::export_from_checkpoint(&ckpt, &out, be.as_ref())?;
             println!("wrote {} (timm names) from {}", out.display(), ckpt.display());

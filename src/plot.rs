@@ -259,10 +259,12 @@ pub fn line_chart(c: &mut Canvas, f: &Frame, series: &[Series], xr: Option<(f64,
             pts.iter().for_each(|&(x, y)| c.rect(x - 2, y - 2, 5, 5, s.color));
         }
     }
-    for (k, s) in series.iter().filter(|s| !s.name.is_empty()).enumerate() {
-        let y = py + 4 + 11 * k as i64;
-        c.rect(px + 8, y + 2, 12, 3, s.color);
-        c.text(px + 24, y, &s.name, 1, s.color);
+    // The legend goes on the title's line, after it: inside the plot it would hide the lines it names.
+    let mut x = f.x + 4 + ((f.title.chars().count() + 2) * CHAR_W) as i64;
+    for s in series.iter().filter(|s| !s.name.is_empty()) {
+        c.rect(x, f.y + 6, 12, 3, s.color);
+        c.text(x + 16, f.y + 4, &s.name, 1, s.color);
+        x += 16 + ((s.name.chars().count() + 2) * CHAR_W) as i64;
     }
 }
 
