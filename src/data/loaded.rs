@@ -6,6 +6,7 @@ use crate::data::folder::{load_rgb, stratified_split, Dataset};
 use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
 use rayon::prelude::*;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,21 +46,37 @@ impl Loaded {
         Loaded { size, pixels: Arc::new(pixels), rows, labels, groups, skipped: Vec::new() }
     }
 
-    /// Decodes a dataset at `size` x `size`, in parallel; unreadable files are skipped and listed.
-    pub fn decode(ds: &Dataset, size: usize) -> Loaded {
-        let decoded: Vec<_> = ds.samples.par_iter().map(|s| (s, load_rgb(&s.path, size as u32))).collect();
+    /// Decodes a dataset at `size` x `size`, in parallel; unreadable files are skipped and listed. `log` gets a
+    /// progress line every few seconds. A set too large for this machine's memory is an error that says to
+    /// pack it, before anything is decoded.
+    pub fn decode(ds: &Dataset, size: usize, what: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
+        let n = ds.samples.len();
+        fits_in_memory(what, n, size, available_memory())?;
         let (mut px, mut labels, mut groups, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (s, r) in decoded {
-            match r {
-                Ok(p) => {
-                    px.extend(p);
-                    labels.push(s.label);
-                    groups.push(s.group.clone());
+        let (start, mut last) = (Instant::now(), Instant::now());
+        for chunk in ds.samples.chunks(1024) {
+            let decoded: Vec<_> = chunk.par_iter().map(|s| load_rgb(&s.path, size as u32)).collect();
+            for (s, r) in chunk.iter().zip(decoded) {
+                match r {
+                    Ok(p) => {
+                        px.extend(p);
+                        labels.push(s.label);
+                        groups.push(s.group.clone());
+                    }
+                    Err(e) => skipped.push(e.to_string()),
                 }
-                Err(e) => skipped.push(e.to_string()),
+            }
+            let done = labels.len() + skipped.len();
+            if last.elapsed() >= Duration::from_secs(5) && done < n {
+                last = Instant::now();
+                let rate = done as f64 / start.elapsed().as_secs_f64();
+                log(&format!(
+                    "decoding: {done}/{n} images, {rate:.0} images/s, done in {:.0} s",
+                    (n - done) as f64 / rate
+                ));
             }
         }
-        Loaded { skipped, ..Loaded::new(size, Pixels::Owned(px), labels, groups) }
+        Ok(Loaded { skipped, ..Loaded::new(size, Pixels::Owned(px), labels, groups) })
     }
 
     pub fn len(&self) -> usize {
@@ -147,3 +164,30 @@ impl Loaded {
         })
     }
 }
+
+/// MemAvailable from /proc/meminfo, in bytes; None where there is no such file.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+}
+
+/// Whether `n` decoded images of `size` x `size` fit in `available` bytes with room to spare (3/4 of it);
+/// if not, an error naming the data set and the way out (`dfgpu pack`).
+pub fn fits_in_memory(what: &Path, n: usize, size: usize, available: Option<u64>) -> Result<()> {
+    let need = (n * size * size * 3) as u64;
+    match available {
+        Some(avail) if need > avail / 4 * 3 => Err(crate::Error::Invalid(format!(
+            "{}: {n} images at {size}x{size} take {:.1} GiB decoded, more than 3/4 of the {:.1} GiB of memory \
+             available: pack them once (dfgpu pack {} OUT.dfpack --size {size}) and train from the pack, which is \
+             mapped from disk, not loaded",
+            what.display(),
+            need as f64 / GIB,
+            avail as f64 / GIB,
+            what.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;

@@ -44,7 +44,7 @@ pub fn sanity(
         picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
     }
     ds.samples = picked;
-    let ten = Loaded::decode(&ds, cfg.model.size);
+    let ten = Loaded::decode(&ds, cfg.model.size, &path, log)?;
     if ten.len() < 10 {
         return Err(Error::Invalid(format!(
             "{}: only {} of the first 5 real and 5 fake images could be read: {:?}",

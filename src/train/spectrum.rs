@@ -25,7 +25,7 @@ pub struct Spectra {
 
 /// The spectra of a dataset's two classes at `size` x `size`.
 pub fn spectra(be: &dyn Backend, data: &Path, size: usize) -> Result<Spectra> {
-    let loaded = open_data(data, size)?;
+    let loaded = open_data(data, size, &mut |l| println!("{l}"))?;
     let cfg =
         FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
     let plane = size * size;

@@ -169,7 +169,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
 
 /// Opens a dataset at the model's input size: a packed file (mapped, nothing decoded) or a folder or CSV
 /// (decoded in parallel, unreadable files skipped and listed).
-pub fn open_data(spec: &Path, size: usize) -> Result<Loaded> {
+pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
     if pack::is_pack(spec) {
         let l = pack::open(spec)?;
         if l.size != size {
@@ -182,7 +182,7 @@ pub fn open_data(spec: &Path, size: usize) -> Result<Loaded> {
         }
         return Ok(l);
     }
-    Ok(Loaded::decode(&Dataset::open(spec)?, size))
+    Loaded::decode(&Dataset::open(spec)?, size, spec, log)
 }
 
 /// The model's state on a backend: parameters, running statistics, gradients, AdamW moments.
@@ -396,11 +396,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     };
     let t0 = Instant::now();
     let size = cfg.model.size;
-    let mut all = open_data(&data_path, size)?;
+    let mut all = open_data(&data_path, size, log)?;
     let mut skipped = std::mem::take(&mut all.skipped);
     let (train, val) = match &cfg.val {
         Some(v) => {
-            let mut val = open_data(v, size)?;
+            let mut val = open_data(v, size, log)?;
             skipped.append(&mut val.skipped);
             (all, val)
         }
@@ -635,7 +635,7 @@ pub fn evaluate(
     log: &mut dyn FnMut(&str),
 ) -> Result<(Report, Vec<(String, f64)>)> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
-    let loaded = open_data(data, det.cfg.size)?;
+    let loaded = open_data(data, det.cfg.size, log)?;
     log(&format!(
         "checkpoint {} (epoch {}), data {} ({})",
         ckpt.display(),

@@ -103,7 +103,7 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
     assert!(p.skipped[0].contains("broken.png"), "{:?}", p.skipped);
     assert!(pack::is_pack(&file) && !pack::is_pack(&dir) && !pack::is_pack(&bad));
 
-    let (mapped, decoded) = (open_data(&file, 24).unwrap(), open_data(&dir, 24).unwrap());
+    let (mapped, decoded) = (open_data(&file, 24, &mut |_| {}).unwrap(), open_data(&dir, 24, &mut |_| {}).unwrap());
     assert_eq!(decoded.skipped.len(), 1);
     assert_eq!(
         (mapped.len(), mapped.labels.clone(), mapped.groups.clone()),
@@ -123,7 +123,7 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
     let (_, val_ds) = Dataset { samples: ok }.split(0.25, 7).unwrap();
     assert_eq!(val_ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), mv.labels);
 
-    let e = open_data(&file, 32).err().unwrap().to_string();
+    let e = open_data(&file, 32, &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("packed at 24x24") && e.contains("--size 32") && e.contains(".dfpack"), "{e}");
 }
 
@@ -176,4 +176,20 @@ fn the_batch_thread_delivers_every_batch_in_order_and_stops_on_error() {
         Ok(())
     });
     assert_eq!((calls, e.unwrap_err().to_string().contains("stop here")), (2, true));
+}
+
+#[test]
+fn a_set_too_large_for_memory_is_an_error_that_says_to_pack_it() {
+    use dfgpu::data::loaded::fits_in_memory;
+    let dir = std::path::Path::new("/data/dfwild");
+    // DFWild-Cup's training set at 224 (39 GB) on a 64 GiB machine with 48 GiB free: too much.
+    let e = fits_in_memory(dir, 262_160, 224, Some(48 << 30)).unwrap_err().to_string();
+    assert!(
+        e.contains("/data/dfwild: 262160 images at 224x224 take 36.8 GiB decoded")
+            && e.contains("3/4 of the 48.0 GiB of memory available")
+            && e.contains("dfgpu pack /data/dfwild OUT.dfpack --size 224"),
+        "{e}"
+    );
+    fits_in_memory(dir, 6_000, 224, Some(48 << 30)).unwrap();
+    fits_in_memory(dir, 262_160, 224, None).unwrap();
 }
