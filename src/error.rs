@@ -69,6 +69,20 @@ pub fn name_of<T: PartialEq>(v: &T, table: &[(&'static str, T)]) -> &'static str
     table.iter().find(|(_, t)| t == v).map_or("?", |(n, _)| n)
 }
 
+/// A setting chosen by name, on the command line and in checkpoint metadata.
+pub trait Choice: Copy + PartialEq + 'static {
+    const NAMES: &'static [(&'static str, Self)];
+
+    fn name(self) -> &'static str {
+        name_of(&self, Self::NAMES)
+    }
+
+    /// From a name; `what` says where it came from (a flag, a metadata key), for the error.
+    fn parse(s: &str, what: &str) -> Result<Self> {
+        by_name(s, what, Self::NAMES)
+    }
+}
+
 /// Shorthand for returning a shape error with a formatted message.
 #[macro_export]
 macro_rules! shape_err {

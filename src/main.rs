@@ -1,6 +1,7 @@
 //! The dfgpu command line: parse, then call the library.
 
 use clap::{Parser, Subcommand};
+use dfgpu::error::Choice;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -24,6 +25,8 @@ enum Command {
         data: Option<std::path::PathBuf>,
         #[command(flatten)]
         model: ModelArgs,
+        #[command(flatten)]
+        branch: BranchArgs,
         #[arg(long, default_value_t = 300)]
         steps: usize,
     },
@@ -51,15 +54,13 @@ enum Command {
         freq_norm: Vec<String>,
         #[arg(long, value_delimiter = ',', default_value = "focal,wbce")]
         loss: Vec<String>,
+        /// Epochs per run.
         #[arg(long, default_value_t = 3)]
         epochs: usize,
-        /// EfficientNet variant (auto: b0 on a GPU, tiny on the CPU).
-        #[arg(long, default_value = "auto")]
-        backbone: String,
-        #[arg(long)]
-        size: Option<usize>,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        opts: TrainOpts,
     },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
@@ -143,7 +144,7 @@ enum Command {
     },
 }
 
-/// The model's options, shared by train and sanity.
+/// The model's options, shared by train, sanity and ablate.
 #[derive(clap::Args)]
 struct ModelArgs {
     /// EfficientNet variant: tiny, b0 ... b7; auto: b0 on a GPU, tiny on the CPU.
@@ -152,50 +153,125 @@ struct ModelArgs {
     /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
     #[arg(long)]
     size: Option<usize>,
-    /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
-    #[arg(long, default_value = "log")]
-    freq_norm: String,
     /// Switch the frequency branch's batch norms off.
     #[arg(long)]
     no_freq_bn: bool,
+    /// The frequency branch's stride-2 convolution stages: their output channels.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    freq_widths: Vec<usize>,
+    /// Phase planes: angle (angle / pi) or cos-sin.
+    #[arg(long, default_value = "angle")]
+    phase: String,
+    /// The spectrum fed to the branch: half (H x (W/2+1)) or shifted (full, zero frequency at the centre).
+    #[arg(long, default_value = "half")]
+    spectrum: String,
+    /// One spectrum of the luma instead of one per colour channel.
+    #[arg(long)]
+    grayscale: bool,
+    /// The fusion head's hidden units.
+    #[arg(long, default_value_t = 256)]
+    head_hidden: usize,
+    /// The fusion head's activation: silu or relu.
+    #[arg(long, default_value = "silu")]
+    head_act: String,
+    /// Switch the head's per-branch LayerNorm off.
+    #[arg(long)]
+    no_head_norm: bool,
+    /// Dropout on the head's hidden layer (training only).
+    #[arg(long, default_value_t = 0.3)]
+    dropout: f32,
+    /// A learned per-sample gate that weighs the two branches.
+    #[arg(long)]
+    gated: bool,
+    /// Probability per sample of dropping one branch's features in training.
+    #[arg(long, default_value_t = 0.0)]
+    branch_dropout: f32,
+}
+
+/// The two settings that the ablation varies, fixed for train and sanity.
+#[derive(clap::Args)]
+struct BranchArgs {
+    /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
+    #[arg(long, default_value = "log")]
+    freq_norm: String,
     /// both, spatial or freq.
     #[arg(long, default_value = "both")]
     branches: String,
 }
 
+/// Training settings, shared by train and ablate.
 #[derive(clap::Args)]
-struct TrainArgs {
-    /// Training data: a folder with real/ and fake/, or a CSV of path,label. Default: the built-in set.
-    #[arg(long)]
-    data: Option<std::path::PathBuf>,
-    /// Validation data (folder or CSV). Default: a stratified 20% of the training data.
-    #[arg(long)]
-    val: Option<std::path::PathBuf>,
-    /// Run folder for the logs and checkpoints.
-    #[arg(long, default_value = "runs/latest")]
-    out: std::path::PathBuf,
-    #[command(flatten)]
-    model: ModelArgs,
-    #[arg(long, default_value_t = 6)]
-    epochs: usize,
+struct TrainOpts {
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Peak learning rate (AdamW, one warm-up epoch, cosine decay to 1% of it).
+    /// Peak learning rate (AdamW, warm-up, cosine decay to 1% of it).
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
-    /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
-    #[arg(long, default_value = "focal")]
-    loss: String,
+    /// Linear warm-up, in epochs.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_epochs: f32,
+    /// AdamW's decoupled weight decay (never on normalization parameters and biases).
+    #[arg(long, default_value_t = 0.05)]
+    weight_decay: f32,
+    /// Clip the gradient's total norm to this; 0: no clipping.
+    #[arg(long, default_value_t = 5.0)]
+    max_grad_norm: f32,
     /// balanced (half real, half fake per batch) or natural (the data set's own balance).
     #[arg(long, default_value = "balanced")]
     sampler: String,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Focal loss: the weight of the class labelled 1 (fake); below 0.5 favours the rarer real class.
+    #[arg(long, default_value_t = 0.25)]
+    focal_alpha: f32,
+    /// Focal loss: the focusing exponent.
+    #[arg(long, default_value_t = 2.0)]
+    focal_gamma: f32,
+    /// Class weights instead of the loss's own (wbce: auto; focal, bce: none): none, auto (n_real / n_fake on
+    /// fakes), effective[:BETA] (Cui et al. 2019, beta 0.999), pos:W (W on fakes), or W_REAL,W_FAKE.
+    #[arg(long)]
+    class_weights: Option<String>,
+    /// Label smoothing: labels become label (1 - eps) + eps / 2.
+    #[arg(long, default_value_t = 0.0)]
+    label_smoothing: f32,
     /// Augmentations of the training images: default (flip=0.5), robust (crop=0.25,rescale=0.1,blur=0.1,
     /// jpeg=0.2,flip=0.5), none, or NAME=P,... with NAME among crop, rescale, blur, jpeg, flip and P its
     /// probability.
     #[arg(long, default_value = "default")]
     augment: String,
+    /// Without --val: the share of each class held out for validation.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+    /// The gradient report (log lines and grad/step-N.png) every this many steps; 0: never.
+    #[arg(long, default_value_t = 25)]
+    grad_report: usize,
+    /// A progress line every this many steps.
+    #[arg(long, default_value_t = 10)]
+    log_every: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Training data: a folder with real/ and fake/, a CSV of path,label, or a pack. Default: the built-in set.
+    #[arg(long)]
+    data: Option<std::path::PathBuf>,
+    /// Validation data (folder, CSV or pack). Default: a stratified --val-fraction of the training data.
+    #[arg(long)]
+    val: Option<std::path::PathBuf>,
+    /// Run folder for the logs, figures and checkpoints.
+    #[arg(long, default_value = "runs/latest")]
+    out: std::path::PathBuf,
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    branch: BranchArgs,
+    #[arg(long, default_value_t = 6)]
+    epochs: usize,
+    /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
+    #[arg(long, default_value = "focal")]
+    loss: String,
+    #[command(flatten)]
+    opts: TrainOpts,
     /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
@@ -205,8 +281,8 @@ struct TrainArgs {
 }
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
-    use dfgpu::backend::fft::Magnitude;
-    use dfgpu::backend::head::Branches;
+    use dfgpu::backend::fft::{Phase, SpectrumLayout};
+    use dfgpu::backend::head::Act;
     let backbone = match a.backbone.as_str() {
         "auto" if be.is_cuda() => "b0",
         "auto" => "tiny",
@@ -216,28 +292,109 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     if let Some(s) = a.size {
         model.size = s;
     }
-    model.freq.fft.magnitude = Magnitude::parse(&a.freq_norm, "--freq-norm")?;
-    model.freq.norm = !a.no_freq_bn;
-    model.head.branches = Branches::parse(&a.branches, "--branches")?;
+    if a.freq_widths.is_empty() || a.freq_widths.contains(&0) {
+        return Err(dfgpu::Error::Invalid(format!(
+            "--freq-widths {:?}: give each stage's channels, at least 1 each (e.g. 32,64,128)",
+            a.freq_widths
+        )));
+    }
+    let f = &mut model.freq;
+    f.norm = !a.no_freq_bn;
+    f.widths = a.freq_widths.clone();
+    f.fft.phase = Phase::parse(&a.phase, "--phase")?;
+    f.fft.layout = SpectrumLayout::parse(&a.spectrum, "--spectrum")?;
+    f.fft.grayscale = a.grayscale;
+    let h = &mut model.head;
+    (h.hidden, h.norm, h.dropout, h.gated, h.branch_dropout) =
+        (a.head_hidden, !a.no_head_norm, a.dropout, a.gated, a.branch_dropout);
+    h.act = Act::parse(&a.head_act, "--head-act")?;
     Ok(model)
 }
 
-fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
-    use dfgpu::train::trainer::{self, Sampler, TrainConfig};
+fn with_branches(
+    mut model: dfgpu::model::detector::DetectorConfig,
+    b: &BranchArgs,
+) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
+    model.freq.fft.magnitude = dfgpu::backend::fft::Magnitude::parse(&b.freq_norm, "--freq-norm")?;
+    model.head.branches = dfgpu::backend::head::Branches::parse(&b.branches, "--branches")?;
+    Ok(model)
+}
+
+/// The shared training settings onto a configuration; a value out of range is an error naming its flag.
+fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
+    use dfgpu::backend::loss::{ClassWeighting, LossKind};
+    use dfgpu::train::trainer::Sampler;
     use dfgpu::Error;
-    let (be, line) = dfgpu::select(device, Default::default())?;
-    println!("{line}");
-    let mut cfg = TrainConfig::new(model_config(be.as_ref(), &a.model)?);
-    (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
-    cfg.sampler = match a.sampler.as_str() {
+    let bad = |flag: &str, v: &dyn std::fmt::Display, want: &str| Err(Error::Invalid(format!("{flag} {v}: {want}")));
+    if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
+        return bad("--weight-decay", &o.weight_decay, "must be >= 0");
+    }
+    if !(o.warmup_epochs >= 0.0 && o.warmup_epochs.is_finite()) {
+        return bad("--warmup-epochs", &o.warmup_epochs, "must be >= 0");
+    }
+    if !(o.max_grad_norm >= 0.0 && o.max_grad_norm.is_finite()) {
+        return bad("--max-grad-norm", &o.max_grad_norm, "must be >= 0 (0: no clipping)");
+    }
+    if !(o.lr > 0.0 && o.lr.is_finite()) {
+        return bad("--lr", &o.lr, "must be > 0");
+    }
+    if o.log_every == 0 {
+        return bad("--log-every", &o.log_every, "must be at least 1");
+    }
+    if !(o.val_fraction > 0.0 && o.val_fraction < 1.0) {
+        return bad("--val-fraction", &o.val_fraction, "must be between 0 and 1");
+    }
+    cfg.sampler = match o.sampler.as_str() {
         "balanced" => Sampler::Balanced,
         "natural" => Sampler::Natural,
-        o => return Err(Error::Invalid(format!("--sampler '{o}': choose balanced or natural"))),
+        s => return bad("--sampler", &s, "choose balanced or natural"),
     };
-    (cfg.data, cfg.val, cfg.out, cfg.epochs, cfg.batch, cfg.lr, cfg.seed) =
-        (a.data, a.val, a.out, a.epochs, a.batch, a.lr, a.seed);
+    (cfg.batch, cfg.lr, cfg.warmup_epochs, cfg.seed) = (o.batch, o.lr, o.warmup_epochs, o.seed);
+    cfg.optimizer.weight_decay = o.weight_decay;
+    cfg.max_grad_norm = (o.max_grad_norm > 0.0).then_some(o.max_grad_norm);
+    (cfg.val_fraction, cfg.grad_report, cfg.log_every) = (o.val_fraction, o.grad_report, o.log_every);
+    cfg.augment = dfgpu::data::augment::Augment::parse(&o.augment)?;
+    if let LossKind::Focal { .. } = cfg.loss.kind {
+        cfg.loss.kind = LossKind::Focal { alpha: o.focal_alpha, gamma: o.focal_gamma };
+    }
+    cfg.loss.smoothing = o.label_smoothing;
+    cfg.loss.validate().map_err(|e| Error::Invalid(format!("--focal-alpha, --focal-gamma, --label-smoothing: {e}")))?;
+    if let Some(w) = &o.class_weights {
+        let num = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+        let want = "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, BETA in [0, 1))";
+        cfg.weighting = match w.as_str() {
+            "none" => ClassWeighting::None,
+            "auto" => ClassWeighting::Auto,
+            "effective" => ClassWeighting::Effective { beta: 0.999 },
+            _ => match (w.split_once(':'), w.split_once(',')) {
+                (Some(("effective", b)), _) => match b.parse::<f64>() {
+                    Ok(beta) if (0.0..1.0).contains(&beta) => ClassWeighting::Effective { beta },
+                    _ => return bad("--class-weights", w, want),
+                },
+                (Some(("pos", v)), _) => match num(v) {
+                    Some(x) => ClassWeighting::PosWeight(x),
+                    None => return bad("--class-weights", w, want),
+                },
+                (None, Some((a, b))) => match (num(a), num(b)) {
+                    (Some(a), Some(b)) => ClassWeighting::PerClass([a, b]),
+                    _ => return bad("--class-weights", w, want),
+                },
+                _ => return bad("--class-weights", w, want),
+            },
+        };
+    }
+    Ok(())
+}
+
+fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
+    use dfgpu::train::trainer::{self, TrainConfig};
+    let (be, line) = dfgpu::select(device, Default::default())?;
+    println!("{line}");
+    let mut cfg = TrainConfig::new(with_branches(model_config(be.as_ref(), &a.model)?, &a.branch)?);
+    (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
+    apply_opts(&mut cfg, &a.opts)?;
+    (cfg.data, cfg.val, cfg.out, cfg.epochs) = (a.data, a.val, a.out, a.epochs);
     (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
-    cfg.augment = dfgpu::data::augment::Augment::parse(&a.augment)?;
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);
@@ -312,19 +469,29 @@ fn main() -> ExitCode {
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
         Command::Train(a) => train(device, a),
-        Command::Ablate { data, out, branches, freq_norm, loss, epochs, backbone, size, seed } => {
+        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts } => {
             dfgpu::select(device, Default::default()).and_then(|(be, line)| {
                 println!("{line}");
-                let margs =
-                    ModelArgs { backbone, size, freq_norm: "log".into(), no_freq_bn: false, branches: "both".into() };
-                let mut cfg = dfgpu::train::trainer::TrainConfig::new(model_config(be.as_ref(), &margs)?);
-                (cfg.data, cfg.epochs, cfg.seed) = (data, epochs, seed);
+                if opts.class_weights.is_some() {
+                    return Err(dfgpu::Error::Invalid(
+                        "--class-weights: in ablate the --loss grid sets the weights (focal, bce: none; wbce: auto)"
+                            .into(),
+                    ));
+                }
+                let mut cfg = dfgpu::train::trainer::TrainConfig::new(model_config(be.as_ref(), &model)?);
+                apply_opts(&mut cfg, &opts)?;
+                (cfg.data, cfg.epochs) = (data, epochs);
                 let rows =
                     dfgpu::train::ablate::ablate(be.as_ref(), &cfg, (&branches, &freq_norm, &loss), &out, &mut |l| {
                         println!("{l}")
                     })?;
                 print!("{}", dfgpu::train::ablate::tables(&rows).0);
-                println!("tables: {} and {}", out.join("ablation.md").display(), out.join("ablation.csv").display());
+                println!(
+                    "tables: {} and {}, figure: {}",
+                    out.join("ablation.md").display(),
+                    out.join("ablation.csv").display(),
+                    out.join("ablation.png").display()
+                );
                 Ok(())
             })
         }
@@ -339,16 +506,19 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Sanity { data, model, steps } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-            println!("{line}");
-            let cfg = model_config(be.as_ref(), &model)?;
-            let r = dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
-            if r.passed {
-                Ok(())
-            } else {
-                Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
-            }
-        }),
+        Command::Sanity { data, model, branch, steps } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                println!("{line}");
+                let cfg = with_branches(model_config(be.as_ref(), &model)?, &branch)?;
+                let r =
+                    dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
+                if r.passed {
+                    Ok(())
+                } else {
+                    Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
+                }
+            })
+        }
         Command::Eval { ckpt, data } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
             println!("{line}");
             let (report, groups) =

@@ -23,7 +23,7 @@
 //! Forward only: the FFT sees the raw images, which need no gradient.
 
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::tensor::{DType, Layout, Tensor};
 
 pub const LOG_EPS: f32 = 1e-6;
@@ -49,19 +49,18 @@ pub enum Magnitude {
     LogStd,
 }
 
-impl Magnitude {
-    /// The names the command line and checkpoints use.
-    pub const NAMES: [(&'static str, Magnitude); 3] =
-        [("raw", Magnitude::Raw), ("log", Magnitude::Log), ("log-std", Magnitude::LogStd)];
+impl Choice for Magnitude {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("raw", Magnitude::Raw), ("log", Magnitude::Log), ("log-std", Magnitude::LogStd)];
+}
 
-    pub fn name(self) -> &'static str {
-        crate::error::name_of(&self, &Self::NAMES)
-    }
+impl Choice for SpectrumLayout {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("half", SpectrumLayout::Half), ("shifted", SpectrumLayout::Shifted)];
+}
 
-    /// From a name; `what` says where it came from, for the error.
-    pub fn parse(s: &str, what: &str) -> Result<Self> {
-        crate::error::by_name(s, what, &Self::NAMES)
-    }
+impl Choice for Phase {
+    const NAMES: &'static [(&'static str, Self)] = &[("angle", Phase::Angle), ("cos-sin", Phase::CosSin)];
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

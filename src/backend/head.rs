@@ -13,7 +13,7 @@
 //! All randomness comes from `uniform(seed, stream, row, col)`, a counter-based hash that kernels/head.cu
 //! computes the same way: the masks are identical on both backends, and backward recomputes the forward's.
 
-use crate::error::{Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::model::params::ParamLayout;
 use crate::rng::Rng;
 use crate::tensor::{DType, Layout, Slice, Tensor};
@@ -35,19 +35,13 @@ pub enum Branches {
     Freq,
 }
 
-impl Branches {
-    /// The names the command line and checkpoints use.
-    pub const NAMES: [(&'static str, Branches); 3] =
-        [("both", Branches::Both), ("spatial", Branches::Spatial), ("freq", Branches::Freq)];
+impl Choice for Branches {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("both", Branches::Both), ("spatial", Branches::Spatial), ("freq", Branches::Freq)];
+}
 
-    pub fn name(self) -> &'static str {
-        crate::error::name_of(&self, &Self::NAMES)
-    }
-
-    /// From a name; `what` says where it came from, for the error.
-    pub fn parse(s: &str, what: &str) -> Result<Self> {
-        crate::error::by_name(s, what, &Self::NAMES)
-    }
+impl Choice for Act {
+    const NAMES: &'static [(&'static str, Self)] = &[("silu", Act::Silu), ("relu", Act::Relu)];
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,8 +3,9 @@
 
 use crate::backend::fft::Magnitude;
 use crate::backend::head::Branches;
+use crate::backend::loss::LossKind;
 use crate::backend::Backend;
-use crate::error::{Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::model::detector::DetectorConfig;
 use crate::train::trainer::{self, TrainConfig};
 use std::fmt::Write as _;
@@ -44,6 +45,11 @@ pub fn ablate(
                 model.freq.fft.magnitude = Magnitude::parse(f, "ablate freq-norm")?;
                 cfg.model = model;
                 (cfg.loss, cfg.weighting) = trainer::loss_named(l)?;
+                // The base's focal parameters and smoothing hold in every run; the grid sets the kind.
+                if let (LossKind::Focal { .. }, LossKind::Focal { .. }) = (cfg.loss.kind, base.loss.kind) {
+                    cfg.loss.kind = base.loss.kind;
+                }
+                cfg.loss.smoothing = base.loss.smoothing;
                 cfg.out = out.join(format!("{b}-{f}-{l}"));
                 log(&format!("=== ablation run: branches {b}, freq-norm {f}, loss {l}"));
                 let summary = trainer::train(be, &cfg, &mut |line| {

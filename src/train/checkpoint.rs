@@ -4,10 +4,9 @@
 //! configuration, the epoch and the metrics as string metadata. Written to a temporary file and renamed: a
 //! crash never leaves a broken checkpoint.
 
-use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
-use crate::backend::head::{Act, Branches};
+use crate::backend::fft::FftConfig;
 use crate::backend::Backend;
-use crate::error::{by_name, name_of, Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::json::{self, quote, Json};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::params::ParamLayout;
@@ -109,11 +108,6 @@ pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>
     Ok((tensors, meta))
 }
 
-/// Names of the settings that have none of their own elsewhere (Magnitude and Branches carry theirs).
-const LAYOUTS: [(&str, SpectrumLayout); 2] = [("half", SpectrumLayout::Half), ("shifted", SpectrumLayout::Shifted)];
-const PHASES: [(&str, Phase); 2] = [("angle", Phase::Angle), ("cos-sin", Phase::CosSin)];
-const ACTS: [(&str, Act); 2] = [("silu", Act::Silu), ("relu", Act::Relu)];
-
 /// The configuration as metadata strings.
 pub fn config_meta(cfg: &DetectorConfig) -> Meta {
     let f = &cfg.freq;
@@ -125,13 +119,13 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
         ("dfgpu.size", cfg.size.to_string()),
         ("dfgpu.freq.widths", widths.join(",")),
         ("dfgpu.freq.norm", f.norm.to_string()),
-        ("dfgpu.fft.layout", name_of(&f.fft.layout, &LAYOUTS).into()),
+        ("dfgpu.fft.layout", f.fft.layout.name().into()),
         ("dfgpu.fft.magnitude", f.fft.magnitude.name().into()),
-        ("dfgpu.fft.phase", name_of(&f.fft.phase, &PHASES).into()),
+        ("dfgpu.fft.phase", f.fft.phase.name().into()),
         ("dfgpu.fft.grayscale", f.fft.grayscale.to_string()),
         ("dfgpu.head.hidden", h.hidden.to_string()),
         ("dfgpu.head.norm", h.norm.to_string()),
-        ("dfgpu.head.act", name_of(&h.act, &ACTS).into()),
+        ("dfgpu.head.act", h.act.name().into()),
         ("dfgpu.head.dropout", h.dropout.to_string()),
         ("dfgpu.head.gated", h.gated.to_string()),
         ("dfgpu.head.branches", h.branches.name().into()),
@@ -143,12 +137,11 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
 }
 
 /// A named setting from metadata; the error names the file, the key and the value.
-fn pick<T: Copy>(meta: &Meta, path: &Path, k: &str, table: &[(&str, T)]) -> Result<T> {
+fn pick<T: Choice>(meta: &Meta, path: &Path, k: &str) -> Result<T> {
     let v = meta.get(k).ok_or_else(|| {
         Error::Invalid(format!("{}: not a dfgpu checkpoint (no '{k}' in its metadata)", path.display()))
     })?;
-    by_name(v, k, table)
-        .map_err(|_| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display())))
+    T::parse(v, k).map_err(|_| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display())))
 }
 
 /// The configuration back from metadata; names the key that is missing or unreadable.
@@ -176,18 +169,18 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         .collect::<Result<_>>()?;
     cfg.freq.norm = flag("dfgpu.freq.norm")?;
     cfg.freq.fft = FftConfig {
-        layout: pick(meta, path, "dfgpu.fft.layout", &LAYOUTS)?,
-        magnitude: pick(meta, path, "dfgpu.fft.magnitude", &Magnitude::NAMES)?,
-        phase: pick(meta, path, "dfgpu.fft.phase", &PHASES)?,
+        layout: pick(meta, path, "dfgpu.fft.layout")?,
+        magnitude: pick(meta, path, "dfgpu.fft.magnitude")?,
+        phase: pick(meta, path, "dfgpu.fft.phase")?,
         grayscale: flag("dfgpu.fft.grayscale")?,
     };
     let h = &mut cfg.head;
     h.hidden = num("dfgpu.head.hidden")? as usize;
     h.norm = flag("dfgpu.head.norm")?;
-    h.act = pick(meta, path, "dfgpu.head.act", &ACTS)?;
+    h.act = pick(meta, path, "dfgpu.head.act")?;
     h.dropout = num("dfgpu.head.dropout")? as f32;
     h.gated = flag("dfgpu.head.gated")?;
-    h.branches = pick(meta, path, "dfgpu.head.branches", &Branches::NAMES)?;
+    h.branches = pick(meta, path, "dfgpu.head.branches")?;
     h.branch_dropout = num("dfgpu.head.branch_dropout")? as f32;
     Ok(cfg)
 }

@@ -109,3 +109,65 @@ fn resume_gives_the_same_run_as_no_interruption() {
     assert_eq!(std::fs::read(a.join("last.safetensors")).unwrap(), std::fs::read(&last).unwrap());
     assert_eq!(std::fs::read_to_string(b.join("metrics.jsonl")).unwrap().lines().count(), 2);
 }
+
+/// The model and training flags reach the run: the checkpoint's metadata holds the model's, and a bad value is
+/// an error naming its flag.
+#[test]
+fn model_and_training_flags_reach_the_run() {
+    let data = tmp("train-flags-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "10", "--n-fake", "20", "--size", "32", "--seed", "3"]).status.success());
+    let out = tmp("train-flags-run");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--device", "cpu", "--data", d, "--out", o, "--epochs", "1", "--batch", "8", "--size", "32"];
+    let flags = [
+        "--gated",
+        "--head-act",
+        "relu",
+        "--no-head-norm",
+        "--freq-widths",
+        "8,16",
+        "--phase",
+        "cos-sin",
+        "--grayscale",
+        "--branch-dropout",
+        "0.2",
+        "--loss",
+        "focal",
+        "--focal-alpha",
+        "0.4",
+        "--class-weights",
+        "effective:0.99",
+        "--label-smoothing",
+        "0.1",
+        "--augment",
+        "none",
+        "--grad-report",
+        "0",
+    ];
+    let r = dfgpu(&[&base[..], &flags[..]].concat());
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stdout}\n{stderr}");
+    let (_, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    for (k, v) in [
+        ("dfgpu.head.gated", "true"),
+        ("dfgpu.head.act", "relu"),
+        ("dfgpu.head.norm", "false"),
+        ("dfgpu.head.branch_dropout", "0.2"),
+        ("dfgpu.freq.widths", "8,16"),
+        ("dfgpu.fft.phase", "cos-sin"),
+        ("dfgpu.fft.grayscale", "true"),
+    ] {
+        assert_eq!(meta.get(k).map(String::as_str), Some(v), "{k}");
+    }
+    assert!(!out.join("grad").exists(), "--grad-report 0 writes no gradient charts");
+    for (flag, value, says) in [
+        ("--class-weights", "pos:x", "--class-weights pos:x: choose none, auto"),
+        ("--freq-widths", "0", "--freq-widths [0]: give each stage's channels"),
+        ("--sampler", "random", "--sampler random: choose balanced or natural"),
+        ("--head-act", "tanh", "--head-act 'tanh': choose silu, relu"),
+    ] {
+        let r = dfgpu(&[&base[..], &[flag, value]].concat());
+        assert!(!r.status.success() && text(&r).1.contains(says), "{flag} {value}: {}", text(&r).1);
+    }
+}
