@@ -194,6 +194,13 @@ impl Tensor {
     }
 
     /// Checks the boundary conditions of an op: dtype, layout and rank. `what` names the argument.
+    /// An f32 host tensor widened to f64: how the CPU backend's f64 mode (gradient checks) takes the output of
+    /// an op that is f32 only (the frequency features).
+    pub fn to_f64(&self) -> Result<Tensor> {
+        let v: Vec<f64> = self.host::<f32>()?.iter().map(|&x| x as f64).collect();
+        Tensor::from_vec(&self.shape, self.layout, v)
+    }
+
     pub fn expect(&self, what: &str, dtype: DType, layout: Layout, rank: usize) -> Result<()> {
         if self.dtype != dtype || self.layout != layout || self.shape.len() != rank {
             shape_err!(

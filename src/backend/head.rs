@@ -208,11 +208,13 @@ pub struct HeadGrads {
 }
 
 /// Boundary checks for forward and backward; returns the batch size.
+/// f32 everywhere; the CPU backend also runs f64 (the whole detector's gradient check), one dtype for all.
 pub fn check(cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor) -> Result<usize> {
     cfg.validate()?;
-    params.buf.expect("head params", DType::F32, Layout::Plain, 1)?;
-    s.expect("head spatial features", DType::F32, Layout::Plain, 2)?;
-    q.expect("head frequency features", DType::F32, Layout::Plain, 2)?;
+    let dt = if params.buf.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
+    params.buf.expect("head params", dt, Layout::Plain, 1)?;
+    s.expect("head spatial features", dt, Layout::Plain, 2)?;
+    q.expect("head frequency features", dt, Layout::Plain, 2)?;
     let want = cfg.layout().total();
     if params.len() != want || params.range.end > params.buf.numel() {
         shape_err!("head params: {} values at {:?}, the configuration needs {want}", params.len(), params.range);
@@ -242,7 +244,7 @@ pub fn check_backward(
     if at.len() != cfg.layout().total() || at.end > grads.numel() {
         shape_err!("head gradients: slot {at:?} of {} values for {} parameters", grads.numel(), cfg.layout().total());
     }
-    dlogits.expect("head dlogits", DType::F32, Layout::Plain, 1)?;
+    dlogits.expect("head dlogits", grads.dtype(), Layout::Plain, 1)?;
     if dlogits.numel() != b || saved.z.shape() != [b, cfg.d()] || saved.h.shape() != [b, cfg.hidden] {
         shape_err!(
             "head backward: {} dlogits, saved z {:?} and h {:?} for a batch of {b}",

@@ -9,7 +9,7 @@ use crate::model::freq::{FreqBranch, FreqCache, FreqConfig};
 use crate::model::layers::{Builder, Bwd, Fwd};
 use crate::model::params::ParamLayout;
 use crate::rng::Rng;
-use crate::tensor::{Layout, Slice, Tensor};
+use crate::tensor::{DType, Layout, Slice, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -119,7 +119,12 @@ impl Detector {
         stats: Option<&Tensor>,
     ) -> Result<(Tensor, DetectorCache)> {
         let n = norm.shape()[0];
-        let zeros = |d: usize| f.be.upload(&Tensor::from_vec(&[n, d], Layout::Plain, vec![0f32; n * d])?);
+        let zeros = |d: usize| {
+            f.be.upload(&match f.params.dtype() {
+                DType::F64 => Tensor::from_vec(&[n, d], Layout::Plain, vec![0f64; n * d])?,
+                _ => Tensor::from_vec(&[n, d], Layout::Plain, vec![0f32; n * d])?,
+            })
+        };
         let (s, spatial) = if self.head.branches == Branches::Freq {
             (zeros(self.head.ds)?, None)
         } else {

@@ -6,7 +6,7 @@ use crate::backend::fft::{FftConfig, FftDims};
 use crate::backend::{Activation, Conv2d};
 use crate::error::Result;
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd};
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -57,7 +57,11 @@ impl FreqBranch {
 
     /// Raw images (f32 NCHW in [0, 1], or u8 NHWC) to [N, features]. `stats` for log-std magnitudes.
     pub fn forward(&self, f: &mut Fwd, raw: &Tensor, stats: Option<&Tensor>) -> Result<(Tensor, FreqCache)> {
-        let mut h = Arc::new(f.be.fft_features(raw, &self.cfg.fft, stats)?);
+        let mut feats = f.be.fft_features(raw, &self.cfg.fft, stats)?;
+        if f.params.dtype() == DType::F64 {
+            feats = feats.to_f64()?; // the FFT is f32 only; the CPU backend's f64 gradient checks take it widened
+        }
+        let mut h = Arc::new(feats);
         let mut caches = Vec::with_capacity(self.stages.len());
         for s in &self.stages {
             let (o, c) = s.forward(f, h)?;

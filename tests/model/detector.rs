@@ -84,3 +84,38 @@ fn gpu_matches_cpu_for_the_whole_tiny_detector() {
         assert_close(&e.name, &gg[e.range()], &w, 1e-3, floor);
     }
 }
+
+/// The whole detector (both branches, per-branch LayerNorm, gated head with dropout and branch dropout, masks
+/// fixed by the step's seed) against central differences in f64, on the CPU backend's f64 mode: every
+/// parameter tensor, one coordinate each. The frequency branch's ReLUs make the objective piecewise smooth;
+/// the inputs are seeded, so a coordinate whose difference crosses a kink would fail the same way every run.
+#[test]
+fn whole_detector_gradients_match_central_differences_in_f64() {
+    let be = cpu();
+    let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
+    cfg.freq.widths = vec![8, 16];
+    (cfg.head.hidden, cfg.head.gated, cfg.head.branch_dropout) = (16, true, 0.25);
+    let det = Detector::new(cfg).unwrap();
+    let mut rng = Rng::new(8);
+    let p: Vec<f64> = det.init_params(3).iter().map(|&v| v as f64 + 0.05 * rng.normal()).collect();
+    let x = images(2, 64, 5);
+    let pre = be.preprocess(&x, &ChannelNorm::imagenet(), false).unwrap();
+    let norm = Arc::new(pre.norm.to_f64().unwrap());
+    let state0: Vec<f64> = det.init_state().iter().map(|&v| v as f64).collect();
+    let run = |p: &[f64]| {
+        let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
+        let mut st = t64(&[state0.len()], Layout::Plain, state0.clone());
+        let mut f = Fwd { be: &be, params: &pt, state: &mut st, train: Some(21) };
+        det.forward(&mut f, norm.clone(), &x, None).unwrap()
+    };
+    let (logits, cache) = run(&p);
+    assert_eq!(logits.dtype(), dfgpu::DType::F64);
+    let c = [0.7, -1.3];
+    let pt = t64(&[p.len()], Layout::Plain, p.clone());
+    let mut grads = t64(&[p.len()], Layout::Plain, vec![0.0; p.len()]);
+    det.backward(&mut Bwd { be: &be, params: &pt, grads: &mut grads }, cache, &t64(&[2], Layout::Plain, c.to_vec()))
+        .unwrap();
+    let g = grads.host::<f64>().unwrap();
+    let picks: Vec<usize> = det.params.entries().iter().map(|e| e.offset + e.len() / 2).collect();
+    check_grads("detector", g, &p, picks, |pp| dot(&run(pp).0, &c));
+}

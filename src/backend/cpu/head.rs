@@ -2,9 +2,13 @@
 //! Generic over the float type so that gradient checks run it in f64.
 
 use super::real::Real;
-use crate::backend::head::{Act, HeadConfig, Mode, LN_EPS};
+use super::{out_of, CpuBackend};
+use crate::backend::head::{Act, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
+use crate::error::Result;
 use crate::model::params::ParamLayout;
+use crate::tensor::{Element, Layout, Slice, Tensor};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// The forward's outputs, one slice each (shapes as in `HeadSaved`).
 pub struct ForwardOut<'a, F> {
@@ -253,4 +257,56 @@ pub fn backward<F: Real>(
         let dqb = &mut dq[b * cfg.dq..][..cfg.dq];
         branch_backward(qb, duq, F::of(bq as f64), norm("norm_q", cfg.dq), st[2], st[3], dqb, gp);
     }
+}
+
+/// The backend's head_forward for one float type (arguments checked by the caller; `b` is the batch).
+pub(super) fn run_forward<F: Real + Element>(
+    be: &CpuBackend,
+    cfg: &HeadConfig,
+    params: &Slice,
+    s: &Tensor,
+    q: &Tensor,
+    mode: Mode,
+    b: usize,
+) -> Result<HeadForward> {
+    let (mut logits, mut z, mut h) = (be.output::<F>(b), be.output::<F>(b * cfg.d()), be.output::<F>(b * cfg.hidden));
+    let (mut stats, mut gate) = (be.output::<F>(b * 4), be.output::<F>(b));
+    let out = ForwardOut { logits: &mut logits, z: &mut z, h: &mut h, stats: &mut stats, gate: &mut gate };
+    forward(cfg, params.host::<F>()?, s.host()?, q.host()?, mode, out);
+    let plain = |shape: &[usize], v: Vec<F>| Tensor::from_vec(shape, Layout::Plain, v);
+    Ok(HeadForward {
+        logits: plain(&[b], logits)?,
+        saved: HeadSaved {
+            mode,
+            z: plain(&[b, cfg.d()], z)?,
+            h: plain(&[b, cfg.hidden], h)?,
+            stats: plain(&[b, 4], stats)?,
+            gate: plain(&[b], gate)?,
+        },
+    })
+}
+
+/// The backend's head_backward for one float type (arguments checked by the caller).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_backward<F: Real + Element>(
+    be: &CpuBackend,
+    cfg: &HeadConfig,
+    params: &Slice,
+    s: &Tensor,
+    q: &Tensor,
+    saved: &HeadSaved,
+    dlogits: &Tensor,
+    grads: &mut Tensor,
+    at: Range<usize>,
+    b: usize,
+) -> Result<HeadGrads> {
+    let (mut ds, mut dq) = (be.output::<F>(b * cfg.ds), be.output::<F>(b * cfg.dq));
+    let n = at.len();
+    let out = BackwardOut { params: out_of::<F>(grads, at, n)?, ds: &mut ds, dq: &mut dq };
+    let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
+    backward(cfg, params.host::<F>()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
+    Ok(HeadGrads {
+        ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
+        dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,
+    })
 }

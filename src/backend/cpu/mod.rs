@@ -157,21 +157,7 @@ impl Backend for CpuBackend {
         mode: Mode,
     ) -> Result<HeadForward> {
         let b = head_op::check(cfg, params, s, q)?;
-        let (mut logits, mut z, mut h) = (self.output(b), self.output(b * cfg.d()), self.output(b * cfg.hidden));
-        let (mut stats, mut gate) = (self.output(b * 4), self.output(b));
-        let out = head::ForwardOut { logits: &mut logits, z: &mut z, h: &mut h, stats: &mut stats, gate: &mut gate };
-        head::forward(cfg, params.host::<f32>()?, s.host()?, q.host()?, mode, out);
-        let plain = |shape: &[usize], v| Tensor::from_vec(shape, Layout::Plain, v);
-        Ok(HeadForward {
-            logits: plain(&[b], logits)?,
-            saved: HeadSaved {
-                mode,
-                z: plain(&[b, cfg.d()], z)?,
-                h: plain(&[b, cfg.hidden], h)?,
-                stats: plain(&[b, 4], stats)?,
-                gate: plain(&[b], gate)?,
-            },
-        })
+        by_real!(s.dtype(), head::run_forward, (self, cfg, params, s, q, mode, b))
     }
 
     fn head_backward(
@@ -187,16 +173,7 @@ impl Backend for CpuBackend {
     ) -> Result<HeadGrads> {
         let b = head_op::check(cfg, params, s, q)?;
         head_op::check_backward(saved, dlogits, cfg, b, grads, &at)?;
-        let (mut ds, mut dq) = (self.output(b * cfg.ds), self.output(b * cfg.dq));
-        let n = at.len();
-        let gp = out_of::<f32>(grads, at, n)?;
-        let out = head::BackwardOut { params: gp, ds: &mut ds, dq: &mut dq };
-        let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
-        head::backward(cfg, params.host()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
-        Ok(HeadGrads {
-            ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
-            dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,
-        })
+        by_real!(s.dtype(), head::run_backward, (self, cfg, params, s, q, saved, dlogits, grads, at, b))
     }
 
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
