@@ -325,7 +325,7 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
     use dfgpu::backend::loss::{ClassWeighting, LossKind};
     use dfgpu::train::trainer::Sampler;
     use dfgpu::Error;
-    let bad = |flag: &str, v: &dyn std::fmt::Display, want: &str| Err(Error::Invalid(format!("{flag} {v}: {want}")));
+    let bad = |flag: &str, v: &dyn std::fmt::Display, want: &str| Err(Error::Invalid(format!("{flag} '{v}': {want}")));
     if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
         return bad("--weight-decay", &o.weight_decay, "must be >= 0");
     }

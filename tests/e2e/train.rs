@@ -162,9 +162,9 @@ fn model_and_training_flags_reach_the_run() {
     }
     assert!(!out.join("grad").exists(), "--grad-report 0 writes no gradient charts");
     for (flag, value, says) in [
-        ("--class-weights", "pos:x", "--class-weights pos:x: choose none, auto"),
+        ("--class-weights", "pos:x", "--class-weights 'pos:x': choose none, auto"),
         ("--freq-widths", "0", "--freq-widths [0]: give each stage's channels"),
-        ("--sampler", "random", "--sampler random: choose balanced or natural"),
+        ("--sampler", "random", "--sampler 'random': choose balanced or natural"),
         ("--head-act", "tanh", "--head-act 'tanh': choose silu, relu"),
     ] {
         let r = dfgpu(&[&base[..], &[flag, value]].concat());
