@@ -111,6 +111,9 @@ enum Command {
         /// Fake families, comma-separated: upconv, nearest, fingerprint.
         #[arg(long, value_delimiter = ',', default_value = "upconv,nearest,fingerprint")]
         families: Vec<String>,
+        /// Crop the images from your own photos in this folder (any nesting) instead of drawing them.
+        #[arg(long)]
+        from: Option<std::path::PathBuf>,
     },
     /// Writes a checkpoint's EfficientNet under timm's names (a state_dict for timm's efficientnet_bN).
     TimmExport {
@@ -558,8 +561,8 @@ fn main() -> ExitCode {
                 timm_forward(be.as_ref(), &backbone, &weights, &input, &out)
             })
         }
-        Command::Synth { out, n_real, n_fake, size, seed, families } => {
-            let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families };
+        Command::Synth { out, n_real, n_fake, size, seed, families, from } => {
+            let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families, from };
             let t = std::time::Instant::now();
             dfgpu::data::synth::write(&cfg, &out).map(|n| {
                 println!(

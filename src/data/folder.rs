@@ -31,7 +31,7 @@ fn is_image(p: &Path) -> bool {
 }
 
 /// Every image file under `dir`, sorted (so that a dataset is the same on every machine).
-fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+pub(crate) fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     for entry in std::fs::read_dir(dir).map_err(io(dir))? {
         let path = entry.map_err(io(dir))?.path();
         if path.is_dir() {

@@ -2,7 +2,8 @@
 //! such images through what a generator's decoder does, so that they carry its spectral traces.
 //!
 //! Real: the dead-leaves model (occluding discs with radii drawn from p(r) ~ 1/r^3, which gives the 1/f
-//! amplitude spectrum of natural images), a smooth lighting gradient, and sensor noise.
+//! amplitude spectrum of natural images), a smooth lighting gradient, and sensor noise; or, with `from`, random
+//! square crops (half to all of the short side) of the user's own photos, resized to the set's size.
 //! Fake families, each written to its own subfolder of fake/ (a user can train on some and test on the others):
 //! - `upconv`: 2x box downsampling, then a stride-2 transposed convolution whose four polyphase kernels differ:
 //!   the checkerboard trace of learned upsampling (a peak at half the Nyquist frequency);
@@ -29,12 +30,21 @@ pub struct SynthConfig {
     pub seed: u64,
     /// Which fake families, from FAMILIES; the fakes are spread evenly over them.
     pub families: Vec<String>,
+    /// A folder of photos to crop the images from, instead of drawing them.
+    pub from: Option<PathBuf>,
 }
 
 impl Default for SynthConfig {
     /// 1 real to 5 fakes, as in DFWild-Cup; 64 x 64, small enough to train on a CPU in minutes.
     fn default() -> Self {
-        SynthConfig { n_real: 200, n_fake: 1000, size: 64, seed: 0, families: FAMILIES.map(String::from).to_vec() }
+        SynthConfig {
+            n_real: 200,
+            n_fake: 1000,
+            size: 64,
+            seed: 0,
+            families: FAMILIES.map(String::from).to_vec(),
+            from: None,
+        }
     }
 }
 
@@ -195,9 +205,9 @@ fn decode_like(img: &Image, family: &str) -> Image {
     }
 }
 
-/// A fake of `family`: the trace over the whole image, or blended into a soft central ellipse.
-pub fn fake_image(size: usize, family: &str, rng: &mut Rng) -> Image {
-    let real = real_image(size, rng);
+/// A fake of `family` made from `real`: the trace over the whole image, or blended into a soft central ellipse.
+pub fn fake_image(real: Image, family: &str, rng: &mut Rng) -> Image {
+    let size = real.size;
     let traced = decode_like(&real, family);
     if rng.uniform() < 0.5 {
         return traced;
@@ -239,6 +249,56 @@ fn listing(cfg: &SynthConfig) -> Vec<(PathBuf, bool, Option<String>)> {
     files
 }
 
+/// The photos of `--from`, decoded once, each scaled so that its short side is at most twice the set's size
+/// (a crop keeps detail at the size it is cut to; memory stays small). At most `limit` of them, in path order.
+fn load_photos(dir: &Path, size: usize, limit: usize) -> Result<Vec<image::RgbImage>> {
+    let mut files = Vec::new();
+    crate::data::folder::images_under(dir, &mut files)?;
+    files.sort();
+    files.truncate(limit);
+    if files.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no images (jpg, jpeg, png, webp, bmp) under it to crop the set from",
+            dir.display()
+        )));
+    }
+    files
+        .par_iter()
+        .map(|p| {
+            let img =
+                image::open(p).map_err(|e| Error::Invalid(format!("{}: cannot decode: {e}", p.display())))?.to_rgb8();
+            let short = img.width().min(img.height());
+            if (short as usize) < size {
+                return Err(Error::Invalid(format!(
+                    "{}: {}x{} is smaller than the set's {size}x{size}",
+                    p.display(),
+                    img.width(),
+                    img.height()
+                )));
+            }
+            let scale = ((2 * size) as f64 / short as f64).min(1.0);
+            let (w, h) = ((img.width() as f64 * scale).round() as u32, (img.height() as f64 * scale).round() as u32);
+            Ok(if scale < 1.0 {
+                image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+            } else {
+                img
+            })
+        })
+        .collect()
+}
+
+/// A random square crop of a random photo, half to all of its short side, resized to `size`.
+fn photo_crop(photos: &[image::RgbImage], size: usize, rng: &mut Rng) -> Image {
+    let p = &photos[rng.below(photos.len() as u64) as usize];
+    let short = p.width().min(p.height());
+    let side = ((0.5 + 0.5 * rng.uniform()) * short as f32).round().max(1.0) as u32;
+    let (x0, y0) = (rng.below((p.width() - side + 1) as u64) as u32, rng.below((p.height() - side + 1) as u64) as u32);
+    let crop = image::imageops::crop_imm(p, x0, y0, side, side).to_image();
+    let s = size as u32;
+    let rgb = image::imageops::resize(&crop, s, s, image::imageops::FilterType::Triangle);
+    Image { size, px: rgb.as_raw().iter().map(|&v| v as f32 / 255.0).collect() }
+}
+
 /// Writes the set as a folder dataset under `out` (out/real, out/fake/FAMILY). Returns the number of files.
 /// Files are written to a temporary name and renamed, so an interrupted run leaves no half-written image.
 pub fn write(cfg: &SynthConfig, out: &Path) -> Result<usize> {
@@ -248,11 +308,19 @@ pub fn write(cfg: &SynthConfig, out: &Path) -> Result<usize> {
         let d = out.join(dir);
         std::fs::create_dir_all(&d).map_err(|source| Error::Io { path: d.clone(), source })?;
     }
+    let photos = match &cfg.from {
+        Some(dir) => Some(load_photos(dir, cfg.size, files.len())?),
+        None => None,
+    };
     files.par_iter().enumerate().try_for_each(|(i, (rel, fake, family))| {
         let mut rng = Rng::new(cfg.seed ^ (0xD1B5_4A32_D192_ED03u64.wrapping_mul(i as u64 + 1)));
+        let base = match &photos {
+            Some(p) => photo_crop(p, cfg.size, &mut rng),
+            None => real_image(cfg.size, &mut rng),
+        };
         let img = match family {
-            Some(f) if *fake => fake_image(cfg.size, f, &mut rng),
-            _ => real_image(cfg.size, &mut rng),
+            Some(f) if *fake => fake_image(base, f, &mut rng),
+            _ => base,
         };
         let quality = 70 + rng.below(26) as u8;
         let path = out.join(rel);

@@ -123,3 +123,39 @@ fn csv_datasets_and_stratified_splits() {
     let (_, val3) = csv.split(0.2, 8).unwrap();
     assert_ne!(val.samples, val3.samples);
 }
+
+/// `synth --from`: the images are crops of the user's photos (here three flat colours, so each real image must
+/// be one of them), fakes are made from such crops, and an empty or unreadable folder is an error naming it.
+#[test]
+fn synth_from_photos_crops_them() {
+    let photos = tmp("photos");
+    std::fs::create_dir_all(photos.join("trip")).unwrap();
+    let colours = [[200u8, 30, 30], [30, 200, 30], [30, 30, 200]];
+    for (i, c) in colours.iter().enumerate() {
+        let (w, h) = (80 + 10 * i as u32, 70);
+        image::RgbImage::from_pixel(w, h, image::Rgb(*c)).save(photos.join(format!("trip/p{i}.png"))).unwrap();
+    }
+    let out = tmp("from-photos");
+    let cfg = SynthConfig { from: Some(photos.clone()), ..small(4) };
+    assert_eq!(synth::write(&cfg, &out).unwrap(), 15);
+    let ds = Dataset::open(&out).unwrap();
+    let mut seen = [false; 3];
+    for s in ds.samples.iter().filter(|s| s.label == 0) {
+        let px = load_rgb(&s.path, 32).unwrap();
+        let mean = [0, 1, 2].map(|c| px.iter().skip(c).step_by(3).map(|&v| v as f64).sum::<f64>() / (32.0 * 32.0));
+        let k = colours
+            .iter()
+            .position(|col| col.iter().zip(&mean).all(|(&a, &m)| (a as f64 - m).abs() < 6.0))
+            .unwrap_or_else(|| panic!("{}: mean colour {mean:?} is none of the photos'", s.path.display()));
+        seen[k] = true;
+    }
+    assert!(seen.iter().filter(|&&x| x).count() >= 2, "crops come from several photos");
+
+    let empty = tmp("no-photos");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = synth::write(&SynthConfig { from: Some(empty.clone()), ..small(4) }, &tmp("x")).unwrap_err().to_string();
+    assert!(e.contains(&format!("{}: no images", empty.display())), "{e}");
+    std::fs::write(empty.join("broken.jpg"), b"no jpeg").unwrap();
+    let e = synth::write(&SynthConfig { from: Some(empty), ..small(4) }, &tmp("y")).unwrap_err().to_string();
+    assert!(e.contains("broken.jpg: cannot decode"), "{e}");
+}
