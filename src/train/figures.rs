@@ -9,7 +9,8 @@ use crate::train::diagnostics::{self, GradRow, EXPLODING, VANISHING};
 use crate::train::metrics::roc;
 use std::path::Path;
 
-/// Training loss (left) and validation AUC, average precision and balanced accuracy at 0.5 (right), per epoch,
+/// Training loss (the mean over the epoch) and validation loss (left), and validation AUC, average precision
+/// and balanced accuracy at 0.5 (right), per epoch,
 /// from the run's JSON-lines log (so that a resumed run's figure has the epochs before the checkpoint too).
 pub fn curves(jsonl: &str, path: &Path) -> Result<()> {
     let rows: Vec<Json> = jsonl.lines().filter_map(|l| json::parse(l).ok()).collect();
@@ -27,9 +28,9 @@ pub fn curves(jsonl: &str, path: &Path) -> Result<()> {
     let xr = Some((first - 0.2, last + 0.2));
     let mut c = Canvas::new(960, 340);
     let frame = |x: i64, title: &str| Frame { x, y: 0, w: 480, h: 340, title: title.into(), x_label: "EPOCH".into() };
-    let loss = [Series::new("", BLUE, at("train_loss"))];
-    let top = loss[0].points.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.1;
-    plot::line_chart(&mut c, &frame(0, "TRAINING LOSS (MEAN OVER THE EPOCH)"), &loss, xr, Some((0.0, top.max(1e-6))));
+    let loss = [Series::new("TRAINING", BLUE, at("train_loss")), Series::new("VALIDATION", ORANGE, at("val_loss"))];
+    let top = loss.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.1;
+    plot::line_chart(&mut c, &frame(0, "LOSS"), &loss, xr, Some((0.0, top.max(1e-6))));
     let val = [
         Series::new("AUC", BLUE, at("val_auc")),
         Series::new("AVERAGE PRECISION", ORANGE, at("val_ap")),

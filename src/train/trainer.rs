@@ -124,6 +124,8 @@ pub fn builtin_data(cfg: &SynthConfig, log: &mut dyn FnMut(&str)) -> Result<Path
 pub struct EpochResult {
     pub epoch: usize,
     pub train_loss: f64,
+    /// With the training loss's settings (class weights included).
+    pub val_loss: f64,
     pub report: Report,
     /// Per fake group: the AUC of its fakes against all the reals.
     pub group_auc: Vec<(String, f64)>,
@@ -215,8 +217,23 @@ impl ModelState {
 
 /// P(fake) for every image of `data`, in inference mode.
 pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
+    Ok(predict_logits(be, det, ms, data, batch)?.iter().map(|&z| sigmoid(z)).collect())
+}
+
+fn sigmoid(z: f32) -> f32 {
+    1.0 / (1.0 + (-z).exp())
+}
+
+/// The logit of every image of `data`, in inference mode.
+pub fn predict_logits(
+    be: &dyn Backend,
+    det: &Detector,
+    ms: &mut ModelState,
+    data: &Loaded,
+    batch: usize,
+) -> Result<Vec<f32>> {
     let norm = ChannelNorm::imagenet();
-    let mut scores = Vec::with_capacity(data.len());
+    let mut logits_all = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
         let (x, _) = data.batch(chunk, None)?;
@@ -224,10 +241,9 @@ pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loa
         let raw = pre.raw.expect("asked for");
         let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
         let (logits, _) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
-        let l = be.download(&logits)?;
-        scores.extend(l.host::<f32>()?.iter().map(|&z| 1.0 / (1.0 + (-z).exp())));
+        logits_all.extend_from_slice(be.download(&logits)?.host::<f32>()?);
     }
-    Ok(scores)
+    Ok(logits_all)
 }
 
 fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
@@ -254,8 +270,18 @@ fn write_atomic(path: &Path, text: &str) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
 }
 
-const CSV_COLUMNS: [&str; 9] =
-    ["epoch", "train_loss", "val_auc", "val_ap", "val_eer", "val_balanced_acc", "val_acc", "seconds", "images_per_s"];
+const CSV_COLUMNS: [&str; 10] = [
+    "epoch",
+    "train_loss",
+    "val_loss",
+    "val_auc",
+    "val_ap",
+    "val_eer",
+    "val_balanced_acc",
+    "val_acc",
+    "seconds",
+    "images_per_s",
+];
 
 /// The CSV of the JSON-lines log (the per-group AUCs stay in the JSON lines).
 fn csv_of(jsonl: &str) -> String {
@@ -278,9 +304,10 @@ fn json_line(r: &EpochResult) -> String {
     let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".to_string(), |x| format!("{x:.6}"));
     let rep = &r.report;
     let mut s = format!(
-        "{{\"epoch\":{},\"train_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},\"seconds\":{:.2},\"images_per_s\":{:.1},\"groups\":{{",
+        "{{\"epoch\":{},\"train_loss\":{},\"val_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},\"seconds\":{:.2},\"images_per_s\":{:.1},\"groups\":{{",
         r.epoch,
         num(Some(r.train_loss)),
+        num(Some(r.val_loss)),
         num(rep.auc),
         num(rep.ap),
         num(rep.eer.map(|e| e.0)),
@@ -567,7 +594,12 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 diagnostics::table(&last_rows).trim_end()
             ));
         }
-        let scores = predict(be, &det, &mut ms, &val, 64)?;
+        let logits = predict_logits(be, &det, &mut ms, &val, 64)?;
+        let scores: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
+        // The validation loss with the training loss's settings, from the logits (finite for any of them).
+        let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
+        let (val_loss, _) =
+            crate::backend::cpu::loss::loss(&loss_cfg, &logits, &labels, 0.0, &mut vec![0.0; logits.len()]);
         evidence.auc = auc(&scores, &val.labels);
         evidence.best_threshold = crate::train::metrics::best_balanced_threshold(&scores, &val.labels);
         if let Some(w) = watch.check(&scores, &evidence) {
@@ -577,12 +609,14 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let r = EpochResult {
             epoch,
             train_loss: loss_sum / steps as f64,
+            val_loss: val_loss as f64,
             group_auc: group_aucs(&scores, &val),
             report,
             seconds,
             images_per_s: (steps * cfg.batch) as f64 / seconds,
         };
-        let mut text = format!("epoch {epoch} validation:\n{}", r.report);
+        let mut text =
+            format!("epoch {epoch} validation: loss {:.4} (training {:.4})\n{}", r.val_loss, r.train_loss, r.report);
         for (g, a) in &r.group_auc {
             let _ = writeln!(text, "  group {g}: AUC {a:.4} (its fakes against all reals)");
         }

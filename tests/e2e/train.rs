@@ -40,6 +40,9 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     };
     let (first, last) = (field(&lines[0], "train_loss"), field(&lines[2], "train_loss"));
     assert!(last < first, "training loss {first} -> {last}");
+    let val_loss = field(&lines[2], "val_loss");
+    assert!(val_loss.is_finite() && val_loss > 0.0, "validation loss {val_loss}");
+    assert!(stdout.contains("epoch 3 validation: loss "), "{stdout}");
     let auc = field(&lines[2], "val_auc");
     assert!(auc > 0.75, "held-out AUC {auc}\n{stdout}");
     assert!(stdout.contains("group upconv: AUC"), "{stdout}");
@@ -48,7 +51,10 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     }
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(rows[0], "epoch,train_loss,val_auc,val_ap,val_eer,val_balanced_acc,val_acc,seconds,images_per_s");
+    assert_eq!(
+        rows[0],
+        "epoch,train_loss,val_loss,val_auc,val_ap,val_eer,val_balanced_acc,val_acc,seconds,images_per_s"
+    );
     assert_eq!(rows.len(), 4);
     assert!(rows[3].starts_with("3,") && rows[3].contains(&format!("{}", field(&lines[2], "val_auc"))), "{csv}");
 
