@@ -261,9 +261,13 @@ struct TrainArgs {
     /// Validation data (folder, CSV or pack). Default: a stratified --val-fraction of the training data.
     #[arg(long)]
     val: Option<std::path::PathBuf>,
-    /// Run folder for the logs, figures and checkpoints.
-    #[arg(long, default_value = "runs/latest")]
-    out: std::path::PathBuf,
+    /// Run folder for the logs, figures and checkpoints. Default: runs/latest, where an earlier run is first
+    /// moved aside to runs/latest-K; a folder named here that holds a run is an error (see --overwrite).
+    #[arg(long)]
+    out: Option<std::path::PathBuf>,
+    /// Write over the run that --out holds.
+    #[arg(long)]
+    overwrite: bool,
     #[command(flatten)]
     model: ModelArgs,
     #[command(flatten)]
@@ -396,7 +400,15 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
     let mut cfg = TrainConfig::new(with_branches(model_config(be.as_ref(), &a.model)?, &a.branch)?);
     (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
     apply_opts(&mut cfg, &a.opts)?;
-    (cfg.data, cfg.val, cfg.out, cfg.epochs) = (a.data, a.val, a.out, a.epochs);
+    (cfg.data, cfg.val, cfg.epochs) = (a.data, a.val, a.epochs);
+    cfg.existing = match (&a.out, a.overwrite) {
+        (_, true) => trainer::ExistingRun::Overwrite,
+        (Some(_), false) => trainer::ExistingRun::Refuse,
+        (None, false) => trainer::ExistingRun::MoveAside,
+    };
+    if let Some(out) = a.out {
+        cfg.out = out;
+    }
     (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {

@@ -51,6 +51,7 @@ pub fn ablate(
                 }
                 cfg.loss.smoothing = base.loss.smoothing;
                 cfg.out = out.join(format!("{b}-{f}-{l}"));
+                cfg.existing = trainer::ExistingRun::Overwrite; // the ablation's folder is its own
                 log(&format!("=== ablation run: branches {b}, freq-norm {f}, loss {l}"));
                 let summary = trainer::train(be, &cfg, &mut |line| {
                     if line.starts_with("COLLAPSE") || line.starts_with("epoch") && line.contains("validation") {

@@ -65,6 +65,52 @@ pub struct TrainConfig {
     pub resume: Option<PathBuf>,
     /// Start the spatial branch from these timm EfficientNet weights (scripts/export_timm.py).
     pub pretrained: Option<PathBuf>,
+    /// What to do when `out` holds an earlier run (and this is not a --resume of it).
+    pub existing: ExistingRun,
+}
+
+/// A run folder that holds an earlier run (its log or checkpoints) is never silently overwritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingRun {
+    /// An error that says what to do: the user named the folder.
+    Refuse,
+    /// The earlier run is renamed to the first free `NAME-K` beside it: the default folder, reused by every run.
+    MoveAside,
+    /// Written over (--overwrite, and each run of an ablation, whose folder it owns).
+    Overwrite,
+}
+
+/// Files whose presence means a folder holds a run.
+const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safetensors"];
+
+/// Whether `cfg.out` holds an earlier run that this one may not touch: checked before the data is read.
+fn check_out(cfg: &TrainConfig) -> Result<bool> {
+    let out = &cfg.out;
+    let held: Vec<&str> = RUN_FILES.iter().filter(|f| out.join(f).exists()).copied().collect();
+    if held.is_empty() || cfg.resume.is_some() {
+        return Ok(false);
+    }
+    if cfg.existing == ExistingRun::Refuse {
+        return Err(Error::Invalid(format!(
+            "{}: holds an earlier run ({}): choose another --out, continue it with --resume {}, or pass --overwrite",
+            out.display(),
+            held.join(", "),
+            out.join("last.safetensors").display()
+        )));
+    }
+    Ok(true)
+}
+
+/// Makes `cfg.out` ready for the run once the data is in: an earlier run is moved aside if `cfg.existing` says so.
+fn prepare_out(cfg: &TrainConfig, held: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let out = &cfg.out;
+    if held && cfg.existing == ExistingRun::MoveAside {
+        let name = out.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let aside = (1..).map(|k| out.with_file_name(format!("{name}-{k}"))).find(|p| !p.exists()).unwrap();
+        std::fs::rename(out, &aside).map_err(|source| Error::Io { path: out.clone(), source })?;
+        log(&format!("{} held an earlier run: moved it to {}", out.display(), aside.display()));
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.clone(), source })
 }
 
 impl TrainConfig {
@@ -92,6 +138,7 @@ impl TrainConfig {
             augment: Augment::default(),
             resume: None,
             pretrained: None,
+            existing: ExistingRun::MoveAside,
         }
     }
 }
@@ -417,6 +464,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     if cfg.batch < 2 || cfg.epochs == 0 {
         return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
     }
+    let held = check_out(cfg)?;
     let data_path = match &cfg.data {
         Some(p) => p.clone(),
         None => builtin_data(&cfg.synth, log)?,
@@ -452,6 +500,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         )));
     }
     let weights = cfg.weighting.weights(counts)?;
+    prepare_out(cfg, held, log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
     let (det, mut ms, resumed) = match &cfg.resume {
         Some(p) => {
@@ -497,7 +546,6 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let mut watch = CollapseWatch::default();
     let mut last_rows: Vec<GradRow> = Vec::new();
 
-    std::fs::create_dir_all(&cfg.out).map_err(|source| Error::Io { path: cfg.out.clone(), source })?;
     let jsonl_path = cfg.out.join("metrics.jsonl");
     let grad_dir = cfg.out.join("grad");
     if cfg.grad_report > 0 {

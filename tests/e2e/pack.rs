@@ -21,7 +21,7 @@ fn train_reads_a_pack() {
     assert!(o.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("29 images: 10 real, 19 fake") && stdout.contains("AUC"), "{stdout}");
 
-    let o = dfgpu(&args);
+    let o = dfgpu(&[&args[..], &["--overwrite"]].concat());
     let (_, stderr) = text(&o);
     assert!(!o.status.success() && stderr.contains("packed at 32x32 pixels, the model takes 64x64"), "{stderr}");
     let missing = data.join("nowhere");

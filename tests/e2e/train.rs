@@ -177,3 +177,40 @@ fn model_and_training_flags_reach_the_run() {
         assert!(!r.status.success() && text(&r).1.contains(says), "{flag} {value}: {}", text(&r).1);
     }
 }
+
+/// An earlier run is never silently overwritten: a named --out that holds one is an error that says what to do
+/// (unless --overwrite), and the default folder moves the earlier run aside.
+#[test]
+fn an_earlier_run_is_kept() {
+    let data = tmp("train-keep-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "1"]).status.success());
+    let quick = ["train", "--device", "cpu", "--data", d, "--epochs", "1", "--batch", "4", "--size", "32"];
+    let out = tmp("train-keep-run");
+    let o = out.to_str().unwrap();
+    assert!(dfgpu(&[&quick[..], &["--out", o]].concat()).status.success());
+    let before = std::fs::read(out.join("last.safetensors")).unwrap();
+    let r = dfgpu(&[&quick[..], &["--out", o, "--seed", "9"]].concat());
+    let (_, stderr) = text(&r);
+    assert!(
+        !r.status.success() && stderr.contains("holds an earlier run (metrics.jsonl, last.safetensors"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--resume") && stderr.contains("--overwrite"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("last.safetensors")).unwrap(), before, "the earlier run is untouched");
+    assert!(dfgpu(&[&quick[..], &["--out", o, "--seed", "9", "--overwrite"]].concat()).status.success());
+    assert_ne!(std::fs::read(out.join("last.safetensors")).unwrap(), before);
+
+    // The default folder, runs/latest under the working directory: the earlier run moves to runs/latest-1.
+    let cwd = tmp("train-keep-cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let run =
+        || std::process::Command::new(env!("CARGO_BIN_EXE_dfgpu")).args(quick).current_dir(&cwd).output().unwrap();
+    assert!(run().status.success());
+    let second = run();
+    assert!(second.status.success(), "{}", text(&second).1);
+    assert!(text(&second).0.contains("held an earlier run: moved it to runs/latest-1"), "{}", text(&second).0);
+    for dir in ["runs/latest", "runs/latest-1"] {
+        assert!(cwd.join(dir).join("metrics.jsonl").is_file(), "{dir}");
+    }
+}
