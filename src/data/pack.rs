@@ -40,6 +40,12 @@ pub struct Packed {
 /// Decodes `ds` at `size` x `size` and writes it to `out`; unreadable images are skipped and listed.
 /// `progress` gets (done, total) after each chunk.
 pub fn pack(ds: &Dataset, size: usize, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Packed> {
+    if out.exists() && !is_pack(out) {
+        return Err(Error::Invalid(format!(
+            "{}: exists and is not a dfgpu pack: not written over (choose another output)",
+            out.display()
+        )));
+    }
     let tmp = out.with_extension("dfpack.tmp");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
     w.write_all(MAGIC).map_err(io(&tmp))?;

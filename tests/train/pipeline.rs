@@ -123,6 +123,10 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
     let (_, val_ds) = Dataset { samples: ok }.split(0.25, 7).unwrap();
     assert_eq!(val_ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), mv.labels);
 
+    // A file that is not a pack is never written over.
+    let e = pack::pack(&ds, 24, &bad, &mut |_, _| {}).err().unwrap().to_string();
+    assert!(e.contains("broken.png: exists and is not a dfgpu pack"), "{e}");
+    assert_eq!(std::fs::read(&bad).unwrap(), b"not a png");
     let e = open_data(&file, 32, &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("packed at 24x24") && e.contains("--size 32") && e.contains(".dfpack"), "{e}");
 }
