@@ -69,10 +69,12 @@ enum Command {
         #[arg(long)]
         data: std::path::PathBuf,
     },
-    /// P(fake) for each image.
+    /// P(fake) for each image; a folder stands for every image under it. An unreadable image is reported and
+    /// skipped (the exit status then says so).
     Predict {
         #[arg(long)]
         ckpt: std::path::PathBuf,
+        /// Image files or folders.
         #[arg(required = true)]
         images: Vec<std::path::PathBuf>,
         /// One JSON object per line instead of text.
@@ -544,13 +546,16 @@ fn main() -> ExitCode {
         }),
         Command::Predict { ckpt, images, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
             eprintln!("{line}");
-            let p = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images)?;
-            for (f, p) in images.iter().zip(p) {
-                if json {
-                    println!("{{\"path\":{},\"p_fake\":{p:.6}}}", dfgpu::json::quote(&f.display().to_string()));
-                } else {
-                    println!("{p:.4}  {}", f.display());
-                }
+            let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
+            let failed =
+                dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, &mut |f, r| match (r, json) {
+                    (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
+                    (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+                    (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
+                    (Err(e), false) => eprintln!("skipped: {e}"),
+                })?;
+            if failed > 0 {
+                return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read (listed above)")));
             }
             Ok(())
         }),

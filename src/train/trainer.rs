@@ -20,6 +20,7 @@ use crate::tensor::{Layout, Tensor};
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::metrics::{auc, Report};
 use crate::train::{checkpoint, figures};
+use rayon::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -732,16 +733,51 @@ pub fn evaluate(
     Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
 }
 
-/// `dfgpu predict`: P(fake) per image file; an unreadable image is an error naming it.
-pub fn predict_files(be: &dyn Backend, ckpt: &Path, files: &[PathBuf]) -> Result<Vec<f32>> {
+/// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
+/// chunks so that memory stays bounded whatever the count. `emit` gets each image's path and its P(fake), or
+/// why it could not be read (the others go on). Returns how many could not be read.
+pub fn predict_files(
+    be: &dyn Backend,
+    ckpt: &Path,
+    inputs: &[PathBuf],
+    emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
+) -> Result<usize> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
-    let size = det.cfg.size;
-    let mut pixels = Vec::new();
-    for f in files {
-        pixels.extend(load_rgb(f, size as u32)?);
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut under = Vec::new();
+            crate::data::folder::images_under(p, &mut under)?;
+            under.sort();
+            files.extend(under);
+        } else {
+            files.push(p.clone());
+        }
     }
-    let loaded = Loaded::new(size, Pixels::Owned(pixels), vec![0; files.len()], vec![None; files.len()]);
-    predict(be, &det, &mut ms, &loaded, 64)
+    let size = det.cfg.size;
+    let mut failed = 0;
+    for chunk in files.chunks(256) {
+        let decoded: Vec<_> = chunk.par_iter().map(|f| load_rgb(f, size as u32)).collect();
+        let mut ok = Vec::new();
+        let mut pixels = Vec::new();
+        for (f, r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(px) => {
+                    pixels.extend(px);
+                    ok.push(f);
+                }
+                Err(e) => {
+                    failed += 1;
+                    emit(f, Err(e.to_string()));
+                }
+            }
+        }
+        let loaded = Loaded::new(size, Pixels::Owned(pixels), vec![0; ok.len()], vec![None; ok.len()]);
+        for (f, p) in ok.into_iter().zip(predict(be, &det, &mut ms, &loaded, 64)?) {
+            emit(f, Ok(p));
+        }
+    }
+    Ok(failed)
 }
 
 /// Where a run stands at the end of an epoch: what `--resume` needs besides the weights and moments.

@@ -73,6 +73,16 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
         o.status.success() && stdout.starts_with("{\"path\":") && stdout.contains("\"p_fake\":"),
         "{stdout}\n{stderr}"
     );
+    // A folder stands for its images; an unreadable file is reported, the others still predicted.
+    let broken = out.join("broken.jpg");
+    std::fs::write(&broken, b"not a jpeg").unwrap();
+    let real = data.join("real");
+    let args = ["predict", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap()];
+    let o = dfgpu(&[&args[..], &[real.to_str().unwrap(), broken.to_str().unwrap()]].concat());
+    let (stdout, stderr) = text(&o);
+    assert!(!o.status.success() && stderr.contains("1 image(s) could not be read"), "{stderr}");
+    assert_eq!(stdout.lines().filter(|l| l.contains("\"p_fake\":")).count(), 60, "{stdout}");
+    assert!(stdout.lines().any(|l| l.contains("broken.jpg") && l.contains("\"error\":")), "{stdout}");
     let o = dfgpu(&["eval", "--device", "cpu", "--ckpt", out.join("metrics.jsonl").to_str().unwrap(), "--data", d]);
     assert!(text(&o).1.contains("metrics.jsonl: not a readable safetensors file"), "{}", text(&o).1);
 }
