@@ -673,7 +673,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let auc_now = r.report.auc.unwrap_or(0.0);
         let is_best = auc_now > best_auc;
         best_auc = best_auc.max(auc_now);
-        let meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
+        let mut meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
+        // The epoch's validation figures travel with the weights (the metrics.jsonl line).
+        meta.insert("dfgpu.metrics".into(), json_line(&r));
         checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
         if is_best {
             checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;

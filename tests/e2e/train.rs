@@ -165,6 +165,8 @@ fn model_and_training_flags_reach_the_run() {
     let (stdout, stderr) = text(&r);
     assert!(r.status.success(), "{stdout}\n{stderr}");
     let (_, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let metrics = dfgpu::json::parse(&meta["dfgpu.metrics"]).unwrap();
+    assert!(matches!(metrics.get("val_auc"), Some(dfgpu::json::Json::Num(_))), "{}", meta["dfgpu.metrics"]);
     for (k, v) in [
         ("dfgpu.head.gated", "true"),
         ("dfgpu.head.act", "relu"),
