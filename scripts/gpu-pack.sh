@@ -4,9 +4,9 @@
 #   scripts/gpu-pack.sh            then, on the GPU machine:   gpu-pack/run.sh
 # run.sh runs `dfgpu info`, every test binary with --include-ignored, and every bench, logging to
 # $OUT/gpu-run.log (or gpu-pack/gpu-run.log) as well as the screen, and ends with a pass/fail summary.
-# `run.sh --torch` also runs the timm parity check (scripts/timm_parity.py) and has the step bench time the
-# PyTorch peer (shared/anchors/torch_two_branch.py, copied in here) on the same card, for the ratios.
-# `run.sh [--torch] --train` then trains B0 at 224 on 6,000 synthetic images and runs the ablation grid on them.
+# `run.sh tests benches torch parity` also has the step bench time the PyTorch peer
+# (shared/anchors/torch_two_branch.py, copied in here) on the same card, and runs the timm parity check;
+# `run.sh train ablate` trains B0 at 224 on 6,000 synthetic images and runs the ablation grid on them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export NVCC=${NVCC:-$(scripts/install-cuda-toolchain.sh)}
@@ -37,38 +37,43 @@ while read -r kind name path; do
 done
 strip "$out"/dfgpu "$out"/tests/* "$out"/benches/*
 anchor=../shared/anchors/torch_two_branch.py
-if [ -f "$anchor" ]; then cp "$anchor" "$out/"; else echo "gpu-pack: $anchor not found: run.sh --torch will be unavailable" >&2; fi
+if [ -f "$anchor" ]; then cp "$anchor" "$out/"; else echo "gpu-pack: $anchor not found: run.sh torch will be unavailable" >&2; fi
 cp scripts/safetensors_io.py scripts/timm_parity.py "$out/"
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash
-# Runs on the GPU machine, from the repository root or anywhere: tests with --include-ignored, then benches.
+# Runs on the GPU machine, from the repository root or anywhere: run.sh [PART...], each PART one of
+#   tests    every test binary with --include-ignored
+#   benches  every bench (with `torch` among the parts, the step bench also times the PyTorch peer)
+#   parity   scripts/timm_parity.py: dfgpu's EfficientNet-B0 forward against timm's in f64
+#   train    6,000 synthetic images at 224 (1,000 real, 5,000 fake), B0 trained on them for 4 epochs
+#   ablate   the ablation grid with B0 on the same images (after train, which makes them)
+# Default: tests benches. Logs to $OUT/gpu-run.log (or beside this script), runs and figures in $OUT/runs; a
+# pass/fail summary at the end. One device call is at most 10 minutes: tests+benches+torch+parity fit in one,
+# train+ablate in another.
 here=$(cd "$(dirname "$0")" && pwd)
 log=${OUT:-$here}/gpu-run.log
+runs=${OUT:-$here}/runs
+data=/tmp/dfgpu-synth-224
+parts=" ${*:-tests benches} "
+has() { [[ "$parts" == *" $1 "* ]]; }
 : > "$log"
 status=()
 run() { # name, command...
     local name=$1; shift
-    echo "=== $name" | tee -a "$log"
+    echo "=== $name ($(date +%T))" | tee -a "$log"
     if "$@" 2>&1 | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ]; then status+=("PASS $name"); else status+=("FAIL $name"); fi
 }
 run info "$here/dfgpu" info
-for t in "$here"/tests/*; do run "test $(basename "$t")" "$t" --include-ignored; done
-# With --torch, the step bench also times the PyTorch peer on this card and prints the ratios.
-if [ "${1:-}" = --torch ]; then export DFGPU_TORCH_ANCHOR="$here/torch_two_branch.py"; fi
-if [ "${DFGPU_SKIP_BENCHES:-0}" != 1 ]; then
-    for b in "$here"/benches/*; do run "bench $(basename "$b")" "$b" --bench; done
-fi
-if [ "${1:-}" = --torch ]; then
-    run "timm parity" python3 "$here/timm_parity.py" --dfgpu "$here/dfgpu"
-fi
-# --train (after --torch or alone, as the last argument): the training system on the GPU, B0 at 224 on 6,000
-# synthetic images (1,000 real, 5,000 fake), then the ablation grid on it; runs, tables and figures in $OUT.
-if [ "${!#}" = --train ]; then
-    runs=${OUT:-$here}/runs
-    data=/tmp/dfgpu-synth-224
+if has tests; then for t in "$here"/tests/*; do run "test $(basename "$t")" "$t" --include-ignored; done; fi
+if has torch; then export DFGPU_TORCH_ANCHOR="$here/torch_two_branch.py"; fi
+if has benches; then for b in "$here"/benches/*; do run "bench $(basename "$b")" "$b" --bench; done; fi
+if has parity; then run "timm parity" python3 "$here/timm_parity.py" --dfgpu "$here/dfgpu"; fi
+if has train; then
     run "synth 6000 at 224" "$here/dfgpu" synth "$data" --n-real 1000 --n-fake 5000 --size 224
-    run "train b0" "$here/dfgpu" train --data "$data" --backbone b0 --epochs 4 --out "$runs/b0"
+    run "train b0" "$here/dfgpu" train --data "$data" --backbone b0 --epochs 4 --out "$runs/b0" --overwrite
+fi
+if has ablate; then
     run "ablate b0" "$here/dfgpu" ablate --data "$data" --backbone b0 --epochs 3 --out "$runs/ablation"
 fi
 { echo "=== summary"; printf '%s\n' "${status[@]}"; } | tee -a "$log"
