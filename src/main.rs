@@ -66,8 +66,12 @@ enum Command {
     Eval {
         #[arg(long)]
         ckpt: std::path::PathBuf,
+        /// A folder, a CSV or a pack.
         #[arg(long)]
         data: std::path::PathBuf,
+        /// One JSON object on stdout (the progress lines go to stderr).
+        #[arg(long)]
+        json: bool,
     },
     /// P(fake) for each image; a folder stands for every image under it. An unreadable image is reported and
     /// skipped (the exit status then says so).
@@ -536,12 +540,24 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Eval { ckpt, data } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-            println!("{line}");
-            let (report, groups) =
-                dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| println!("{l}"))?;
-            print!("{report}");
-            groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+        Command::Eval { ckpt, data, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+            eprintln!("{line}");
+            let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
+            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| say(l))?;
+            if json {
+                let q = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
+                let g: Vec<String> = groups.iter().map(|(g, a)| format!("{}:{a:.6}", dfgpu::json::quote(g))).collect();
+                println!(
+                    "{{\"checkpoint\":{},\"data\":{},\"report\":{},\"group_auc\":{{{}}}}}",
+                    q(&ckpt),
+                    q(&data),
+                    report.to_json(),
+                    g.join(",")
+                );
+            } else {
+                print!("{report}");
+                groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+            }
             Ok(())
         }),
         Command::Predict { ckpt, images, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {

@@ -154,6 +154,40 @@ impl Report {
     }
 }
 
+impl Report {
+    /// The report as one JSON object: counts, AUC, AP, EER (and its threshold), and the confusion and rates at
+    /// 0.5 and at the threshold of best balanced accuracy. A metric that one class cannot give is null.
+    pub fn to_json(&self) -> String {
+        let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".into(), |x| format!("{x:.6}"));
+        let conf = |c: &Confusion| {
+            format!(
+                "{{\"tp\":{},\"fp\":{},\"tn\":{},\"fn\":{},\"accuracy\":{},\"balanced_accuracy\":{},\"f1_fake\":{},\"f1_real\":{}}}",
+                c.tp,
+                c.fp,
+                c.tn,
+                c.fn_,
+                num(Some(c.accuracy())),
+                num(Some(c.balanced_accuracy())),
+                num(Some(c.f1_fake())),
+                num(Some(c.f1_real()))
+            )
+        };
+        let best = self.best.as_ref().map_or("null".into(), |(t, c)| {
+            format!("{{\"threshold\":{},\"confusion\":{}}}", num(Some(*t as f64)), conf(c))
+        });
+        format!(
+            "{{\"n_real\":{},\"n_fake\":{},\"auc\":{},\"ap\":{},\"eer\":{},\"eer_threshold\":{},\"at_0.5\":{},\"best\":{best}}}",
+            self.n_real,
+            self.n_fake,
+            num(self.auc),
+            num(self.ap),
+            num(self.eer.map(|e| e.0)),
+            num(self.eer.map(|e| e.1 as f64)),
+            conf(&self.at_half)
+        )
+    }
+}
+
 fn opt(v: Option<f64>) -> String {
     v.map_or("n/a (one class)".into(), |x| format!("{x:.4}"))
 }

@@ -66,6 +66,9 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
         o.status.success() && stdout.contains("AUC ") && stdout.contains("group nearest: AUC"),
         "{stdout}\n{stderr}"
     );
+    let o = dfgpu(&["eval", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), "--data", d]);
+    let j = dfgpu::json::parse(text(&o).0.trim()).unwrap_or_else(|e| panic!("{e}: {}", text(&o).0));
+    assert!(j.get("report").and_then(|r| r.get("auc")).is_some() && j.get("group_auc").is_some());
     let img = data.join("real/000000.jpg");
     let o = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
     let (stdout, stderr) = text(&o);

@@ -72,3 +72,26 @@ fn best_balanced_threshold_and_report() {
     assert!(text.contains("AUC 0.7500, AP 0.8333, EER 0.5000"), "{text}");
     assert!(text.contains("at 0.3500 (best balanced accuracy): balanced acc 0.7500"), "{text}");
 }
+
+#[test]
+fn the_report_as_json_holds_the_same_numbers() {
+    use dfgpu::json::{parse, Json};
+    // Fakes 0.9, 0.8, 0.4; reals 0.7, 0.2: 5 of the 6 pairs ranked right, AUC 5/6.
+    let r = Report::new(&[0.9, 0.8, 0.4, 0.7, 0.2], &[1, 1, 1, 0, 0]);
+    let j = parse(&r.to_json()).unwrap();
+    let num = |v: Option<&Json>| match v {
+        Some(Json::Num(x)) => *x,
+        other => panic!("not a number: {other:?}"),
+    };
+    // The JSON has 6 decimals.
+    let near = |a: f64, b: f64| (a - b).abs() < 1e-6;
+    assert!(near(num(j.get("auc")), 5.0 / 6.0));
+    assert_eq!((num(j.get("n_real")), num(j.get("n_fake"))), (2.0, 3.0));
+    let half = j.get("at_0.5").unwrap();
+    // At 0.5: fakes 0.9 and 0.8 called fake, 0.4 real; real 0.7 called fake.
+    assert_eq!(["tp", "fp", "tn", "fn"].map(|k| num(half.get(k))), [2.0, 1.0, 1.0, 1.0]);
+    assert!(near(num(half.get("balanced_accuracy")), (2.0 / 3.0 + 0.5) / 2.0));
+    assert!(matches!(j.get("best").and_then(|b| b.get("threshold")), Some(Json::Num(_))));
+    let one_class = parse(&Report::new(&[0.3, 0.6], &[1, 1]).to_json()).unwrap();
+    assert_eq!(one_class.get("auc"), Some(&Json::Null));
+}
