@@ -453,38 +453,6 @@ fn pack(data: &std::path::Path, out: &std::path::Path, size: usize) -> dfgpu::Re
     Ok(())
 }
 
-fn timm_forward(
-    be: &dyn dfgpu::Backend,
-    backbone: &str,
-    weights: &std::path::Path,
-    input: &std::path::Path,
-    out: &std::path::Path,
-) -> dfgpu::Result<()> {
-    use dfgpu::tensor::{Layout, Tensor};
-    use dfgpu::train::checkpoint::{self, Named};
-    let (tensors, _) = checkpoint::read(input)?;
-    let x =
-        tensors.into_iter().find(|t| t.name == "images" && t.shape.len() == 4 && t.shape[1] == 3).ok_or_else(|| {
-            dfgpu::Error::Invalid(format!("{}: no tensor 'images' of shape N x 3 x H x W", input.display()))
-        })?;
-    let x = Tensor::from_vec(&x.shape, Layout::Nchw, x.data)?;
-    let (feats, logits) = dfgpu::model::timm::forward(be, backbone, weights, &x)?;
-    let mut named = Vec::new();
-    for (name, t) in [("features", Some(feats)), ("logits", logits)] {
-        if let Some(t) = t {
-            let h = be.download(&t)?;
-            named.push(Named { name: name.into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
-        }
-    }
-    checkpoint::write(out, &named, &Default::default())?;
-    println!(
-        "wrote {}: {}",
-        out.display(),
-        named.iter().map(|n| format!("{} {:?}", n.name, n.shape)).collect::<Vec<_>>().join(", ")
-    );
-    Ok(())
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
@@ -591,7 +559,9 @@ fn main() -> ExitCode {
         Command::TimmForward { backbone, weights, input, out } => {
             dfgpu::select(device, Default::default()).and_then(|(be, line)| {
                 println!("{line}");
-                timm_forward(be.as_ref(), &backbone, &weights, &input, &out)
+                let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
+                println!("wrote {}: {wrote}", out.display());
+                Ok(())
             })
         }
         Command::Synth { out, n_real, n_fake, size, seed, families, from } => {

@@ -133,3 +133,23 @@ pub fn forward(be: &dyn Backend, variant: &str, weights: &Path, images: &Tensor)
     };
     Ok((feats, logits))
 }
+
+/// `dfgpu timm-forward`: `forward` from files. `input` holds one f32 tensor `images` (N x 3 x H x W, normalized);
+/// `out` gets `features` and, with the classifier, `logits`. Returns what was written, for the log line.
+pub fn forward_files(be: &dyn Backend, variant: &str, weights: &Path, input: &Path, out: &Path) -> Result<String> {
+    let (tensors, _) = checkpoint::read(input)?;
+    let x = tensors
+        .into_iter()
+        .find(|t| t.name == "images" && t.shape.len() == 4 && t.shape[1] == 3)
+        .ok_or_else(|| Error::Invalid(format!("{}: no tensor 'images' of shape N x 3 x H x W", input.display())))?;
+    let (feats, logits) = forward(be, variant, weights, &Tensor::from_vec(&x.shape, Layout::Nchw, x.data)?)?;
+    let mut named = Vec::new();
+    for (name, t) in [("features", Some(feats)), ("logits", logits)] {
+        if let Some(t) = t {
+            let h = be.download(&t)?;
+            named.push(Named { name: name.into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
+        }
+    }
+    checkpoint::write(out, &named, &Meta::new())?;
+    Ok(named.iter().map(|n| format!("{} {:?}", n.name, n.shape)).collect::<Vec<_>>().join(", "))
+}

@@ -148,3 +148,22 @@ fn a_file_that_differs_names_the_first_tensor() {
     t.shape = vec![t.data.len()];
     fails(wrong, "tensor 'blocks.0.0.conv_dw.weight' has shape");
 }
+
+#[test]
+fn timm_forward_reads_and_writes_files() {
+    let be = cpu();
+    let (det, p, s) = detector();
+    let (want, images) = spatial_features(&be, &det, &p, &s, 2);
+    let weights = tmp("files-weights.safetensors");
+    timm::save(&weights, (&det.params, &det.state), "spatial.", (&p, &s)).unwrap();
+    let (input, out) = (tmp("files-in.safetensors"), tmp("files-out.safetensors"));
+    let x =
+        Named { name: "images".into(), shape: images.shape().to_vec(), data: images.host::<f32>().unwrap().to_vec() };
+    checkpoint::write(&input, &[x], &Default::default()).unwrap();
+    let wrote = timm::forward_files(&be, "tiny", &weights, &input, &out).unwrap();
+    assert!(wrote.starts_with("features [2, ") && !wrote.contains("logits"), "{wrote}");
+    let (got, _) = checkpoint::read(&out).unwrap();
+    assert_bitwise("features from files", &got[0].data, &want);
+    let e = timm::forward_files(&be, "tiny", &weights, &weights, &out).unwrap_err().to_string();
+    assert!(e.contains("files-weights.safetensors: no tensor 'images'"), "{e}");
+}
