@@ -165,6 +165,8 @@ pub fn collapsed(scores: &[f32]) -> Option<String> {
 /// What the run's own numbers say about each likely cause of a collapse.
 #[derive(Clone, Debug, Default)]
 pub struct Evidence {
+    /// Which branches feed the head: "both", "spatial" or "freq" (a cause that needs the other is left out).
+    pub branches: String,
     pub freq_magnitude: String,
     pub freq_feature_range: (f64, f64),
     pub branch_scales: Option<((f64, f64), (f64, f64))>,
@@ -216,12 +218,14 @@ impl CollapseWatch {
             _ => {}
         }
         let (lo, hi) = ev.freq_feature_range;
-        let _ = writeln!(
-            s,
-            "  - frequency magnitudes not normalized: magnitudes are '{}', the branch's input spans {lo:.3e} to {hi:.3e}{}",
-            ev.freq_magnitude,
-            if hi - lo > 1e3 { " (far from unit range: use --freq-norm log)" } else { "" }
-        );
+        if ev.branches != "spatial" {
+            let _ = writeln!(
+                s,
+                "  - frequency magnitudes not normalized: magnitudes are '{}', the branch's input spans {lo:.3e} to {hi:.3e}{}",
+                ev.freq_magnitude,
+                if hi - lo > 1e3 { " (far from unit range: use --freq-norm log)" } else { "" }
+            );
+        }
         match ev.branch_scales {
             Some((sp, fq)) => {
                 let _ = writeln!(
@@ -231,6 +235,9 @@ impl CollapseWatch {
                     fq.1,
                     if scale_warning(sp, fq).is_some() { " (more than 100x apart)" } else { "" }
                 );
+            }
+            None if ev.branches == "spatial" || ev.branches == "freq" => {
+                let _ = writeln!(s, "  - branch scales apart: does not apply (only the {} branch is on)", ev.branches);
             }
             None => {
                 let _ = writeln!(s, "  - branch scales apart: not measured yet");

@@ -12,7 +12,7 @@ use crate::data::folder::{describe, load_rgb, Dataset};
 use crate::data::loaded::{Loaded, Pixels};
 use crate::data::pack;
 use crate::data::synth::{self, SynthConfig};
-use crate::error::{Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
 use crate::rng::Rng;
@@ -537,7 +537,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         log,
     )?;
     let mut evidence = Evidence {
-        freq_magnitude: format!("{:?}", cfg.model.freq.fft.magnitude).to_lowercase(),
+        branches: det.head.branches.name().into(),
+        freq_magnitude: det.cfg.freq.fft.magnitude.name().into(),
         freq_feature_range: (lo, hi),
         class_weights: weights,
         sampler: format!("{:?}", cfg.sampler).to_lowercase(),

@@ -84,6 +84,17 @@ fn the_collapse_check_fires_on_constant_predictions_and_stays_quiet_when_healthy
         "{msg}"
     );
     let mut w = CollapseWatch::default();
+    // With one branch on, the causes that need the other are not offered.
+    let mut w = CollapseWatch::default();
+    let freq_only = Evidence { branches: "freq".into(), ..ev.clone() };
+    w.check(&constant, &freq_only);
+    let msg = w.check(&constant, &freq_only).unwrap();
+    assert!(msg.contains("branch scales apart: does not apply (only the freq branch is on)"), "{msg}");
+    let mut w = CollapseWatch::default();
+    let spatial_only = Evidence { branches: "spatial".into(), ..ev.clone() };
+    w.check(&constant, &spatial_only);
+    let msg = w.check(&constant, &spatial_only).unwrap();
+    assert!(!msg.contains("frequency magnitudes") && msg.contains("only the spatial branch is on"), "{msg}");
     let blind = Evidence { auc: Some(0.5), ..ev.clone() };
     w.check(&constant, &blind);
     assert!(w.check(&constant, &blind).unwrap().contains("the scores do not separate the classes yet"));
