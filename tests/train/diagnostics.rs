@@ -83,7 +83,6 @@ fn the_collapse_check_fires_on_constant_predictions_and_stays_quiet_when_healthy
         msg.contains("validation AUC is 0.900") && msg.contains("At P(fake) >= 0.830 the balanced accuracy is 0.810"),
         "{msg}"
     );
-    let mut w = CollapseWatch::default();
     // With one branch on, the causes that need the other are not offered.
     let mut w = CollapseWatch::default();
     let freq_only = Evidence { branches: "freq".into(), ..ev.clone() };
@@ -95,6 +94,7 @@ fn the_collapse_check_fires_on_constant_predictions_and_stays_quiet_when_healthy
     w.check(&constant, &spatial_only);
     let msg = w.check(&constant, &spatial_only).unwrap();
     assert!(!msg.contains("frequency magnitudes") && msg.contains("only the spatial branch is on"), "{msg}");
+    let mut w = CollapseWatch::default();
     let blind = Evidence { auc: Some(0.5), ..ev.clone() };
     w.check(&constant, &blind);
     assert!(w.check(&constant, &blind).unwrap().contains("the scores do not separate the classes yet"));
