@@ -1,7 +1,7 @@
 //! The frequency features' contract, shared by both backends: a batched 2-D DFT over H and W of each image
 //! (per channel, or of its luma), turned into magnitude planes and phase planes.
 //!
-//! F is the unnormalized DFT, F[ky][kx] = sum_{y,x} img[y][x] e^{-2 pi i (ky y / H + kx x / W)} (numpy's and
+//! F is the unnormalized DFT, `F[ky][kx] = sum_{y,x} img[y][x] e^{-2 pi i (ky y / H + kx x / W)}` (numpy's and
 //! PyTorch's default). Magnitude modes:
 //! - `raw`: |F|. Kept on purpose: its values span many orders of magnitude (the DC term of a 224 x 224 image
 //!   is about 25,000, the quietest bins under 1e-3), which is what stalls the training of what follows.
@@ -14,7 +14,7 @@
 //! Layouts: `half`, the H x (W/2 + 1) half spectrum of a real input (as torch.fft.rfft2, no redundancy), and
 //! `shifted`, the full H x W spectrum with the zero frequency moved to the centre (numpy's fftshift: bin
 //! (ky, kx) lands at ((ky + H/2) mod H, (kx + W/2) mod W)). The model uses `half` by default: the full spectrum
-//! of a real image repeats each value twice (F[-k] = conj F[k]), so `half` carries the same information in
+//! of a real image repeats each value twice (`F[-k] = conj F[k]`), so `half` carries the same information in
 //! half the memory traffic, and it is what the PyTorch peer computes, so the bench compares like with like.
 //! `shifted` is for looking at spectra (`dfgpu spectrum`).
 //! Output planes per image: the S magnitude planes first (S = C, or 1 with `grayscale`), then the phase planes

@@ -46,7 +46,7 @@ pub fn check_channel_scale(x: &Tensor, s: &Tensor) -> Result<[usize; 3]> {
     Ok(d)
 }
 
-/// Checks a linear layer: x [n, k], w [m, k], b [m]; returns (n, k, m).
+/// Checks a linear layer: `x [n, k]`, `w [m, k]`, `b [m]`; returns (n, k, m).
 pub fn check_linear(x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<(usize, usize, usize)> {
     let s = x.shape();
     if s.len() != 2 || w.len() != m * s[1] || b.len() != m {

@@ -37,7 +37,7 @@ pub struct StepArgs {
     pub t: u64,
 }
 
-/// The layout of the norms tensor: per tensor i, [2i] = sum of squared gradients, [2i + 1] = sum of squared
+/// The layout of the norms tensor: per tensor i, `[2i]` = sum of squared gradients, `[2i + 1]` = sum of squared
 /// values; then the total gradient norm, then the clipping factor.
 pub fn norms_len(layout: &ParamLayout) -> usize {
     2 * layout.entries().len() + 2

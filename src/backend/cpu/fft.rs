@@ -92,7 +92,7 @@ enum Plan {
     Bluestein { chirp: Vec<C64>, kernel_fft: Vec<C64>, inner: Box<Fft1d> },
 }
 
-/// A 1-D forward DFT of one size, planned once: X[k] = sum_j x[j] e^{-2 pi i j k / n}.
+/// A 1-D forward DFT of one size, planned once: `X[k] = sum_j x[j] e^{-2 pi i j k / n}`.
 pub struct Fft1d {
     n: usize,
     plan: Plan,
