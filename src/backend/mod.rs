@@ -144,9 +144,9 @@ pub trait Backend: Send + Sync {
     fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)>;
     /// a + b (the residual connection).
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
-    /// x[n] * scales[n] (drop-connect: 0 or 1 / keep probability per sample); its own backward.
+    /// `x[n] * scales[n]` (drop-connect: 0 or 1 / keep probability per sample); its own backward.
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor>;
-    /// x w^T + b: x [N, K], w [M, K], b [M].
+    /// `x w^T + b`: `x [N, K]`, `w [M, K]`, `b [M]`.
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor>;
     /// dx; dw and db into `grads[dw]`, `grads[db]`.
     fn linear_backward(
