@@ -9,10 +9,11 @@ use crate::backend::optim::{lr_at, StepArgs};
 use crate::backend::Backend;
 use crate::data::folder::Dataset;
 use crate::data::loaded::Loaded;
+use crate::data::pack;
 use crate::error::{Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::train::diagnostics;
-use crate::train::trainer::{builtin_data, flagged, freq_input_range, predict, step, ModelState, TrainConfig};
+use crate::train::trainer::{builtin_data, flagged, freq_input_range, open_data, predict, step, ModelState, TrainConfig};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;
@@ -38,13 +39,21 @@ pub fn sanity(
         Some(p) => p.to_path_buf(),
         None => builtin_data(&cfg.synth, log)?,
     };
-    let mut ds = Dataset::open(&path)?;
-    let mut picked = Vec::new();
-    for label in [0u8, 1] {
-        picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
-    }
-    ds.samples = picked;
-    let ten = Loaded::decode(&ds, cfg.model.size, &path, log)?;
+    let ten = if pack::is_pack(&path) {
+        let all = open_data(&path, cfg.model.size, log)?;
+        let labels = &all.labels;
+        let first = |label: u8| (0..labels.len()).filter(move |&i| labels[i] == label).take(5);
+        let idx: Vec<usize> = first(0).chain(first(1)).collect();
+        all.subset(&idx)
+    } else {
+        let mut ds = Dataset::open(&path)?;
+        let mut picked = Vec::new();
+        for label in [0u8, 1] {
+            picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
+        }
+        ds.samples = picked;
+        Loaded::decode(&ds, cfg.model.size, &path, log)?
+    };
     if ten.len() < 10 {
         return Err(Error::Invalid(format!(
             "{}: only {} of the first 5 real and 5 fake images could be read: {:?}",

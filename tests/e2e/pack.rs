@@ -24,6 +24,11 @@ fn train_reads_a_pack() {
     let o = dfgpu(&[&args[..], &["--overwrite"]].concat());
     let (_, stderr) = text(&o);
     assert!(!o.status.success() && stderr.contains("packed at 32x32 pixels, the model takes 64x64"), "{stderr}");
+    // sanity takes a pack too: its first 5 real and 5 fake images.
+    let o = dfgpu(&["sanity", "--device", "cpu", "--data", f, "--size", "32"]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success() && stdout.contains("PASS: the training loss fell"), "{stdout}\n{stderr}");
+    assert!(stdout.contains("fitting 5 real and 5 fake images from"), "{stdout}");
     let missing = data.join("nowhere");
     let o = dfgpu(&["pack", missing.to_str().unwrap(), f]);
     let (_, stderr) = text(&o);
