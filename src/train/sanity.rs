@@ -13,7 +13,9 @@ use crate::data::pack;
 use crate::error::{Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::train::diagnostics;
-use crate::train::trainer::{builtin_data, flagged, freq_input_range, open_data, predict, step, ModelState, TrainConfig};
+use crate::train::trainer::{
+    builtin_data, flagged, freq_input_range, open_data, predict, step, ModelState, TrainConfig,
+};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;

@@ -348,11 +348,14 @@ fn csv_of(jsonl: &str) -> String {
     out
 }
 
-fn json_line(r: &EpochResult) -> String {
+/// The epoch's JSON line (metrics.jsonl). Without `timing`, the figures that depend only on the run, not on
+/// the machine's speed: what a checkpoint carries, so that a resumed run's checkpoint is byte for byte the
+/// uninterrupted one's.
+fn json_line(r: &EpochResult, timing: bool) -> String {
     let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".to_string(), |x| format!("{x:.6}"));
     let rep = &r.report;
     let mut s = format!(
-        "{{\"epoch\":{},\"train_loss\":{},\"val_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},\"seconds\":{:.2},\"images_per_s\":{:.1},\"groups\":{{",
+        "{{\"epoch\":{},\"train_loss\":{},\"val_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},",
         r.epoch,
         num(Some(r.train_loss)),
         num(Some(r.val_loss)),
@@ -361,12 +364,12 @@ fn json_line(r: &EpochResult) -> String {
         num(rep.eer.map(|e| e.0)),
         num(Some(rep.at_half.balanced_accuracy())),
         num(Some(rep.at_half.accuracy())),
-        r.seconds,
-        r.images_per_s
     );
+    if timing {
+        s += &format!("\"seconds\":{:.2},\"images_per_s\":{:.1},", r.seconds, r.images_per_s);
+    }
     let groups: Vec<String> = r.group_auc.iter().map(|(g, a)| format!("\"{}\":{a:.6}", g.replace('"', "'"))).collect();
-    s += &groups.join(",");
-    s + "}}"
+    s + "\"groups\":{" + &groups.join(",") + "}}"
 }
 
 /// Logs what the frequency branch is fed (its range is the first thing to look at when a run fails) and
@@ -676,13 +679,13 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         best_auc = best_auc.max(auc_now);
         let mut meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
-        meta.insert("dfgpu.metrics".into(), json_line(&r));
+        meta.insert("dfgpu.metrics".into(), json_line(&r, false));
         checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
         if is_best {
             checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;
             log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
         }
-        jsonl += &json_line(&r);
+        jsonl += &json_line(&r, true);
         jsonl.push('\n');
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
         write_atomic(&jsonl_path, &jsonl)?;
