@@ -114,7 +114,7 @@ enum Command {
         size: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Fake families, comma-separated: upconv, nearest, fingerprint.
+        /// Fake families, comma-separated: upconv, nearest, fingerprint, periodic (held out by default).
         #[arg(long, value_delimiter = ',', default_value = "upconv,nearest,fingerprint")]
         families: Vec<String>,
         /// Crop the images from your own photos in this folder (any nesting) instead of drawing them.

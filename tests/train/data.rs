@@ -45,10 +45,12 @@ fn synth_writes_a_folder_dataset_deterministically() {
 
 /// The fakes must carry a trace in the spectrum, or the frequency branch has nothing to find: the mean `log`
 /// magnitude of the highest frequencies alone separates the classes.
-#[test]
-fn synthetic_fakes_carry_a_spectral_trace() {
-    let dir = tmp("trace");
-    let cfg = SynthConfig { n_real: 60, n_fake: 60, size: 64, seed: 3, ..SynthConfig::default() };
+/// The AUC of the mean log magnitude (channel 0) over `bins` (ky, kx) as a score for "fake", on a small set of
+/// `families` at 64 x 64.
+fn spectral_auc(families: &[&str], bins: &[(usize, usize)], name: &str) -> f64 {
+    let dir = tmp(name);
+    let families = families.iter().map(|f| f.to_string()).collect();
+    let cfg = SynthConfig { n_real: 60, n_fake: 60, size: 64, seed: 3, families, ..SynthConfig::default() };
     synth::write(&cfg, &dir).unwrap();
     let ds = Dataset::open(&dir).unwrap();
     let n = ds.samples.len();
@@ -58,21 +60,21 @@ fn synthetic_fakes_carry_a_spectral_trace() {
     let f = cpu.fft_features(&images, &FftConfig::default(), None).unwrap();
     let (w, per) = (33, 6 * 64 * 33);
     let v = f.host::<f32>().unwrap();
-    // Frequencies above half of Nyquist on both axes, channel 0's magnitude plane.
-    let score: Vec<f32> = (0..n)
-        .map(|i| {
-            let mut acc = 0.0;
-            for ky in 16..48 {
-                for kx in 16..w {
-                    acc += v[i * per + ky * w + kx];
-                }
-            }
-            acc / (32.0 * 17.0)
-        })
-        .collect();
+    let score: Vec<f32> =
+        (0..n).map(|i| bins.iter().map(|&(ky, kx)| v[i * per + ky * w + kx]).sum::<f32>() / bins.len() as f32).collect();
     let labels: Vec<u8> = ds.samples.iter().map(|s| s.label).collect();
-    let a = auc(&score, &labels).unwrap();
-    assert!(a.max(1.0 - a) > 0.8, "high-frequency energy separates reals from fakes with AUC {a}");
+    auc(&score, &labels).unwrap()
+}
+
+#[test]
+fn synthetic_fakes_carry_a_spectral_trace() {
+    // The default families lose high frequencies (above half of Nyquist on both axes); `periodic` adds peaks
+    // at a quarter of the sampling rate, (ky, kx) = (+-16, 16): the opposite trace.
+    let high: Vec<(usize, usize)> = (16..48).flat_map(|ky| (16..33).map(move |kx| (ky, kx))).collect();
+    let a = spectral_auc(&synth::DEFAULT_FAMILIES, &high, "trace");
+    assert!(a < 0.2, "high-frequency energy: default fakes weaker than reals, AUC {a}");
+    let p = spectral_auc(&["periodic"], &[(16, 16), (48, 16)], "trace-periodic");
+    assert!(p > 0.8, "the period-4 peaks: periodic fakes stronger than reals, AUC {p}");
 }
 
 #[test]
