@@ -20,8 +20,8 @@
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-use std::f32::consts::FRAC_PI_2;
 use rayon::prelude::*;
+use std::f32::consts::FRAC_PI_2;
 use std::path::{Path, PathBuf};
 
 pub const FAMILIES: [&str; 4] = ["upconv", "nearest", "fingerprint", "periodic"];

@@ -60,8 +60,9 @@ fn spectral_auc(families: &[&str], bins: &[(usize, usize)], name: &str) -> f64 {
     let f = cpu.fft_features(&images, &FftConfig::default(), None).unwrap();
     let (w, per) = (33, 6 * 64 * 33);
     let v = f.host::<f32>().unwrap();
-    let score: Vec<f32> =
-        (0..n).map(|i| bins.iter().map(|&(ky, kx)| v[i * per + ky * w + kx]).sum::<f32>() / bins.len() as f32).collect();
+    let score: Vec<f32> = (0..n)
+        .map(|i| bins.iter().map(|&(ky, kx)| v[i * per + ky * w + kx]).sum::<f32>() / bins.len() as f32)
+        .collect();
     let labels: Vec<u8> = ds.samples.iter().map(|s| s.label).collect();
     auc(&score, &labels).unwrap()
 }

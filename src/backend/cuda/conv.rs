@@ -56,6 +56,21 @@ fn plan_of<'a>(
     })
 }
 
+/// The algorithm and workspace size of one direction, chosen by cuDNN's heuristic on first use and kept in `slot`.
+fn chosen<A: Copy>(
+    slot: &mut Option<(A, usize)>,
+    what: &str,
+    pick: impl FnOnce() -> std::result::Result<A, cudarc::cudnn::CudnnError>,
+    size: impl FnOnce(A) -> std::result::Result<usize, cudarc::cudnn::CudnnError>,
+) -> Result<(A, usize)> {
+    if let Some(a) = *slot {
+        return Ok(a);
+    }
+    let algo = pick().map_err(|e| Error::Cuda(format!("cuDNN {what} algorithm: {e:?}")))?;
+    let bytes = size(algo).map_err(|e| Error::Cuda(format!("cuDNN {what} workspace: {e:?}")))?;
+    Ok(*slot.insert((algo, bytes)))
+}
+
 /// A workspace of at least `bytes` (cuDNN writes it before it reads it: no need to clear it).
 fn workspace<'a>(ws: &'a mut Option<CudaSlice<u8>>, be: &CudaBackend, bytes: usize) -> Result<&'a mut CudaSlice<u8>> {
     if ws.as_ref().is_none_or(|w| w.len() < bytes.max(1)) {
@@ -90,13 +105,7 @@ pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Te
     let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
     let ds = &plan.descs;
     let op = ConvForward { conv: &ds.conv, x: &ds.x, w: &ds.w, y: &ds.y };
-    let (algo, bytes) = match plan.fwd {
-        Some(a) => a,
-        None => {
-            let algo = op.pick_algorithm().map_err(err("forward algorithm"))?;
-            *plan.fwd.insert((algo, op.get_workspace_size(algo).map_err(err("forward workspace"))?))
-        }
-    };
+    let (algo, bytes) = chosen(&mut plan.fwd, "forward", || op.pick_algorithm(), |a| op.get_workspace_size(a))?;
     let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     let mut y = be.output::<f32>(d.n * c.cout * d.oh * d.ow)?;
     let wv = w.device::<f32>()?;
@@ -126,28 +135,15 @@ pub fn backward(
     let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
     let ds = &plan.descs;
     let op = ConvBackwardData { conv: &ds.conv, dx: &ds.x, w: &ds.w, dy: &ds.y };
-    let (algo, bytes) = match plan.data {
-        Some(a) => a,
-        None => {
-            let algo = op.pick_algorithm().map_err(err("backward-data algorithm"))?;
-            *plan.data.insert((algo, op.get_workspace_size(algo).map_err(err("backward-data workspace"))?))
-        }
-    };
+    let (algo, bytes) = chosen(&mut plan.data, "backward-data", || op.pick_algorithm(), |a| op.get_workspace_size(a))?;
     let mut dx = be.output::<f32>(x.numel())?;
     let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     // SAFETY: as in forward.
     unsafe { op.launch(algo, Some(ws), (1.0, 0.0), &mut dx, &wv, dyv) }.map_err(err("backward data"))?;
 
-    let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
-    let ds = &plan.descs;
     let op = ConvBackwardFilter { conv: &ds.conv, x: &ds.x, dw: &ds.w, dy: &ds.y };
-    let (algo, bytes) = match plan.filter {
-        Some(a) => a,
-        None => {
-            let algo = op.pick_algorithm().map_err(err("backward-filter algorithm"))?;
-            *plan.filter.insert((algo, op.get_workspace_size(algo).map_err(err("backward-filter workspace"))?))
-        }
-    };
+    let (algo, bytes) =
+        chosen(&mut plan.filter, "backward-filter", || op.pick_algorithm(), |a| op.get_workspace_size(a))?;
     let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     let mut gw = grads.device_mut::<f32>()?.slice_mut(dw);
     // SAFETY: as in forward; the gradient slot holds the filter's values.
