@@ -3,6 +3,7 @@
 //! with warm-up and cosine decay, and validation metrics after every epoch. Without --data it trains on the
 //! built-in synthetic set, generated once into a cache folder.
 
+use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
 use crate::backend::optim::{decay_mask, lr_at, AdamW, Norms, StepArgs};
@@ -265,11 +266,7 @@ impl ModelState {
 
 /// P(fake) for every image of `data`, in inference mode.
 pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(be, det, ms, data, batch)?.iter().map(|&z| sigmoid(z)).collect())
-}
-
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+    Ok(predict_logits(be, det, ms, data, batch)?.iter().map(|&z| z.sigmoid()).collect())
 }
 
 /// The logit of every image of `data`, in inference mode.
@@ -648,7 +645,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             ));
         }
         let logits = predict_logits(be, &det, &mut ms, &val, 64)?;
-        let scores: Vec<f32> = logits.iter().map(|&z| sigmoid(z)).collect();
+        let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
         // The validation loss with the training loss's settings, from the logits (finite for any of them).
         let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
         let (val_loss, _) =
