@@ -65,7 +65,7 @@ impl Augment {
         for item in spec.split(',').map(str::trim) {
             let bad = || {
                 Error::Invalid(format!(
-                    "--augment '{item}': expected none, default, or NAME=P,... with NAME one of {} and P in [0, 1]",
+                    "--augment '{item}': expected none, default, robust, or NAME=P,... with NAME one of {} and P in [0, 1]",
                     NAMES.join(", ")
                 ))
             };
@@ -93,8 +93,8 @@ impl Augment {
 
     /// Augments one `size` x `size` RGB image (HWC u8) in place, with the draws of `seed`.
     pub fn apply(&self, px: &mut [u8], size: usize, seed: u64) -> Result<()> {
-        if *self == Augment::NONE {
-            return Ok(());
+        if [self.crop, self.rescale, self.blur, self.jpeg, self.flip].iter().all(|&p| p <= 0.0) {
+            return Ok(()); // nothing can fire: no copy into an image and back
         }
         let mut rng = Rng::new(seed);
         let s = size as u32;
