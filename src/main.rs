@@ -551,11 +551,8 @@ fn main() -> ExitCode {
                 .and_then(|text| dfgpu::train::figures::curves(&text, &run.join("curves.png")))
                 .map(|()| println!("wrote {}", run.join("curves.png").display()))
         }
-        Command::TimmExport { ckpt, out } => dfgpu::select(device, Default::default()).and_then(|(be, _)| {
-            dfgpu::model::timm::export_from_checkpoint(&ckpt, &out, be.as_ref())?;
-            println!("wrote {} (timm names) from {}", out.display(), ckpt.display());
-            Ok(())
-        }),
+        Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)
+            .map(|()| println!("wrote {} (timm names) from {}", out.display(), ckpt.display())),
         Command::TimmForward { backbone, weights, input, out } => {
             dfgpu::select(device, Default::default()).and_then(|(be, line)| {
                 println!("{line}");

@@ -96,9 +96,11 @@ pub fn load_into_detector(
     Ok(())
 }
 
-/// Writes a checkpoint's spatial branch as a timm state_dict (`dfgpu timm-export`).
-pub fn export_from_checkpoint(ckpt: &Path, out: &Path, be: &dyn Backend) -> Result<()> {
-    let (det, ms, _) = checkpoint::load(ckpt, be)?;
+/// Writes a checkpoint's spatial branch as a timm state_dict (`dfgpu timm-export`). Host work only: the
+/// checkpoint is read on the CPU backend, whatever device the command line names.
+pub fn export_from_checkpoint(ckpt: &Path, out: &Path) -> Result<()> {
+    let be = crate::backend::cpu::CpuBackend::new(Default::default());
+    let (det, ms, _) = checkpoint::load(ckpt, &be)?;
     let (p, s) = (be.download(&ms.params)?, be.download(&ms.state)?);
     save(out, (&det.params, &det.state), "spatial.", (p.host()?, s.host()?))
 }

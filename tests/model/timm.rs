@@ -167,3 +167,24 @@ fn timm_forward_reads_and_writes_files() {
     let e = timm::forward_files(&be, "tiny", &weights, &weights, &out).unwrap_err().to_string();
     assert!(e.contains("files-weights.safetensors: no tensor 'images'"), "{e}");
 }
+
+#[test]
+fn a_checkpoints_spatial_branch_exports_under_timm_names() {
+    let be = cpu();
+    let (det, p, s) = detector();
+    let mut ms = dfgpu::train::trainer::ModelState::new(&be, &det, 0).unwrap();
+    ms.params = Tensor::from_vec(&[p.len()], Layout::Plain, p.clone()).unwrap();
+    ms.state = Tensor::from_vec(&[s.len()], Layout::Plain, s.clone()).unwrap();
+    let (ckpt, out) = (tmp("export-ckpt.safetensors"), tmp("export-timm.safetensors"));
+    checkpoint::save(&ckpt, &be, &det, &ms, &Default::default()).unwrap();
+    timm::export_from_checkpoint(&ckpt, &out).unwrap();
+    let init = (vec![0.0; p.len()], vec![0.0; s.len()]);
+    let l = timm::load(&out, (&det.params, &det.state), "spatial.", init).unwrap();
+    for (layout, got, want) in [(&det.params, &l.params, &p), (&det.state, &l.state, &s)] {
+        for e in layout.entries().iter().filter(|e| e.name.starts_with("spatial.")) {
+            assert_eq!(got[e.range()], want[e.range()], "{}", e.name);
+        }
+    }
+    let e = timm::export_from_checkpoint(&out, &tmp("export-again.safetensors")).unwrap_err().to_string();
+    assert!(e.contains("export-timm.safetensors: not a dfgpu checkpoint"), "{e}");
+}
