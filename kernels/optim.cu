@@ -78,3 +78,24 @@ extern "C" __global__ void adamw_step(float* __restrict__ p, const float* __rest
         p[i] = pi - step_size * mi / denom;
     }
 }
+
+// Matches `SgdArgs` in src/backend/cuda/optim.rs.
+struct SgdArgs {
+    float lr, momentum, weight_decay;
+    int clip_index;
+};
+
+// SGD with momentum in PyTorch's order of operations (coupled L2 decay, dampening 0); m is the momentum.
+extern "C" __global__ void sgd_step(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                    const uint8_t* __restrict__ mask, const float* __restrict__ norms, long long n,
+                                    SgdArgs a) {
+    const float clip = norms[a.clip_index];
+    GRID_STRIDE(i, n) {
+        const float pi = p[i];
+        float gi = g[i] * clip;
+        if (mask[i]) gi += a.weight_decay * pi;
+        const float mi = a.momentum * m[i] + gi;
+        m[i] = mi;
+        p[i] = pi - a.lr * mi;
+    }
+}

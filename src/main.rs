@@ -213,15 +213,23 @@ struct BranchArgs {
 struct TrainOpts {
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// Peak learning rate (AdamW, warm-up, cosine decay to 1% of it).
+    /// Peak learning rate (warm-up, then cosine decay to 1% of it).
     #[arg(long, default_value_t = 1e-3)]
     lr: f32,
     /// Linear warm-up, in epochs.
     #[arg(long, default_value_t = 1.0)]
     warmup_epochs: f32,
-    /// AdamW's decoupled weight decay (never on normalization parameters and biases).
-    #[arg(long, default_value_t = 0.05)]
-    weight_decay: f32,
+    /// adamw, or sgd (with momentum, as torch.optim.SGD: its steps grow with the gradient's scale, which is
+    /// how raw FFT magnitudes can wreck a run; see the README).
+    #[arg(long, default_value = "adamw")]
+    optimizer: String,
+    /// SGD's momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    /// Weight decay, never on normalization parameters and biases: decoupled for AdamW (default 0.05), L2 for
+    /// SGD (default 5e-4).
+    #[arg(long)]
+    weight_decay: Option<f32>,
     /// Clip the gradient's total norm to this; 0: no clipping.
     #[arg(long, default_value_t = 5.0)]
     max_grad_norm: f32,
@@ -336,11 +344,15 @@ fn with_branches(
 /// The shared training settings onto a configuration; a value out of range is an error naming its flag.
 fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
     use dfgpu::backend::loss::{ClassWeighting, LossKind};
+    use dfgpu::backend::{AdamW, Optimizer, Sgd};
     use dfgpu::train::trainer::Sampler;
     use dfgpu::Error;
     let bad = |flag: &str, v: &dyn std::fmt::Display, want: &str| Err(Error::Invalid(format!("{flag} '{v}': {want}")));
-    if !(o.weight_decay >= 0.0 && o.weight_decay.is_finite()) {
-        return bad("--weight-decay", &o.weight_decay, "must be >= 0");
+    if let Some(wd) = o.weight_decay.filter(|w| !(*w >= 0.0 && w.is_finite())) {
+        return bad("--weight-decay", &wd, "must be >= 0");
+    }
+    if !(0.0..1.0).contains(&o.momentum) {
+        return bad("--momentum", &o.momentum, "must be in [0, 1)");
     }
     if !(o.warmup_epochs >= 0.0 && o.warmup_epochs.is_finite()) {
         return bad("--warmup-epochs", &o.warmup_epochs, "must be >= 0");
@@ -363,7 +375,17 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
         s => return bad("--sampler", &s, "choose balanced or natural"),
     };
     (cfg.batch, cfg.lr, cfg.warmup_epochs, cfg.seed) = (o.batch, o.lr, o.warmup_epochs, o.seed);
-    cfg.optimizer.weight_decay = o.weight_decay;
+    cfg.optimizer = match o.optimizer.as_str() {
+        "adamw" => {
+            let d = AdamW::default();
+            Optimizer::AdamW(AdamW { weight_decay: o.weight_decay.unwrap_or(d.weight_decay), ..d })
+        }
+        "sgd" => {
+            let wd = o.weight_decay.unwrap_or(Sgd::default().weight_decay);
+            Optimizer::Sgd(Sgd { momentum: o.momentum, weight_decay: wd })
+        }
+        s => return bad("--optimizer", &s, "choose adamw or sgd"),
+    };
     cfg.max_grad_norm = (o.max_grad_norm > 0.0).then_some(o.max_grad_norm);
     (cfg.val_fraction, cfg.grad_report, cfg.log_every) = (o.val_fraction, o.grad_report, o.log_every);
     cfg.augment = dfgpu::data::augment::Augment::parse(&o.augment)?;

@@ -21,7 +21,7 @@ pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 pub use layers::Activation;
 pub use loss::{LossConfig, LossOutput, LossStats};
 pub use norm::{BatchNorm, BnSaved};
-pub use optim::{AdamW, StepArgs};
+pub use optim::{AdamW, Optimizer, Sgd, StepArgs};
 pub use preprocess::{ChannelNorm, Preprocessed};
 use std::ops::Range;
 use std::str::FromStr;
@@ -176,9 +176,9 @@ pub trait Backend: Send + Sync {
     /// A copy of a tensor on the same device.
     fn duplicate(&self, t: &Tensor) -> Result<Tensor>;
 
-    /// One AdamW step on the flat buffers, with gradients scaled by the clip factor in `norms`.
+    /// One optimizer step (AdamW or SGD) on the flat buffers, with gradients scaled by the clip factor in `norms`.
     #[allow(clippy::too_many_arguments)]
-    fn adamw_step(
+    fn optimizer_step(
         &self,
         layout: &ParamLayout,
         params: &mut Tensor,
@@ -187,7 +187,7 @@ pub trait Backend: Send + Sync {
         v: &mut Tensor,
         decay_mask: &Tensor,
         norms: &Tensor,
-        opt: &AdamW,
+        opt: &Optimizer,
         step: StepArgs,
     ) -> Result<()>;
 }

@@ -3,13 +3,20 @@
 //! 1. `param_norms`: per parameter tensor, the sum of squares of its gradient and of its values (the gradient
 //!    report of the diagnostics), the total gradient norm, and the clipping factor
 //!    min(1, max_norm / total_norm) (1 without clipping), all left on the device;
-//! 2. `adamw_step`: AdamW as PyTorch's torch.optim.AdamW computes it, on gradients scaled by that factor:
+//! 2. `optimizer_step`: AdamW as PyTorch's torch.optim.AdamW computes it, or SGD with momentum as
+//!    torch.optim.SGD does (dampening 0, not Nesterov), on gradients scaled by that factor:
 //!
 //! ```text
-//! p -= lr * wd * p            (decoupled weight decay; tensors marked no_decay skip it)
-//! m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
-//! p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//! AdamW: p -= lr * wd * p            (decoupled weight decay; tensors marked no_decay skip it)
+//!        m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2
+//!        p -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+//! SGD:   g += wd * p                 (L2 decay, coupled; no_decay tensors skip it)
+//!        m = mu m + g                (m starts at 0, so the first step is m = g, as in PyTorch)
+//!        p -= lr * m
 //! ```
+//!
+//! SGD is here to reproduce failures, not as a recommendation: its steps grow with the gradient, so with the
+//! input's scale (raw FFT magnitudes), where AdamW's steps stay about lr whatever the scale.
 
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
@@ -27,6 +34,58 @@ impl Default for AdamW {
     /// PyTorch's defaults, except weight decay 0.05 (PyTorch's 0.01 is for language models' longer runs).
     fn default() -> Self {
         AdamW { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.05 }
+    }
+}
+
+/// SGD with momentum, as torch.optim.SGD (dampening 0, no Nesterov), with coupled L2 weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    pub momentum: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for Sgd {
+    /// The usual momentum 0.9 and weight decay 5e-4 of SGD-trained image models.
+    fn default() -> Self {
+        Sgd { momentum: 0.9, weight_decay: 5e-4 }
+    }
+}
+
+/// The update rule. Both keep their state in two buffers of the parameters' layout: AdamW's moments m and v,
+/// or SGD's momentum in m (v unused).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Optimizer {
+    AdamW(AdamW),
+    Sgd(Sgd),
+}
+
+impl Default for Optimizer {
+    fn default() -> Self {
+        Optimizer::AdamW(AdamW::default())
+    }
+}
+
+impl Optimizer {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Optimizer::AdamW(_) => "adamw",
+            Optimizer::Sgd(_) => "sgd",
+        }
+    }
+
+    pub fn weight_decay(&self) -> f32 {
+        match self {
+            Optimizer::AdamW(a) => a.weight_decay,
+            Optimizer::Sgd(s) => s.weight_decay,
+        }
+    }
+
+    /// "adamw (weight decay 0.05)", "sgd (momentum 0.9, weight decay 0.0005)": for logs and messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Optimizer::AdamW(a) => format!("adamw (weight decay {})", a.weight_decay),
+            Optimizer::Sgd(s) => format!("sgd (momentum {}, weight decay {})", s.momentum, s.weight_decay),
+        }
     }
 }
 
@@ -93,7 +152,7 @@ pub fn check_step(
     v: &Tensor,
     mask: &Tensor,
     norms: &Tensor,
-    opt: &AdamW,
+    opt: &Optimizer,
     s: StepArgs,
 ) -> Result<()> {
     for (what, t, dt) in
@@ -114,9 +173,14 @@ pub fn check_step(
             s.t, s.lr
         )));
     }
-    if !(0.0..1.0).contains(&opt.beta1) || !(0.0..1.0).contains(&opt.beta2) || opt.eps <= 0.0 || opt.weight_decay < 0.0
-    {
-        return Err(Error::Invalid(format!("AdamW settings out of range: {opt:?}")));
+    let ok = match opt {
+        Optimizer::AdamW(a) => {
+            (0.0..1.0).contains(&a.beta1) && (0.0..1.0).contains(&a.beta2) && a.eps > 0.0 && a.weight_decay >= 0.0
+        }
+        Optimizer::Sgd(s) => (0.0..1.0).contains(&s.momentum) && s.weight_decay >= 0.0,
+    };
+    if !ok {
+        return Err(Error::Invalid(format!("optimizer settings out of range: {opt:?}")));
     }
     Ok(())
 }

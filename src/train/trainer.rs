@@ -6,7 +6,7 @@
 use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
-use crate::backend::optim::{decay_mask, lr_at, AdamW, Norms, StepArgs};
+use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
 use crate::data::folder::{describe, load_rgb, Dataset};
@@ -49,7 +49,7 @@ pub struct TrainConfig {
     pub batch: usize,
     pub lr: f32,
     pub warmup_epochs: f32,
-    pub optimizer: AdamW,
+    pub optimizer: Optimizer,
     pub max_grad_norm: Option<f32>,
     pub loss: LossConfig,
     pub weighting: ClassWeighting,
@@ -129,7 +129,7 @@ impl TrainConfig {
             batch: 32,
             lr: 1e-3,
             warmup_epochs: 1.0,
-            optimizer: AdamW::default(),
+            optimizer: Optimizer::default(),
             max_grad_norm: Some(5.0),
             loss: LossConfig::focal(),
             weighting: ClassWeighting::None,
@@ -236,7 +236,8 @@ pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<
     Loaded::decode(&Dataset::open(spec)?, size, spec, log)
 }
 
-/// The model's state on a backend: parameters, running statistics, gradients, AdamW moments.
+/// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
+/// (AdamW's moments, or SGD's momentum and an unused one).
 pub struct ModelState {
     pub params: Tensor,
     pub state: Tensor,
@@ -398,7 +399,7 @@ pub struct StepOut {
     pub rows: Option<Vec<GradRow>>,
 }
 
-/// One training step on a host batch: forward, loss, backward, norms with clipping, AdamW.
+/// One training step on a host batch: forward, loss, backward, norms with clipping, the optimizer.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     be: &dyn Backend,
@@ -427,7 +428,7 @@ pub fn step(
     det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &loss.dlogits)?;
     let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
     let before = if report { Some(be.duplicate(&ms.params)?) } else { None };
-    be.adamw_step(
+    be.optimizer_step(
         &det.params,
         &mut ms.params,
         &ms.grads,
@@ -506,6 +507,15 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let (det, mut ms, resumed) = match &cfg.resume {
         Some(p) => {
             let (det, ms, meta) = checkpoint::load(p, be)?;
+            // The two state buffers mean different things to AdamW and SGD.
+            let stored = meta.get("dfgpu.optimizer").map_or("adamw", String::as_str);
+            if stored != cfg.optimizer.name() {
+                return Err(Error::Invalid(format!(
+                    "{}: was trained with --optimizer {stored}; resume it with the same optimizer (asked: {})",
+                    p.display(),
+                    cfg.optimizer.name()
+                )));
+            }
             log(&format!("resuming from {} with the model settings stored in it", p.display()));
             (det, ms, Some(ResumePoint::from_meta(&meta, p)?))
         }
@@ -677,6 +687,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let mut meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
         meta.insert("dfgpu.metrics".into(), json_line(&r, false));
+        meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
         checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
         if is_best {
             checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;

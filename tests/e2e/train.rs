@@ -163,6 +163,10 @@ fn model_and_training_flags_reach_the_run() {
         "none",
         "--grad-report",
         "0",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.8",
     ];
     let r = dfgpu(&[&base[..], &flags[..]].concat());
     let (stdout, stderr) = text(&r);
@@ -178,15 +182,22 @@ fn model_and_training_flags_reach_the_run() {
         ("dfgpu.freq.widths", "8,16"),
         ("dfgpu.fft.phase", "cos-sin"),
         ("dfgpu.fft.grayscale", "true"),
+        ("dfgpu.optimizer", "sgd"),
     ] {
         assert_eq!(meta.get(k).map(String::as_str), Some(v), "{k}");
     }
     assert!(!out.join("grad").exists(), "--grad-report 0 writes no gradient charts");
+    // SGD's momentum is not AdamW's moments: resuming with the other optimizer is refused.
+    let last = out.join("last.safetensors");
+    let r = dfgpu(&[&base[..], &["--resume", last.to_str().unwrap()]].concat());
+    assert!(!r.status.success() && text(&r).1.contains("was trained with --optimizer sgd"), "{}", text(&r).1);
     for (flag, value, says) in [
         ("--class-weights", "pos:x", "--class-weights 'pos:x': choose none, auto"),
         ("--freq-widths", "0", "--freq-widths [0]: give each stage's channels"),
         ("--sampler", "random", "--sampler 'random': choose balanced or natural"),
         ("--head-act", "tanh", "--head-act 'tanh': choose silu, relu"),
+        ("--optimizer", "adam", "--optimizer 'adam': choose adamw or sgd"),
+        ("--momentum", "1", "--momentum '1': must be in [0, 1)"),
     ] {
         let r = dfgpu(&[&base[..], &[flag, value]].concat());
         assert!(!r.status.success() && text(&r).1.contains(says), "{flag} {value}: {}", text(&r).1);

@@ -1,7 +1,7 @@
-//! Optimizer: AdamW against PyTorch's formula in f64, per-tensor norms and clipping, the schedule, GPU vs CPU.
+//! Optimizer: AdamW and SGD against PyTorch's formulas in f64, per-tensor norms and clipping, the schedule, GPU vs CPU.
 
 use crate::common::*;
-use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, StepArgs};
+use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, Optimizer, Sgd, StepArgs};
 use dfgpu::model::params::ParamLayout;
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
@@ -72,7 +72,8 @@ fn adamw_matches_pytorchs_formula_over_several_steps() {
         let norms = be.param_norms(&l, &p, &g, Some(1.0)).unwrap();
         let clip = Norms::read(&norms, &be, &l).unwrap().clip;
         let lr = lr_at(t - 1, 2, 5, 1e-2, 1e-4);
-        be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr, t }).unwrap();
+        be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &Optimizer::AdamW(opt), StepArgs { lr, t })
+            .unwrap();
         let g64: Vec<f64> = g.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
         adamw_f64(&mut p64, &g64, &mut m64, &mut v64, &mask_v, clip, &opt, lr as f64, t as i32);
     }
@@ -80,6 +81,48 @@ fn adamw_matches_pytorchs_formula_over_several_steps() {
     for e in l.entries() {
         assert_close(&e.name, &got[e.range()], &p64[e.range()], 1e-5, 1e-7);
     }
+}
+
+/// PyTorch's SGD (torch/optim/sgd.py, dampening 0, not Nesterov) in f64, with gradients scaled by `clip`;
+/// `buf` is None before the first step, as PyTorch's momentum buffer.
+fn sgd_f64(p: &mut [f64], g: &[f64], buf: &mut Option<Vec<f64>>, decay: &[u8], clip: f64, o: &Sgd, lr: f64) {
+    let d: Vec<f64> =
+        (0..p.len()).map(|i| g[i] * clip + if decay[i] == 1 { o.weight_decay as f64 * p[i] } else { 0.0 }).collect();
+    let b = match buf.take() {
+        None => d,
+        Some(b) => b.iter().zip(&d).map(|(b, d)| o.momentum as f64 * b + d).collect(),
+    };
+    p.iter_mut().zip(&b).for_each(|(p, b)| *p -= lr * b);
+    *buf = Some(b);
+}
+
+#[test]
+fn sgd_matches_pytorchs_formula_over_several_steps() {
+    let be = cpu();
+    let l = layout();
+    let mut rng = Rng::new(3);
+    let opt = Sgd { momentum: 0.9, weight_decay: 0.01 };
+    let mask_v = decay_mask(&l);
+    let mask = plain(mask_v.clone());
+    let mut p = plain(random_buffer(&l, &mut rng, 1.0));
+    let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
+    let mut p64: Vec<f64> = p.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+    let mut buf = None;
+    for t in 1..=5u64 {
+        let g = plain(random_buffer(&l, &mut rng, 0.1));
+        let norms = be.param_norms(&l, &p, &g, Some(1.0)).unwrap();
+        let clip = Norms::read(&norms, &be, &l).unwrap().clip;
+        let lr = lr_at(t - 1, 2, 5, 0.1, 1e-3);
+        be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &Optimizer::Sgd(opt), StepArgs { lr, t })
+            .unwrap();
+        let g64: Vec<f64> = g.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        sgd_f64(&mut p64, &g64, &mut buf, &mask_v, clip, &opt, lr as f64);
+    }
+    let got = p.host::<f32>().unwrap();
+    for e in l.entries() {
+        assert_close(&e.name, &got[e.range()], &p64[e.range()], 1e-5, 1e-7);
+    }
+    assert!(v.host::<f32>().unwrap().iter().all(|&x| x == 0.0), "SGD leaves the second buffer alone");
 }
 
 #[test]
@@ -93,8 +136,8 @@ fn the_first_adam_step_moves_each_weight_by_the_learning_rate() {
     let g = plain(random_buffer(&l, &mut rng, 1.0));
     let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
     let norms = be.param_norms(&l, &p, &g, None).unwrap();
-    be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &plain(decay_mask(&l)), &norms, &opt, StepArgs { lr: 0.01, t: 1 })
-        .unwrap();
+    let (mask, opt) = (plain(decay_mask(&l)), Optimizer::AdamW(opt));
+    be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr: 0.01, t: 1 }).unwrap();
     let (p1, g) = (p.host::<f32>().unwrap(), g.host::<f32>().unwrap());
     for i in l.entries().iter().flat_map(|e| e.range()) {
         let step = p0[i] - p1[i];
@@ -159,11 +202,15 @@ fn bad_optimizer_arguments_are_errors() {
     let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; 5]));
     let norms = be.param_norms(&l, &p, &g, None).unwrap();
     let mask = plain(decay_mask(&l));
-    let e = be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &AdamW::default(), StepArgs { lr: 0.1, t: 1 });
+    let adam = Optimizer::default();
+    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &adam, StepArgs { lr: 0.1, t: 1 });
     assert!(e.unwrap_err().to_string().contains("second moments: 5 values"));
     let mut v = plain(vec![0f32; l.total()]);
-    let e = be.adamw_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &AdamW::default(), StepArgs { lr: 0.1, t: 0 });
+    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &adam, StepArgs { lr: 0.1, t: 0 });
     assert!(e.unwrap_err().to_string().contains("need t >= 1"));
+    let sgd = Optimizer::Sgd(Sgd { momentum: 1.0, weight_decay: 0.0 });
+    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &sgd, StepArgs { lr: 0.1, t: 1 });
+    assert!(e.unwrap_err().to_string().contains("optimizer settings out of range"));
 }
 
 #[test]
@@ -205,32 +252,35 @@ fn gpu_step_norms_match_cpu() {
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let l = layout();
-    let mut rng = Rng::new(4);
-    let opt = AdamW::default();
     let mask = plain(decay_mask(&l));
-    let p0 = plain(random_buffer(&l, &mut rng, 1.0));
-    let (mut pc, mut pg) = (plain(p0.host::<f32>().unwrap().to_vec()), gpu.upload(&p0).unwrap());
-    let zeros = || plain(vec![0f32; l.total()]);
-    let (mut mc, mut vc, mut mg, mut vg) =
-        (zeros(), zeros(), gpu.upload(&zeros()).unwrap(), gpu.upload(&zeros()).unwrap());
     let mask_g = gpu.upload(&mask).unwrap();
-    for t in 1..=3u64 {
-        let g = plain(random_buffer(&l, &mut rng, 0.5));
-        let gg = gpu.upload(&g).unwrap();
-        let (nc, ng) =
-            (cpu.param_norms(&l, &pc, &g, Some(2.0)).unwrap(), gpu.param_norms(&l, &pg, &gg, Some(2.0)).unwrap());
-        let (a, b) = (Norms::read(&nc, &cpu, &l).unwrap(), Norms::read(&ng, &gpu, &l).unwrap());
-        assert!((a.total - b.total).abs() < 1e-5 * a.total && (a.clip - b.clip).abs() < 1e-5 * a.clip);
-        for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
-            assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
+    let sgd = Sgd { weight_decay: 0.01, ..Sgd::default() };
+    for (seed, opt) in [(4, Optimizer::AdamW(AdamW::default())), (7, Optimizer::Sgd(sgd))] {
+        let mut rng = Rng::new(seed);
+        let p0 = plain(random_buffer(&l, &mut rng, 1.0));
+        let (mut pc, mut pg) = (plain(p0.host::<f32>().unwrap().to_vec()), gpu.upload(&p0).unwrap());
+        let zeros = || plain(vec![0f32; l.total()]);
+        let (mut mc, mut vc, mut mg, mut vg) =
+            (zeros(), zeros(), gpu.upload(&zeros()).unwrap(), gpu.upload(&zeros()).unwrap());
+        for t in 1..=3u64 {
+            let g = plain(random_buffer(&l, &mut rng, 0.5));
+            let gg = gpu.upload(&g).unwrap();
+            let (nc, ng) =
+                (cpu.param_norms(&l, &pc, &g, Some(2.0)).unwrap(), gpu.param_norms(&l, &pg, &gg, Some(2.0)).unwrap());
+            let (a, b) = (Norms::read(&nc, &cpu, &l).unwrap(), Norms::read(&ng, &gpu, &l).unwrap());
+            assert!((a.total - b.total).abs() < 1e-5 * a.total && (a.clip - b.clip).abs() < 1e-5 * a.clip);
+            for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
+                assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
+            }
+            let s = StepArgs { lr: 1e-3, t };
+            cpu.optimizer_step(&l, &mut pc, &g, &mut mc, &mut vc, &mask, &nc, &opt, s).unwrap();
+            gpu.optimizer_step(&l, &mut pg, &gg, &mut mg, &mut vg, &mask_g, &ng, &opt, s).unwrap();
         }
-        let s = StepArgs { lr: 1e-3, t };
-        cpu.adamw_step(&l, &mut pc, &g, &mut mc, &mut vc, &mask, &nc, &opt, s).unwrap();
-        gpu.adamw_step(&l, &mut pg, &gg, &mut mg, &mut vg, &mask_g, &ng, &opt, s).unwrap();
-    }
-    let want: Vec<f64> = pc.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
-    let got = gpu.download(&pg).unwrap();
-    for e in l.entries() {
-        assert_close(&e.name, &got.host::<f32>().unwrap()[e.range()], &want[e.range()], 1e-5, 1e-7);
+        let want: Vec<f64> = pc.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
+        let got = gpu.download(&pg).unwrap();
+        for e in l.entries() {
+            let what = format!("{} {}", opt.name(), e.name);
+            assert_close(&what, &got.host::<f32>().unwrap()[e.range()], &want[e.range()], 1e-5, 1e-7);
+        }
     }
 }

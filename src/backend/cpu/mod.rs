@@ -13,7 +13,7 @@ pub mod real;
 use super::fft::{self as fft_op, FftConfig, FreqStats};
 use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
-use super::optim::{self as optim_op, norms_len, AdamW, StepArgs};
+use super::optim::{self as optim_op, norms_len, Optimizer, StepArgs};
 use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
@@ -212,7 +212,7 @@ impl Backend for CpuBackend {
         self.download(t)
     }
 
-    fn adamw_step(
+    fn optimizer_step(
         &self,
         layout: &ParamLayout,
         params: &mut Tensor,
@@ -221,22 +221,17 @@ impl Backend for CpuBackend {
         v: &mut Tensor,
         decay_mask: &Tensor,
         norms: &Tensor,
-        opt: &AdamW,
+        opt: &Optimizer,
         step: StepArgs,
     ) -> Result<()> {
         optim_op::check(layout, params, grads)?;
         optim_op::check_step(layout, m, v, decay_mask, norms, opt, step)?;
         let clip = *norms.host::<f32>()?.last().unwrap();
-        optim::adamw(
-            params.host_mut()?,
-            grads.host()?,
-            m.host_mut()?,
-            v.host_mut()?,
-            decay_mask.host()?,
-            clip,
-            opt,
-            step,
-        );
+        let (p, g, m, mask) = (params.host_mut()?, grads.host()?, m.host_mut()?, decay_mask.host()?);
+        match opt {
+            Optimizer::AdamW(a) => optim::adamw(p, g, m, v.host_mut()?, mask, clip, a, step),
+            Optimizer::Sgd(s) => optim::sgd(p, g, m, mask, clip, s, step),
+        }
         Ok(())
     }
 

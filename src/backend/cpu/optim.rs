@@ -1,7 +1,7 @@
-//! Reference for kernels/optim.cu: per-tensor norms (f64 accumulation) and the AdamW step, in PyTorch's order of
-//! operations, so that the two backends and PyTorch agree to rounding.
+//! Reference for kernels/optim.cu: per-tensor norms (f64 accumulation) and the AdamW and SGD steps, in PyTorch's
+//! order of operations, so that the two backends and PyTorch agree to rounding.
 
-use crate::backend::optim::{AdamW, StepArgs};
+use crate::backend::optim::{AdamW, Sgd, StepArgs};
 use crate::model::params::ParamLayout;
 use rayon::prelude::*;
 
@@ -48,6 +48,18 @@ pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8]
         *v = opt.beta2 * *v + (1.0 - opt.beta2) * gi * gi;
         let denom = v.sqrt() / bc2_sqrt + opt.eps;
         *p -= step_size * *m / denom;
+    });
+}
+
+/// SGD with momentum; `m` holds the momentum.
+pub fn sgd(p: &mut [f32], g: &[f32], m: &mut [f32], mask: &[u8], clip: f32, opt: &Sgd, s: StepArgs) {
+    p.par_iter_mut().zip(m.par_iter_mut()).enumerate().for_each(|(i, (p, m))| {
+        let mut gi = g[i] * clip;
+        if mask[i] != 0 {
+            gi += opt.weight_decay * *p;
+        }
+        *m = opt.momentum * *m + gi;
+        *p -= s.lr * *m;
     });
 }
 

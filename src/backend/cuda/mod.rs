@@ -18,7 +18,7 @@ pub mod timing;
 use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
-use super::optim::{AdamW, StepArgs};
+use super::optim::{Optimizer, StepArgs};
 use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
@@ -376,7 +376,7 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn adamw_step(
+    fn optimizer_step(
         &self,
         layout: &ParamLayout,
         params: &mut Tensor,
@@ -385,10 +385,10 @@ impl Backend for CudaBackend {
         v: &mut Tensor,
         decay_mask: &Tensor,
         norms: &Tensor,
-        opt: &AdamW,
+        opt: &Optimizer,
         step: StepArgs,
     ) -> Result<()> {
-        optim::adamw_step(self, layout, params, grads, m, v, decay_mask, norms, opt, step)
+        optim::optimizer_step(self, layout, params, grads, m, v, decay_mask, norms, opt, step)
     }
 
     fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {

@@ -2,7 +2,7 @@
 
 use super::CudaBackend;
 use crate::backend::cpu::optim::bias_corrections;
-use crate::backend::optim::{check, check_step, norms_len, AdamW, StepArgs};
+use crate::backend::optim::{check, check_step, norms_len, Optimizer, StepArgs};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Layout, Tensor};
@@ -26,6 +26,18 @@ struct AdamArgs {
 }
 // SAFETY: plain old data with the kernel parameter's C layout.
 unsafe impl DeviceRepr for AdamArgs {}
+
+/// Matches `struct SgdArgs` in kernels/optim.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SgdArgs {
+    lr: f32,
+    momentum: f32,
+    weight_decay: f32,
+    clip_index: i32,
+}
+// SAFETY: plain old data with the kernel parameter's C layout.
+unsafe impl DeviceRepr for SgdArgs {}
 
 pub fn param_norms(
     be: &CudaBackend,
@@ -92,7 +104,7 @@ fn norms_pass(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub fn adamw_step(
+pub fn optimizer_step(
     be: &CudaBackend,
     layout: &ParamLayout,
     params: &mut Tensor,
@@ -101,32 +113,40 @@ pub fn adamw_step(
     v: &mut Tensor,
     mask: &Tensor,
     norms: &Tensor,
-    opt: &AdamW,
+    opt: &Optimizer,
     s: StepArgs,
 ) -> Result<()> {
     check(layout, params, grads)?;
     check_step(layout, m, v, mask, norms, opt, s)?;
-    let (bc1, bc2_sqrt) = bias_corrections(opt, s.t);
-    let a = AdamArgs {
-        lr: s.lr,
-        beta1: opt.beta1,
-        beta2: opt.beta2,
-        eps: opt.eps,
-        weight_decay: opt.weight_decay,
-        bc1,
-        bc2_sqrt,
-        clip_index: (norms_len(layout) - 1) as i32,
-    };
+    let clip_index = (norms_len(layout) - 1) as i32;
     let n = layout.total();
     let n64 = n as i64;
-    let f = be.function("optim", "adamw_step")?;
+    let (adam, sgd);
+    let f = be.function("optim", if let Optimizer::AdamW(_) = opt { "adamw_step" } else { "sgd_step" })?;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(params.device_mut::<f32>()?)
-        .arg(grads.device::<f32>()?)
-        .arg(m.device_mut::<f32>()?)
-        .arg(v.device_mut::<f32>()?);
-    l.arg(mask.device::<u8>()?).arg(norms.device::<f32>()?).arg(&n64).arg(&a);
-    // SAFETY: arguments match the kernel; all five buffers hold the layout's `n` values (checked).
+    l.arg(params.device_mut::<f32>()?).arg(grads.device::<f32>()?).arg(m.device_mut::<f32>()?);
+    match opt {
+        Optimizer::AdamW(o) => {
+            let (bc1, bc2_sqrt) = bias_corrections(o, s.t);
+            adam = AdamArgs {
+                lr: s.lr,
+                beta1: o.beta1,
+                beta2: o.beta2,
+                eps: o.eps,
+                weight_decay: o.weight_decay,
+                bc1,
+                bc2_sqrt,
+                clip_index,
+            };
+            l.arg(v.device_mut::<f32>()?).arg(mask.device::<u8>()?).arg(norms.device::<f32>()?).arg(&n64).arg(&adam);
+        }
+        Optimizer::Sgd(o) => {
+            sgd = SgdArgs { lr: s.lr, momentum: o.momentum, weight_decay: o.weight_decay, clip_index };
+            l.arg(mask.device::<u8>()?).arg(norms.device::<f32>()?).arg(&n64).arg(&sgd);
+        }
+    }
+    // SAFETY: arguments match the kernel (adamw_step or sgd_step); every buffer holds the layout's `n` values
+    // (checked).
     unsafe { l.launch(be.grid_stride(n, 256)) }?;
     Ok(())
 }
