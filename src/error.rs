@@ -15,6 +15,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     /// An argument or flag with a value that cannot be used.
     Invalid(String),
+    /// A training run that cannot go on: its loss or gradient norm stopped being finite.
+    Diverged(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -23,7 +25,7 @@ impl Error {
     /// The message without its kind prefix ("no CUDA driver: ..." rather than "device error: no CUDA driver: ...").
     pub fn reason(&self) -> String {
         match self {
-            Error::Shape(m) | Error::Device(m) | Error::Cuda(m) | Error::Invalid(m) => m.clone(),
+            Error::Shape(m) | Error::Device(m) | Error::Cuda(m) | Error::Invalid(m) | Error::Diverged(m) => m.clone(),
             Error::Io { .. } => self.to_string(),
         }
     }
@@ -37,6 +39,7 @@ impl fmt::Display for Error {
             Error::Cuda(m) => write!(f, "CUDA error: {m}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
             Error::Invalid(m) => write!(f, "{m}"),
+            Error::Diverged(m) => write!(f, "training diverged: {m}"),
         }
     }
 }

@@ -171,6 +171,10 @@ pub struct Evidence {
     pub freq_feature_range: (f64, f64),
     pub branch_scales: Option<((f64, f64), (f64, f64))>,
     pub lr: f64,
+    /// The optimizer and its settings (Optimizer::describe).
+    pub optimizer: String,
+    /// The clipping of the gradient's total norm, if any.
+    pub max_grad_norm: Option<f32>,
     pub flagged: Vec<String>,
     pub class_weights: [f32; 2],
     pub sampler: String,
@@ -245,8 +249,9 @@ impl CollapseWatch {
         }
         let _ = writeln!(
             s,
-            "  - learning rate: {:.2e}; tensors with vanishing or exploding gradients: {}",
+            "  - learning rate: {:.2e} with {}; tensors with vanishing or exploding gradients: {}",
             ev.lr,
+            ev.optimizer,
             if ev.flagged.is_empty() { "none".to_string() } else { ev.flagged.join(", ") }
         );
         let _ = writeln!(
@@ -258,6 +263,38 @@ impl CollapseWatch {
         );
         Some(s)
     }
+}
+
+/// Why a run stopped at a loss or gradient norm that is not finite, with what the run's numbers say. `kept` is the
+/// checkpoint left from an earlier epoch, if any.
+pub fn divergence(step: u64, loss: f64, grad_norm: f64, ev: &Evidence, kept: Option<&std::path::Path>) -> String {
+    let (lo, hi) = ev.freq_feature_range;
+    let mut s = format!("by step {step} the training loss reached {loss} and the gradient norm {grad_norm}.\n");
+    let _ = writeln!(
+        s,
+        "  - learning rate {:.2e} with {}, gradient clipping {}",
+        ev.lr,
+        ev.optimizer,
+        ev.max_grad_norm.map_or("off (--max-grad-norm 0)".to_string(), |m| format!("at {m}"))
+    );
+    if ev.branches != "spatial" {
+        let _ = writeln!(
+            s,
+            "  - the frequency branch is fed '{}' magnitudes spanning {lo:.3e} to {hi:.3e}{}",
+            ev.freq_magnitude,
+            if hi - lo > 1e3 { ": far from unit range, use --freq-norm log" } else { "" }
+        );
+    }
+    if !ev.flagged.is_empty() {
+        let _ = writeln!(s, "  - flagged at the last gradient report: {}", ev.flagged.join(", "));
+    }
+    match kept {
+        Some(p) => {
+            let _ = write!(s, "The checkpoint of the last finished epoch is kept: {}", p.display());
+        }
+        None => s.push_str("No epoch finished, so no checkpoint was written."),
+    }
+    s
 }
 
 /// Whether a confusion matrix has every prediction in one class.

@@ -551,12 +551,15 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         freq_magnitude: det.cfg.freq.fft.magnitude.name().into(),
         freq_feature_range: (lo, hi),
         class_weights: weights,
+        optimizer: cfg.optimizer.describe(),
+        max_grad_norm: cfg.max_grad_norm,
         sampler: format!("{:?}", cfg.sampler).to_lowercase(),
         fake_share: counts[1] as f64 / train.len() as f64,
         ..Evidence::default()
     };
     let mut watch = CollapseWatch::default();
     let mut last_rows: Vec<GradRow> = Vec::new();
+    let mut charts = Vec::new();
 
     let jsonl_path = cfg.out.join("metrics.jsonl");
     let grad_dir = cfg.out.join("grad");
@@ -615,7 +618,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             }
             if let Some(rows) = so.rows {
                 let png = grad_dir.join(format!("step-{t:06}.png"));
-                figures::grad_report(&rows, &format!("GRADIENT REPORT, STEP {t}"), &png)?;
+                // Drawn and encoded on its own thread (tens of ms): the device does not wait for a PNG.
+                let (chart, title) = (rows.clone(), format!("GRADIENT REPORT, STEP {t}"));
+                charts.push(std::thread::spawn(move || figures::grad_report(&chart, &title, &png)));
                 evidence.flagged = flagged(&rows);
                 last_rows = rows;
                 if !evidence.flagged.is_empty() {
@@ -630,6 +635,15 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 let losses = pending.drain(..).map(|o| Ok(o.read(be)?.loss)).collect::<Result<Vec<f64>>>()?;
                 loss_sum += losses.iter().sum::<f64>();
                 let gn = Norms::read(&norms, be, &det.params)?.total;
+                // Stop at the first sign of divergence: every step after it would only write NaN weights.
+                let bad_loss = losses.iter().copied().find(|l| !l.is_finite());
+                if bad_loss.is_some() || !gn.is_finite() {
+                    let loss = bad_loss.or(losses.last().copied()).unwrap_or(f64::NAN);
+                    let kept = cfg.out.join("last.safetensors");
+                    let kept = (epoch > first_epoch || resumed.is_some()).then_some(kept.as_path());
+                    charts.drain(..).for_each(|c| drop(c.join())); // the last charts show the way there
+                    return Err(Error::Diverged(diagnostics::divergence(t, loss, gn, &evidence, kept)));
+                }
                 let elapsed = start.elapsed().as_secs_f64();
                 let rate = ((i + 1) * cfg.batch) as f64 / elapsed;
                 let eta = (steps - i - 1) as f64 * cfg.batch as f64 / rate;
@@ -648,6 +662,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             Ok(())
         })?;
         let seconds = start.elapsed().as_secs_f64();
+        for c in charts.drain(..) {
+            c.join().expect("the chart thread does not panic")?;
+        }
         if !last_rows.is_empty() {
             log(&format!(
                 "gradient report (last of epoch {epoch}, per block):\n{}",

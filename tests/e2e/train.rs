@@ -101,6 +101,27 @@ fn train_errors_name_the_problem() {
     assert!(text(&o).1.contains("unknown EfficientNet 'b9'"), "{}", text(&o).1);
 }
 
+/// A run whose loss stops being finite ends with an error that says so, and the last checkpoint is untouched.
+#[test]
+fn a_diverging_run_stops_and_keeps_its_checkpoint() {
+    let data = tmp("train-diverge-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "10", "--n-fake", "20", "--size", "32", "--seed", "3"]).status.success());
+    let out = tmp("train-diverge-run");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--device", "cpu", "--data", d, "--out", o, "--batch", "8", "--size", "32"];
+    assert!(dfgpu(&[&base[..], &["--epochs", "1"]].concat()).status.success());
+    let last = out.join("last.safetensors");
+    let before = std::fs::read(&last).unwrap();
+    let resume = ["--epochs", "2", "--lr", "1e12", "--max-grad-norm", "0", "--resume", last.to_str().unwrap()];
+    let r = dfgpu(&[&base[..], &resume[..]].concat());
+    let err = text(&r).1;
+    assert!(!r.status.success(), "{err}");
+    assert!(err.contains("training diverged: by step") && err.contains("gradient clipping off"), "{err}");
+    assert!(err.contains(&format!("The checkpoint of the last finished epoch is kept: {}", last.display())), "{err}");
+    assert_eq!(std::fs::read(&last).unwrap(), before, "the checkpoint is not written over with NaN weights");
+}
+
 /// `--resume` continues exactly: two epochs in one run and one epoch plus a resumed one give the same
 /// checkpoint, byte for byte (weights, running statistics, optimizer moments, step, sampler state).
 #[test]
