@@ -91,7 +91,7 @@ pub fn sanity(
             let f = flagged(&rows);
             if !f.is_empty() {
                 seen.push(format!(
-                    "step {t}: {} tensors with vanishing or exploding gradients ({})",
+                    "step {t}: {} tensors flagged ({})",
                     f.len(),
                     f.join(", ")
                 ));

@@ -115,6 +115,22 @@ fn branch_scales_far_apart_are_flagged() {
 }
 
 /// The flags of rows whose norms were edited, judged again (as group_rows does for its groups).
+/// Weights that one step moves by more than LARGE_STEP of their norm are flagged; biases and norms are not.
+#[test]
+fn large_steps_on_weights_are_flagged() {
+    let mut l = dfgpu::model::params::ParamLayout::default();
+    l.push("conv.weight", &[4], false);
+    l.push("conv.bias", &[4], true);
+    l.push("fc.weight", &[4], false);
+    let grads = Norms { per_tensor: vec![(1.0, 2.0); 3], total: 0.0, clip: 1.0 };
+    // Steps of 0.2, 0.2 and 0.02 against weights of norm 2.
+    let steps = Norms { per_tensor: vec![(0.2, 2.0), (0.2, 2.0), (0.02, 2.0)], total: 0.0, clip: 1.0 };
+    let rows = grad_rows(&l, &grads, &steps);
+    let flags: Vec<_> = rows.iter().map(|r| r.flag()).collect();
+    assert_eq!(flags, [Some("large steps"), None, None], "{rows:?}");
+    assert!(LARGE_STEP > 0.01 && LARGE_STEP < 0.1);
+}
+
 fn grad_rows_like(rows: Vec<GradRow>) -> Vec<GradRow> {
     let mut l = dfgpu::model::params::ParamLayout::default();
     rows.iter().for_each(|r| l.push(&r.name, &[1], false));

@@ -33,7 +33,7 @@ fn ticks_are_round_and_cover_the_range() {
 }
 
 fn row(name: &str, grad: f64) -> GradRow {
-    GradRow { name: name.into(), grad_norm: grad, weight_norm: 1.0, update_ratio: 1e-3, flag: None }
+    GradRow { name: name.into(), grad_norm: grad, weight_norm: 1.0, update_ratio: 1e-3, decays: true, flag: None }
 }
 
 fn red_pixels(path: &std::path::Path) -> usize {
