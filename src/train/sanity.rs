@@ -90,11 +90,7 @@ pub fn sanity(
         if let Some(rows) = so.rows {
             let f = flagged(&rows);
             if !f.is_empty() {
-                seen.push(format!(
-                    "step {t}: {} tensors flagged ({})",
-                    f.len(),
-                    f.join(", ")
-                ));
+                seen.push(format!("step {t}: {} tensors flagged ({})", f.len(), f.join(", ")));
             }
         }
         if let Some((sp, fq)) = so.scales {
