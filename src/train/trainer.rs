@@ -384,8 +384,8 @@ pub fn freq_input_range(
     let (lo, hi) = v.iter().fold((f64::MAX, f64::MIN), |(a, b), &x| (a.min(x as f64), b.max(x as f64)));
     let (m, sd) = diagnostics::mean_std(v);
     log(&format!(
-        "frequency branch input ({:?} magnitudes): {lo:.3e} to {hi:.3e}, mean {m:.3e}, std {sd:.3e}",
-        det.cfg.freq.fft.magnitude
+        "frequency branch input ('{}' magnitudes): {lo:.3e} to {hi:.3e}, mean {m:.3e}, std {sd:.3e}",
+        det.cfg.freq.fft.magnitude.name()
     ));
     Ok((lo, hi))
 }
