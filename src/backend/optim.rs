@@ -73,13 +73,6 @@ impl Optimizer {
         }
     }
 
-    pub fn weight_decay(&self) -> f32 {
-        match self {
-            Optimizer::AdamW(a) => a.weight_decay,
-            Optimizer::Sgd(s) => s.weight_decay,
-        }
-    }
-
     /// "adamw (weight decay 0.05)", "sgd (momentum 0.9, weight decay 0.0005)": for logs and messages.
     pub fn describe(&self) -> String {
         match self {

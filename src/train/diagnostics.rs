@@ -203,6 +203,18 @@ pub struct Evidence {
     pub best_threshold: Option<(f32, f64)>,
 }
 
+impl Evidence {
+    /// "magnitudes are 'raw', the branch's input spans A to B", with advice when that is far from unit range.
+    fn freq_input(&self) -> String {
+        let (lo, hi) = self.freq_feature_range;
+        format!(
+            "magnitudes are '{}', the branch's input spans {lo:.3e} to {hi:.3e}{}",
+            self.freq_magnitude,
+            if hi - lo > 1e3 { " (far from unit range: use --freq-norm log)" } else { "" }
+        )
+    }
+}
+
 /// Fires on the second collapsed evaluation in a row.
 #[derive(Debug, Default)]
 pub struct CollapseWatch {
@@ -240,14 +252,8 @@ impl CollapseWatch {
             }
             _ => {}
         }
-        let (lo, hi) = ev.freq_feature_range;
         if ev.branches != "spatial" {
-            let _ = writeln!(
-                s,
-                "  - frequency magnitudes not normalized: magnitudes are '{}', the branch's input spans {lo:.3e} to {hi:.3e}{}",
-                ev.freq_magnitude,
-                if hi - lo > 1e3 { " (far from unit range: use --freq-norm log)" } else { "" }
-            );
+            let _ = writeln!(s, "  - frequency magnitudes not normalized: {}", ev.freq_input());
         }
         match ev.branch_scales {
             Some((sp, fq)) => {
@@ -287,7 +293,6 @@ impl CollapseWatch {
 /// Why a run stopped at a loss or gradient norm that is not finite, with what the run's numbers say. `kept` is the
 /// checkpoint left from an earlier epoch, if any.
 pub fn divergence(step: u64, loss: f64, grad_norm: f64, ev: &Evidence, kept: Option<&std::path::Path>) -> String {
-    let (lo, hi) = ev.freq_feature_range;
     let mut s = format!("by step {step} the training loss reached {loss} and the gradient norm {grad_norm}.\n");
     let _ = writeln!(
         s,
@@ -297,12 +302,7 @@ pub fn divergence(step: u64, loss: f64, grad_norm: f64, ev: &Evidence, kept: Opt
         ev.max_grad_norm.map_or("off (--max-grad-norm 0)".to_string(), |m| format!("at {m}"))
     );
     if ev.branches != "spatial" {
-        let _ = writeln!(
-            s,
-            "  - the frequency branch is fed '{}' magnitudes spanning {lo:.3e} to {hi:.3e}{}",
-            ev.freq_magnitude,
-            if hi - lo > 1e3 { ": far from unit range, use --freq-norm log" } else { "" }
-        );
+        let _ = writeln!(s, "  - frequency branch: {}", ev.freq_input());
     }
     if !ev.flagged.is_empty() {
         let _ = writeln!(s, "  - flagged at the last gradient report: {}", ev.flagged.join(", "));
