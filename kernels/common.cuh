@@ -31,5 +31,23 @@ __device__ __forceinline__ float sigmoidf(float x) {
     return e / (1.0f + e);
 }
 
+// Activations shared by the head and the backbone's layers (one definition: kernels/*.cu are linked into one
+// program by the emulated device). kind: 0 SiLU, 1 ReLU, 2 sigmoid; src/backend/layers.rs `Activation`.
+// The gradients use sigmoid(-x) for 1 - s: 1 - s cancels for x above about 5 and loses relative precision.
+__device__ __forceinline__ float act(int kind, float x) {
+    return kind == 0 ? x * sigmoidf(x) : kind == 1 ? fmaxf(x, 0.0f) : sigmoidf(x);
+}
+__device__ __forceinline__ float act_grad(int kind, float x) {
+    if (kind == 1) return x > 0.0f ? 1.0f : 0.0f;
+    const float s = sigmoidf(x), sn = sigmoidf(-x);
+    return kind == 0 ? s * (1.0f + x * sn) : s * sn;
+}
+
+// Dynamic shared memory (the launch's shared_mem_bytes), as a pointer named `name`. A macro so that the
+// emulated device (emu/) can hand each block its own buffer.
+#ifndef DFGPU_EMU
+#define DYNAMIC_SHARED(T, name) extern __shared__ T name[]
+#endif
+
 // ln(1 + e^x) = max(x, 0) + ln(1 + e^-|x|), overflow-free for any x.
 __device__ __forceinline__ float softplusf(float x) { return fmaxf(x, 0.0f) + log1pf(expf(-fabsf(x))); }

@@ -158,7 +158,7 @@ __device__ __forceinline__ float pixel(const float* __restrict__ f32, const uint
 extern "C" __global__ void fft_rows(const float* __restrict__ in_f32, const uint8_t* __restrict__ in_u8, FftArgs a,
                                     Line line, const float2* __restrict__ chirp, const float2* __restrict__ kfft,
                                     int lines_per_block, float2* __restrict__ spec) {
-    extern __shared__ float2 smem[];
+    DYNAMIC_SHARED(float2, smem);
     float2* A = smem;
     float2* B = smem + lines_per_block * line.len;
     const int pairs = (a.h + 1) / 2, wh = a.w / 2 + 1;
@@ -220,7 +220,7 @@ __device__ __forceinline__ void write_bin(const FftArgs& a, int img, int sp, int
 extern "C" __global__ void fft_cols(const float2* __restrict__ spec, FftArgs a, Line line,
                                     const float2* __restrict__ chirp, const float2* __restrict__ kfft,
                                     int lines_per_block, const float* __restrict__ stats, float* __restrict__ out) {
-    extern __shared__ float2 smem[];
+    DYNAMIC_SHARED(float2, smem);
     float2* A = smem;
     float2* B = smem + lines_per_block * line.len;
     const int wh = a.w / 2 + 1;

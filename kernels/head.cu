@@ -41,13 +41,6 @@ __device__ __forceinline__ float keep(const HeadArgs& a, int b, int j) {
     return uniform01(a.seed, 0, b, j) < a.dropout ? 0.0f : 1.0f / (1.0f - a.dropout);
 }
 
-__device__ __forceinline__ float act(int kind, float h) { return kind == 0 ? h * sigmoidf(h) : fmaxf(h, 0.0f); }
-__device__ __forceinline__ float act_grad(int kind, float h) {
-    if (kind == 1) return h > 0.0f ? 1.0f : 0.0f;
-    const float s = sigmoidf(h);
-    return s * (1.0f + h * (1.0f - s));
-}
-
 // Mean and rstd of a row (two passes over it: the second subtracts the mean, as the reference does).
 __device__ __forceinline__ float2 row_stats(const float* x, int n, float* scratch) {
     float s = 0.0f;

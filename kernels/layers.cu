@@ -3,16 +3,6 @@
 // gradient (its products run on cuBLAS).
 #include "common.cuh"
 
-// kind: 0 SiLU, 1 ReLU, 2 sigmoid.
-__device__ __forceinline__ float act(int kind, float x) {
-    return kind == 0 ? x * sigmoidf(x) : kind == 1 ? fmaxf(x, 0.0f) : sigmoidf(x);
-}
-__device__ __forceinline__ float act_grad(int kind, float x) {
-    if (kind == 1) return x > 0.0f ? 1.0f : 0.0f;
-    const float s = sigmoidf(x);
-    return kind == 0 ? s * (1.0f + x * (1.0f - s)) : s * (1.0f - s);
-}
-
 extern "C" __global__ void act_forward(const float* __restrict__ x, float* __restrict__ y, long long n, int kind) {
     GRID_STRIDE(i, n) y[i] = act(kind, x[i]);
 }

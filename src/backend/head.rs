@@ -27,6 +27,15 @@ pub enum Act {
     Relu,
 }
 
+impl From<Act> for crate::backend::layers::Activation {
+    fn from(a: Act) -> Self {
+        match a {
+            Act::Silu => Self::Silu,
+            Act::Relu => Self::Relu,
+        }
+    }
+}
+
 /// Which branches feed the head: an ablation needs no other code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Branches {

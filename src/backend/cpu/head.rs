@@ -1,6 +1,7 @@
 //! Reference for kernels/head.cu: the fusion head's forward and backward (backend/head.rs has the formulas).
 //! Generic over the float type so that gradient checks run it in f64.
 
+use super::layers;
 use super::real::Real;
 use super::{out_of, CpuBackend};
 use crate::backend::head::{Act, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
@@ -30,27 +31,13 @@ fn param<'a, F>(p: &'a [F], l: &ParamLayout, name: &str) -> Option<&'a [F]> {
     l.find(name).map(|e| &p[e.range()])
 }
 
+/// The head's activations are the layers' (one definition, as in kernels/common.cuh).
 fn act<F: Real>(a: Act, h: F) -> F {
-    match a {
-        Act::Silu => h * h.sigmoid(),
-        Act::Relu => h.max(F::ZERO),
-    }
+    layers::act(a.into(), h)
 }
 
 fn act_grad<F: Real>(a: Act, h: F) -> F {
-    match a {
-        Act::Silu => {
-            let s = h.sigmoid();
-            s * (F::ONE + h * (F::ONE - s))
-        }
-        Act::Relu => {
-            if h > F::ZERO {
-                F::ONE
-            } else {
-                F::ZERO
-            }
-        }
-    }
+    layers::act_grad(a.into(), h)
 }
 
 /// y = (x - mean) * rstd * gamma + beta with the row's own statistics (two-pass variance), or y = x without
