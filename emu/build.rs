@@ -1,7 +1,7 @@
 //! Compiles kernels/*.cu for the host with the C++ compiler (the `cc` crate), each with emu/cuda_host.h
 //! force-included, plus the fiber runtime and emu/selftest.cu (deliberately broken kernels, to prove that
 //! the emulator reports what it promises to), and writes the table of kernels that cuModuleGetFunction
-//! looks names up in. `DFGPU_EMU_SANITIZE=1` builds all of it with AddressSanitizer and
+//! looks names up in. The `sanitize` feature builds all of it with AddressSanitizer and
 //! UndefinedBehaviorSanitizer (the process must then be started with libasan preloaded: scripts/emu.sh).
 
 use std::env;
@@ -17,8 +17,7 @@ fn main() {
     for f in ["cuda_host.h", "registry.h", "runtime.cpp", "selftest.cu"] {
         println!("cargo:rerun-if-changed={}", emu.join(f).display());
     }
-    println!("cargo:rerun-if-env-changed=DFGPU_EMU_SANITIZE");
-    let sanitize = env::var("DFGPU_EMU_SANITIZE").is_ok_and(|v| v == "1");
+    let sanitize = env::var_os("CARGO_FEATURE_SANITIZE").is_some();
 
     let mut sources: Vec<PathBuf> = fs::read_dir(&kernels)
         .unwrap()
@@ -45,10 +44,7 @@ fn main() {
         .warnings(false)
         .file(emu.join("runtime.cpp"));
     if sanitize {
-        build
-            .flag("-fsanitize=address,undefined")
-            .flag("-fno-sanitize-recover=all")
-            .flag("-fno-sanitize=vptr");
+        build.flag("-fsanitize=address,undefined").flag("-fno-sanitize-recover=all").flag("-fno-sanitize=vptr");
         println!("cargo:rustc-link-lib=dylib=asan");
         println!("cargo:rustc-link-lib=dylib=ubsan");
     }
@@ -82,7 +78,10 @@ fn main() {
     for n in &names {
         let _ = writeln!(tables, "        ({n:?}, std::ptr::addr_of!(dfgpu_emu_kernels_{n})),");
     }
-    let _ = writeln!(tables, "    ]\n}}\n/// Whether the kernels were built with ASan and UBSan.\npub const SANITIZED: bool = {sanitize};");
+    let _ = writeln!(
+        tables,
+        "    ]\n}}\n/// Whether the kernels were built with ASan and UBSan.\npub const SANITIZED: bool = {sanitize};"
+    );
     fs::write(out.join("tables.rs"), tables).unwrap();
 }
 

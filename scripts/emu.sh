@@ -11,11 +11,17 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 export DFGPU_EMU_SANITIZE=${DFGPU_EMU_SANITIZE:-1}
 target=${CARGO_TARGET_DIR:-$root/target}
-cargo build --quiet --manifest-path "$root/Cargo.toml" -p dfgpu-emu
-lib="$target/emu-lib"
+# The two builds keep apart (a profile each), so that switching costs no rebuild and one never loads the other.
+if [[ "$DFGPU_EMU_SANITIZE" == 1 ]]; then
+    profile=emu-asan features=sanitize
+else
+    profile=emu features=
+fi
+cargo build --quiet --manifest-path "$root/Cargo.toml" -p dfgpu-emu --profile "$profile" --features "$features"
+lib="$target/$profile/lib"
 mkdir -p "$lib"
 for name in libcuda.so libcuda.so.1 libcublas.so libcudnn.so libcufft.so; do
-    ln -sfn "$target/debug/libcuda.so" "$lib/$name"
+    ln -sfn "../libcuda.so" "$lib/$name"
 done
 export DFGPU_EMU_LIB="$lib"
 export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$root/scripts/emu-run"

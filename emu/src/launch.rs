@@ -34,7 +34,8 @@ struct Launch {
 unsafe impl Sync for Launch {}
 
 extern "C" {
-    fn dfgpu_emu_run_block(l: *const Launch, bx: c_uint, by: c_uint, bz: c_uint, err: *mut c_char, len: usize) -> c_int;
+    fn dfgpu_emu_run_block(l: *const Launch, bx: c_uint, by: c_uint, bz: c_uint, err: *mut c_char, len: usize)
+        -> c_int;
 }
 
 /// The order in which the threads of a block, and the blocks of a grid, are started. A race-free kernel gives
@@ -261,7 +262,16 @@ pub unsafe extern "C" fn cuLaunchKernel(
         return fail("arguments through `extra` are not emulated".into());
     }
     let threads = bx as u64 * by as u64 * bz as u64;
-    if gx == 0 || gy == 0 || gz == 0 || threads == 0 || threads > 1024 || by > 1024 || bz > 64 || gy > 65535 || gz > 65535 {
+    if gx == 0
+        || gy == 0
+        || gz == 0
+        || threads == 0
+        || threads > 1024
+        || by > 1024
+        || bz > 64
+        || gy > 65535
+        || gz > 65535
+    {
         return fail(format!("invalid launch: grid ({gx},{gy},{gz}), block ({bx},{by},{bz})"));
     }
     if shared_bytes as c_int > fun.max_dynamic_shared {
@@ -286,7 +296,9 @@ pub unsafe extern "C" fn cuLaunchKernel(
         let (x, y, z) = (b % gx as usize, (b / gx as usize) % gy as usize, b / (gx as usize * gy as usize));
         let mut err = [0 as c_char; 640];
         // SAFETY: launch points at this call's arguments, valid until it returns; err is a writable buffer.
-        if unsafe { dfgpu_emu_run_block(&launch, x as c_uint, y as c_uint, z as c_uint, err.as_mut_ptr(), err.len()) } == 0 {
+        if unsafe { dfgpu_emu_run_block(&launch, x as c_uint, y as c_uint, z as c_uint, err.as_mut_ptr(), err.len()) }
+            == 0
+        {
             Ok(())
         } else {
             // SAFETY: the runtime wrote a NUL-terminated message.
@@ -294,7 +306,8 @@ pub unsafe extern "C" fn cuLaunchKernel(
         }
     };
     // Few blocks or one thread of work: no need to hand them to rayon.
-    let result = if blocks < 4 { order.iter().try_for_each(run) } else { order.par_iter().with_min_len(1).try_for_each(run) };
+    let result =
+        if blocks < 4 { order.iter().try_for_each(run) } else { order.par_iter().with_min_len(1).try_for_each(run) };
     match result {
         Ok(()) => {
             LAST_ERROR.with(|e| e.borrow_mut().clear());

@@ -6,6 +6,7 @@
 
 pub mod blas;
 mod conv;
+pub mod emu;
 pub mod fft;
 mod head;
 mod layers;
@@ -90,7 +91,8 @@ pub fn library_versions() -> Vec<(&'static str, String)> {
     let cufft = if unsafe { cudarc::cufft::sys::is_culib_present() } {
         let mut v = 0i32;
         unsafe { cudarc::cufft::sys::cufftGetVersion(&mut v) };
-        format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
+        // cufft.h: CUFFT_VERSION = major * 1000 + minor * 100 + patch (cuDNN's major is * 10000).
+        format!("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100)
     } else {
         missing()
     };

@@ -8,6 +8,8 @@ use cudarc::driver::{sys::CUevent_flags, CudaStream};
 pub fn with_gpu(what: &str, f: impl FnOnce(&CudaBackend) -> Result<()>) {
     match CudaBackend::new(0, Default::default()) {
         Err(e) => println!("{what} gpu: skipped ({})", e.reason()),
+        // Host time on an emulated device says nothing about a GPU: no figure is printed rather than a false one.
+        Ok(_) if super::emu::is_emulated() => println!("{what} gpu: skipped (the emulated device: no GPU timings)"),
         Ok(gpu) => {
             println!("{what} gpu: {}", crate::Backend::name(&gpu));
             if let Err(e) = f(&gpu) {
