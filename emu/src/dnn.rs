@@ -342,134 +342,75 @@ unsafe fn no_workspace(size: *mut usize) -> cudnnStatus_t {
     SUCCESS
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionForwardAlgorithm_v7(
-    handle: cudnnHandle_t,
-    x: cudnnTensorDescriptor_t,
-    w: cudnnFilterDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    y: cudnnTensorDescriptor_t,
-    requested: c_int,
-    returned: *mut c_int,
-    perf: *mut cudnnConvolutionFwdAlgoPerf_t,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionForwardAlgorithm_v7";
-    tri!(handle_ok(handle, what));
-    let cv = tri!(conv_of(what, x, w, conv, y));
-    let result = cudnnConvolutionFwdAlgoPerf_t {
-        algo: FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
-        status: SUCCESS,
-        time: 0.0,
-        memory: 0,
-        determinism: cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-        mathType: cv.math,
-        reserved: [0; 3],
+/// The `_v7` algorithm query of one direction: its parameters in cuDNN's order (descriptor types differ per
+/// direction), the (input, filter, output) order for `conv_of`, and the one algorithm it reports.
+macro_rules! algo_query {
+    ($name:ident, $perf:ident, ($a:ident: $ta:ty, $b:ident: $tb:ty, $c:ident: $tc:ty), ($x:ident, $w:ident, $y:ident), $algo:expr) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            handle: cudnnHandle_t,
+            $a: $ta,
+            $b: $tb,
+            conv: cudnnConvolutionDescriptor_t,
+            $c: $tc,
+            requested: c_int,
+            returned: *mut c_int,
+            perf: *mut $perf,
+        ) -> cudnnStatus_t {
+            let what = stringify!($name);
+            tri!(handle_ok(handle, what));
+            let cv = tri!(conv_of(what, $x, $w, conv, $y));
+            let result = $perf {
+                algo: $algo,
+                status: SUCCESS,
+                time: 0.0,
+                memory: 0,
+                determinism: cudnnDeterminism_t::CUDNN_DETERMINISTIC,
+                mathType: cv.math,
+                reserved: [0; 3],
+            };
+            one_result(what, requested, returned, perf, result)
+        }
     };
-    one_result(what, requested, returned, perf, result)
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionBackwardDataAlgorithm_v7(
-    handle: cudnnHandle_t,
-    w: cudnnFilterDescriptor_t,
-    dy: cudnnTensorDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    dx: cudnnTensorDescriptor_t,
-    requested: c_int,
-    returned: *mut c_int,
-    perf: *mut cudnnConvolutionBwdDataAlgoPerf_t,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionBackwardDataAlgorithm_v7";
-    tri!(handle_ok(handle, what));
-    let cv = tri!(conv_of(what, dx, w, conv, dy));
-    let result = cudnnConvolutionBwdDataAlgoPerf_t {
-        algo: BwdDataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0,
-        status: SUCCESS,
-        time: 0.0,
-        memory: 0,
-        determinism: cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-        mathType: cv.math,
-        reserved: [0; 3],
+/// The workspace query of one direction (parameters as in `algo_query`, then the number of algorithms).
+macro_rules! workspace_query {
+    ($name:ident, ($a:ident: $ta:ty, $b:ident: $tb:ty, $c:ident: $tc:ty), ($x:ident, $w:ident, $y:ident), $count:expr) => {
+        #[no_mangle]
+        pub unsafe extern "C" fn $name(
+            handle: cudnnHandle_t,
+            $a: $ta,
+            $b: $tb,
+            conv: cudnnConvolutionDescriptor_t,
+            $c: $tc,
+            algo: c_uint,
+            size: *mut usize,
+        ) -> cudnnStatus_t {
+            let what = stringify!($name);
+            tri!(handle_ok(handle, what));
+            tri!(conv_of(what, $x, $w, conv, $y));
+            tri!(algo_ok(what, algo, $count as c_uint));
+            no_workspace(size)
+        }
     };
-    one_result(what, requested, returned, perf, result)
 }
 
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionBackwardFilterAlgorithm_v7(
-    handle: cudnnHandle_t,
-    x: cudnnTensorDescriptor_t,
-    dy: cudnnTensorDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    dw: cudnnFilterDescriptor_t,
-    requested: c_int,
-    returned: *mut c_int,
-    perf: *mut cudnnConvolutionBwdFilterAlgoPerf_t,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionBackwardFilterAlgorithm_v7";
-    tri!(handle_ok(handle, what));
-    let cv = tri!(conv_of(what, x, dw, conv, dy));
-    let result = cudnnConvolutionBwdFilterAlgoPerf_t {
-        algo: BwdFilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0,
-        status: SUCCESS,
-        time: 0.0,
-        memory: 0,
-        determinism: cudnnDeterminism_t::CUDNN_DETERMINISTIC,
-        mathType: cv.math,
-        reserved: [0; 3],
-    };
-    one_result(what, requested, returned, perf, result)
-}
+type Td = cudnnTensorDescriptor_t;
+type Fd = cudnnFilterDescriptor_t;
 
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionForwardWorkspaceSize(
-    handle: cudnnHandle_t,
-    x: cudnnTensorDescriptor_t,
-    w: cudnnFilterDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    y: cudnnTensorDescriptor_t,
-    algo: c_uint,
-    size: *mut usize,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionForwardWorkspaceSize";
-    tri!(handle_ok(handle, what));
-    tri!(conv_of(what, x, w, conv, y));
-    tri!(algo_ok(what, algo, FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_COUNT as c_uint));
-    no_workspace(size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionBackwardDataWorkspaceSize(
-    handle: cudnnHandle_t,
-    w: cudnnFilterDescriptor_t,
-    dy: cudnnTensorDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    dx: cudnnTensorDescriptor_t,
-    algo: c_uint,
-    size: *mut usize,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionBackwardDataWorkspaceSize";
-    tri!(handle_ok(handle, what));
-    tri!(conv_of(what, dx, w, conv, dy));
-    tri!(algo_ok(what, algo, BwdDataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT as c_uint));
-    no_workspace(size)
-}
-
-#[no_mangle]
-pub unsafe extern "C" fn cudnnGetConvolutionBackwardFilterWorkspaceSize(
-    handle: cudnnHandle_t,
-    x: cudnnTensorDescriptor_t,
-    dy: cudnnTensorDescriptor_t,
-    conv: cudnnConvolutionDescriptor_t,
-    dw: cudnnFilterDescriptor_t,
-    algo: c_uint,
-    size: *mut usize,
-) -> cudnnStatus_t {
-    let what = "cudnnGetConvolutionBackwardFilterWorkspaceSize";
-    tri!(handle_ok(handle, what));
-    tri!(conv_of(what, x, dw, conv, dy));
-    tri!(algo_ok(what, algo, BwdFilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT as c_uint));
-    no_workspace(size)
-}
+algo_query!(cudnnGetConvolutionForwardAlgorithm_v7, cudnnConvolutionFwdAlgoPerf_t, (x: Td, w: Fd, y: Td), (x, w, y),
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM);
+algo_query!(cudnnGetConvolutionBackwardDataAlgorithm_v7, cudnnConvolutionBwdDataAlgoPerf_t, (w: Fd, dy: Td, dx: Td),
+    (dx, w, dy), BwdDataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_0);
+algo_query!(cudnnGetConvolutionBackwardFilterAlgorithm_v7, cudnnConvolutionBwdFilterAlgoPerf_t,
+    (x: Td, dy: Td, dw: Fd), (x, dw, dy), BwdFilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0);
+workspace_query!(cudnnGetConvolutionForwardWorkspaceSize, (x: Td, w: Fd, y: Td), (x, w, y),
+    FwdAlgo::CUDNN_CONVOLUTION_FWD_ALGO_COUNT);
+workspace_query!(cudnnGetConvolutionBackwardDataWorkspaceSize, (w: Fd, dy: Td, dx: Td), (dx, w, dy),
+    BwdDataAlgo::CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT);
+workspace_query!(cudnnGetConvolutionBackwardFilterWorkspaceSize, (x: Td, dy: Td, dw: Fd), (x, dw, dy),
+    BwdFilterAlgo::CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT);
 
 // ---- the three launches
 
