@@ -197,6 +197,8 @@ __device__ __forceinline__ void write_bin(const FftArgs& a, int img, int sp, int
     const long long plane_len = (long long)a.out_h * a.out_w;
     const long long o = (long long)oy * a.out_w + ox;
     float* base = out + (long long)img * a.planes * plane_len;
+    // FftDims::is_real_bin: exactly real in exact arithmetic; rounding must not flip its phase between +1 and -1.
+    if ((ky == 0 || 2 * ky == a.h) && (kx == 0 || 2 * kx == a.w)) v.y = 0.0f;
     const float mag = hypotf(v.x, v.y);
     float m = mag;
     if (a.magnitude) {

@@ -114,6 +114,13 @@ impl FftDims {
         FftDims { n, c, h, w, s, out_h, out_w, planes: s + phase_planes }
     }
 
+    /// The bins that are real for a real image (the spectrum equals its own conjugate there): (0, 0), and
+    /// (H/2, 0), (0, W/2), (H/2, W/2) for even sizes. Both backends set their imaginary part to zero before the
+    /// features: on the negative real axis the angle jumps between -pi and pi with the sign of a rounding error.
+    pub fn is_real_bin(&self, ky: usize, kx: usize) -> bool {
+        (ky == 0 || 2 * ky == self.h) && (kx == 0 || 2 * kx == self.w)
+    }
+
     pub fn out_shape(&self) -> [usize; 4] {
         [self.n, self.planes, self.out_h, self.out_w]
     }

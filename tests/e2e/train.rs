@@ -261,3 +261,42 @@ fn an_earlier_run_is_kept() {
         assert!(cwd.join(dir).join("metrics.jsonl").is_file(), "{dir}");
     }
 }
+
+/// The main job on the CUDA backend (a GPU, or the emulated device in CI): a short tiny run writes a checkpoint,
+/// and `predict` on the device gives the P(fake) that the CPU backend gives for that checkpoint.
+#[test]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
+fn train_and_predict_on_the_cuda_device() {
+    let data = tmp("cuda-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "8", "--n-fake", "40", "--size", "32", "--seed", "9"]).status.success());
+    let out = tmp("cuda-run");
+    let o = dfgpu(&[
+        "train", "--device", "cuda", "--data", d, "--out", out.to_str().unwrap(), "--size", "32", "--epochs", "2",
+        "--batch", "8", "--grad-report", "2",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("on cuda:0"), "{stdout}");
+    assert!(stdout.contains("epoch 2 validation: loss "), "{stdout}");
+    let best = out.join("best.safetensors");
+    let img = data.join("fake");
+    let p_fake = |device: &str| -> Vec<f64> {
+        let o = dfgpu(&["predict", "--device", device, "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
+        let (stdout, stderr) = text(&o);
+        assert!(o.status.success(), "predict on {device}: {stdout}\n{stderr}");
+        stdout
+            .lines()
+            .map(|l| match dfgpu::json::parse(l).unwrap().get("p_fake") {
+                Some(dfgpu::json::Json::Num(p)) => *p,
+                other => panic!("no p_fake in {l}: {other:?}"),
+            })
+            .collect()
+    };
+    let (gpu, cpu) = (p_fake("cuda"), p_fake("cpu"));
+    assert_eq!(gpu.len(), 40);
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        // fp32 on both sides, different summation orders through a whole network: agree to 1e-4.
+        assert!((g - c).abs() <= 1e-4, "image {i}: P(fake) {g} on cuda, {c} on cpu");
+    }
+}

@@ -69,18 +69,24 @@ fn the_frequency_branch_can_run_without_batch_norm() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu_for_the_whole_tiny_detector() {
     let det = Detector::new(DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() }).unwrap();
     let x = images(8, 64, 4);
     let c: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
     let (lc, gc) = step(&cpu(), &det, &x, &c);
-    let (lg, gg) = step(&gpu(), &det, &x, &c);
+    let gpu = gpu();
+    let (lg, gg) = race_checked("tiny detector step", || step(&gpu, &det, &x, &c));
     let f64s = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<f64>>();
     assert_close("logits", &lg, &f64s(&lc), 1e-3, 1e-5);
+    // Some gradients are exactly zero in exact arithmetic (the bias of a batch norm whose output feeds another
+    // batch norm in training mode: a per-channel shift cancels), and both sides hold only rounding noise there:
+    // the floor is 1e-3 of the tensor's largest gradient, and never under 1e-6 of the model's (f32 rounding of a
+    // sum whose terms reach that size).
+    let model_max = f64s(&gc).iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for e in det.params.entries() {
         let w = f64s(&gc[e.range()]);
-        let floor = 1e-3 * w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        let floor = (1e-3 * w.iter().fold(0.0f64, |m, v| m.max(v.abs()))).max(1e-6 * model_max);
         assert_close(&e.name, &gg[e.range()], &w, 1e-3, floor);
     }
 }
@@ -119,3 +125,4 @@ fn whole_detector_gradients_match_central_differences_in_f64() {
     let picks: Vec<usize> = det.params.entries().iter().map(|e| e.offset + e.len() / 2).collect();
     check_grads("detector", g, &p, picks, |pp| dot(&run(pp).0, &c));
 }
+

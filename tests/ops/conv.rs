@@ -116,7 +116,7 @@ fn a_mismatched_input_is_an_error() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let mut rng = Rng::new(3);
@@ -136,23 +136,112 @@ fn gpu_matches_cpu() {
             .conv2d_backward(&x, &Slice { buf: &wt, range: range.clone() }, &dy, &c, &mut gc, range.clone())
             .unwrap();
 
-        let (xg, wg, dyg) = (gpu.upload(&x).unwrap(), gpu.upload(&wt).unwrap(), gpu.upload(&dy).unwrap());
-        let mut gg = gpu.upload(&gc).unwrap();
-        let yg = gpu.conv2d(&xg, &Slice { buf: &wg, range: range.clone() }, &c).unwrap();
-        let dxg = gpu
-            .conv2d_backward(&xg, &Slice { buf: &wg, range: range.clone() }, &dyg, &c, &mut gg, range.clone())
-            .unwrap();
-        let f64s = |t: &Tensor| t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>();
         let tag = format!("{c:?}");
-        assert_close(&format!("{tag} y"), gpu.download(&yg).unwrap().host().unwrap(), &f64s(&y), 1e-4, 1e-5);
-        assert_close(&format!("{tag} dx"), gpu.download(&dxg).unwrap().host().unwrap(), &f64s(&dxc), 1e-4, 1e-5);
-        let gw = gpu.download(&gg).unwrap();
-        assert_close(
-            &format!("{tag} dw"),
-            &gw.host::<f32>().unwrap()[range.clone()],
-            &f64s(&gc)[range.clone()],
-            1e-4,
-            1e-4,
-        );
+        let got = race_checked(&format!("conv {tag}"), || {
+            let (xg, wg, dyg) = (gpu.upload(&x).unwrap(), gpu.upload(&wt).unwrap(), gpu.upload(&dy).unwrap());
+            let mut gg = gpu.upload(&gc).unwrap();
+            let yg = gpu.conv2d(&xg, &Slice { buf: &wg, range: range.clone() }, &c).unwrap();
+            let dxg = gpu
+                .conv2d_backward(&xg, &Slice { buf: &wg, range: range.clone() }, &dyg, &c, &mut gg, range.clone())
+                .unwrap();
+            [yg, dxg, gg].iter().map(|t| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect::<Vec<_>>()
+        });
+        let f64s = |t: &Tensor| t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>();
+        assert_close(&format!("{tag} y"), &got[0], &f64s(&y), 1e-4, 1e-5);
+        assert_close(&format!("{tag} dx"), &got[1], &f64s(&dxc), 1e-4, 1e-5);
+        assert_close(&format!("{tag} dw"), &got[2][range.clone()], &f64s(&gc)[range.clone()], 1e-4, 1e-4);
+    }
+}
+
+/// The fast path's cases: the model's shapes (stem, frequency stages, 1x1 expand and project, depthwise 3x3 and
+/// 5x5 at stride 1 and 2, on planes and, from 32 channels, channels innermost), a strided 1x1 (through im2col),
+/// grouped ones, and a channel multiplier (groups = cin < cout: not the depthwise loops).
+const FAST_CONVS: [(usize, usize, usize, usize, usize); 17] = [
+    (3, 8, 3, 2, 1),
+    (6, 16, 3, 2, 1),
+    (5, 7, 3, 1, 1),
+    (8, 24, 1, 1, 1),
+    (24, 8, 1, 1, 1),
+    (6, 6, 1, 2, 1),
+    (12, 12, 3, 1, 12),
+    (12, 12, 3, 2, 12),
+    (12, 12, 5, 1, 12),
+    (12, 12, 5, 2, 12),
+    (32, 32, 3, 1, 32),
+    (32, 32, 3, 2, 32),
+    (40, 40, 5, 1, 40),
+    (40, 40, 5, 2, 40),
+    (8, 12, 3, 1, 4),
+    (4, 6, 5, 2, 2),
+    (6, 12, 3, 1, 6),
+];
+
+/// y, dx and dw of one convolution on `be`, in f32 or f64, as f64 values. The weights and their gradient slot sit
+/// at OFFSET of their buffers; the gradient buffer starts as NaN, and what lies outside the slot must stay NaN.
+fn conv_pass(
+    be: &dyn Backend,
+    c: &Conv2d,
+    shape: [usize; 4],
+    x: &[f64],
+    w: &[f64],
+    dy: &[f64],
+    f32s: bool,
+) -> [Vec<f64>; 3] {
+    let t = |shape: &[usize], layout, v: &[f64]| match f32s {
+        true => Tensor::from_vec(shape, layout, to_f32(v)).unwrap(),
+        false => t64(shape, layout, v.to_vec()),
+    };
+    let back = |t: &Tensor| match f32s {
+        true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+        false => t.host::<f64>().unwrap().to_vec(),
+    };
+    let [n, _, h, wd] = shape;
+    let (xt, wt) = (t(&shape, Layout::Nchw, x), t(&[w.len()], Layout::Plain, w));
+    let ws = Slice { buf: &wt, range: OFFSET..w.len() };
+    let y = be.conv2d(&xt, &ws, c).unwrap();
+    let dyt = t(&[n, c.cout, c.out_size(h), c.out_size(wd)], Layout::Nchw, dy);
+    let mut grads = t(&[w.len()], Layout::Plain, &vec![f64::NAN; w.len()]);
+    let dx = be.conv2d_backward(&xt, &ws, &dyt, c, &mut grads, OFFSET..w.len()).unwrap();
+    let g = back(&grads);
+    assert!(g[..OFFSET].iter().all(|v| v.is_nan()), "{c:?}: wrote outside its gradient slot");
+    [back(&y), back(&dx), g[OFFSET..].to_vec()]
+}
+
+/// The fast f32 convolution (forward, dx, dw) against the reference in f64 on the same values, on random and
+/// natural-like inputs (smooth, positive planes: sums without cancellation), at an odd size and one smaller than
+/// the 5x5 kernels. An f32 sum of K products is off by about sqrt(K) roundings (u = 6e-8) of the sum of their
+/// magnitudes, K u at worst; K is at most 429 here (the weight gradient's sum over 3 x 13 x 11 outputs), whose
+/// sqrt(K) u is 1.2e-6: 1e-5 of the scale leaves a margin of 8.
+#[test]
+fn fast_convolution_matches_the_reference() {
+    let (fast, reference) = (fast_cpu(), cpu());
+    let mut rng = Rng::new(4);
+    for (cin, cout, k, s, g) in FAST_CONVS {
+        let c = Conv2d::new(cin, cout, k, s, g);
+        for (n, h, w) in [(3, 13, 11), (2, 2, 3)] {
+            let shape = [n, cin, h, w];
+            let ylen = n * cout * c.out_size(h) * c.out_size(w);
+            for natural in [false, true] {
+                // Values that f32 holds exactly, so that both sides see the same inputs.
+                let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
+                let x = f32s(match natural {
+                    true => smooth_planes(&mut rng, n * cin, h, w),
+                    false => normals(&mut rng, n * cin * h * w, 1.0),
+                });
+                let wv = f32s(weights(&c, &mut rng));
+                let dy = f32s(match natural {
+                    true => smooth_planes(&mut rng, n * cout, c.out_size(h), c.out_size(w)),
+                    false => normals(&mut rng, ylen, 1.0),
+                });
+                let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<f64>>();
+                let got = conv_pass(&fast, &c, shape, &x, &wv, &dy, true);
+                let want = conv_pass(&reference, &c, shape, &x, &wv, &dy, false);
+                let scale = conv_pass(&reference, &c, shape, &abs(&x), &abs(&wv), &abs(&dy), false);
+                for (i, what) in ["y", "dx", "dw"].iter().enumerate() {
+                    let tag = format!("{c:?} {shape:?} natural={natural} {what}");
+                    assert_scaled(&tag, &got[i], &want[i], &scale[i], 1e-5);
+                }
+            }
+        }
     }
 }

@@ -214,7 +214,7 @@ fn backend_rejects_mismatched_shapes() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu_forward_and_every_gradient() {
     let (gpu, cpu) = (gpu(), cpu());
     let mut rng = Rng::new(30);
@@ -246,30 +246,30 @@ fn gpu_matches_cpu_forward_and_every_gradient() {
             let mut want_gp = Tensor::from_vec(&[OFFSET + n], Layout::Plain, vec![7f32; OFFSET + n]).unwrap();
             let want = cpu.head_forward(&cfg, &ps, &s, &q, mode).unwrap();
             let want_g = cpu.head_backward(&cfg, &ps, &s, &q, &want.saved, &dl, &mut want_gp, at.clone()).unwrap();
-            let (pg, sg, qg, dlg) =
-                (gpu.upload(&p).unwrap(), gpu.upload(&s).unwrap(), gpu.upload(&q).unwrap(), gpu.upload(&dl).unwrap());
-            let pgs = Slice { buf: &pg, range: at.clone() };
-            let mut got_gp = gpu.upload(&g0).unwrap();
-            let got = gpu.head_forward(&cfg, &pgs, &sg, &qg, mode).unwrap();
-            let got_g = gpu.head_backward(&cfg, &pgs, &sg, &qg, &got.saved, &dlg, &mut got_gp, at.clone()).unwrap();
-            let got_gp = gpu.download(&got_gp).unwrap();
-            assert!(got_gp.host::<f32>().unwrap()[..OFFSET].iter().all(|&v| v == 7.0), "{tag}: wrote outside its slot");
-            let got_gp = gpu.upload(&got_gp).unwrap();
-            let pairs = [
-                ("logits", &got.logits, &want.logits),
-                ("z", &got.saved.z, &want.saved.z),
-                ("h", &got.saved.h, &want.saved.h),
-                ("gate", &got.saved.gate, &want.saved.gate),
-                ("d params", &got_gp, &want_gp),
-                ("dS", &got_g.ds, &want_g.ds),
-                ("dQ", &got_g.dq, &want_g.dq),
-            ];
-            for (name, g, w) in pairs {
+            let got = race_checked(&tag, || {
+                let (pg, sg, qg, dlg) = (
+                    gpu.upload(&p).unwrap(),
+                    gpu.upload(&s).unwrap(),
+                    gpu.upload(&q).unwrap(),
+                    gpu.upload(&dl).unwrap(),
+                );
+                let pgs = Slice { buf: &pg, range: at.clone() };
+                let mut got_gp = gpu.upload(&g0).unwrap();
+                let got = gpu.head_forward(&cfg, &pgs, &sg, &qg, mode).unwrap();
+                let got_g = gpu.head_backward(&cfg, &pgs, &sg, &qg, &got.saved, &dlg, &mut got_gp, at.clone()).unwrap();
+                [&got.logits, &got.saved.z, &got.saved.h, &got.saved.gate, &got_gp, &got_g.ds, &got_g.dq]
+                    .map(|t| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec())
+                    .to_vec()
+            });
+            assert!(got[4][..OFFSET].iter().all(|&v| v == 7.0), "{tag}: wrote outside its slot");
+            let want = [&want.logits, &want.saved.z, &want.saved.h, &want.saved.gate, &want_gp, &want_g.ds, &want_g.dq];
+            let names = ["logits", "z", "h", "gate", "d params", "dS", "dQ"];
+            for ((name, g), w) in names.iter().zip(&got).zip(want) {
                 let w: Vec<f64> = w.host::<f32>().unwrap().iter().map(|&v| v as f64).collect();
                 // f32 with different summation orders: relative 1e-4, and an absolute floor for sums that cancel
                 // to near zero, scaled by the largest value of the tensor.
                 let floor = 1e-5 * w.iter().fold(0.0f64, |m, v| m.max(v.abs()));
-                assert_close(&format!("{tag}: {name}"), gpu.download(g).unwrap().host().unwrap(), &w, 1e-4, floor);
+                assert_close(&format!("{tag}: {name}"), g, &w, 1e-4, floor);
             }
         }
     }

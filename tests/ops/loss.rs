@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use dfgpu::backend::cpu::loss::{loss, sample};
-use dfgpu::backend::loss::{threshold_logit, ClassWeighting, Confusion, LossConfig, LossKind};
+use dfgpu::backend::loss::{threshold_logit, ClassWeighting, Confusion, LossConfig, LossKind, LossOutput};
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
 
@@ -144,7 +144,7 @@ fn backend_checks_shapes() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let mut rng = Rng::new(8);
@@ -158,8 +158,14 @@ fn gpu_matches_cpu() {
         for cfg in configs() {
             for t in [0.5, 0.3] {
                 let want = cpu.loss(&cfg, &xt, &yt, t).unwrap();
-                let got = gpu.loss(&cfg, &xg, &yg, t).unwrap();
-                let (ws, gs) = (want.read(&cpu).unwrap(), got.read(&gpu).unwrap());
+                let got = race_checked(&format!("loss n={n} {cfg:?} t={t}"), || {
+                    let out = gpu.loss(&cfg, &xg, &yg, t).unwrap();
+                    let down = |t: &Tensor| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec();
+                    vec![down(&out.dlogits), down(&out.stats)]
+                });
+                let host = |v: &Vec<f32>| Tensor::from_vec(&[v.len()], Layout::Plain, v.clone()).unwrap();
+                let got = LossOutput { dlogits: host(&got[0]), stats: host(&got[1]) };
+                let (ws, gs) = (want.read(&cpu).unwrap(), got.read(&cpu).unwrap());
                 assert!(
                     (gs.loss - ws.loss).abs() <= 1e-4 * ws.loss.abs() + 1e-7,
                     "n={n} {cfg:?}: {} vs {}",
@@ -168,13 +174,7 @@ fn gpu_matches_cpu() {
                 );
                 assert_eq!(gs.confusion, ws.confusion, "n={n} {cfg:?} t={t}");
                 let w: Vec<f64> = want.dlogits.host::<f32>().unwrap().iter().map(|&v| v as f64).collect();
-                assert_close(
-                    &format!("dlogits n={n} {cfg:?}"),
-                    gpu.download(&got.dlogits).unwrap().host().unwrap(),
-                    &w,
-                    1e-4,
-                    1e-9,
-                );
+                assert_close(&format!("dlogits n={n} {cfg:?}"), got.dlogits.host().unwrap(), &w, 1e-4, 1e-9);
             }
         }
     }

@@ -90,7 +90,7 @@ fn training_gradients_match_central_differences_in_f64() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let mut rng = Rng::new(2);
@@ -100,8 +100,7 @@ fn gpu_matches_cpu() {
         let st0 = Tensor::from_vec(&[2 * c], Layout::Plain, [vec![0.1f32; c], vec![0.9f32; c]].concat()).unwrap();
         let dy = Tensor::from_vec(&[n, c, h, w], Layout::Nchw, to_f32(&normals(&mut rng, n * c * h * w, 1.0))).unwrap();
         let bn = BatchNorm::new(c);
-        let mut results = Vec::new();
-        for be in [&cpu as &dyn Backend, &gpu] {
+        let run = |be: &dyn Backend| -> Vec<Vec<f32>> {
             let (x, p, dy) = (be.upload(&x).unwrap(), be.upload(&p).unwrap(), be.upload(&dy).unwrap());
             let mut st = be.upload(&st0).unwrap();
             let (g, b) = (Slice { buf: &p, range: 0..c }, Slice { buf: &p, range: c..2 * c });
@@ -118,14 +117,96 @@ fn gpu_matches_cpu() {
                     &Slice { buf: &st, range: c..2 * c },
                 )
                 .unwrap();
-            results.push([y, dx, grads, st, ye].map(|t| be.download(&t).unwrap().host::<f32>().unwrap().to_vec()));
-        }
+            [y, dx, grads, st, ye].iter().map(|t| be.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect()
+        };
         let tag = format!("{n}x{c}x{h}x{w}");
-        for (name, (got, want)) in
-            ["y", "dx", "dgamma dbeta", "running", "eval y"].iter().zip(results[1].iter().zip(&results[0]))
-        {
+        let (want, got) = (run(&cpu), race_checked(&format!("batch norm {tag}"), || run(&gpu)));
+        for (name, (got, want)) in ["y", "dx", "dgamma dbeta", "running", "eval y"].iter().zip(got.iter().zip(&want)) {
             let want: Vec<f64> = want.iter().map(|&v| v as f64).collect();
             assert_close(&format!("{tag} {name}"), got, &want, 1e-4, 1e-5);
+        }
+    }
+}
+
+/// Batch norm on `be` in f32 or f64 from the same values: training forward, backward, then inference with the
+/// updated running statistics, as f64 values: [y, mean, invstd, running mean and var, dx, dgamma and dbeta,
+/// inference y]. The gradient buffer starts as NaN (an unwritten slot fails).
+fn bn_pass(be: &dyn Backend, shape: [usize; 4], x: &[f64], p: &[f64], dy: &[f64], f32s: bool) -> Vec<Vec<f64>> {
+    let t = |shape: &[usize], layout, v: &[f64]| match f32s {
+        true => Tensor::from_vec(shape, layout, to_f32(v)).unwrap(),
+        false => t64(shape, layout, v.to_vec()),
+    };
+    let back = |t: &Tensor| match f32s {
+        true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+        false => t.host::<f64>().unwrap().to_vec(),
+    };
+    let c = shape[1];
+    let (xt, pt, dyt) = (t(&shape, Layout::Nchw, x), t(&[2 * c], Layout::Plain, p), t(&shape, Layout::Nchw, dy));
+    let mut st = t(&[2 * c], Layout::Plain, &[vec![0.1; c], vec![0.9; c]].concat());
+    let (g, b) = (Slice { buf: &pt, range: 0..c }, Slice { buf: &pt, range: c..2 * c });
+    let bn = BatchNorm::new(c);
+    let (y, saved) = be.batch_norm_train(&xt, &g, &b, &bn, &mut st, [0..c, c..2 * c]).unwrap();
+    let mut grads = t(&[2 * c], Layout::Plain, &vec![f64::NAN; 2 * c]);
+    let dx = be.batch_norm_backward(&xt, &g, &saved, &dyt, &mut grads, 0..c, c..2 * c).unwrap();
+    let (rm, rv) = (Slice { buf: &st, range: 0..c }, Slice { buf: &st, range: c..2 * c });
+    let ye = be.batch_norm_eval(&xt, &g, &b, &bn, &rm, &rv).unwrap();
+    [&y, &saved.mean, &saved.invstd, &st, &dx, &grads, &ye].iter().map(|t| back(t)).collect()
+}
+
+/// The fast f32 batch norm against the reference in f64 on the same values: random, natural-like, and
+/// natural-like 50 above zero (a mean 100 times the spread, where the statistics' rounding matters), at the
+/// stem's size (32 x 8 x 32 x 32), an odd one and the smallest. Each value is compared to the sum of its terms'
+/// magnitudes (x - mean counting as |x| + |mean|, where the f32 mean's rounding enters): the fast path's sums are
+/// 16-lane f32 sums within a plane (64 terms a lane at most here: 8 u, u = 6e-8), added up in f64, then a
+/// handful of roundings: 2e-6 of that scale is a margin of 4 or more.
+#[test]
+fn fast_batch_norm_matches_the_reference() {
+    let (fast, reference) = (fast_cpu(), cpu());
+    let mut rng = Rng::new(3);
+    for shape in [[32, 8, 32, 32], [4, 5, 7, 9], [2, 3, 1, 1]] {
+        let [n, c, h, w] = shape;
+        let (len, count) = (n * c * h * w, (n * h * w) as f64);
+        for kind in ["random", "natural", "offset"] {
+            let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
+            let x = f32s(match kind {
+                "random" => normals(&mut rng, len, 2.0),
+                "natural" => smooth_planes(&mut rng, n * c, h, w),
+                _ => smooth_planes(&mut rng, n * c, h, w).iter().map(|v| v + 50.0).collect(),
+            });
+            let (p, dy) = (f32s(params(c, &mut rng)), f32s(normals(&mut rng, len, 1.0)));
+            let got = bn_pass(&fast, shape, &x, &p, &dy, true);
+            let want = bn_pass(&reference, shape, &x, &p, &dy, false);
+            let (mean, invstd, state) = (&want[1], &want[2], &want[3]);
+            let ch = |i: usize| (i / (h * w)) % c;
+            // |x - mean| invstd's scale, and the channel sums of |dy| and |dy| that times.
+            let xs: Vec<f64> = (0..len).map(|i| (x[i].abs() + mean[ch(i)].abs()) * invstd[ch(i)]).collect();
+            let (mut sdy, mut sdyx, mut sx) = (vec![0.0; c], vec![0.0; c], vec![0.0; c]);
+            for i in 0..len {
+                sdy[ch(i)] += dy[i].abs();
+                sdyx[ch(i)] += dy[i].abs() * xs[i];
+                sx[ch(i)] += x[i].abs();
+            }
+            let eval_is: Vec<f64> = (0..c).map(|k| 1.0 / (state[c + k] + 1e-5).sqrt()).collect();
+            let scales = [
+                (0..len).map(|i| xs[i] * p[ch(i)].abs() + p[c + ch(i)].abs()).collect(),
+                sx.iter().map(|s| s / count).collect(),
+                invstd.clone(),
+                [sx.iter().map(|s| 0.9 * 0.1 + 0.1 * s / count).collect(), state[c..].to_vec()].concat(),
+                (0..len)
+                    .map(|i| {
+                        let k = ch(i);
+                        (p[k] * invstd[k]).abs() * (dy[i].abs() + sdy[k] / count + xs[i] * sdyx[k] / count)
+                    })
+                    .collect(),
+                [sdyx.clone(), sdy.clone()].concat(),
+                (0..len)
+                    .map(|i| (x[i].abs() + state[ch(i)].abs()) * eval_is[ch(i)] * p[ch(i)].abs() + p[c + ch(i)].abs())
+                    .collect::<Vec<f64>>(),
+            ];
+            for (i, what) in ["y", "mean", "invstd", "running", "dx", "dgamma dbeta", "inference y"].iter().enumerate()
+            {
+                assert_scaled(&format!("{shape:?} {kind} {what}"), &got[i], &want[i], &scales[i], 2e-6);
+            }
         }
     }
 }

@@ -232,55 +232,66 @@ fn step_norms_measure_the_step_against_the_weights_before_it() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_step_norms_match_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let l = layout();
     let mut rng = Rng::new(6);
     let (before, after) = (plain(random_buffer(&l, &mut rng, 1.0)), plain(random_buffer(&l, &mut rng, 1.0)));
     let a = Norms::read(&cpu.step_norms(&l, &before, &after).unwrap(), &cpu, &l).unwrap();
-    let (bg, ag) = (gpu.upload(&before).unwrap(), gpu.upload(&after).unwrap());
-    let copy = gpu.duplicate(&bg).unwrap();
-    let b = Norms::read(&gpu.step_norms(&l, &copy, &ag).unwrap(), &gpu, &l).unwrap();
+    let b = race_checked("step norms", || {
+        let (bg, ag) = (gpu.upload(&before).unwrap(), gpu.upload(&after).unwrap());
+        let copy = gpu.duplicate(&bg).unwrap();
+        gpu.download(&gpu.step_norms(&l, &copy, &ag).unwrap()).unwrap().host::<f32>().unwrap().to_vec()
+    });
+    let b = Norms::read(&plain(b), &cpu, &l).unwrap();
     for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
         assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
     }
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu() {
     let (gpu, cpu) = (gpu(), cpu());
     let l = layout();
     let mask = plain(decay_mask(&l));
-    let mask_g = gpu.upload(&mask).unwrap();
     let sgd = Sgd { weight_decay: 0.01, ..Sgd::default() };
     for (seed, opt) in [(4, Optimizer::AdamW(AdamW::default())), (7, Optimizer::Sgd(sgd))] {
         let mut rng = Rng::new(seed);
         let p0 = plain(random_buffer(&l, &mut rng, 1.0));
-        let (mut pc, mut pg) = (plain(p0.host::<f32>().unwrap().to_vec()), gpu.upload(&p0).unwrap());
-        let zeros = || plain(vec![0f32; l.total()]);
-        let (mut mc, mut vc, mut mg, mut vg) =
-            (zeros(), zeros(), gpu.upload(&zeros()).unwrap(), gpu.upload(&zeros()).unwrap());
-        for t in 1..=3u64 {
-            let g = plain(random_buffer(&l, &mut rng, 0.5));
-            let gg = gpu.upload(&g).unwrap();
-            let (nc, ng) =
-                (cpu.param_norms(&l, &pc, &g, Some(2.0)).unwrap(), gpu.param_norms(&l, &pg, &gg, Some(2.0)).unwrap());
-            let (a, b) = (Norms::read(&nc, &cpu, &l).unwrap(), Norms::read(&ng, &gpu, &l).unwrap());
+        let grads: Vec<Tensor> = (0..3).map(|_| plain(random_buffer(&l, &mut rng, 0.5))).collect();
+        // Three steps from p0 on `be`: the parameters after them, and the norms of each step.
+        let run = |be: &dyn Backend| -> Vec<Vec<f32>> {
+            let mask = be.upload(&mask).unwrap();
+            let zeros = || be.upload(&plain(vec![0f32; l.total()])).unwrap();
+            let (mut p, mut m, mut v) = (be.upload(&p0).unwrap(), zeros(), zeros());
+            let mut out = Vec::new();
+            for (t, g) in (1..=3u64).zip(&grads) {
+                let g = be.upload(g).unwrap();
+                let norms = be.param_norms(&l, &p, &g, Some(2.0)).unwrap();
+                be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr: 1e-3, t })
+                    .unwrap();
+                out.push(be.download(&norms).unwrap().host::<f32>().unwrap().to_vec());
+            }
+            out.push(be.download(&p).unwrap().host::<f32>().unwrap().to_vec());
+            out
+        };
+        let (want, got) = (run(&cpu), race_checked(&format!("{} steps", opt.name()), || run(&gpu)));
+        for t in 0..3 {
+            let (a, b) = (
+                Norms::read(&plain(want[t].clone()), &cpu, &l).unwrap(),
+                Norms::read(&plain(got[t].clone()), &cpu, &l).unwrap(),
+            );
             assert!((a.total - b.total).abs() < 1e-5 * a.total && (a.clip - b.clip).abs() < 1e-5 * a.clip);
             for (x, y) in a.per_tensor.iter().zip(&b.per_tensor) {
                 assert!((x.0 - y.0).abs() <= 1e-5 * x.0 && (x.1 - y.1).abs() <= 1e-5 * x.1, "{x:?} {y:?}");
             }
-            let s = StepArgs { lr: 1e-3, t };
-            cpu.optimizer_step(&l, &mut pc, &g, &mut mc, &mut vc, &mask, &nc, &opt, s).unwrap();
-            gpu.optimizer_step(&l, &mut pg, &gg, &mut mg, &mut vg, &mask_g, &ng, &opt, s).unwrap();
         }
-        let want: Vec<f64> = pc.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
-        let got = gpu.download(&pg).unwrap();
+        let want: Vec<f64> = want[3].iter().map(|&x| x as f64).collect();
         for e in l.entries() {
             let what = format!("{} {}", opt.name(), e.name);
-            assert_close(&what, &got.host::<f32>().unwrap()[e.range()], &want[e.range()], 1e-5, 1e-7);
+            assert_close(&what, &got[3][e.range()], &want[e.range()], 1e-5, 1e-7);
         }
     }
 }

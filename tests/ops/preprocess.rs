@@ -86,7 +86,7 @@ fn bad_inputs_are_errors_that_say_what() {
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu_bitwise() {
     let (gpu, cpu) = (gpu(), cpu());
     let mut rng = Rng::new(3);
@@ -99,22 +99,25 @@ fn gpu_matches_cpu_bitwise() {
         let host = Tensor::from_vec(&shape, Layout::Nhwc, px).unwrap();
         for want_raw in [true, false] {
             let want = cpu.preprocess(&host, &norm, want_raw).unwrap();
-            let got = gpu.preprocess(&gpu.upload(&host).unwrap(), &norm, want_raw).unwrap();
-            let got_norm = gpu.download(&got.norm).unwrap();
+            let got = race_checked(&format!("preprocess {shape:?} raw={want_raw}"), || {
+                let got = gpu.preprocess(&gpu.upload(&host).unwrap(), &norm, want_raw).unwrap();
+                let down = |t: &Tensor| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec();
+                [Some(&got.norm), got.raw.as_ref()].into_iter().flatten().map(down).collect::<Vec<_>>()
+            });
             // Same f32 constants and one fused multiply-add on both sides: equal to the last bit.
-            assert_bitwise(&format!("norm {shape:?}"), got_norm.host().unwrap(), want.norm.host().unwrap());
-            assert_eq!(got.raw.is_some(), want_raw);
-            if let (Some(g), Some(w)) = (got.raw, want.raw) {
-                let g = gpu.download(&g).unwrap();
-                assert_bitwise(&format!("raw {shape:?}"), g.host().unwrap(), w.host().unwrap());
+            assert_bitwise(&format!("norm {shape:?}"), &got[0], want.norm.host().unwrap());
+            assert_eq!(got.len() == 2, want_raw);
+            if let (Some(g), Some(w)) = (got.get(1), want.raw) {
+                assert_bitwise(&format!("raw {shape:?}"), g, w.host().unwrap());
             }
         }
     }
 }
 
 #[test]
-#[ignore = "needs a CUDA GPU"]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_rejects_a_host_tensor() {
+    // Launches no kernel (the argument check fails first): nothing to race-check.
     let images = Tensor::from_vec(&[1, 2, 2, 3], Layout::Nhwc, vec![0u8; 12]).unwrap();
     let e = gpu().preprocess(&images, &ChannelNorm::imagenet(), true).unwrap_err().to_string();
     assert!(e.contains("expected a tensor on the GPU, got a host tensor"), "{e}");
