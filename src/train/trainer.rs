@@ -278,18 +278,21 @@ pub fn predict_logits(
     data: &Loaded,
     batch: usize,
 ) -> Result<Vec<f32>> {
-    let norm = ChannelNorm::imagenet();
     let mut logits_all = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks(batch) {
         let (x, _) = data.batch(chunk, None)?;
-        let pre = be.preprocess(&be.upload(&x)?, &norm, true)?;
-        let raw = pre.raw.expect("asked for");
-        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
-        let (logits, _) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
-        logits_all.extend_from_slice(be.download(&logits)?.host::<f32>()?);
+        logits_all.extend_from_slice(be.download(&infer(be, det, ms, &x)?)?.host::<f32>()?);
     }
     Ok(logits_all)
+}
+
+/// The logits of one batch of u8 NHWC images (a host tensor), in inference mode, left on the backend.
+pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) -> Result<Tensor> {
+    let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
+    let raw = pre.raw.expect("asked for");
+    let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
+    Ok(det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?.0)
 }
 
 fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {

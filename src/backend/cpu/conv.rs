@@ -94,7 +94,22 @@ use crate::backend::conv::check;
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 
+/// The forward of one float type: the reference, or a fast path with the same contract (fast/conv.rs).
+pub(super) type Forward<F> = fn(&[F], &[F], &Conv2d, ConvDims, &mut [F]);
+/// The backward of one float type: (x, w, dy) to dx and dw, both overwritten.
+pub(super) type Backward<F> = fn(&[F], &[F], &[F], &Conv2d, ConvDims, &mut [F], &mut [F]);
+
 pub(super) fn run_forward<F: Real + Element>(be: &CpuBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+    run_forward_with(be, x, w, c, forward::<F>)
+}
+
+pub(super) fn run_forward_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    c: &Conv2d,
+    forward: Forward<F>,
+) -> Result<Tensor> {
     let d = check(x, w, c)?;
     let mut y = be.output::<F>(d.n * c.cout * d.oh * d.ow);
     forward(x.host::<F>()?, w.host::<F>()?, c, d, &mut y);
@@ -109,6 +124,20 @@ pub(super) fn run_backward<F: Real + Element>(
     c: &Conv2d,
     grads: &mut Tensor,
     dw: std::ops::Range<usize>,
+) -> Result<Tensor> {
+    run_backward_with(be, x, w, dy, c, grads, dw, backward::<F>)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_backward_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    c: &Conv2d,
+    grads: &mut Tensor,
+    dw: std::ops::Range<usize>,
+    backward: Backward<F>,
 ) -> Result<Tensor> {
     let d = check(x, w, c)?;
     if dy.shape() != [d.n, c.cout, d.oh, d.ow] {

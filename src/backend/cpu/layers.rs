@@ -98,9 +98,34 @@ use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::ops::Range;
 
+/// y = act(x), element-wise.
+pub fn act_forward<F: Real>(kind: Activation, x: &[F], y: &mut [F]) {
+    y.par_iter_mut().zip(x.par_iter()).for_each(|(o, &v)| *o = act(kind, v));
+}
+
+/// dx = dy act'(x), element-wise.
+pub fn act_backward<F: Real>(kind: Activation, x: &[F], dy: &[F], dx: &mut [F]) {
+    dx.par_iter_mut().zip(x.par_iter()).zip(dy.par_iter()).for_each(|((o, &v), &g)| *o = g * act_grad(kind, v));
+}
+
+/// An activation's forward of one float type: the reference, or a fast path with the same contract
+/// (fast/layers.rs).
+pub(super) type ActForward<F> = fn(Activation, &[F], &mut [F]);
+/// An activation's backward of one float type: (x, dy) to dx.
+pub(super) type ActBackward<F> = fn(Activation, &[F], &[F], &mut [F]);
+
 pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Activation) -> Result<Tensor> {
+    run_act_with(be, x, kind, act_forward::<F>)
+}
+
+pub(super) fn run_act_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    kind: Activation,
+    forward: ActForward<F>,
+) -> Result<Tensor> {
     let mut y = be.output::<F>(x.numel());
-    y.par_iter_mut().zip(x.host::<F>()?.par_iter()).for_each(|(o, &v)| *o = act(kind, v));
+    forward(kind, x.host::<F>()?, &mut y);
     Tensor::from_vec(x.shape(), x.layout(), y)
 }
 
@@ -110,11 +135,19 @@ pub(super) fn run_act_backward<F: Real + Element>(
     dy: &Tensor,
     kind: Activation,
 ) -> Result<Tensor> {
+    run_act_backward_with(be, x, dy, kind, act_backward::<F>)
+}
+
+pub(super) fn run_act_backward_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    dy: &Tensor,
+    kind: Activation,
+    backward: ActBackward<F>,
+) -> Result<Tensor> {
     same(x, dy, "activation backward")?;
     let mut dx = be.output::<F>(x.numel());
-    dx.par_iter_mut().zip(x.host::<F>()?.par_iter()).zip(dy.host::<F>()?.par_iter()).for_each(|((o, &v), &g)| {
-        *o = g * act_grad(kind, v);
-    });
+    backward(kind, x.host::<F>()?, dy.host::<F>()?, &mut dx);
     Tensor::from_vec(x.shape(), x.layout(), dx)
 }
 

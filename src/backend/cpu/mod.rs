@@ -1,6 +1,7 @@
 //! The CPU backend: the reference implementation of every op (rayon over the batch). It trains too, slowly.
 
 pub mod conv;
+mod fast;
 pub mod fft;
 pub mod head;
 pub mod layers;
@@ -22,11 +23,25 @@ use std::ops::Range;
 
 pub struct CpuBackend {
     opts: BackendOptions,
+    /// f32 ops through the fast paths (fast/); f64 always runs the references.
+    fast: bool,
 }
 
 impl CpuBackend {
+    /// The CPU backend as dfgpu trains with it: the fast paths for f32, checked against the references.
     pub fn new(opts: BackendOptions) -> Self {
-        CpuBackend { opts }
+        keep_freed_memory();
+        CpuBackend { opts, fast: true }
+    }
+
+    /// The references only: the oracle that the fast paths and the GPU are checked against.
+    pub fn reference(opts: BackendOptions) -> Self {
+        CpuBackend { opts, fast: false }
+    }
+
+    /// True when f32 tensors take the fast paths.
+    fn fast_f32(&self, t: &Tensor) -> bool {
+        self.fast && t.dtype() == crate::tensor::DType::F32
     }
 
     /// A host buffer for an op to write: NaN-poisoned when asked (tests), else zeroed.
@@ -34,9 +49,32 @@ impl CpuBackend {
         if self.opts.poison_outputs {
             let ones: Vec<u8> = vec![0xFF; len * std::mem::size_of::<T>()];
             bytemuck::pod_collect_to_vec(&ones)
+        } else if std::env::var("NOFILL").is_ok() {
+            let mut v = Vec::with_capacity(len); unsafe { v.set_len(len) }; v
         } else {
             vec![T::default(); len]
         }
+    }
+}
+
+/// Every op returns a new tensor, and a step frees them all again; glibc's malloc maps each block over 128 KiB
+/// afresh and hands freed memory back to the system, so each step faulted its outputs' pages in anew (9,000 page
+/// faults a step on the tiny model, a tenth of its time). This keeps blocks up to 32 MiB (glibc's most) on the
+/// heap and freed memory in the process, where the next step reuses it: the buffer reuse the ops cannot do.
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
+            fn mallopt(param: i32, value: i32) -> i32;
+        }
+        const M_TRIM_THRESHOLD: i32 = -1;
+        const M_MMAP_THRESHOLD: i32 = -3;
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        // SAFETY: mallopt only sets two of the allocator's parameters (it refuses values out of range).
+        ONCE.call_once(|| unsafe {
+            mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            mallopt(M_TRIM_THRESHOLD, i32::MAX);
+        });
     }
 }
 
@@ -95,7 +133,8 @@ fn pixels(images: &Tensor) -> Result<fft::Pixels<'_>> {
 
 impl Backend for CpuBackend {
     fn name(&self) -> String {
-        format!("cpu ({} rayon threads)", rayon::current_num_threads())
+        let kind = if self.fast { "" } else { ", references" };
+        format!("cpu ({} rayon threads{kind})", rayon::current_num_threads())
     }
     fn is_cuda(&self) -> bool {
         false
@@ -135,7 +174,8 @@ impl Backend for CpuBackend {
         let d = fft_op::check(images, cfg, stats)?;
         let mut out = self.output::<f32>(d.out_shape().iter().product());
         let stats = stats.map(|t| t.host::<f32>()).transpose()?;
-        fft::features(&pixels(images)?, &d, cfg, stats, &mut out);
+        let features = if self.fast { fast::fft::features } else { fft::features };
+        features(&pixels(images)?, &d, cfg, stats, &mut out);
         Tensor::from_vec(&d.out_shape(), Layout::Nchw, out)
     }
 
@@ -236,6 +276,9 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return conv::run_forward_with(self, x, w, c, fast::conv::forward);
+        }
         by_real!(x.dtype(), conv::run_forward, (self, x, w, c))
     }
     fn conv2d_backward(
@@ -247,6 +290,9 @@ impl Backend for CpuBackend {
         grads: &mut Tensor,
         dw: Range<usize>,
     ) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return conv::run_backward_with(self, x, w, dy, c, grads, dw, fast::conv::backward);
+        }
         by_real!(x.dtype(), conv::run_backward, (self, x, w, dy, c, grads, dw))
     }
     fn batch_norm_train(
@@ -258,6 +304,9 @@ impl Backend for CpuBackend {
         state: &mut Tensor,
         running: [Range<usize>; 2],
     ) -> Result<(Tensor, BnSaved)> {
+        if self.fast_f32(x) {
+            return norm::run_train_with(self, x, gamma, beta, bn, state, running, fast::norm::forward_train);
+        }
         by_real!(x.dtype(), norm::run_train, (self, x, gamma, beta, bn, state, running))
     }
     fn batch_norm_eval(
@@ -269,6 +318,9 @@ impl Backend for CpuBackend {
         running_mean: &Slice,
         running_var: &Slice,
     ) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return norm::run_eval_with(self, x, gamma, beta, bn, running_mean, running_var, fast::norm::apply);
+        }
         by_real!(x.dtype(), norm::run_eval, (self, x, gamma, beta, bn, running_mean, running_var))
     }
     fn batch_norm_backward(
@@ -281,12 +333,21 @@ impl Backend for CpuBackend {
         dgamma: Range<usize>,
         dbeta: Range<usize>,
     ) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return norm::run_backward_with(self, x, gamma, saved, dy, grads, dgamma, dbeta, fast::norm::backward);
+        }
         by_real!(x.dtype(), norm::run_backward, (self, x, gamma, saved, dy, grads, dgamma, dbeta))
     }
     fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return layers::run_act_with(self, x, kind, fast::layers::act_forward);
+        }
         by_real!(x.dtype(), layers::run_act, (self, x, kind))
     }
     fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+        if self.fast_f32(x) {
+            return layers::run_act_backward_with(self, x, dy, kind, fast::layers::act_backward);
+        }
         by_real!(x.dtype(), layers::run_act_backward, (self, x, dy, kind))
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {

@@ -83,6 +83,11 @@ use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::ops::Range;
 
+/// The training forward of one float type: the reference, or a fast path with the same contract (fast/norm.rs).
+pub(super) type Train<F> = fn(&[F], &[F], &[F], [usize; 3], F, F, &mut [F], &mut [F], &mut [F], &mut [F], &mut [F]);
+/// The training backward of one float type: dx, d gamma and d beta, overwritten.
+pub(super) type Backward<F> = fn(&[F], &[F], &[F], &[F], &[F], [usize; 3], &mut [F], &mut [F], &mut [F]);
+
 pub(super) fn run_train<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
@@ -91,6 +96,20 @@ pub(super) fn run_train<F: Real + Element>(
     bn: &BatchNorm,
     state: &mut Tensor,
     running: [Range<usize>; 2],
+) -> Result<(Tensor, BnSaved)> {
+    run_train_with(be, x, gamma, beta, bn, state, running, forward_train::<F>)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_train_with<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    beta: &Slice,
+    bn: &BatchNorm,
+    state: &mut Tensor,
+    running: [Range<usize>; 2],
+    forward_train: Train<F>,
 ) -> Result<(Tensor, BnSaved)> {
     let d = check_train(x, gamma, beta, bn)?;
     let (mut y, mut mean, mut invstd) = (be.output::<F>(x.numel()), be.output::<F>(bn.c), be.output::<F>(bn.c));
@@ -117,6 +136,9 @@ pub(super) fn run_train<F: Real + Element>(
     Ok((Tensor::from_vec(x.shape(), Layout::Nchw, y)?, saved))
 }
 
+/// The per-channel affine map of one float type: the reference's `apply`, or a fast path with its contract.
+pub(super) type Apply<F> = fn(&[F], &[F], &[F], [usize; 3], &[F], &[F], &mut [F]);
+
 pub(super) fn run_eval<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
@@ -125,6 +147,20 @@ pub(super) fn run_eval<F: Real + Element>(
     bn: &BatchNorm,
     running_mean: &Slice,
     running_var: &Slice,
+) -> Result<Tensor> {
+    run_eval_with(be, x, gamma, beta, bn, running_mean, running_var, apply::<F>)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_eval_with<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    beta: &Slice,
+    bn: &BatchNorm,
+    running_mean: &Slice,
+    running_var: &Slice,
+    apply: Apply<F>,
 ) -> Result<Tensor> {
     let d = check(x, gamma, beta, bn)?;
     let eps = F::of(bn.eps as f64);
@@ -144,6 +180,21 @@ pub(super) fn run_backward<F: Real + Element>(
     grads: &mut Tensor,
     dgamma: Range<usize>,
     dbeta: Range<usize>,
+) -> Result<Tensor> {
+    run_backward_with(be, x, gamma, saved, dy, grads, dgamma, dbeta, backward::<F>)
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_backward_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    gamma: &Slice,
+    saved: &BnSaved,
+    dy: &Tensor,
+    grads: &mut Tensor,
+    dgamma: Range<usize>,
+    dbeta: Range<usize>,
+    backward: Backward<F>,
 ) -> Result<Tensor> {
     let c = gamma.len();
     let d = check(x, gamma, gamma, &BatchNorm::new(c))?;
