@@ -40,15 +40,29 @@ struct BlockState {
 struct ThreadState {
     uint3 index;
     unsigned linear;
+    BlockState* block;
 };
-extern thread_local BlockState* cur_block;
-extern thread_local ThreadState* cur_thread;
+
+// Each fiber's stack lies in a region of REGION bytes aligned to REGION: a guard page, the stack, and this
+// fiber's ThreadState in the region's last HEADER bytes, on the page the stack starts from (one page touched per
+// switch, not two). So the running thread is found from the stack pointer, with no thread-local variable
+// (whose every read, in a shared library, is a call to __tls_get_addr).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr uintptr_t REGION = 1u << 20;  // ASan's redzones make frames several times larger
+#else
+constexpr uintptr_t REGION = 1u << 17;
+#endif
+constexpr uintptr_t PAGE = 4096, HEADER = 64;
+inline ThreadState* self() {
+    const uintptr_t base = reinterpret_cast<uintptr_t>(__builtin_frame_address(0)) & ~(REGION - 1);
+    return reinterpret_cast<ThreadState*>(base + REGION - HEADER);
+}
 
 void syncthreads();
 // Exchange 64 bits with the lanes of `mask`: every lane of the mask must arrive (or the launch fails naming
 // the kernel); returns the value that lane `src(lane)` put in. `src_lane` < 0 means keep our own value.
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src_lane);
-inline unsigned lane_id() { return cur_thread->linear & 31u; }
+inline unsigned lane_id() { return self()->linear & 31u; }
 
 template <class T>
 inline T shfl_with(unsigned mask, T v, int src) {
@@ -64,10 +78,10 @@ inline T shfl_with(unsigned mask, T v, int src) {
 void* dynamic_shared();
 }  // namespace emu
 
-#define threadIdx (::emu::cur_thread->index)
-#define blockIdx (::emu::cur_block->index)
-#define blockDim (::emu::cur_block->block)
-#define gridDim (::emu::cur_block->grid)
+#define threadIdx (::emu::self()->index)
+#define blockIdx (::emu::self()->block->index)
+#define blockDim (::emu::self()->block->block)
+#define gridDim (::emu::self()->block->grid)
 #define warpSize 32
 
 #define __global__

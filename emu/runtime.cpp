@@ -4,6 +4,8 @@
 // that not every thread reaches, a warp operation whose mask names lanes that never arrive or do not exist.
 #include <sys/mman.h>
 
+#include <new>
+
 #include <cstdarg>
 #include <cstdio>
 #include <string>
@@ -18,8 +20,9 @@
 #define EMU_ASAN 1
 #endif
 
-// emu_switch(save, next): saves the callee-saved registers and the FP control words on the current stack,
-// stores the stack pointer in *save, and resumes the context whose stack pointer is `next`.
+// emu_switch(save, next): saves the callee-saved registers on the current stack, stores the stack pointer in
+// *save, and resumes the context whose stack pointer is `next`. The FP control words (MXCSR, x87) are left
+// alone: no kernel changes them, so every fiber runs with its OS thread's (round to nearest, no flush to zero).
 // emu_fiber_start: the first return address of a new fiber; calls r12(rbx).
 extern "C" void emu_switch(void** save, void* next);
 extern "C" void emu_fiber_start();
@@ -35,14 +38,8 @@ emu_switch:
     pushq %r13
     pushq %r14
     pushq %r15
-    subq $8, %rsp
-    stmxcsr (%rsp)
-    fnstcw 4(%rsp)
     movq %rsp, (%rdi)
     movq %rsi, %rsp
-    ldmxcsr (%rsp)
-    fldcw 4(%rsp)
-    addq $8, %rsp
     popq %r15
     popq %r14
     popq %r13
@@ -64,24 +61,18 @@ emu_fiber_start:
 
 namespace emu {
 
-thread_local BlockState* cur_block = nullptr;
-thread_local ThreadState* cur_thread = nullptr;
-
 namespace {
 
 enum State { READY, AT_BARRIER, AT_WARP, DONE, FAILED };
 
-#if EMU_ASAN
-constexpr size_t STACK = 512 * 1024;  // ASan's redzones make frames several times larger
-#else
-constexpr size_t STACK = 128 * 1024;
-#endif
-constexpr size_t GUARD = 4096;
+// A region: guard page, stack, ThreadState (cuda_host.h).
+constexpr size_t STACK = REGION - PAGE - HEADER;
+static_assert(sizeof(ThreadState) <= HEADER, "the ThreadState fits its header");
 constexpr int MAX_THREADS = 1024;
 
 struct Fiber {
     void* sp = nullptr;
-    ThreadState ts{};
+    ThreadState* ts = nullptr;  // just above its stack
     State state = READY;
     unsigned warp_mask = 0;
     unsigned warp_ops = 0;  // warp operations done so far: their parity picks the exchange buffer
@@ -95,6 +86,7 @@ struct Runner {
     std::vector<Fiber> fibers;
     std::vector<unsigned> order;
     std::vector<uint64_t> exchange;  // [warp][parity][lane]
+    std::vector<unsigned> arrived;   // [warp]: the lanes waiting at a warp operation
     std::vector<unsigned char> shared;
     BlockState block{};
     const Launch* launch = nullptr;
@@ -107,17 +99,19 @@ struct Runner {
 #endif
 
     Runner() : fibers(MAX_THREADS) {
-        const size_t each = STACK + GUARD;
-        void* m = mmap(nullptr, each * MAX_THREADS, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                       -1, 0);
+        // One region more than needed, to align the first to REGION.
+        void* m = mmap(nullptr, REGION * (MAX_THREADS + 1), PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (m == MAP_FAILED) {
             perror("dfgpu-emu: mmap of fiber stacks");
             abort();
         }
-        stacks = static_cast<char*>(m);
+        stacks = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(m) + REGION - 1) & ~(REGION - 1));
         for (int i = 0; i < MAX_THREADS; i++) {
-            mprotect(stacks + i * each, GUARD, PROT_NONE);  // a stack overflow faults instead of corrupting
-            fibers[i].stack = stacks + i * each + GUARD;
+            char* region = stacks + i * REGION;
+            mprotect(region, PAGE, PROT_NONE);  // a stack overflow faults instead of corrupting
+            fibers[i].ts = new (region + REGION - HEADER) ThreadState{};
+            fibers[i].stack = region + PAGE;
         }
     }
 
@@ -133,7 +127,6 @@ struct Runner {
     // From the scheduler into fiber f, until it yields or ends.
     void resume(Fiber* f) {
         running = f;
-        cur_thread = &f->ts;
 #if EMU_ASAN
         void* fake = nullptr;
         __sanitizer_start_switch_fiber(&fake, f->stack, STACK);
@@ -175,13 +168,12 @@ struct Runner {
         __asan_unpoison_memory_region(f->stack, STACK);
 #endif
         uint64_t* top = reinterpret_cast<uint64_t*>(f->stack + STACK);
-        uint64_t* sp = top - 8;  // 16-byte aligned: after emu_switch's ret, rsp = top, aligned for the call
-        sp[0] = 0x037F'0000'1F80ull;  // MXCSR: round to nearest, no flush to zero; x87 control word default
-        sp[1] = sp[2] = sp[3] = 0;    // r15, r14, r13
-        sp[4] = reinterpret_cast<uint64_t>(&fiber_main);  // r12
-        sp[5] = reinterpret_cast<uint64_t>(this);         // rbx
-        sp[6] = 0;                                        // rbp
-        sp[7] = reinterpret_cast<uint64_t>(&emu_fiber_start);
+        uint64_t* sp = top - 7;  // after emu_switch's 6 pops and ret, rsp = top: 16-byte aligned for the call
+        sp[0] = sp[1] = sp[2] = 0;                        // r15, r14, r13
+        sp[3] = reinterpret_cast<uint64_t>(&fiber_main);  // r12
+        sp[4] = reinterpret_cast<uint64_t>(this);         // rbx
+        sp[5] = 0;                                        // rbp
+        sp[6] = reinterpret_cast<uint64_t>(&emu_fiber_start);
         f->sp = sp;
         f->state = READY;
         f->warp_ops = 0;
@@ -196,30 +188,22 @@ struct Runner {
         return k == 32 ? 0xffffffffu : ((1u << k) - 1);
     }
 
-    // Called when a fiber of warp w has arrived at a warp operation: releases the warp once every lane of the
-    // mask is there, at the same operation.
-    void try_release(unsigned w) {
+    // Called when lane `lane` of warp w has arrived at a warp operation: releases the warp once every lane of
+    // its mask is there, at the same operation.
+    void try_release(unsigned w, unsigned lane) {
         Fiber* lanes = &fibers[w * 32];
-        unsigned mask = 0;
-        for (unsigned l = 0; l < 32; l++)
-            if (w * 32 + l < nthreads() && lanes[l].state == AT_WARP) {
-                mask = lanes[l].warp_mask;
-                break;
-            }
+        const unsigned mask = lanes[lane].warp_mask;
+        arrived[w] |= 1u << lane;
+        if ((arrived[w] & mask) != mask) return;  // not there yet (or never: the deadlock check reports it)
         for (unsigned l = 0; l < 32; l++) {
             if (!(mask >> l & 1)) continue;
-            if (lanes[l].state != AT_WARP) return;  // not there yet (or never: the deadlock check reports it)
-        }
-        unsigned ops = ~0u;
-        for (unsigned l = 0; l < 32; l++) {
-            if (!(mask >> l & 1)) continue;
-            if (lanes[l].warp_mask != mask || (ops != ~0u && lanes[l].warp_ops != ops)) {
+            if (lanes[l].warp_mask != mask || lanes[l].warp_ops != lanes[lane].warp_ops) {
                 fail("lanes of warp %u met at different warp operations (masks 0x%08x and 0x%08x)", w, mask,
                      lanes[l].warp_mask);
                 return;
             }
-            ops = lanes[l].warp_ops;
         }
+        arrived[w] &= ~mask;
         for (unsigned l = 0; l < 32; l++)
             if (mask >> l & 1) lanes[l].state = READY;
     }
@@ -264,8 +248,8 @@ struct Runner {
             shared.assign(l->shared_bytes, 0xFF);
             block.dynamic_shared = shared.data();
         }
-        cur_block = &block;
         exchange.assign(((n + 31) / 32) * 64, 0);
+        arrived.assign((n + 31) / 32, 0);
         order.resize(n);
         for (unsigned i = 0; i < n; i++) order[i] = i;
         if (l->thread_order == ORDER_REVERSE) {
@@ -284,8 +268,9 @@ struct Runner {
         }
         for (unsigned i = 0; i < n; i++) {
             Fiber& f = fibers[i];
-            f.ts.index = {i % l->block.x, (i / l->block.x) % l->block.y, i / (l->block.x * l->block.y)};
-            f.ts.linear = i;
+            f.ts->index = {i % l->block.x, (i / l->block.x) % l->block.y, i / (l->block.x * l->block.y)};
+            f.ts->linear = i;
+            f.ts->block = &block;
             start(&f);
         }
         for (;;) {
@@ -296,7 +281,7 @@ struct Runner {
                 ran = true;
                 resume(&f);
                 if (!error.empty()) break;
-                if (f.state == AT_WARP) try_release(i / 32);
+                if (f.state == AT_WARP) try_release(i / 32, i % 32);
                 if (!error.empty()) break;
             }
             if (!error.empty()) break;
@@ -314,8 +299,6 @@ struct Runner {
             describe_deadlock();
             break;
         }
-        cur_block = nullptr;
-        cur_thread = nullptr;
         return error.empty();
     }
 };
@@ -329,7 +312,7 @@ void syncthreads() { runner->yield(AT_BARRIER); }
 uint64_t warp_exchange(unsigned mask, uint64_t mine, int src) {
     Runner* r = runner;
     Fiber* f = r->running;
-    const unsigned lane = f->ts.linear & 31, w = f->ts.linear / 32;
+    const unsigned lane = f->ts->linear & 31, w = f->ts->linear / 32;
     const unsigned exist = r->lanes_of(w);
     if (mask & ~exist) {
         r->fail("warp operation with mask 0x%08x in a partial warp: warp %u has lanes 0x%08x only", mask, w, exist);
@@ -352,7 +335,7 @@ uint64_t warp_exchange(unsigned mask, uint64_t mine, int src) {
     return buf[src];
 }
 
-void* dynamic_shared() { return cur_block->dynamic_shared; }
+void* dynamic_shared() { return self()->block->dynamic_shared; }
 
 }  // namespace emu
 
