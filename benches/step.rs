@@ -5,7 +5,13 @@
 //!
 //! The PyTorch peer (shared/anchors/torch_two_branch.py) is timed in the same run, on the same card, when
 //! DFGPU_TORCH_ANCHOR names it (`gpu-pack/run.sh --torch` does): its lines are printed and the ratios against its
-//! f32 B0 step. CPU: the tiny configuration's step at 64, for reference.
+//! f32 B0 step.
+//!
+//! CPU: the tiny configuration at 64, batch 32: the training step and inference (preprocessing and the forward in
+//! inference mode, as `dfgpu predict` runs it after decoding), the median of 15 after 3 warm-ups as the peer times
+//! its own. When DFGPU_TORCH_CPU_ANCHOR names a python that has torch and timm, the CPU peer
+//! (shared/anchors/torch_cpu_tiny.py, the same model) runs in the same run on as many threads as rayon's pool,
+//! and the ratios are printed (above 1: dfgpu is faster).
 
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::backend::cuda::timing::{median_ms, peak_bytes, reset_peak, with_gpu};
@@ -13,8 +19,9 @@ use dfgpu::backend::optim::StepArgs;
 use dfgpu::json::{self, Json};
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::rng::Rng;
-use dfgpu::train::trainer::{step, ModelState, TrainConfig};
+use dfgpu::train::trainer::{infer, step, ModelState, TrainConfig};
 use dfgpu::{Backend, Layout, Result, Tensor};
+use std::process::Command;
 use std::time::Instant;
 
 fn batch(n: usize, size: usize) -> (Tensor, Tensor) {
@@ -53,48 +60,100 @@ impl Runner {
     }
 }
 
-/// The peer's JSON lines, printed, and its f32 and bf16 B0 steps: (images/s, peak GiB).
-fn torch_peer(path: &str) -> Vec<(bool, f64, f64)> {
-    let out = match std::process::Command::new("python3").arg(path).output() {
+/// Runs a PyTorch peer, prints its lines (and how it failed, if it did) and returns those that are JSON.
+fn peer_lines(what: &str, mut cmd: Command) -> Vec<Json> {
+    let out = match cmd.output() {
         Ok(o) => o,
         Err(e) => {
-            println!("step torch: could not run python3 {path}: {e}");
+            println!("{what} torch: could not run {cmd:?}: {e}");
             return vec![];
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    let mut steps = Vec::new();
-    for line in text.lines() {
-        println!("step torch: {line}");
-        let Ok(j) = json::parse(line) else { continue };
-        let num = |k: &str| match j.get(k) {
-            Some(Json::Num(v)) => Some(*v),
-            _ => None,
-        };
-        let is = |k: &str, v: &str| j.get(k).and_then(Json::as_str) == Some(v);
-        if is("what", "train_step") && is("backbone", "efficientnet_b0") && j.get("compiled") != Some(&Json::Bool(true))
-        {
-            if let (Some(ips), Some(gib)) = (num("imgs_per_s"), num("peak_GiB")) {
-                steps.push((j.get("amp") == Some(&Json::Bool(true)), ips, gib));
+    let lines = text.lines().inspect(|line| println!("{what} torch: {line}")).filter_map(|l| json::parse(l).ok());
+    let lines = lines.collect();
+    if !out.status.success() {
+        println!("{what} torch: exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
+    }
+    lines
+}
+
+fn num(j: &Json, k: &str) -> Option<f64> {
+    match j.get(k) {
+        Some(Json::Num(v)) => Some(*v),
+        _ => None,
+    }
+}
+
+fn is(j: &Json, k: &str, v: &str) -> bool {
+    j.get(k).and_then(Json::as_str) == Some(v)
+}
+
+/// The GPU peer's f32 and bf16 B0 steps: (bf16, images/s, peak GiB).
+fn torch_peer(path: &str) -> Vec<(bool, f64, f64)> {
+    let mut cmd = Command::new("python3");
+    cmd.arg(path);
+    peer_lines("step", cmd)
+        .iter()
+        .filter(|j| is(j, "what", "train_step") && is(j, "backbone", "efficientnet_b0"))
+        .filter(|j| j.get("compiled") != Some(&Json::Bool(true)))
+        .filter_map(|j| Some((j.get("amp") == Some(&Json::Bool(true)), num(j, "imgs_per_s")?, num(j, "peak_GiB")?)))
+        .collect()
+}
+
+/// The CPU peer's images/s for "train_step_cpu" and "infer_cpu", run by `python` on `threads` threads.
+fn torch_cpu_peer(python: &str, threads: usize) -> (Option<f64>, Option<f64>) {
+    let mut cmd = Command::new(python);
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/anchors/torch_cpu_tiny.py"));
+    cmd.env("OMP_NUM_THREADS", threads.to_string());
+    let lines = peer_lines("cpu", cmd);
+    let ips = |what: &str| lines.iter().find(|j| is(j, "what", what)).and_then(|j| num(j, "imgs_per_s"));
+    (ips("train_step_cpu"), ips("infer_cpu"))
+}
+
+/// The median of `iters` timed calls of f after `warmup` untimed ones, in seconds.
+fn median_s(warmup: usize, iters: usize, mut f: impl FnMut()) -> f64 {
+    (0..warmup).for_each(|_| f());
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64()
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[iters / 2]
+}
+
+fn cpu_bench() {
+    let cpu = CpuBackend::new(Default::default());
+    let n = 32;
+    let mut r = Runner::new(&cpu, "tiny", n).expect("the tiny detector builds");
+    let what = format!("tiny at 64, batch {n} ({})", cpu.name());
+    let s = median_s(3, 15, || r.step(&cpu).expect("a CPU step"));
+    let step_ips = n as f64 / s;
+    println!("step cpu: {what}: {:.1} ms per step, {step_ips:.0} images/s", 1e3 * s);
+    let s = median_s(3, 15, || drop(infer(&cpu, &r.det, &mut r.ms, &r.x).expect("a CPU inference")));
+    let infer_ips = n as f64 / s;
+    println!("infer cpu: {what}: {:.1} ms per batch, {infer_ips:.0} images/s", 1e3 * s);
+    match std::env::var("DFGPU_TORCH_CPU_ANCHOR") {
+        Ok(python) => {
+            let (t_step, t_infer) = torch_cpu_peer(&python, rayon::current_num_threads());
+            for (what, ours, theirs) in [("step", step_ips, t_step), ("infer", infer_ips, t_infer)] {
+                match theirs {
+                    Some(t) => println!("{what} cpu: against PyTorch ({t:.0} images/s): speed {:.2}x", ours / t),
+                    None => println!("{what} cpu: the PyTorch peer gave no figure"),
+                }
             }
         }
+        Err(_) => {
+            println!("cpu: set DFGPU_TORCH_CPU_ANCHOR to a python with torch and timm to time the peer in this run")
+        }
     }
-    if !out.status.success() {
-        println!("step torch: exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
-    }
-    steps
 }
 
 fn main() {
-    let cpu = CpuBackend::new(Default::default());
-    let mut r = Runner::new(&cpu, "tiny", 32).expect("the tiny detector builds");
-    r.step(&cpu).expect("a CPU step");
-    let t0 = Instant::now();
-    for _ in 0..3 {
-        r.step(&cpu).expect("a CPU step");
-    }
-    let s = t0.elapsed().as_secs_f64() / 3.0;
-    println!("step cpu: tiny at 64, batch 32: {:.1} ms per step, {:.0} images/s ({})", 1e3 * s, 32.0 / s, cpu.name());
+    cpu_bench();
 
     let n: usize = std::env::var("DFGPU_STEP_BATCH").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     with_gpu("step", |gpu| {

@@ -122,3 +122,19 @@ fn gpu_rejects_a_host_tensor() {
     let e = gpu().preprocess(&images, &ChannelNorm::imagenet(), true).unwrap_err().to_string();
     assert!(e.contains("expected a tensor on the GPU, got a host tensor"), "{e}");
 }
+
+/// The fast path runs the reference's loop compiled for wider vectors (mul_add is exact on every path): the same
+/// bits.
+#[test]
+fn fast_preprocessing_is_the_reference_bit_for_bit() {
+    let (fast, reference) = (fast_cpu(), cpu());
+    let mut rng = Rng::new(3);
+    for shape in SHAPES.into_iter().chain([[32, 64, 64, 3]]) {
+        let norm = norm_for(shape[3], &mut rng);
+        let images = Tensor::from_vec(&shape, Layout::Nhwc, random_u8(&mut rng, shape.iter().product())).unwrap();
+        let (got, want) =
+            (fast.preprocess(&images, &norm, true).unwrap(), reference.preprocess(&images, &norm, true).unwrap());
+        assert_bitwise(&format!("norm {shape:?}"), got.norm.host().unwrap(), want.norm.host().unwrap());
+        assert_bitwise(&format!("raw {shape:?}"), got.raw.unwrap().host().unwrap(), want.raw.unwrap().host().unwrap());
+    }
+}

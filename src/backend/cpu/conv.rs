@@ -93,26 +93,24 @@ use super::{out_of, CpuBackend};
 use crate::backend::conv::check;
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
-
-/// The forward of one float type: the reference, or a fast path with the same contract (fast/conv.rs).
-pub(super) type Forward<F> = fn(&[F], &[F], &Conv2d, ConvDims, &mut [F]);
-/// The backward of one float type: (x, w, dy) to dx and dw, both overwritten.
-pub(super) type Backward<F> = fn(&[F], &[F], &[F], &Conv2d, ConvDims, &mut [F], &mut [F]);
+use std::mem::MaybeUninit;
 
 pub(super) fn run_forward<F: Real + Element>(be: &CpuBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
-    run_forward_with(be, x, w, c, forward::<F>)
+    run_forward_with(be, x, w, c, |x, w, c, d, y| forward::<F>(x, w, c, d, be.filled(y)))
 }
 
+/// The forward through `forward`, which writes every value of y: a fast path (fast/conv.rs), or the reference.
 pub(super) fn run_forward_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
     w: &Slice,
     c: &Conv2d,
-    forward: Forward<F>,
+    forward: impl FnOnce(&[F], &[F], &Conv2d, ConvDims, &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
     let d = check(x, w, c)?;
-    let mut y = be.output::<F>(d.n * c.cout * d.oh * d.ow);
-    forward(x.host::<F>()?, w.host::<F>()?, c, d, &mut y);
+    let (x, w) = (x.host::<F>()?, w.host::<F>()?);
+    // SAFETY: `forward` writes every value of y (the contract of the forwards; the poisoned tests check it).
+    let y = unsafe { be.output_with(d.n * c.cout * d.oh * d.ow, |y| forward(x, w, c, d, y)) };
     Tensor::from_vec(&[d.n, c.cout, d.oh, d.ow], Layout::Nchw, y)
 }
 
@@ -125,9 +123,12 @@ pub(super) fn run_backward<F: Real + Element>(
     grads: &mut Tensor,
     dw: std::ops::Range<usize>,
 ) -> Result<Tensor> {
-    run_backward_with(be, x, w, dy, c, grads, dw, backward::<F>)
+    run_backward_with(be, x, w, dy, c, grads, dw, |x, w, dy, c, d, dx, dw| {
+        backward::<F>(x, w, dy, c, d, be.filled(dx), dw)
+    })
 }
 
+/// The backward through `backward`: (x, w, dy) to dx, every value written, and dw, overwritten.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_backward_with<F: Element>(
     be: &CpuBackend,
@@ -137,13 +138,14 @@ pub(super) fn run_backward_with<F: Element>(
     c: &Conv2d,
     grads: &mut Tensor,
     dw: std::ops::Range<usize>,
-    backward: Backward<F>,
+    backward: impl FnOnce(&[F], &[F], &[F], &Conv2d, ConvDims, &mut [MaybeUninit<F>], &mut [F]),
 ) -> Result<Tensor> {
     let d = check(x, w, c)?;
     if dy.shape() != [d.n, c.cout, d.oh, d.ow] {
         shape_err!("conv backward: dy {:?}, output is {:?}", dy.shape(), [d.n, c.cout, d.oh, d.ow]);
     }
-    let mut dx = be.output::<F>(x.numel());
-    backward(x.host::<F>()?, w.host::<F>()?, dy.host::<F>()?, c, d, &mut dx, out_of::<F>(grads, dw, c.weight_len())?);
+    let (xs, ws, dys, dw) = (x.host::<F>()?, w.host::<F>()?, dy.host::<F>()?, out_of::<F>(grads, dw, c.weight_len())?);
+    // SAFETY: `backward` writes every value of dx (the contract of the backwards; the poisoned tests check it).
+    let dx = unsafe { be.output_with(x.numel(), |dx| backward(xs, ws, dys, c, d, dx, dw)) };
     Tensor::from_vec(x.shape(), Layout::Nchw, dx)
 }

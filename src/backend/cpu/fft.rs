@@ -3,7 +3,6 @@
 //! mode and layout (backend/fft.rs), and the per-bin Welford statistics. Rayon over the images.
 
 use crate::backend::fft::{FftConfig, FftDims, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE};
-use super::real::Real;
 use rayon::prelude::*;
 use std::f64::consts::PI;
 use std::ops::{Add, Mul, Sub};
@@ -211,7 +210,9 @@ impl Pixels<'_> {
         let channel = |c: usize| -> Vec<f64> {
             match self {
                 Pixels::F32Nchw(v) => v[(i * d.c + c) * hw..][..hw].iter().map(|&x| x as f64).collect(),
-                Pixels::U8Nhwc(v) => v[i * hw * d.c + c..].iter().step_by(d.c).take(hw).map(|&x| x as f64 / 255.0).collect(),
+                Pixels::U8Nhwc(v) => {
+                    v[i * hw * d.c..][..hw * d.c].chunks_exact(d.c).map(|p| p[c] as f64 / 255.0).collect()
+                }
             }
         };
         if !grayscale {
@@ -223,66 +224,54 @@ impl Pixels<'_> {
 }
 
 /// The `log` value of a magnitude: (ln(|F| / sqrt(HW) + eps) - LOG_CENTER) / LOG_SCALE.
-pub fn log_magnitude<R: Real>(mag: R, h: usize, w: usize) -> R {
-    ((mag / R::of((h * w) as f64).sqrt() + R::of(LOG_EPS as f64)).ln() - R::of(LOG_CENTER as f64))
-        / R::of(LOG_SCALE as f64)
+pub fn log_magnitude(mag: f64, h: usize, w: usize) -> f64 {
+    ((mag / ((h * w) as f64).sqrt() + LOG_EPS as f64).ln() - LOG_CENTER as f64) / LOG_SCALE as f64
 }
 
 /// Writes the feature planes of every image into `out` (N x planes x out_h x out_w). `stats` (2 x S x out_h x
 /// out_w: means, then stds) is needed by log-std.
 pub fn features(px: &Pixels, d: &FftDims, cfg: &FftConfig, stats: Option<&[f32]>, out: &mut [f32]) {
     let (rows, cols) = (Fft1d::new(d.w), Fft1d::new(d.h));
-    out.par_chunks_mut(d.planes * d.plane_len()).enumerate().for_each(|(i, img)| {
+    let plane = d.plane_len();
+    out.par_chunks_mut(d.planes * plane).enumerate().for_each(|(i, img)| {
         for s in 0..d.s {
             let f = dft2(&px.plane(d, cfg.grayscale, i, s), d.h, d.w, &rows, &cols);
-            write_spectrum(d, cfg, stats, s, |ky, kx| (f[ky * d.w + kx].re, f[ky * d.w + kx].im), img);
+            for oy in 0..d.out_h {
+                for ox in 0..d.out_w {
+                    let (ky, kx) = spectrum_bin(d, cfg.layout, oy, ox);
+                    let v = f[ky * d.w + kx];
+                    let im = if d.is_real_bin(ky, kx) { 0.0 } else { v.im };
+                    let o = oy * d.out_w + ox;
+                    let mag = v.re.hypot(im);
+                    img[s * plane + o] = match cfg.magnitude {
+                        Magnitude::Raw => mag,
+                        Magnitude::Log => log_magnitude(mag, d.h, d.w),
+                        Magnitude::LogStd => {
+                            let st = stats.expect("log-std without statistics (the op's check lets none through)");
+                            let bin = s * plane + o;
+                            (log_magnitude(mag, d.h, d.w) - st[bin] as f64) / st[d.stats_len() + bin] as f64
+                        }
+                    } as f32;
+                    let ph = (d.s + s) * plane + o;
+                    match cfg.phase {
+                        Phase::Angle => img[ph] = (im.atan2(v.re) / PI) as f32,
+                        Phase::CosSin => {
+                            let (c, sn) = if mag > 0.0 { (v.re / mag, im / mag) } else { (1.0, 0.0) };
+                            img[ph] = c as f32;
+                            img[ph + d.s * plane] = sn as f32;
+                        }
+                    }
+                }
+            }
         }
     });
 }
 
-/// Writes spectrum `s`'s magnitude and phase values into `img` (one image's planes), reading bin (ky, kx) of the
-/// full H x W DFT as (re, im) through `bin`, and evaluating them in R: f64 in the reference, f32 in the fast path
-/// (fast/fft.rs).
-pub(super) fn write_spectrum<R: Real>(
-    d: &FftDims,
-    cfg: &FftConfig,
-    stats: Option<&[f32]>,
-    s: usize,
-    bin: impl Fn(usize, usize) -> (R, R),
-    img: &mut [f32],
-) {
-    let plane = d.plane_len();
-    let pi = R::of(PI);
-    for oy in 0..d.out_h {
-        for ox in 0..d.out_w {
-            let (ky, kx) = match cfg.layout {
-                SpectrumLayout::Half => (oy, ox),
-                SpectrumLayout::Shifted => ((oy + d.h - d.h / 2) % d.h, (ox + d.w - d.w / 2) % d.w),
-            };
-            let (re, im) = bin(ky, kx);
-            let im = if d.is_real_bin(ky, kx) { R::ZERO } else { im };
-            let o = oy * d.out_w + ox;
-            let mag = re.hypot(im);
-            img[s * plane + o] = match cfg.magnitude {
-                Magnitude::Raw => mag,
-                Magnitude::Log => log_magnitude(mag, d.h, d.w),
-                Magnitude::LogStd => {
-                    let st = stats.expect("log-std without statistics (the op's check lets none through)");
-                    let bin = s * plane + o;
-                    (log_magnitude(mag, d.h, d.w) - R::of(st[bin] as f64)) / R::of(st[d.stats_len() + bin] as f64)
-                }
-            }
-            .f64() as f32;
-            let ph = (d.s + s) * plane + o;
-            match cfg.phase {
-                Phase::Angle => img[ph] = (im.atan2(re) / pi).f64() as f32,
-                Phase::CosSin => {
-                    let (c, sn) = if mag > R::ZERO { (re / mag, im / mag) } else { (R::ONE, R::ZERO) };
-                    img[ph] = c.f64() as f32;
-                    img[ph + d.s * plane] = sn.f64() as f32;
-                }
-            }
-        }
+/// The bin (ky, kx) of the full H x W DFT that output (oy, ox) of a plane holds in `layout`.
+pub(super) fn spectrum_bin(d: &FftDims, layout: SpectrumLayout, oy: usize, ox: usize) -> (usize, usize) {
+    match layout {
+        SpectrumLayout::Half => (oy, ox),
+        SpectrumLayout::Shifted => ((oy + d.h - d.h / 2) % d.h, (ox + d.w - d.w / 2) % d.w),
     }
 }
 

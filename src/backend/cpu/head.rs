@@ -118,6 +118,19 @@ fn branch_backward<F: Real>(
 }
 
 pub fn forward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], mode: Mode, out: ForwardOut<F>) {
+    forward_with(cfg, p, s, q, mode, out, layers::linear::<F>);
+}
+
+/// `forward` with the hidden layer's product through `linear` (the layers' reference, or their fast path).
+pub(super) fn forward_with<F: Real>(
+    cfg: &HeadConfig,
+    p: &[F],
+    s: &[F],
+    q: &[F],
+    mode: Mode,
+    out: ForwardOut<F>,
+    linear: impl FnOnce(&[F], &[F], &[F], usize, usize, &mut [F]),
+) {
     let l = cfg.layout();
     let (d, hid) = (cfg.d(), cfg.hidden);
     let w1 = param(p, &l, "fc1.weight").unwrap();
@@ -127,13 +140,8 @@ pub fn forward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], mode: Mode,
     let gate_w = param(p, &l, "gate.weight");
     let gate_b = param(p, &l, "gate.bias").map(|g| g[0]);
     let ForwardOut { logits, z, h, stats, gate } = out;
-    z.par_chunks_mut(d)
-        .zip(h.par_chunks_mut(hid))
-        .zip(stats.par_chunks_mut(4))
-        .zip(gate.par_iter_mut())
-        .zip(logits.par_iter_mut())
-        .enumerate()
-        .for_each(|(b, ((((z, h), st), g), logit))| {
+    z.par_chunks_mut(d).zip(stats.par_chunks_mut(4)).zip(gate.par_iter_mut()).enumerate().for_each(
+        |(b, ((z, st), g))| {
             let st4 = fused_input(cfg, &l, p, &s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq], mode, b, z);
             st.copy_from_slice(&st4);
             *g = match (gate_w, gate_b) {
@@ -144,14 +152,16 @@ pub fn forward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], mode: Mode,
             let (gs, gq) = (two * *g, two * (F::ONE - *g));
             z[..cfg.ds].iter_mut().for_each(|v| *v *= gs);
             z[cfg.ds..].iter_mut().for_each(|v| *v *= gq);
-            let mut acc = b2;
-            for j in 0..hid {
-                let hj = w1[j * d..][..d].iter().zip(z.iter()).map(|(&w, &x)| w * x).sum::<F>() + b1[j];
-                h[j] = hj;
-                acc += w2[j] * act(cfg.act, hj) * F::of(cfg.keep(mode, b, j) as f64);
-            }
-            *logit = acc;
-        });
+        },
+    );
+    linear(z, w1, b1, d, hid, h);
+    logits.par_iter_mut().zip(h.par_chunks(hid)).enumerate().for_each(|(b, (logit, h))| {
+        let mut acc = b2;
+        for (j, &hj) in h.iter().enumerate() {
+            acc += w2[j] * act(cfg.act, hj) * F::of(cfg.keep(mode, b, j) as f64);
+        }
+        *logit = acc;
+    });
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -166,6 +176,25 @@ pub fn backward<F: Real>(
     saved_gate: &[F],
     dlogits: &[F],
     out: BackwardOut<F>,
+) {
+    backward_with(cfg, p, s, q, mode, saved_z, saved_h, saved_gate, dlogits, out, layers::linear_backward::<F>);
+}
+
+/// `backward` with the hidden layer's products through `linear_backward` (the layers' reference, or their fast
+/// path).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn backward_with<F: Real>(
+    cfg: &HeadConfig,
+    p: &[F],
+    s: &[F],
+    q: &[F],
+    mode: Mode,
+    saved_z: &[F],
+    saved_h: &[F],
+    saved_gate: &[F],
+    dlogits: &[F],
+    out: BackwardOut<F>,
+    linear_backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
 ) {
     let l = cfg.layout();
     let (d, hid, nb) = (cfg.d(), cfg.hidden, dlogits.len());
@@ -191,25 +220,11 @@ pub fn backward<F: Real>(
 
     // fc1: db1 = sum_b dh, dW1 = dh^T z, dz = dh W1.
     let (o_w1, o_b1) = (off("fc1.weight").unwrap(), off("fc1.bias").unwrap());
+    let mut dz = vec![F::ZERO; nb * d];
     {
         let (head, tail) = gp.split_at_mut(o_b1);
-        let gw1 = &mut head[o_w1..o_w1 + hid * d];
-        let gb1 = &mut tail[..hid];
-        gw1.par_chunks_mut(d).zip(gb1.par_iter_mut()).enumerate().for_each(|(j, (row, gb))| {
-            for b in 0..nb {
-                let g = dh[b * hid + j];
-                *gb += g;
-                row.iter_mut().zip(&saved_z[b * d..][..d]).for_each(|(r, &zk)| *r += g * zk);
-            }
-        });
+        linear_backward(saved_z, w1, &dh, nb, d, hid, &mut dz, &mut head[o_w1..o_w1 + hid * d], &mut tail[..hid]);
     }
-    let mut dz = vec![F::ZERO; nb * d];
-    dz.par_chunks_mut(d).enumerate().for_each(|(b, dzb)| {
-        for j in 0..hid {
-            let g = dh[b * hid + j];
-            dzb.iter_mut().zip(&w1[j * d..][..d]).for_each(|(o, &w)| *o += g * w);
-        }
-    });
 
     // Per sample: the gate, the branch scales, the LayerNorms.
     let mut u = vec![F::ZERO; d];
@@ -256,10 +271,25 @@ pub(super) fn run_forward<F: Real + Element>(
     mode: Mode,
     b: usize,
 ) -> Result<HeadForward> {
+    run_forward_with(be, cfg, params, s, q, mode, b, layers::linear::<F>)
+}
+
+/// `run_forward` with the hidden layer's product through `linear` (see `forward_with`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_forward_with<F: Real + Element>(
+    be: &CpuBackend,
+    cfg: &HeadConfig,
+    params: &Slice,
+    s: &Tensor,
+    q: &Tensor,
+    mode: Mode,
+    b: usize,
+    linear: impl FnOnce(&[F], &[F], &[F], usize, usize, &mut [F]),
+) -> Result<HeadForward> {
     let (mut logits, mut z, mut h) = (be.output::<F>(b), be.output::<F>(b * cfg.d()), be.output::<F>(b * cfg.hidden));
     let (mut stats, mut gate) = (be.output::<F>(b * 4), be.output::<F>(b));
     let out = ForwardOut { logits: &mut logits, z: &mut z, h: &mut h, stats: &mut stats, gate: &mut gate };
-    forward(cfg, params.host::<F>()?, s.host()?, q.host()?, mode, out);
+    forward_with(cfg, params.host::<F>()?, s.host()?, q.host()?, mode, out, linear);
     let plain = |shape: &[usize], v: Vec<F>| Tensor::from_vec(shape, Layout::Plain, v);
     Ok(HeadForward {
         logits: plain(&[b], logits)?,
@@ -287,11 +317,30 @@ pub(super) fn run_backward<F: Real + Element>(
     at: Range<usize>,
     b: usize,
 ) -> Result<HeadGrads> {
+    run_backward_with(be, cfg, params, s, q, saved, dlogits, grads, at, b, layers::linear_backward::<F>)
+}
+
+/// `run_backward` with the hidden layer's products through `linear_backward` (see `backward_with`).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_backward_with<F: Real + Element>(
+    be: &CpuBackend,
+    cfg: &HeadConfig,
+    params: &Slice,
+    s: &Tensor,
+    q: &Tensor,
+    saved: &HeadSaved,
+    dlogits: &Tensor,
+    grads: &mut Tensor,
+    at: Range<usize>,
+    b: usize,
+    linear_backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
+) -> Result<HeadGrads> {
     let (mut ds, mut dq) = (be.output::<F>(b * cfg.ds), be.output::<F>(b * cfg.dq));
     let n = at.len();
     let out = BackwardOut { params: out_of::<F>(grads, at, n)?, ds: &mut ds, dq: &mut dq };
     let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
-    backward(cfg, params.host::<F>()?, s.host()?, q.host()?, saved.mode, z, h, gate, dlogits.host()?, out);
+    let (p, mode, dl) = (params.host::<F>()?, saved.mode, dlogits.host()?);
+    backward_with(cfg, p, s.host()?, q.host()?, mode, z, h, gate, dl, out, linear_backward);
     Ok(HeadGrads {
         ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
         dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,

@@ -96,6 +96,7 @@ use super::CpuBackend;
 use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same};
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// y = act(x), element-wise.
@@ -108,24 +109,21 @@ pub fn act_backward<F: Real>(kind: Activation, x: &[F], dy: &[F], dx: &mut [F]) 
     dx.par_iter_mut().zip(x.par_iter()).zip(dy.par_iter()).for_each(|((o, &v), &g)| *o = g * act_grad(kind, v));
 }
 
-/// An activation's forward of one float type: the reference, or a fast path with the same contract
-/// (fast/layers.rs).
-pub(super) type ActForward<F> = fn(Activation, &[F], &mut [F]);
-/// An activation's backward of one float type: (x, dy) to dx.
-pub(super) type ActBackward<F> = fn(Activation, &[F], &[F], &mut [F]);
-
 pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Activation) -> Result<Tensor> {
-    run_act_with(be, x, kind, act_forward::<F>)
+    run_act_with(be, x, kind, |kind, x, y| act_forward::<F>(kind, x, be.filled(y)))
 }
 
+/// The activation through `forward`, which writes every value of y: a fast path (fast/layers.rs), or the
+/// reference.
 pub(super) fn run_act_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
     kind: Activation,
-    forward: ActForward<F>,
+    forward: impl FnOnce(Activation, &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
-    let mut y = be.output::<F>(x.numel());
-    forward(kind, x.host::<F>()?, &mut y);
+    let xs = x.host::<F>()?;
+    // SAFETY: `forward` writes every value of y (the contract of the activations; the poisoned tests check it).
+    let y = unsafe { be.output_with(x.numel(), |y| forward(kind, xs, y)) };
     Tensor::from_vec(x.shape(), x.layout(), y)
 }
 
@@ -135,19 +133,21 @@ pub(super) fn run_act_backward<F: Real + Element>(
     dy: &Tensor,
     kind: Activation,
 ) -> Result<Tensor> {
-    run_act_backward_with(be, x, dy, kind, act_backward::<F>)
+    run_act_backward_with(be, x, dy, kind, |kind, x, dy, dx| act_backward::<F>(kind, x, dy, be.filled(dx)))
 }
 
+/// The activation's backward through `backward`: (x, dy) to dx, every value written.
 pub(super) fn run_act_backward_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
     dy: &Tensor,
     kind: Activation,
-    backward: ActBackward<F>,
+    backward: impl FnOnce(Activation, &[F], &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
     same(x, dy, "activation backward")?;
-    let mut dx = be.output::<F>(x.numel());
-    backward(kind, x.host::<F>()?, dy.host::<F>()?, &mut dx);
+    let (xs, dys) = (x.host::<F>()?, dy.host::<F>()?);
+    // SAFETY: `backward` writes every value of dx (the contract of the activations; the poisoned tests check it).
+    let dx = unsafe { be.output_with(x.numel(), |dx| backward(kind, xs, dys, dx)) };
     Tensor::from_vec(x.shape(), x.layout(), dx)
 }
 
@@ -218,6 +218,18 @@ pub(super) fn run_linear<F: Real + Element>(
     b: &Slice,
     m: usize,
 ) -> Result<Tensor> {
+    run_linear_with(be, x, w, b, m, linear::<F>)
+}
+
+/// The layer through `linear` (this file's, or the fast path's, with its contract).
+pub(super) fn run_linear_with<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    b: &Slice,
+    m: usize,
+    linear: impl FnOnce(&[F], &[F], &[F], usize, usize, &mut [F]),
+) -> Result<Tensor> {
     let (n, k, m) = check_linear(x, w, b, m)?;
     let mut y = be.output::<F>(n * m);
     linear(x.host::<F>()?, w.host()?, b.host()?, k, m, &mut y);
@@ -233,11 +245,26 @@ pub(super) fn run_linear_backward<F: Real + Element>(
     dw: Range<usize>,
     db: Range<usize>,
 ) -> Result<Tensor> {
+    run_linear_backward_with(be, x, w, dy, grads, dw, db, linear_backward::<F>)
+}
+
+/// The layer's backward through `backward` (this file's `linear_backward`, or the fast path's).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn run_linear_backward_with<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    dy: &Tensor,
+    grads: &mut Tensor,
+    dw: Range<usize>,
+    db: Range<usize>,
+    backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
+) -> Result<Tensor> {
     let (n, k, m) = check_linear_backward(x, w, dy, grads.numel(), &dw, &db)?;
     let mut dx = be.output::<F>(n * k);
     // dw and db are different lengths: take them one after the other.
     let (mut gw, mut gb) = (vec![F::ZERO; m * k], vec![F::ZERO; m]);
-    linear_backward(x.host::<F>()?, w.host()?, dy.host()?, n, k, m, &mut dx, &mut gw, &mut gb);
+    backward(x.host::<F>()?, w.host()?, dy.host()?, n, k, m, &mut dx, &mut gw, &mut gb);
     let g = grads.host_mut::<F>()?;
     g[dw].copy_from_slice(&gw);
     g[db].copy_from_slice(&gb);

@@ -81,12 +81,8 @@ use super::{two_of, CpuBackend};
 use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
+use std::mem::MaybeUninit;
 use std::ops::Range;
-
-/// The training forward of one float type: the reference, or a fast path with the same contract (fast/norm.rs).
-pub(super) type Train<F> = fn(&[F], &[F], &[F], [usize; 3], F, F, &mut [F], &mut [F], &mut [F], &mut [F], &mut [F]);
-/// The training backward of one float type: dx, d gamma and d beta, overwritten.
-pub(super) type Backward<F> = fn(&[F], &[F], &[F], &[F], &[F], [usize; 3], &mut [F], &mut [F], &mut [F]);
 
 pub(super) fn run_train<F: Real + Element>(
     be: &CpuBackend,
@@ -97,10 +93,14 @@ pub(super) fn run_train<F: Real + Element>(
     state: &mut Tensor,
     running: [Range<usize>; 2],
 ) -> Result<(Tensor, BnSaved)> {
-    run_train_with(be, x, gamma, beta, bn, state, running, forward_train::<F>)
+    run_train_with(be, x, gamma, beta, bn, state, running, |x, g, b, d, eps, mom, y, mean, invstd, rm, rv| {
+        forward_train::<F>(x, g, b, d, eps, mom, be.filled(y), mean, invstd, rm, rv)
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Training through `forward_train`, with the reference's arguments and y (every value written) as uninitialized
+/// values: a fast path (fast/norm.rs), or the reference.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn run_train_with<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
@@ -109,35 +109,36 @@ pub(super) fn run_train_with<F: Real + Element>(
     bn: &BatchNorm,
     state: &mut Tensor,
     running: [Range<usize>; 2],
-    forward_train: Train<F>,
+    forward_train: impl FnOnce(
+        &[F],
+        &[F],
+        &[F],
+        [usize; 3],
+        F,
+        F,
+        &mut [MaybeUninit<F>],
+        &mut [F],
+        &mut [F],
+        &mut [F],
+        &mut [F],
+    ),
 ) -> Result<(Tensor, BnSaved)> {
     let d = check_train(x, gamma, beta, bn)?;
-    let (mut y, mut mean, mut invstd) = (be.output::<F>(x.numel()), be.output::<F>(bn.c), be.output::<F>(bn.c));
+    let (mut mean, mut invstd) = (be.output::<F>(bn.c), be.output::<F>(bn.c));
     let [rm, rv] = running;
     let (rmean, rvar) = two_of::<F>(state, rm, rv, bn.c)?;
     let (eps, mom) = (F::of(bn.eps as f64), F::of(bn.momentum as f64));
-    forward_train(
-        x.host::<F>()?,
-        gamma.host()?,
-        beta.host()?,
-        d,
-        eps,
-        mom,
-        &mut y,
-        &mut mean,
-        &mut invstd,
-        rmean,
-        rvar,
-    );
+    let (xs, g, b) = (x.host::<F>()?, gamma.host()?, beta.host()?);
+    // SAFETY: `forward_train` writes every value of y (its contract; the poisoned tests check it).
+    let y = unsafe {
+        be.output_with(x.numel(), |y| forward_train(xs, g, b, d, eps, mom, y, &mut mean, &mut invstd, rmean, rvar))
+    };
     let saved = BnSaved {
         mean: Tensor::from_vec(&[bn.c], Layout::Plain, mean)?,
         invstd: Tensor::from_vec(&[bn.c], Layout::Plain, invstd)?,
     };
     Ok((Tensor::from_vec(x.shape(), Layout::Nchw, y)?, saved))
 }
-
-/// The per-channel affine map of one float type: the reference's `apply`, or a fast path with its contract.
-pub(super) type Apply<F> = fn(&[F], &[F], &[F], [usize; 3], &[F], &[F], &mut [F]);
 
 pub(super) fn run_eval<F: Real + Element>(
     be: &CpuBackend,
@@ -148,9 +149,13 @@ pub(super) fn run_eval<F: Real + Element>(
     running_mean: &Slice,
     running_var: &Slice,
 ) -> Result<Tensor> {
-    run_eval_with(be, x, gamma, beta, bn, running_mean, running_var, apply::<F>)
+    run_eval_with(be, x, gamma, beta, bn, running_mean, running_var, |x, g, b, d, m, is, y| {
+        apply::<F>(x, g, b, d, m, is, be.filled(y))
+    })
 }
 
+/// Inference through `apply`, with the reference's arguments and y (every value written) as uninitialized
+/// values: a fast path (fast/norm.rs), or the reference.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn run_eval_with<F: Real + Element>(
     be: &CpuBackend,
@@ -160,13 +165,14 @@ pub(super) fn run_eval_with<F: Real + Element>(
     bn: &BatchNorm,
     running_mean: &Slice,
     running_var: &Slice,
-    apply: Apply<F>,
+    apply: impl FnOnce(&[F], &[F], &[F], [usize; 3], &[F], &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
     let d = check(x, gamma, beta, bn)?;
     let eps = F::of(bn.eps as f64);
     let invstd: Vec<F> = running_var.host::<F>()?.iter().map(|&v| F::ONE / (v + eps).sqrt()).collect();
-    let mut y = be.output::<F>(x.numel());
-    apply(x.host::<F>()?, gamma.host()?, beta.host()?, d, running_mean.host()?, &invstd, &mut y);
+    let (xs, g, b, m) = (x.host::<F>()?, gamma.host()?, beta.host()?, running_mean.host()?);
+    // SAFETY: `apply` writes every value of y (its contract; the poisoned tests check it).
+    let y = unsafe { be.output_with(x.numel(), |y| apply(xs, g, b, d, m, &invstd, y)) };
     Tensor::from_vec(x.shape(), Layout::Nchw, y)
 }
 
@@ -181,10 +187,14 @@ pub(super) fn run_backward<F: Real + Element>(
     dgamma: Range<usize>,
     dbeta: Range<usize>,
 ) -> Result<Tensor> {
-    run_backward_with(be, x, gamma, saved, dy, grads, dgamma, dbeta, backward::<F>)
+    run_backward_with(be, x, gamma, saved, dy, grads, dgamma, dbeta, |x, g, m, is, dy, d, dx, dg, db| {
+        backward::<F>(x, g, m, is, dy, d, be.filled(dx), dg, db)
+    })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backward through `backward`, with the reference's arguments and dx (every value written) as
+/// uninitialized values: a fast path (fast/norm.rs), or the reference.
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn run_backward_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
@@ -194,13 +204,14 @@ pub(super) fn run_backward_with<F: Element>(
     grads: &mut Tensor,
     dgamma: Range<usize>,
     dbeta: Range<usize>,
-    backward: Backward<F>,
+    backward: impl FnOnce(&[F], &[F], &[F], &[F], &[F], [usize; 3], &mut [MaybeUninit<F>], &mut [F], &mut [F]),
 ) -> Result<Tensor> {
     let c = gamma.len();
     let d = check(x, gamma, gamma, &BatchNorm::new(c))?;
     crate::backend::layers::same(x, dy, "batch norm backward")?;
-    let mut dx = be.output::<F>(x.numel());
     let (dg, db) = two_of::<F>(grads, dgamma, dbeta, c)?;
-    backward(x.host::<F>()?, gamma.host()?, saved.mean.host()?, saved.invstd.host()?, dy.host()?, d, &mut dx, dg, db);
+    let (xs, g, m, is, dys) = (x.host::<F>()?, gamma.host()?, saved.mean.host()?, saved.invstd.host()?, dy.host()?);
+    // SAFETY: `backward` writes every value of dx (its contract; the poisoned tests check it).
+    let dx = unsafe { be.output_with(x.numel(), |dx| backward(xs, g, m, is, dys, d, dx, dg, db)) };
     Tensor::from_vec(x.shape(), Layout::Nchw, dx)
 }

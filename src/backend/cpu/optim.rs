@@ -20,10 +20,17 @@ pub fn step_norms(layout: &ParamLayout, before: &[f32], after: &[f32], out: &mut
 /// the total of the first and the clip factor.
 fn norms_pass(layout: &ParamLayout, a: &[f32], b: &[f32], sub: f32, max_norm: Option<f32>, out: &mut [f32]) {
     let sq = |v: &mut dyn Iterator<Item = f32>| v.map(|x| x as f64 * x as f64).sum::<f64>();
+    // Each tensor's sums in parallel (their order within a tensor is fixed), the total in tensor order.
+    let sums: Vec<(f64, f64)> = layout
+        .entries()
+        .par_iter()
+        .map(|e| {
+            let (ar, br) = (&a[e.range()], &b[e.range()]);
+            (sq(&mut ar.iter().zip(br).map(|(&x, &y)| x - sub * y)), sq(&mut br.iter().copied()))
+        })
+        .collect();
     let mut total = 0.0;
-    for (i, e) in layout.entries().iter().enumerate() {
-        let (ar, br) = (&a[e.range()], &b[e.range()]);
-        let (gs, ps) = (sq(&mut ar.iter().zip(br).map(|(&x, &y)| x - sub * y)), sq(&mut br.iter().copied()));
+    for (i, &(gs, ps)) in sums.iter().enumerate() {
         total += gs;
         out[2 * i] = gs as f32;
         out[2 * i + 1] = ps as f32;
@@ -36,19 +43,39 @@ fn norms_pass(layout: &ParamLayout, a: &[f32], b: &[f32], sub: f32, max_norm: Op
 
 #[allow(clippy::too_many_arguments)]
 pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], clip: f32, opt: &AdamW, s: StepArgs) {
-    let (bc1, bc2_sqrt) = bias_corrections(opt, s.t);
-    let step_size = s.lr / bc1;
-    let decay = 1.0 - s.lr * opt.weight_decay;
+    let k = AdamWStep::new(opt, clip, s);
     p.par_iter_mut().zip(m.par_iter_mut()).zip(v.par_iter_mut()).enumerate().for_each(|(i, ((p, m), v))| {
-        let gi = g[i] * clip;
-        if mask[i] != 0 {
-            *p *= decay;
+        k.update(p, m, v, g[i], mask[i]);
+    });
+}
+
+/// One AdamW step's constants, and its update of one parameter (shared with the fast path, fast/optim.rs).
+pub(super) struct AdamWStep {
+    opt: AdamW,
+    clip: f32,
+    step_size: f32,
+    decay: f32,
+    bc2_sqrt: f32,
+}
+
+impl AdamWStep {
+    pub(super) fn new(opt: &AdamW, clip: f32, s: StepArgs) -> Self {
+        let (bc1, bc2_sqrt) = bias_corrections(opt, s.t);
+        AdamWStep { opt: *opt, clip, step_size: s.lr / bc1, decay: 1.0 - s.lr * opt.weight_decay, bc2_sqrt }
+    }
+
+    /// Parameter p with moments m and v, gradient g; decayed unless `mask` is 0.
+    #[inline(always)]
+    pub(super) fn update(&self, p: &mut f32, m: &mut f32, v: &mut f32, g: f32, mask: u8) {
+        let (opt, gi) = (&self.opt, g * self.clip);
+        if mask != 0 {
+            *p *= self.decay;
         }
         *m = opt.beta1 * *m + (1.0 - opt.beta1) * gi;
         *v = opt.beta2 * *v + (1.0 - opt.beta2) * gi * gi;
-        let denom = v.sqrt() / bc2_sqrt + opt.eps;
-        *p -= step_size * *m / denom;
-    });
+        let denom = v.sqrt() / self.bc2_sqrt + opt.eps;
+        *p -= self.step_size * *m / denom;
+    }
 }
 
 /// SGD with momentum; `m` holds the momentum.

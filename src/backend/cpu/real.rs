@@ -32,9 +32,6 @@ pub trait Real:
     fn abs(self) -> Self;
     fn powf(self, p: Self) -> Self;
     fn max(self, o: Self) -> Self;
-    fn hypot(self, o: Self) -> Self;
-    /// The angle of (x = o, y = self), as f64::atan2.
-    fn atan2(self, o: Self) -> Self;
 
     /// 1 / (1 + e^-x), without overflow for any x.
     fn sigmoid(self) -> Self {
@@ -83,12 +80,6 @@ macro_rules! real {
             }
             fn max(self, o: Self) -> Self {
                 <$t>::max(self, o)
-            }
-            fn hypot(self, o: Self) -> Self {
-                <$t>::hypot(self, o)
-            }
-            fn atan2(self, o: Self) -> Self {
-                <$t>::atan2(self, o)
             }
         }
     };

@@ -1,13 +1,15 @@
 //! The fast f32 convolution of the CPU backend, checked against the reference (../conv.rs) in tests/ops/conv.rs.
 //! Regular and grouped convolutions are matrix products per image and group (matrixmultiply's sgemm): a 1x1
 //! convolution at stride 1 multiplies the input as it lies, the others go through im2col. Depthwise
-//! convolutions (one input channel per group) are direct loops whose inner loop runs over a row's valid
-//! outputs, with the padding cut off before it starts. Every reduction has a fixed order: results do not
-//! depend on the number of threads.
+//! convolutions (one input channel per group) run per plane on a zero-padded copy split into stride phases, each
+//! tap one contiguous pass (`Wide`), or, on small planes of many channels, with the channels innermost
+//! (`channels_last`). Every reduction has a fixed order: results do not depend on the number of threads.
 
+use super::{min_items, sgemm, zeroed};
 use crate::backend::conv::{Conv2d, ConvDims};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::mem::MaybeUninit;
 
 /// Images per partial filter gradient: the batch is summed in chunks of this size, then the chunks in order.
 const DW_CHUNK: usize = 4;
@@ -15,31 +17,6 @@ const DW_CHUNK: usize = 4;
 thread_local! {
     /// Each rayon thread's im2col buffer, kept between calls (no allocation per image).
     static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// C (m x n, row stride ldc) = A (m x k) B (k x n) + beta C, with A and B given by (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn sgemm(
-    (m, k, n): (usize, usize, usize),
-    a: &[f32],
-    (rsa, csa): (usize, usize),
-    b: &[f32],
-    (rsb, csb): (usize, usize),
-    beta: f32,
-    c: &mut [f32],
-    ldc: usize,
-) {
-    assert!(m == 0 || (m - 1) * rsa + (k.max(1) - 1) * csa < a.len().max(1));
-    assert!(k == 0 || (k - 1) * rsb + (n.max(1) - 1) * csb < b.len().max(1));
-    assert!(m == 0 || n == 0 || (m - 1) * ldc + n <= c.len());
-    // SAFETY: the asserts above keep every index of A, B and C inside its slice; C does not alias A or B
-    // (a &mut slice).
-    unsafe {
-        matrixmultiply::sgemm(
-            m, k, n, 1.0, a.as_ptr(), rsa as isize, csa as isize, b.as_ptr(), rsb as isize, csb as isize, beta,
-            c.as_mut_ptr(), ldc as isize, 1,
-        )
-    }
 }
 
 /// The input of a tap (ky or kx) at output position o, or None in the padding.
@@ -62,6 +39,76 @@ fn is_plain(c: &Conv2d) -> bool {
 
 fn is_depthwise(c: &Conv2d) -> bool {
     c.groups == c.cin && c.groups == c.cout
+}
+
+/// Whether a 1x1 convolution (stride 1, one group) runs as one product for the whole batch: on planes of under 16
+/// values the products per image are a few columns wide (4 on the tiny model's 2 x 2 planes), where
+/// matrixmultiply's packing of the weights, once per product, costs more than the product (measured at batch 32:
+/// 48 to 288 channels over 2 x 2, 195 us image by image against 41 us batched forward, 125 against 102 backward).
+/// From 4 x 4 on, the gathering costs more than it saves, backward.
+fn is_batched_pointwise(c: &Conv2d, d: ConvDims) -> bool {
+    is_plain(c) && c.groups == 1 && d.h * d.w < 16
+}
+
+/// Output rows (channels) per task of a batched product: the rows split between the threads, each task's
+/// product as wide as the batch.
+const ROWS: usize = 16;
+
+/// The planes of a [n, ch, hw] tensor side by side: [ch, n hw].
+fn side_by_side(t: &[f32], n: usize, ch: usize, hw: usize) -> Vec<f32> {
+    let mut out = vec![0f32; t.len()];
+    out.par_chunks_mut(n * hw).enumerate().for_each(|(c, row)| {
+        for (i, dst) in row.chunks_exact_mut(hw).enumerate() {
+            dst.copy_from_slice(&t[(i * ch + c) * hw..][..hw]);
+        }
+    });
+    out
+}
+
+/// The inverse of `side_by_side`: t [n, ch, hw] (every value written) from planes [ch, n hw].
+fn back_in_place(planes: &[f32], n: usize, ch: usize, hw: usize, t: &mut [MaybeUninit<f32>]) {
+    t.par_chunks_mut(ch * hw).enumerate().for_each(|(i, img)| {
+        for (c, dst) in img.chunks_exact_mut(hw).enumerate() {
+            dst.iter_mut().zip(&planes[c * n * hw + i * hw..][..hw]).for_each(|(o, &v)| {
+                o.write(v);
+            });
+        }
+    });
+}
+
+/// A batched 1x1 convolution: Y = W X with the images side by side, rows in parallel.
+fn pointwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUninit<f32>]) {
+    let (hw, cols) = (d.h * d.w, d.n * d.h * d.w);
+    let xs = side_by_side(x, d.n, c.cin, hw);
+    let mut prod = vec![0f32; c.cout * cols];
+    prod.par_chunks_mut(ROWS * cols).zip(w.par_chunks(ROWS * c.cin)).for_each(|(p, wr)| {
+        sgemm((p.len() / cols, c.cin, cols), wr, (c.cin, 1), &xs, (cols, 1), 0.0, p, cols);
+    });
+    back_in_place(&prod, d.n, c.cout, hw, y);
+}
+
+/// The backward of `pointwise_forward`: dX = W^T dY and dW = dY X^T with the images side by side, rows in
+/// parallel (each value's sum has one order, whatever the threads).
+#[allow(clippy::too_many_arguments)]
+fn pointwise_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    c: &Conv2d,
+    d: ConvDims,
+    dx: &mut [MaybeUninit<f32>],
+    dw: &mut [f32],
+) {
+    let (hw, cols) = (d.h * d.w, d.n * d.h * d.w);
+    let (xs, gs) = (side_by_side(x, d.n, c.cin, hw), side_by_side(dy, d.n, c.cout, hw));
+    let mut dxs = vec![0f32; c.cin * cols];
+    dxs.par_chunks_mut(ROWS * cols).enumerate().for_each(|(b, p)| {
+        sgemm((p.len() / cols, c.cout, cols), &w[b * ROWS..], (1, c.cin), &gs, (cols, 1), 0.0, p, cols);
+    });
+    back_in_place(&dxs, d.n, c.cin, hw, dx);
+    dw.par_chunks_mut(ROWS * c.cin).zip(gs.par_chunks(ROWS * cols)).for_each(|(dwr, g)| {
+        sgemm((dwr.len() / c.cin, cols, c.cin), g, (cols, 1), &xs, (1, cols), 0.0, dwr, c.cin);
+    });
 }
 
 /// Whether a depthwise convolution runs with the channels innermost: on small planes (16 x 16 and less) of 32
@@ -131,10 +178,17 @@ fn with_col<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
-pub fn forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [f32]) {
+pub fn forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUninit<f32>]) {
     let (hw, ohw) = (d.h * d.w, d.oh * d.ow);
     if is_depthwise(c) {
-        return if channels_last(c, d) { depthwise_forward_cl(x, w, c, d, y) } else { depthwise_forward(x, w, c, d, y) };
+        return if channels_last(c, d) {
+            depthwise_forward_cl(x, w, c, d, y)
+        } else {
+            depthwise_forward(x, w, c, d, y)
+        };
+    }
+    if is_batched_pointwise(c, d) {
+        return pointwise_forward(x, w, c, d, y);
     }
     let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
     let kk = cin_g * c.k * c.k;
@@ -155,13 +209,25 @@ pub fn forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [f32]) {
     });
 }
 
-/// dx (overwritten) and dw (overwritten) from dy.
-pub fn backward(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims, dx: &mut [f32], dw: &mut [f32]) {
+/// dx (every value written) and dw (overwritten) from dy.
+#[allow(clippy::too_many_arguments)]
+pub fn backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    c: &Conv2d,
+    d: ConvDims,
+    dx: &mut [MaybeUninit<f32>],
+    dw: &mut [f32],
+) {
     if is_depthwise(c) {
         return match channels_last(c, d) {
             true => depthwise_backward_cl(x, w, dy, c, d, dx, dw),
             false => depthwise_backward(x, w, dy, c, d, dx, dw),
         };
+    }
+    if is_batched_pointwise(c, d) {
+        return pointwise_backward(x, w, dy, c, d, dx, dw);
     }
     let (hw, ohw) = (d.h * d.w, d.oh * d.ow);
     let (cin_g, cout_g) = (c.cin / c.groups, c.cout / c.groups);
@@ -177,8 +243,7 @@ pub fn backward(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims, dx: &
             } else {
                 with_col(kk * ohw, |col| {
                     sgemm((kk, cout_g, ohw), wg, (1, kk), dyg, (ohw, 1), 0.0, col, ohw);
-                    dxg.fill(0.0);
-                    col2im(col, cin_g, c, d, dxg);
+                    col2im(col, cin_g, c, d, zeroed(dxg));
                 });
             }
         }
@@ -273,10 +338,12 @@ impl Wide {
     }
 
     /// The plane [h, w] (overwritten) from its phases, the padding cut off.
-    fn unpad(&self, phases: &[f32], c: &Conv2d, d: ConvDims, plane: &mut [f32]) {
+    fn unpad(&self, phases: &[f32], c: &Conv2d, d: ConvDims, plane: &mut [MaybeUninit<f32>]) {
         self.runs(c, d, |y, x0, at| {
             let row = plane[y * d.w..][..d.w][x0..].iter_mut().step_by(self.stride);
-            row.zip(&phases[at..]).for_each(|(o, &v)| *o = v);
+            row.zip(&phases[at..]).for_each(|(o, &v)| {
+                o.write(v);
+            });
         });
     }
 
@@ -307,9 +374,9 @@ fn with_parts<const K: usize, R>(lens: [usize; K], f: impl FnOnce([&mut [f32]; K
     })
 }
 
-fn depthwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [f32]) {
+fn depthwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUninit<f32>]) {
     let (hw, kk, g) = (d.h * d.w, c.k * c.k, Wide::new(c, d));
-    y.par_chunks_mut(d.oh * d.ow).enumerate().for_each(|(nc, out)| {
+    y.par_chunks_mut(d.oh * d.ow).enumerate().with_min_len(min_items(hw)).for_each(|(nc, out)| {
         let wc = &w[(nc % c.cout) * kk..][..kk];
         with_parts([g.padded(), g.len], |[xp, wide]| {
             g.pad(&x[nc * hw..][..hw], c, d, xp);
@@ -318,16 +385,27 @@ fn depthwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [f32
                 wide.iter_mut().zip(&xp[g.tap(t, c)]).for_each(|(o, &v)| *o += wv * v);
             }
             for (row, wide) in out.chunks_exact_mut(d.ow).zip(wide.chunks_exact(g.wq)) {
-                row.copy_from_slice(&wide[..d.ow]);
+                row.iter_mut().zip(wide).for_each(|(o, &v)| {
+                    o.write(v);
+                });
             }
         });
     });
 }
 
-fn depthwise_backward(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims, dx: &mut [f32], dw: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn depthwise_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    c: &Conv2d,
+    d: ConvDims,
+    dx: &mut [MaybeUninit<f32>],
+    dw: &mut [f32],
+) {
     let (hw, ohw, kk, g) = (d.h * d.w, d.oh * d.ow, c.k * c.k, Wide::new(c, d));
     // dx: each tap's adjoint adds w dy into the phases; then the padding is cut off.
-    dx.par_chunks_mut(hw).enumerate().for_each(|(nc, dxc)| {
+    dx.par_chunks_mut(hw).enumerate().with_min_len(min_items(hw)).for_each(|(nc, dxc)| {
         let wc = &w[(nc % c.cin) * kk..][..kk];
         with_parts([g.padded(), g.len], |[dxp, gw]| {
             g.widen(&dy[nc * ohw..][..ohw], d, gw);
@@ -339,7 +417,7 @@ fn depthwise_backward(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims,
         });
     });
     // dw: each channel's taps are dot products of dy with what they read, summed over the batch in image order.
-    dw.par_chunks_mut(kk).enumerate().for_each(|(ch, dwc)| {
+    dw.par_chunks_mut(kk).enumerate().with_min_len(min_items(d.n * hw)).for_each(|(ch, dwc)| {
         dwc.fill(0.0);
         with_parts([g.padded(), g.len], |[xp, gw]| {
             for n in 0..d.n {
@@ -354,14 +432,15 @@ fn depthwise_backward(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims,
     });
 }
 
-/// dst [cols, rows] = the transpose of src [rows, cols], in 16 x 16 tiles (which stay in cache).
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+/// put(c rows + r, v) for each value v at (r, c) of src [rows, cols]: the transpose into [cols, rows], in 16 x 16
+/// tiles (which stay in cache).
+fn transpose(src: &[f32], rows: usize, cols: usize, mut put: impl FnMut(usize, f32)) {
     const T: usize = 16;
     for r0 in (0..rows).step_by(T) {
         for c0 in (0..cols).step_by(T) {
             for r in r0..(r0 + T).min(rows) {
                 for col in c0..(c0 + T).min(cols) {
-                    dst[col * rows + r] = src[r * cols + col];
+                    put(col * rows + r, src[r * cols + col]);
                 }
             }
         }
@@ -394,26 +473,35 @@ fn axpy(a: &mut [f32], w: &[f32], b: &[f32]) {
 /// Depthwise convolution with the channels innermost: each image transposed to [h w, c], each tap of each output
 /// position one pass over the channels (which vectorizes). For many channels on small planes, where a plane's
 /// own loops are too short.
-fn depthwise_forward_cl(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [f32]) {
+fn depthwise_forward_cl(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUninit<f32>]) {
     let (ch, hw, ohw, kk) = (c.cin, d.h * d.w, d.oh * d.ow, c.k * c.k);
     let mut wt = vec![0f32; kk * ch];
-    transpose(w, ch, kk, &mut wt);
-    y.par_chunks_mut(ch * ohw).enumerate().for_each(|(n, yn)| {
+    transpose(w, ch, kk, |i, v| wt[i] = v);
+    y.par_chunks_mut(ch * ohw).enumerate().with_min_len(min_items(ch * hw)).for_each(|(n, yn)| {
         with_parts([hw * ch, ohw * ch], |[xt, yt]| {
-            transpose(&x[n * ch * hw..][..ch * hw], ch, hw, xt);
+            transpose(&x[n * ch * hw..][..ch * hw], ch, hw, |i, v| xt[i] = v);
             yt.fill(0.0);
             for_taps(c, d, |o, i, t| axpy(&mut yt[o * ch..][..ch], &wt[t * ch..][..ch], &xt[i * ch..][..ch]));
-            transpose(yt, ohw, ch, yn);
+            transpose(yt, ohw, ch, |i, v| _ = yn[i].write(v));
         });
     });
 }
 
 /// The backward of `depthwise_forward_cl`: dx per image; dw summed over the images of each chunk, then over the
 /// chunks in order.
-fn depthwise_backward_cl(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDims, dx: &mut [f32], dw: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+fn depthwise_backward_cl(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    c: &Conv2d,
+    d: ConvDims,
+    dx: &mut [MaybeUninit<f32>],
+    dw: &mut [f32],
+) {
     let (ch, hw, ohw, kk) = (c.cin, d.h * d.w, d.oh * d.ow, c.k * c.k);
     let mut wt = vec![0f32; kk * ch];
-    transpose(w, ch, kk, &mut wt);
+    transpose(w, ch, kk, |i, v| wt[i] = v);
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(DW_CHUNK * ch * hw)
         .enumerate()
@@ -422,22 +510,22 @@ fn depthwise_backward_cl(x: &[f32], w: &[f32], dy: &[f32], c: &Conv2d, d: ConvDi
             for (i, dxn) in dxs.chunks_exact_mut(ch * hw).enumerate() {
                 let n = chunk * DW_CHUNK + i;
                 with_parts([hw * ch, ohw * ch, hw * ch], |[xt, gt, dxt]| {
-                    transpose(&x[n * ch * hw..][..ch * hw], ch, hw, xt);
-                    transpose(&dy[n * ch * ohw..][..ch * ohw], ch, ohw, gt);
+                    transpose(&x[n * ch * hw..][..ch * hw], ch, hw, |i, v| xt[i] = v);
+                    transpose(&dy[n * ch * ohw..][..ch * ohw], ch, ohw, |i, v| gt[i] = v);
                     dxt.fill(0.0);
                     for_taps(c, d, |o, i, t| {
                         let g = &gt[o * ch..][..ch];
                         axpy(&mut dxt[i * ch..][..ch], &wt[t * ch..][..ch], g);
                         axpy(&mut acc[t * ch..][..ch], g, &xt[i * ch..][..ch]);
                     });
-                    transpose(dxt, hw, ch, dxn);
+                    transpose(dxt, hw, ch, |i, v| _ = dxn[i].write(v));
                 });
             }
             acc
         })
         .collect();
     sum_in_order(&partials, &mut wt);
-    transpose(&wt, kk, ch, dw);
+    transpose(&wt, kk, ch, |i, v| dw[i] = v);
 }
 
 /// The dot product of two slices of one length: 16 running sums (which vectorize), added in a fixed order.

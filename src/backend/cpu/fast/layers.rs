@@ -1,39 +1,13 @@
 //! The fast f32 activations of the CPU backend, checked against the reference (../layers.rs) in
 //! tests/ops/layers.rs. SiLU and its gradient were most of the step's element-wise time, and libm's expf most
-//! of theirs: here one exponential per element, by a polynomial that vectorizes, and large chunks per rayon task.
+//! of theirs: here one exponential per element, by a polynomial that vectorizes (math.rs), compiled for the
+//! CPU's widest vectors, and large chunks per rayon task.
 
-use super::{simd, GRAIN};
+use super::math::exp_nonpositive;
+use super::{sgemm, widest, GRAIN};
 use crate::backend::layers::Activation;
 use rayon::prelude::*;
-
-/// e^a for a <= 0 (Cephes' expf: a = n ln 2 + r with |r| <= ln 2 / 2, e^r by a degree-7 polynomial, 2^n put into
-/// the exponent bits): within 2 ulps, branch-free so that loops over it vectorize. Below -87.3 the result
-/// would leave f32's normal range: it is 0 there. NaN stays NaN.
-#[inline(always)]
-fn exp_nonpositive(a: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Adding and subtracting 1.5 x 2^23 rounds to an integer, which then sits in the low mantissa bits.
-    const ROUND: f32 = 12_582_912.0;
-    let b = if a < -87.3 { -87.3 } else { a };
-    let t = b * LOG2E + ROUND;
-    let n = t - ROUND;
-    let r = b - n * 0.693_359_375 + n * 2.121_944_4e-4;
-    let p = ((((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
-        + 1.666_666_5e-1)
-        * r
-        + 0.5)
-        * r
-        + 1.0)
-        * r
-        + 1.0;
-    // 2^n: n + 127 into the exponent field (t's low bits hold n + 0x40_0000, which the shift drops).
-    let scale = f32::from_bits(t.to_bits().wrapping_add(127u32.wrapping_sub(0x4B40_0000)) << 23);
-    if a < -87.3 {
-        0.0
-    } else {
-        p * scale
-    }
-}
+use std::mem::MaybeUninit;
 
 /// (sigmoid(x), sigmoid(-x)) from one exponential of -|x| (no overflow, no 1 - s cancellation).
 #[inline(always)]
@@ -48,22 +22,37 @@ fn sigmoids(x: f32) -> (f32, f32) {
     }
 }
 
-/// out = f(a), in chunks of GRAIN per rayon task.
-fn map(a: &[f32], out: &mut [f32], f: impl Fn(f32) -> f32 + Sync) {
-    out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN)).for_each(|(o, a)| {
-        simd(|| o.iter_mut().zip(a).for_each(|(o, &a)| *o = f(a)));
-    });
+/// out = f(a), every value written, in chunks of GRAIN per rayon task.
+fn map(a: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32 + Sync) {
+    out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN)).for_each(|(o, a)| map_chunk(a, o, &f));
 }
 
-/// out = f(a, b), in chunks of GRAIN per rayon task.
-fn map2(a: &[f32], b: &[f32], out: &mut [f32], f: impl Fn(f32, f32) -> f32 + Sync) {
-    out.par_chunks_mut(GRAIN).zip(a.par_chunks(GRAIN)).zip(b.par_chunks(GRAIN)).for_each(|((o, a), b)| {
-        simd(|| o.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = f(a, b)));
-    });
+widest! {
+    fn map_chunk(a: &[f32], out: &mut [MaybeUninit<f32>], f: &impl Fn(f32) -> f32) {
+        out.iter_mut().zip(a).for_each(|(o, &a)| {
+            o.write(f(a));
+        })
+    }
+}
+
+/// out = f(a, b), every value written, in chunks of GRAIN per rayon task.
+fn map2(a: &[f32], b: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32, f32) -> f32 + Sync) {
+    out.par_chunks_mut(GRAIN)
+        .zip(a.par_chunks(GRAIN))
+        .zip(b.par_chunks(GRAIN))
+        .for_each(|((o, a), b)| map2_chunk(a, b, o, &f));
+}
+
+widest! {
+    fn map2_chunk(a: &[f32], b: &[f32], out: &mut [MaybeUninit<f32>], f: &impl Fn(f32, f32) -> f32) {
+        out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| {
+            o.write(f(a, b));
+        })
+    }
 }
 
 /// Same contract as the reference's `act_forward`.
-pub fn act_forward(kind: Activation, x: &[f32], y: &mut [f32]) {
+pub fn act_forward(kind: Activation, x: &[f32], y: &mut [MaybeUninit<f32>]) {
     match kind {
         Activation::Silu => map(x, y, |v| v * sigmoids(v).0),
         Activation::Relu => map(x, y, |v| v.max(0.0)),
@@ -72,7 +61,7 @@ pub fn act_forward(kind: Activation, x: &[f32], y: &mut [f32]) {
 }
 
 /// Same contract as the reference's `act_backward`.
-pub fn act_backward(kind: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
+pub fn act_backward(kind: Activation, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     match kind {
         Activation::Silu => map2(x, dy, dx, |v, g| {
             let (s, sn) = sigmoids(v);
@@ -84,4 +73,30 @@ pub fn act_backward(kind: Activation, x: &[f32], dy: &[f32], dx: &mut [f32]) {
             g * s * sn
         }),
     }
+}
+
+/// Same contract as the reference's `linear`: y = x w^T + b, x [n, k], w [m, k]. The reference's dot products
+/// are sequential sums, which do not vectorize; here one matrix product.
+pub fn linear(x: &[f32], w: &[f32], b: &[f32], k: usize, m: usize, y: &mut [f32]) {
+    sgemm((x.len() / k, k, m), x, (k, 1), w, (1, k), 0.0, y, m);
+    y.chunks_exact_mut(m).for_each(|row| row.iter_mut().zip(b).for_each(|(v, &b)| *v += b));
+}
+
+/// Same contract as the reference's `linear_backward`: dx = dy w, dw = dy^T x, db = the sum of dy's rows.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_backward(
+    x: &[f32],
+    w: &[f32],
+    dy: &[f32],
+    n: usize,
+    k: usize,
+    m: usize,
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    sgemm((n, m, k), dy, (m, 1), w, (k, 1), 0.0, dx, k);
+    sgemm((m, n, k), dy, (1, m), x, (k, 1), 0.0, dw, k);
+    db.fill(0.0);
+    dy.chunks_exact(m).for_each(|row| db.iter_mut().zip(row).for_each(|(s, &v)| *s += v));
 }

@@ -5,7 +5,9 @@
 //! for the variance (mean first): a channel's planes stay in cache between them at the model's sizes, and a
 //! shifted one-pass formula would lose digits to cancellation.
 
+use super::min_items;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// The sum of f(v) over v: 16 running sums that LLVM turns into vector adds, added up in a fixed order.
 #[inline(always)]
@@ -48,7 +50,7 @@ pub fn forward_train(
     d: [usize; 3],
     eps: f32,
     momentum: f32,
-    y: &mut [f32],
+    y: &mut [MaybeUninit<f32>],
     mean: &mut [f32],
     invstd: &mut [f32],
     running_mean: &mut [f32],
@@ -57,6 +59,7 @@ pub fn forward_train(
     let count = (d[0] * d[2]) as f64;
     let stats: Vec<(f32, f64)> = (0..d[1])
         .into_par_iter()
+        .with_min_len(min_items(d[0] * d[2]))
         .map(|ch| {
             let m = (planes(x, d, ch).map(|p| lane_sum(p, |v| v) as f64).sum::<f64>() / count) as f32;
             let var = planes(x, d, ch).map(|p| lane_sum(p, |v| (v - m) * (v - m)) as f64).sum::<f64>() / count;
@@ -73,11 +76,22 @@ pub fn forward_train(
 }
 
 /// Same contract as the reference's `apply`: y = x s + t with each channel's s and t, computed once.
-pub fn apply(x: &[f32], gamma: &[f32], beta: &[f32], [_, c, hw]: [usize; 3], mean: &[f32], invstd: &[f32], y: &mut [f32]) {
-    let st: Vec<(f32, f32)> = (0..c).map(|ch| (invstd[ch] * gamma[ch], beta[ch] - mean[ch] * invstd[ch] * gamma[ch])).collect();
-    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().for_each(|(nc, (yc, xc))| {
+pub fn apply(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    [_, c, hw]: [usize; 3],
+    mean: &[f32],
+    invstd: &[f32],
+    y: &mut [MaybeUninit<f32>],
+) {
+    let st: Vec<(f32, f32)> =
+        (0..c).map(|ch| (invstd[ch] * gamma[ch], beta[ch] - mean[ch] * invstd[ch] * gamma[ch])).collect();
+    y.par_chunks_mut(hw).zip(x.par_chunks(hw)).enumerate().with_min_len(min_items(hw)).for_each(|(nc, (yc, xc))| {
         let (s, t) = st[nc % c];
-        yc.iter_mut().zip(xc).for_each(|(o, &v)| *o = v * s + t);
+        yc.iter_mut().zip(xc).for_each(|(o, &v)| {
+            o.write(v * s + t);
+        });
     });
 }
 
@@ -90,7 +104,7 @@ pub fn backward(
     invstd: &[f32],
     dy: &[f32],
     d: [usize; 3],
-    dx: &mut [f32],
+    dx: &mut [MaybeUninit<f32>],
     dgamma: &mut [f32],
     dbeta: &mut [f32],
 ) {
@@ -99,6 +113,7 @@ pub fn backward(
     // dy a + (x - mean) b + c with the channel's a, b and c.
     let sums: Vec<(f64, f64)> = (0..c)
         .into_par_iter()
+        .with_min_len(min_items(d[0] * hw))
         .map(|ch| {
             planes(dy, d, ch).zip(planes(x, d, ch)).fold((0.0, 0.0), |(s, t), (g, v)| {
                 let (a, b) = lane_sums(g, v, |g, v| g * (v - mean[ch]));
@@ -114,9 +129,12 @@ pub fn backward(
         dbeta[ch] = sdy as f32;
         coef.push((scale as f32, (-scale * is * is * sdy_xc / count) as f32, (-scale * sdy / count) as f32));
     }
-    dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(x.par_chunks(hw)).enumerate().for_each(|(nc, ((o, g), v))| {
+    let planes = dx.par_chunks_mut(hw).zip(dy.par_chunks(hw)).zip(x.par_chunks(hw));
+    planes.enumerate().with_min_len(min_items(hw)).for_each(|(nc, ((o, g), v))| {
         let ch = nc % c;
         let ((a, b, k), m) = (coef[ch], mean[ch]);
-        o.iter_mut().zip(g).zip(v).for_each(|((o, &g), &v)| *o = a * g + b * (v - m) + k);
+        o.iter_mut().zip(g).zip(v).for_each(|((o, &g), &v)| {
+            o.write(a * g + b * (v - m) + k);
+        });
     });
 }
