@@ -193,8 +193,9 @@ fn named_from(layout: &ParamLayout, values: &[f32]) -> Vec<Named> {
         .collect()
 }
 
-/// Saves a detector's parameters, running statistics, frequency statistics and configuration, plus `extra`.
-pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extra: &Meta) -> Result<()> {
+/// A detector's tensors as a checkpoint holds them: parameters, running statistics, frequency statistics and
+/// the optimizer's two buffers.
+pub fn tensors(be: &dyn Backend, det: &Detector, ms: &ModelState) -> Result<Vec<Named>> {
     let p = be.download(&ms.params)?;
     let s = be.download(&ms.state)?;
     let mut tensors = named_from(&det.params, p.host::<f32>()?);
@@ -208,9 +209,24 @@ pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extr
         let h = be.download(t)?;
         tensors.push(Named { name: name.into(), shape: vec![h.numel()], data: h.host::<f32>()?.to_vec() });
     }
-    let mut meta = config_meta(&det.cfg);
+    Ok(tensors)
+}
+
+/// The first value that is not finite (NaN or infinite): its tensor's name, its index and the value.
+pub fn first_non_finite(tensors: &[Named]) -> Option<(&str, usize, f32)> {
+    tensors.iter().find_map(|t| t.data.iter().position(|x| !x.is_finite()).map(|i| (t.name.as_str(), i, t.data[i])))
+}
+
+/// Writes a detector's tensors (from `tensors`) with its configuration and `extra` as metadata.
+pub fn write_detector(path: &Path, tensors: &[Named], cfg: &DetectorConfig, extra: &Meta) -> Result<()> {
+    let mut meta = config_meta(cfg);
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    write(path, &tensors, &meta)
+    write(path, tensors, &meta)
+}
+
+/// Saves a detector's parameters, running statistics, frequency statistics and configuration, plus `extra`.
+pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extra: &Meta) -> Result<()> {
+    write_detector(path, &tensors(be, det, ms)?, &det.cfg, extra)
 }
 
 /// Fills `values` (a layout's flat buffer) from the tensors; the first missing or misshapen one is the error.
@@ -246,6 +262,14 @@ pub(crate) fn fill(
 /// Loads a checkpoint onto a backend: the detector it describes and its state, and the metadata.
 pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta)> {
     let (tensors, meta) = read(path)?;
+    // NaN weights would score every image NaN: refuse them here, for predict, eval and --resume alike.
+    if let Some((name, i, v)) = first_non_finite(&tensors) {
+        return Err(Error::Invalid(format!(
+            "{}: tensor '{name}' holds {v} (at index {i}): the weights of a diverged run? Use a checkpoint of an \
+             earlier epoch",
+            path.display()
+        )));
+    }
     let cfg = config_from_meta(&meta, path)?;
     let det = Detector::new(cfg)?;
     let by_name: BTreeMap<&str, &Named> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();

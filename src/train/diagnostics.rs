@@ -290,10 +290,10 @@ impl CollapseWatch {
     }
 }
 
-/// Why a run stopped at a loss or gradient norm that is not finite, with what the run's numbers say. `kept` is the
-/// checkpoint left from an earlier epoch, if any.
-pub fn divergence(step: u64, loss: f64, grad_norm: f64, ev: &Evidence, kept: Option<&std::path::Path>) -> String {
-    let mut s = format!("by step {step} the training loss reached {loss} and the gradient norm {grad_norm}.\n");
+/// Why a run stopped at a loss, gradient norm, weight or validation score that is not finite (`what` says which),
+/// with what the run's numbers say. `kept` is the checkpoint left from an earlier epoch, if any.
+pub fn divergence(step: u64, what: &str, ev: &Evidence, kept: Option<&std::path::Path>) -> String {
+    let mut s = format!("by step {step} {what}.\n");
     let _ = writeln!(
         s,
         "  - learning rate {:.2e} with {}, gradient clipping {}",

@@ -615,6 +615,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let total = (steps_per_epoch * cfg.epochs) as u64;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f32) as u64;
     let mut summary = Summary { epochs: Vec::new(), device: be.name() };
+    // The checkpoint that a divergence in `epoch` leaves: the last finished epoch's, if any.
+    let kept = |epoch: usize| (epoch > first_epoch || resumed.is_some()).then(|| cfg.out.join("last.safetensors"));
     for epoch in first_epoch..=cfg.epochs {
         let start = Instant::now();
         // The sampler and the augmentation seeds draw from the run's generator here, before the batch thread
@@ -669,10 +671,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 let bad_loss = losses.iter().copied().find(|l| !l.is_finite());
                 if bad_loss.is_some() || !gn.is_finite() {
                     let loss = bad_loss.or(losses.last().copied()).unwrap_or(f64::NAN);
-                    let kept = cfg.out.join("last.safetensors");
-                    let kept = (epoch > first_epoch || resumed.is_some()).then_some(kept.as_path());
                     charts.drain(..).for_each(|c| drop(c.join())); // the last charts show the way there
-                    return Err(Error::Diverged(diagnostics::divergence(t, loss, gn, &evidence, kept)));
+                    let what = format!("the training loss reached {loss} and the gradient norm {gn}");
+                    return Err(Error::Diverged(diagnostics::divergence(t, &what, &evidence, kept(epoch).as_deref())));
                 }
                 let elapsed = start.elapsed().as_secs_f64();
                 let rate = ((i + 1) * cfg.batch) as f64 / elapsed;
@@ -703,6 +704,18 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         }
         let logits = predict_logits(be, &det, &mut ms, &val, 64)?;
         let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
+        // The last step may have diverged after the last progress line read its loss: check what would be saved.
+        let tensors = checkpoint::tensors(be, &det, &ms)?;
+        let bad_scores = scores.iter().filter(|s| !s.is_finite()).count();
+        let not_finite = match checkpoint::first_non_finite(&tensors) {
+            Some((name, i, v)) => Some(format!("tensor '{name}' holds {v} (at index {i})")),
+            None => (bad_scores > 0)
+                .then(|| format!("{bad_scores} of {} validation scores are not finite", scores.len())),
+        };
+        if let Some(what) = not_finite {
+            let what = format!("(the end of epoch {epoch}) {what}");
+            return Err(Error::Diverged(diagnostics::divergence(t, &what, &evidence, kept(epoch).as_deref())));
+        }
         // The validation loss with the training loss's settings, from the logits (finite for any of them).
         let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
         let (val_loss, _) =
@@ -735,9 +748,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
         meta.insert("dfgpu.metrics".into(), json_line(&r, false));
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
-        checkpoint::save(&cfg.out.join("last.safetensors"), be, &det, &ms, &meta)?;
+        checkpoint::write_detector(&cfg.out.join("last.safetensors"), &tensors, &det.cfg, &meta)?;
         if is_best {
-            checkpoint::save(&cfg.out.join("best.safetensors"), be, &det, &ms, &meta)?;
+            checkpoint::write_detector(&cfg.out.join("best.safetensors"), &tensors, &det.cfg, &meta)?;
             log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
         }
         jsonl += &json_line(&r, true);

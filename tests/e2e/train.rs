@@ -301,3 +301,65 @@ fn train_and_predict_on_the_cuda_device() {
         assert!((g - c).abs() <= 1e-4, "image {i}: P(fake) {g} on cuda, {c} on cpu");
     }
 }
+
+/// Divergence in the last step of an epoch (one step per epoch, a huge learning rate), which no progress line sees:
+/// no checkpoint is written with weights or scores that are not finite, no "best" is claimed, and an earlier
+/// epoch's checkpoint is kept as it was.
+#[test]
+fn divergence_in_an_epochs_last_step_writes_no_checkpoint() {
+    let data = tmp("train-lastdiverge-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "10", "--n-fake", "20", "--size", "32", "--seed", "3"]).status.success());
+    let out = tmp("train-lastdiverge-run");
+    let o = out.to_str().unwrap();
+    // 24 training images in batches of 16: one step per epoch.
+    let base = ["train", "--device", "cpu", "--data", d, "--out", o, "--batch", "16", "--size", "32"];
+    let diverge = ["--lr", "1e30", "--warmup-epochs", "0", "--max-grad-norm", "0"];
+    let r = dfgpu(&[&base[..], &diverge[..], &["--epochs", "1"]].concat());
+    let (stdout, stderr) = text(&r);
+    assert!(!r.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("training diverged: by step 1 (the end of epoch 1)"), "{stderr}");
+    assert!(stderr.contains("No epoch finished, so no checkpoint was written."), "{stderr}");
+    assert!(!stdout.contains("best validation AUC so far"), "{stdout}");
+    assert!(!out.join("last.safetensors").exists() && !out.join("best.safetensors").exists());
+
+    assert!(dfgpu(&[&base[..], &["--epochs", "1", "--overwrite"]].concat()).status.success());
+    let last = out.join("last.safetensors");
+    let before = std::fs::read(&last).unwrap();
+    let r = dfgpu(&[&base[..], &diverge[..], &["--epochs", "2", "--resume", last.to_str().unwrap()]].concat());
+    let (stdout, stderr) = text(&r);
+    assert!(!r.status.success() && stderr.contains("(the end of epoch 2)"), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&format!("The checkpoint of the last finished epoch is kept: {}", last.display())));
+    assert!(!stdout.contains("best validation AUC so far"), "{stdout}");
+    assert_eq!(std::fs::read(&last).unwrap(), before, "the checkpoint is not written over");
+}
+
+/// A checkpoint with a weight that is not finite is refused by predict, eval and --resume, naming the file and the
+/// tensor: predict --json never prints NaN, eval never reports an AUC of NaN scores.
+#[test]
+fn a_checkpoint_with_nan_weights_is_refused() {
+    let data = tmp("train-nanckpt-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "2"]).status.success());
+    let out = tmp("train-nanckpt-run");
+    let base = ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--batch", "4", "--size", "32"];
+    assert!(dfgpu(&[&base[..], &["--epochs", "1"]].concat()).status.success());
+    let (mut tensors, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let t = tensors.iter_mut().find(|t| t.name == "head.fc1.weight").expect("the head's first layer");
+    t.data[3] = f32::NAN;
+    let nan = out.join("nan.safetensors");
+    dfgpu::train::checkpoint::write(&nan, &tensors, &meta).unwrap();
+    let n = nan.to_str().unwrap();
+    let says = format!("{n}: tensor 'head.fc1.weight' holds NaN (at index 3)");
+    let img = data.join("real/000000.jpg");
+    for args in [
+        vec!["predict", "--device", "cpu", "--json", "--ckpt", n, img.to_str().unwrap()],
+        vec!["eval", "--device", "cpu", "--json", "--ckpt", n, "--data", d],
+        [&base[..], &["--epochs", "2", "--resume", n]].concat(),
+    ] {
+        let r = dfgpu(&args);
+        let (stdout, stderr) = text(&r);
+        assert!(!r.status.success() && stderr.contains(&says), "{}: {stdout}\n{stderr}", args[0]);
+        assert!(!stdout.contains("NaN") && !stdout.contains("AUC"), "{}: {stdout}", args[0]);
+    }
+}
