@@ -1,7 +1,8 @@
 //! The dfgpu command line: parse, then call the library.
 
-use clap::{Parser, Subcommand};
+use clap::{FromArgMatches, Parser, Subcommand};
 use dfgpu::error::Choice;
+use std::path::Path;
 use std::process::ExitCode;
 
 #[derive(Parser)]
@@ -421,7 +422,8 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
     Ok(())
 }
 
-fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
+/// `given` says whether a flag (by its clap id) was on the command line.
+fn train(device: dfgpu::DeviceSpec, a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
     use dfgpu::train::trainer::{self, TrainConfig};
     let (be, line) = dfgpu::select(device, Default::default())?;
     println!("{line}");
@@ -434,10 +436,13 @@ fn train(device: dfgpu::DeviceSpec, a: TrainArgs) -> dfgpu::Result<()> {
         (Some(_), false) => trainer::ExistingRun::Refuse,
         (None, false) => trainer::ExistingRun::MoveAside,
     };
-    if let Some(out) = a.out {
+    // A resumed run goes on in its own folder unless told otherwise.
+    if let Some(out) = a.out.or_else(|| a.resume.as_ref().map(|r| r.parent().unwrap_or(Path::new("")).to_path_buf())) {
         cfg.out = out;
     }
     (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
+    cfg.model_flags =
+        trainer::MODEL_FLAGS.iter().map(|(f, _)| *f).filter(|f| given(&f[2..].replace('-', "_"))).collect();
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);
@@ -476,10 +481,15 @@ fn pack(data: &std::path::Path, out: &std::path::Path, size: usize) -> dfgpu::Re
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let given = |id: &str| {
+        let m = matches.subcommand_matches("train");
+        m.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
+    };
     let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
         Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
-        Command::Train(a) => train(device, a),
+        Command::Train(a) => train(device, a, &given),
         Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts } => {
             dfgpu::select(device, Default::default()).and_then(|(be, line)| {
                 println!("{line}");

@@ -69,7 +69,29 @@ pub struct TrainConfig {
     pub pretrained: Option<PathBuf>,
     /// What to do when `out` holds an earlier run (and this is not a --resume of it).
     pub existing: ExistingRun,
+    /// The model flags (of `MODEL_FLAGS`) given on the command line: on --resume each must agree with the
+    /// checkpoint, whose settings the run keeps.
+    pub model_flags: Vec<&'static str>,
 }
+
+/// Each model flag and the checkpoint metadata key that stores its setting.
+pub const MODEL_FLAGS: [(&str, &str); 15] = [
+    ("--backbone", "dfgpu.backbone"),
+    ("--size", "dfgpu.size"),
+    ("--freq-widths", "dfgpu.freq.widths"),
+    ("--no-freq-bn", "dfgpu.freq.norm"),
+    ("--spectrum", "dfgpu.fft.layout"),
+    ("--freq-norm", "dfgpu.fft.magnitude"),
+    ("--phase", "dfgpu.fft.phase"),
+    ("--grayscale", "dfgpu.fft.grayscale"),
+    ("--head-hidden", "dfgpu.head.hidden"),
+    ("--no-head-norm", "dfgpu.head.norm"),
+    ("--head-act", "dfgpu.head.act"),
+    ("--dropout", "dfgpu.head.dropout"),
+    ("--gated", "dfgpu.head.gated"),
+    ("--branches", "dfgpu.head.branches"),
+    ("--branch-dropout", "dfgpu.head.branch_dropout"),
+];
 
 /// A run folder that holds an earlier run (its log or checkpoints) is never silently overwritten.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,7 +111,12 @@ const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safeten
 fn check_out(cfg: &TrainConfig) -> Result<bool> {
     let out = &cfg.out;
     let held: Vec<&str> = RUN_FILES.iter().filter(|f| out.join(f).exists()).copied().collect();
-    if held.is_empty() || cfg.resume.is_some() {
+    // Resuming into the checkpoint's own folder continues that run; any other folder is a run of its own.
+    let own = |ckpt: &Path| {
+        let dir = ckpt.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        matches!((dir.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b)
+    };
+    if held.is_empty() || cfg.resume.as_deref().is_some_and(own) {
         return Ok(false);
     }
     if cfg.existing == ExistingRun::Refuse {
@@ -141,6 +168,7 @@ impl TrainConfig {
             resume: None,
             pretrained: None,
             existing: ExistingRun::MoveAside,
+            model_flags: Vec::new(),
         }
     }
 }
@@ -497,12 +525,14 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
     }
     let held = check_out(cfg)?;
+    // A resumed run decodes its data at the checkpoint's size: its model settings come from there.
+    let resumed = cfg.resume.as_deref().map(|p| resume_from(be, cfg, p, log)).transpose()?;
     let data_path = match &cfg.data {
         Some(p) => p.clone(),
         None => builtin_data(&cfg.synth, log)?,
     };
     let t0 = Instant::now();
-    let size = cfg.model.size;
+    let size = resumed.as_ref().map_or(cfg.model.size, |(det, ..)| det.cfg.size);
     let mut all = open_data(&data_path, size, log)?;
     let mut skipped = std::mem::take(&mut all.skipped);
     let (train, val) = match &cfg.val {
@@ -534,21 +564,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let weights = cfg.weighting.weights(counts)?;
     prepare_out(cfg, held, log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
-    let (det, mut ms, resumed) = match &cfg.resume {
-        Some(p) => {
-            let (det, ms, meta) = checkpoint::load(p, be)?;
-            // The two state buffers mean different things to AdamW and SGD.
-            let stored = meta.get("dfgpu.optimizer").map_or("adamw", String::as_str);
-            if stored != cfg.optimizer.name() {
-                return Err(Error::Invalid(format!(
-                    "{}: was trained with --optimizer {stored}; resume it with the same optimizer (asked: {})",
-                    p.display(),
-                    cfg.optimizer.name()
-                )));
-            }
-            log(&format!("resuming from {} with the model settings stored in it", p.display()));
-            (det, ms, Some(ResumePoint::from_meta(&meta, p)?))
-        }
+    let (det, mut ms, resumed) = match resumed {
+        Some((det, ms, point)) => (det, ms, Some(point)),
         None => {
             let det = Detector::new(cfg.model.clone())?;
             let mut ms = ModelState::new(be, &det, cfg.seed)?;
@@ -772,6 +789,41 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         if cfg.grad_report > 0 { ", grad/step-*.png" } else { "" }
     ));
     Ok(summary)
+}
+
+/// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
+/// must agree with it.
+fn resume_from(
+    be: &dyn Backend,
+    cfg: &TrainConfig,
+    p: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<(Detector, ModelState, ResumePoint)> {
+    let (det, ms, meta) = checkpoint::load(p, be)?;
+    // The two state buffers mean different things to AdamW and SGD.
+    let stored = meta.get("dfgpu.optimizer").map_or("adamw", String::as_str);
+    if stored != cfg.optimizer.name() {
+        return Err(Error::Invalid(format!(
+            "{}: was trained with --optimizer {stored}; resume it with the same optimizer (asked: {})",
+            p.display(),
+            cfg.optimizer.name()
+        )));
+    }
+    let (asked, has) = (checkpoint::config_meta(&cfg.model), checkpoint::config_meta(&det.cfg));
+    for (flag, key) in MODEL_FLAGS.iter().filter(|(f, _)| cfg.model_flags.contains(f)) {
+        if asked[*key] != has[*key] {
+            let k = key.trim_start_matches("dfgpu.");
+            return Err(Error::Invalid(format!(
+                "{}: {flag} ({k} {}) contradicts the checkpoint's {k} {}: a resumed run keeps the model it was \
+                 trained with (drop {flag}, or start a new run)",
+                p.display(),
+                asked[*key],
+                has[*key]
+            )));
+        }
+    }
+    log(&format!("resuming from {} with the model settings stored in it", p.display()));
+    Ok((det, ms, ResumePoint::from_meta(&meta, p)?))
 }
 
 /// The loss kinds the command line names.

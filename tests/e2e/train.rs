@@ -363,3 +363,41 @@ fn a_checkpoint_with_nan_weights_is_refused() {
         assert!(!stdout.contains("NaN") && !stdout.contains("AUC"), "{}: {stdout}", args[0]);
     }
 }
+
+/// `--resume A/last.safetensors --out B` does not write over the run in B (without --overwrite), and a resumed
+/// run keeps the checkpoint's model: a model flag that contradicts it is an error naming both values, a missing
+/// one takes the checkpoint's (here the data is decoded at its 32, not the tiny backbone's default 64).
+#[test]
+fn resume_keeps_other_runs_and_the_checkpoints_model() {
+    let data = tmp("train-resumeinto-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "4"]).status.success());
+    let (a, b) = (tmp("train-resumeinto-a"), tmp("train-resumeinto-b"));
+    let quick = ["train", "--device", "cpu", "--data", d, "--batch", "4", "--grad-report", "0"];
+    for out in [&a, &b] {
+        let r = dfgpu(&[&quick[..], &["--size", "32", "--epochs", "1", "--out", out.to_str().unwrap()]].concat());
+        assert!(r.status.success(), "{}", text(&r).1);
+    }
+    let last_a = a.join("last.safetensors");
+    let resume = [&quick[..], &["--epochs", "2", "--resume", last_a.to_str().unwrap()]].concat();
+    let before = std::fs::read(b.join("last.safetensors")).unwrap();
+    let r = dfgpu(&[&resume[..], &["--out", b.to_str().unwrap()]].concat());
+    let stderr = text(&r).1;
+    assert!(!r.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("{}: holds an earlier run", b.display())), "{stderr}");
+    assert_eq!(std::fs::read(b.join("last.safetensors")).unwrap(), before, "run B is untouched");
+
+    let r = dfgpu(&[&resume[..], &["--size", "64"]].concat());
+    let stderr = text(&r).1;
+    assert!(!r.status.success(), "{stderr}");
+    assert!(stderr.contains("--size (size 64) contradicts the checkpoint's size 32"), "{stderr}");
+    let r = dfgpu(&[&resume[..], &["--gated"]].concat());
+    assert!(text(&r).1.contains("--gated (head.gated true) contradicts the checkpoint's head.gated false"));
+
+    // No --size and no --out: the checkpoint's size, in the checkpoint's folder.
+    let r = dfgpu(&resume);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("images at 32x32 ready") && stdout.contains("resumed at epoch 1 of 2"), "{stdout}");
+    assert_eq!(std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().count(), 2);
+}
