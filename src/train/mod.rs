@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod diagnostics;
 pub mod figures;
 pub mod metrics;
+pub mod rundir;
 pub mod sanity;
 pub mod spectrum;
 pub mod trainer;

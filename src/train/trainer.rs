@@ -20,6 +20,7 @@ use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::metrics::{auc, Report};
+use crate::train::rundir::{self, RunDir};
 use crate::train::{checkpoint, figures};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -93,54 +94,7 @@ pub const MODEL_FLAGS: [(&str, &str); 15] = [
     ("--branch-dropout", "dfgpu.head.branch_dropout"),
 ];
 
-/// A run folder that holds an earlier run (its log or checkpoints) is never silently overwritten.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ExistingRun {
-    /// An error that says what to do: the user named the folder.
-    Refuse,
-    /// The earlier run is renamed to the first free `NAME-K` beside it: the default folder, reused by every run.
-    MoveAside,
-    /// Written over (--overwrite, and each run of an ablation, whose folder it owns).
-    Overwrite,
-}
-
-/// Files whose presence means a folder holds a run.
-const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safetensors"];
-
-/// Whether `cfg.out` holds an earlier run that this one may not touch: checked before the data is read.
-fn check_out(cfg: &TrainConfig) -> Result<bool> {
-    let out = &cfg.out;
-    let held: Vec<&str> = RUN_FILES.iter().filter(|f| out.join(f).exists()).copied().collect();
-    // Resuming into the checkpoint's own folder continues that run; any other folder is a run of its own.
-    let own = |ckpt: &Path| {
-        let dir = ckpt.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        matches!((dir.canonicalize(), out.canonicalize()), (Ok(a), Ok(b)) if a == b)
-    };
-    if held.is_empty() || cfg.resume.as_deref().is_some_and(own) {
-        return Ok(false);
-    }
-    if cfg.existing == ExistingRun::Refuse {
-        return Err(Error::Invalid(format!(
-            "{}: holds an earlier run ({}): choose another --out, continue it with --resume {}, or pass --overwrite",
-            out.display(),
-            held.join(", "),
-            out.join("last.safetensors").display()
-        )));
-    }
-    Ok(true)
-}
-
-/// Makes `cfg.out` ready for the run once the data is in: an earlier run is moved aside if `cfg.existing` says so.
-fn prepare_out(cfg: &TrainConfig, held: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
-    let out = &cfg.out;
-    if held && cfg.existing == ExistingRun::MoveAside {
-        let name = out.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
-        let aside = (1..).map(|k| out.with_file_name(format!("{name}-{k}"))).find(|p| !p.exists()).unwrap();
-        std::fs::rename(out, &aside).map_err(|source| Error::Io { path: out.clone(), source })?;
-        log(&format!("{} held an earlier run: moved it to {}", out.display(), aside.display()));
-    }
-    std::fs::create_dir_all(out).map_err(|source| Error::Io { path: out.clone(), source })
-}
+pub use crate::train::rundir::ExistingRun;
 
 impl TrainConfig {
     /// Defaults for a backbone: focal loss, class-balanced batches, AdamW 1e-3 with one warm-up epoch.
@@ -341,14 +295,6 @@ fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
         .collect()
 }
 
-fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp"); // beside the file, so the rename stays on one file system
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-    std::fs::rename(&tmp, path).map_err(|source| Error::Io { path: path.to_path_buf(), source })
-}
-
 const CSV_COLUMNS: [&str; 10] = [
     "epoch",
     "train_loss",
@@ -524,7 +470,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     if cfg.batch < 2 || cfg.epochs == 0 {
         return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
     }
-    let held = check_out(cfg)?;
+    let mut run = RunDir::open(&cfg.out, cfg.existing, cfg.resume.as_deref(), log)?;
     // A resumed run decodes its data at the checkpoint's size: its model settings come from there.
     let resumed = cfg.resume.as_deref().map(|p| resume_from(be, cfg, p, log)).transpose()?;
     let data_path = match &cfg.data {
@@ -562,10 +508,10 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         )));
     }
     let weights = cfg.weighting.weights(counts)?;
-    prepare_out(cfg, held, log)?;
+    run.move_aside(log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
     let (det, mut ms, resumed) = match resumed {
-        Some((det, ms, point)) => (det, ms, Some(point)),
+        Some((det, ms, point, meta)) => (det, ms, Some((point, meta))),
         None => {
             let det = Detector::new(cfg.model.clone())?;
             let mut ms = ModelState::new(be, &det, cfg.seed)?;
@@ -617,15 +563,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let mut jsonl = String::new();
     let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
     let (mut t, mut best_auc, mut first_epoch) = (0u64, f64::NEG_INFINITY, 1);
-    if let Some(r) = &resumed {
+    if let (Some((r, meta)), Some(ckpt)) = (&resumed, &cfg.resume) {
         (t, best_auc, first_epoch, rng) = (r.t, r.best_auc, r.epoch + 1, Rng::new(r.rng));
-        // Keep the log of the epochs before the checkpoint.
-        if let Ok(old) = std::fs::read_to_string(&jsonl_path) {
-            old.lines().take(r.epoch).for_each(|l| {
-                jsonl += l;
-                jsonl.push('\n');
-            });
-        }
+        // Keep the log of the epochs before the checkpoint, and what a kill between the epoch's files lost.
+        jsonl = rundir::resumed_log(ckpt, r.epoch, meta, log);
+        rundir::restore_best(ckpt, meta, &cfg.out, log)?;
         log(&format!("resumed at epoch {} of {}, step {t}", r.epoch, cfg.epochs));
     }
     let steps_per_epoch = (train.len() / cfg.batch).max(1);
@@ -726,8 +668,9 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         let bad_scores = scores.iter().filter(|s| !s.is_finite()).count();
         let not_finite = match checkpoint::first_non_finite(&tensors) {
             Some((name, i, v)) => Some(format!("tensor '{name}' holds {v} (at index {i})")),
-            None => (bad_scores > 0)
-                .then(|| format!("{bad_scores} of {} validation scores are not finite", scores.len())),
+            None => {
+                (bad_scores > 0).then(|| format!("{bad_scores} of {} validation scores are not finite", scores.len()))
+            }
         };
         if let Some(what) = not_finite {
             let what = format!("(the end of epoch {epoch}) {what}");
@@ -765,6 +708,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
         meta.insert("dfgpu.metrics".into(), json_line(&r, false));
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
+        // Whether this epoch is the best so far: --resume restores best.safetensors from it if a kill lost it.
+        meta.insert("dfgpu.best".into(), is_best.to_string());
         checkpoint::write_detector(&cfg.out.join("last.safetensors"), &tensors, &det.cfg, &meta)?;
         if is_best {
             checkpoint::write_detector(&cfg.out.join("best.safetensors"), &tensors, &det.cfg, &meta)?;
@@ -773,8 +718,8 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         jsonl += &json_line(&r, true);
         jsonl.push('\n');
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
-        write_atomic(&jsonl_path, &jsonl)?;
-        write_atomic(&cfg.out.join("metrics.csv"), &csv_of(&jsonl))?;
+        rundir::write_atomic(&jsonl_path, jsonl.as_bytes())?;
+        rundir::write_atomic(&cfg.out.join("metrics.csv"), csv_of(&jsonl).as_bytes())?;
         summary.epochs.push(r);
         figures::curves(&jsonl, &cfg.out.join("curves.png"))?;
         last_scores = scores;
@@ -798,7 +743,7 @@ fn resume_from(
     cfg: &TrainConfig,
     p: &Path,
     log: &mut dyn FnMut(&str),
-) -> Result<(Detector, ModelState, ResumePoint)> {
+) -> Result<(Detector, ModelState, ResumePoint, checkpoint::Meta)> {
     let (det, ms, meta) = checkpoint::load(p, be)?;
     // The two state buffers mean different things to AdamW and SGD.
     let stored = meta.get("dfgpu.optimizer").map_or("adamw", String::as_str);
@@ -823,7 +768,7 @@ fn resume_from(
         }
     }
     log(&format!("resuming from {} with the model settings stored in it", p.display()));
-    Ok((det, ms, ResumePoint::from_meta(&meta, p)?))
+    Ok((det, ms, ResumePoint::from_meta(&meta, p)?, meta))
 }
 
 /// The loss kinds the command line names.

@@ -273,8 +273,21 @@ fn train_and_predict_on_the_cuda_device() {
     assert!(dfgpu(&["synth", d, "--n-real", "4", "--n-fake", "20", "--size", "32", "--seed", "9"]).status.success());
     let out = tmp("cuda-run");
     let o = dfgpu(&[
-        "train", "--device", "cuda", "--data", d, "--out", out.to_str().unwrap(), "--size", "32", "--epochs", "2",
-        "--batch", "8", "--grad-report", "1",
+        "train",
+        "--device",
+        "cuda",
+        "--data",
+        d,
+        "--out",
+        out.to_str().unwrap(),
+        "--size",
+        "32",
+        "--epochs",
+        "2",
+        "--batch",
+        "8",
+        "--grad-report",
+        "1",
     ]);
     let (stdout, stderr) = text(&o);
     assert!(o.status.success(), "{stdout}\n{stderr}");
@@ -283,7 +296,8 @@ fn train_and_predict_on_the_cuda_device() {
     let best = out.join("best.safetensors");
     let img = data.join("real");
     let p_fake = |device: &str| -> Vec<f64> {
-        let o = dfgpu(&["predict", "--device", device, "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
+        let o =
+            dfgpu(&["predict", "--device", device, "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "predict on {device}: {stdout}\n{stderr}");
         stdout
@@ -342,7 +356,8 @@ fn a_checkpoint_with_nan_weights_is_refused() {
     let d = data.to_str().unwrap();
     assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "2"]).status.success());
     let out = tmp("train-nanckpt-run");
-    let base = ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--batch", "4", "--size", "32"];
+    let base =
+        ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--batch", "4", "--size", "32"];
     assert!(dfgpu(&[&base[..], &["--epochs", "1"]].concat()).status.success());
     let (mut tensors, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
     let t = tensors.iter_mut().find(|t| t.name == "head.fc1.weight").expect("the head's first layer");
@@ -400,4 +415,73 @@ fn resume_keeps_other_runs_and_the_checkpoints_model() {
     assert!(r.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("images at 32x32 ready") && stdout.contains("resumed at epoch 1 of 2"), "{stdout}");
     assert_eq!(std::fs::read_to_string(a.join("metrics.jsonl")).unwrap().lines().count(), 2);
+}
+
+/// A run locks its folder: a second run on it is refused, naming the first one's process; a lock left by a run
+/// that no longer runs (killed) is taken over; the lock goes when the run ends, whether it succeeded or failed.
+#[test]
+fn a_run_folder_is_locked_while_a_run_writes_into_it() {
+    let data = tmp("train-lock-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "6"]).status.success());
+    let out = tmp("train-lock-run");
+    let quick = ["train", "--device", "cpu", "--data", d, "--epochs", "1", "--batch", "4", "--size", "32"];
+    let run = [&quick[..], &["--out", out.to_str().unwrap()]].concat();
+    let lock = out.join("dfgpu.lock");
+    std::fs::create_dir_all(&out).unwrap();
+    // A live process: this test's own.
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let r = dfgpu(&run);
+    let stderr = text(&r).1;
+    assert!(!r.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("another dfgpu run (process {}) is writing into", std::process::id())),
+        "{stderr}"
+    );
+    assert!(lock.exists() && !out.join("last.safetensors").exists(), "the other run's lock and folder are left alone");
+
+    // A process that has ended.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    std::fs::write(&lock, gone.id().to_string()).unwrap();
+    let r = dfgpu(&run);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("taken over from process {}, which is no longer running", gone.id())), "{stdout}");
+    assert!(!lock.exists() && out.join("last.safetensors").exists());
+    let r = dfgpu(&[&run[..], &["--overwrite", "--batch", "1"]].concat());
+    assert!(!r.status.success() && !lock.exists(), "a failed run leaves no lock: {}", text(&r).1);
+}
+
+/// A kill between an epoch's files (here: after last.safetensors, before best.safetensors and the metrics line)
+/// loses nothing on --resume: best.safetensors and the epoch's line come back, as in a run never interrupted;
+/// the temporary files the kill left are removed, with a note.
+#[test]
+fn resume_repairs_what_a_kill_between_the_epochs_files_lost() {
+    let data = tmp("train-repair-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "10", "--n-fake", "20", "--size", "32", "--seed", "7"]).status.success());
+    let (whole, cut) = (tmp("train-repair-whole"), tmp("train-repair-cut"));
+    let run = |out: &std::path::Path, extra: &[&str]| {
+        let base = ["train", "--device", "cpu", "--data", d, "--batch", "8", "--size", "32", "--grad-report", "0"];
+        let r = dfgpu(&[&base[..], &["--out", out.to_str().unwrap()], extra].concat());
+        assert!(r.status.success(), "{}\n{}", text(&r).0, text(&r).1);
+        text(&r).0
+    };
+    run(&whole, &["--epochs", "2"]);
+    run(&cut, &["--epochs", "1"]);
+    for f in ["best.safetensors", "metrics.jsonl", "metrics.csv"] {
+        std::fs::remove_file(cut.join(f)).unwrap();
+    }
+    std::fs::write(cut.join("best.safetensors.tmp"), b"half a checkpoint").unwrap();
+    let last = cut.join("last.safetensors");
+    let stdout = run(&cut, &["--epochs", "2", "--resume", last.to_str().unwrap()]);
+    assert!(stdout.contains("best.safetensors.tmp: a temporary file left by an interrupted run"), "{stdout}");
+    assert!(stdout.contains("restored epoch 1's line"), "{stdout}");
+    assert!(!cut.join("best.safetensors.tmp").exists());
+    let best = |dir: &std::path::Path| std::fs::read(dir.join("best.safetensors")).unwrap();
+    assert_eq!(best(&cut), best(&whole), "best.safetensors as in the run never interrupted");
+    let log = std::fs::read_to_string(cut.join("metrics.jsonl")).unwrap();
+    let epochs: Vec<&str> = log.lines().map(|l| &l[..10]).collect();
+    assert_eq!(epochs, ["{\"epoch\":1", "{\"epoch\":2"], "{log}");
 }

@@ -1,0 +1,186 @@
+//! The run folder (`train --out`): locked while a run writes into it, never taken from an earlier run silently,
+//! cleared of the temporary files an interrupted run leaves, written through temporary files and renames, and
+//! repaired on --resume when a kill fell between the files of one epoch.
+
+use crate::error::{Error, Result};
+use crate::train::checkpoint::{self, Meta};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A run folder that holds an earlier run (its log or checkpoints) is never silently overwritten.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExistingRun {
+    /// An error that says what to do: the user named the folder.
+    Refuse,
+    /// The earlier run is moved to the first free `NAME-K` beside it: the default folder, reused by every run.
+    MoveAside,
+    /// Written over (--overwrite, and each run of an ablation, whose folder it owns).
+    Overwrite,
+}
+
+/// Files whose presence means a folder holds a run.
+const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safetensors"];
+
+/// The lock file: it holds the id of the process that writes into the folder.
+pub const LOCK: &str = "dfgpu.lock";
+
+/// A run folder that this process holds: locked until dropped.
+pub struct RunDir {
+    pub dir: PathBuf,
+    /// The earlier run it holds, to be moved aside (`move_aside`).
+    held: bool,
+    /// Whether this run made the folder: dropped empty (an error before the first file), it goes too.
+    created: bool,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io { path: path.to_path_buf(), source }
+}
+
+/// Whether a process runs under this id (Linux's /proc; elsewhere every lock counts as stale).
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+impl RunDir {
+    /// Creates and locks `dir`, then checks it: a folder that holds an earlier run is an error (`Refuse`) or noted
+    /// for `move_aside`, unless `resume` is a checkpoint in it (that run goes on). Stale temporary files go.
+    pub fn open(dir: &Path, existing: ExistingRun, resume: Option<&Path>, log: &mut dyn FnMut(&str)) -> Result<RunDir> {
+        let created = !dir.exists();
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        lock(dir, log)?;
+        // Only now: a RunDir removes the lock when dropped.
+        let mut run = RunDir { dir: dir.to_path_buf(), held: false, created };
+        let held: Vec<&str> = RUN_FILES.iter().filter(|f| dir.join(f).exists()).copied().collect();
+        // Resuming into the checkpoint's own folder continues that run; any other folder is a run of its own.
+        let own = |ckpt: &Path| {
+            let d = ckpt.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            matches!((d.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
+        };
+        if !held.is_empty() && !resume.is_some_and(own) {
+            if existing == ExistingRun::Refuse {
+                return Err(Error::Invalid(format!(
+                    "{}: holds an earlier run ({}): choose another --out, continue it with --resume {}, or pass \
+                     --overwrite",
+                    dir.display(),
+                    held.join(", "),
+                    dir.join("last.safetensors").display()
+                )));
+            }
+            run.held = existing == ExistingRun::MoveAside;
+        }
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let p = e.map_err(io(dir))?.path();
+            if p.is_file() && p.extension().is_some_and(|x| x == "tmp") {
+                std::fs::remove_file(&p).map_err(io(&p))?;
+                log(&format!("removed {}: a temporary file left by an interrupted run", p.display()));
+            }
+        }
+        Ok(run)
+    }
+
+    /// Moves the earlier run found by `open` (every file but the lock) to the first free `NAME-K` beside the
+    /// folder: done once the data is in, so that bad data leaves the earlier run where it was.
+    pub fn move_aside(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        if !std::mem::take(&mut self.held) {
+            return Ok(());
+        }
+        let dir = &self.dir;
+        let name = dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
+        let aside = (1..).map(|k| dir.with_file_name(format!("{name}-{k}"))).find(|p| !p.exists()).unwrap();
+        std::fs::create_dir(&aside).map_err(io(&aside))?;
+        for e in std::fs::read_dir(dir).map_err(io(dir))? {
+            let e = e.map_err(io(dir))?;
+            if e.file_name() != LOCK {
+                std::fs::rename(e.path(), aside.join(e.file_name())).map_err(io(&e.path()))?;
+            }
+        }
+        log(&format!("{} held an earlier run: moved it to {}", dir.display(), aside.display()));
+        Ok(())
+    }
+}
+
+/// Takes the lock: created anew, so that of two runs only one gets it. A lock whose process has ended (a
+/// killed run) is taken over.
+fn lock(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    let path = dir.join(LOCK);
+    loop {
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(mut f) => return write!(f, "{}", std::process::id()).map_err(io(&path)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let Ok(pid) = text.trim().parse::<u32>() else {
+                    return Err(Error::Invalid(format!(
+                        "{}: a lock that names no process ('{}'): if no run writes into {}, remove it",
+                        path.display(),
+                        text.trim(),
+                        dir.display()
+                    )));
+                };
+                if alive(pid) {
+                    return Err(Error::Invalid(format!(
+                        "{}: another dfgpu run (process {pid}) is writing into this folder ({} says so): wait \
+                         for it to end, or choose another --out",
+                        dir.display(),
+                        path.display()
+                    )));
+                }
+                log(&format!("{}: taken over from process {pid}, which is no longer running", path.display()));
+                match std::fs::remove_file(&path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                    _ => {}
+                }
+            }
+            Err(e) => return Err(io(&path)(e)),
+        }
+    }
+}
+
+impl Drop for RunDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(self.dir.join(LOCK));
+        if self.created {
+            let _ = std::fs::remove_dir(&self.dir); // only if empty
+        }
+    }
+}
+
+/// Writes a file through a temporary one beside it (so that the rename stays on one file system): a crash never
+/// leaves it torn.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// The metrics log of a run resumed from `ckpt` (of `epoch`, with metadata `meta`): the lines of the epochs up
+/// to the checkpoint's, from the log beside it. A kill between the checkpoint and the log loses the epoch's
+/// line: it is restored from the checkpoint, which carries it (without the timing).
+pub fn resumed_log(ckpt: &Path, epoch: usize, meta: &Meta, log: &mut dyn FnMut(&str)) -> String {
+    let path = ckpt.with_file_name("metrics.jsonl");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut lines: Vec<&str> = old.lines().take(epoch).collect();
+    if let Some(line) = meta.get("dfgpu.metrics").filter(|_| lines.len() + 1 == epoch) {
+        lines.push(line);
+        log(&format!("{}: restored epoch {epoch}'s line from {}", path.display(), ckpt.display()));
+    }
+    lines.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// On --resume from `ckpt`: when its epoch was the best so far but `out`'s best.safetensors is not that epoch's
+/// (a kill between the two checkpoints), the checkpoint is copied there; both were written with the same content.
+pub fn restore_best(ckpt: &Path, meta: &Meta, out: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
+    if meta.get("dfgpu.best").map(String::as_str) != Some("true") {
+        return Ok(());
+    }
+    let best = out.join("best.safetensors");
+    let epoch = |m: &Meta| m.get("dfgpu.epoch").cloned();
+    if checkpoint::read_some(&best, |_| false).is_ok_and(|(_, m)| epoch(&m) == epoch(meta)) {
+        return Ok(());
+    }
+    write_atomic(&best, &std::fs::read(ckpt).map_err(io(ckpt))?)?;
+    log(&format!("{}: restored from {}, the best epoch so far", best.display(), ckpt.display()));
+    Ok(())
+}
