@@ -20,6 +20,8 @@ pub struct Sample {
 #[derive(Clone, Debug, Default)]
 pub struct Dataset {
     pub samples: Vec<Sample>,
+    /// What the folder walk left out, and why (links that loop back into the data folder).
+    pub skipped: Vec<String>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
@@ -30,17 +32,66 @@ fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
-/// Every image file under `dir`, sorted (so that a dataset is the same on every machine).
-pub(crate) fn images_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-        let path = entry.map_err(io(dir))?.path();
-        if path.is_dir() {
-            images_under(&path, out)?;
-        } else if is_image(&path) {
-            out.push(path);
-        }
+/// A walk for image files that reaches each folder once. A link to a folder inside or above one of its roots,
+/// or to one already walked, is skipped and reported: following `real/loop -> ..` would never end, or would
+/// label every fake under it real.
+pub(crate) struct Walk {
+    roots: Vec<PathBuf>,
+    seen: std::collections::HashSet<PathBuf>,
+    /// The links not followed, each with why.
+    pub skipped: Vec<String>,
+}
+
+impl Walk {
+    pub fn new(roots: &[&Path]) -> Result<Walk> {
+        let roots = roots.iter().map(|r| r.canonicalize().map_err(io(r))).collect::<Result<_>>()?;
+        Ok(Walk { roots, seen: Default::default(), skipped: Vec::new() })
     }
-    Ok(())
+
+    /// Every image file under `dir`, in the order the folders list them.
+    pub fn images(&mut self, dir: &Path) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        self.walk(dir, &mut out)?;
+        Ok(out)
+    }
+
+    fn walk(&mut self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        if !self.seen.insert(dir.canonicalize().map_err(io(dir))?) {
+            return Ok(());
+        }
+        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
+            let entry = entry.map_err(io(dir))?;
+            let path = entry.path();
+            if !path.is_dir() {
+                if is_image(&path) {
+                    out.push(path);
+                }
+                continue;
+            }
+            if entry.file_type().map_err(io(&path))?.is_symlink() {
+                let to = path.canonicalize().map_err(io(&path))?;
+                if self.seen.contains(&to) || self.roots.iter().any(|r| to.starts_with(r) || r.starts_with(&to)) {
+                    self.skipped.push(format!(
+                        "{}: a link to {}, inside or above the data folder or already walked (a loop): not \
+                         followed",
+                        path.display(),
+                        to.display()
+                    ));
+                    continue;
+                }
+            }
+            self.walk(&path, out)?;
+        }
+        Ok(())
+    }
+}
+
+/// Every image file under `dir`, sorted (so that a dataset is the same on every machine), and the links skipped.
+pub(crate) fn images_under(dir: &Path) -> Result<(Vec<PathBuf>, Vec<String>)> {
+    let mut walk = Walk::new(&[dir])?;
+    let mut files = walk.images(dir)?;
+    files.sort();
+    Ok((files, walk.skipped))
 }
 
 impl Dataset {
@@ -68,16 +119,16 @@ impl Dataset {
 
     fn folder(dir: &Path) -> Result<Dataset> {
         let mut samples = Vec::new();
-        for (class, label) in [("real", 0u8), ("fake", 1u8)] {
-            let root = dir.join(class);
-            if !root.is_dir() {
-                return Err(Error::Invalid(format!(
-                    "{}: missing folder '{class}/' (a folder dataset has real/ and fake/ inside)",
-                    dir.display()
-                )));
-            }
-            let mut files = Vec::new();
-            images_under(&root, &mut files)?;
+        let classes = [("real", 0u8), ("fake", 1u8)].map(|(class, label)| (dir.join(class), class, label));
+        if let Some((_, class, _)) = classes.iter().find(|(root, ..)| !root.is_dir()) {
+            return Err(Error::Invalid(format!(
+                "{}: missing folder '{class}/' (a folder dataset has real/ and fake/ inside)",
+                dir.display()
+            )));
+        }
+        let mut walk = Walk::new(&[dir, &classes[0].0, &classes[1].0])?;
+        for (root, _, label) in classes {
+            let mut files = walk.images(&root)?;
             files.sort();
             for path in files {
                 let rel = path.strip_prefix(&root).unwrap_or(&path);
@@ -86,7 +137,7 @@ impl Dataset {
                 samples.push(Sample { path, label, group });
             }
         }
-        Ok(Dataset { samples })
+        Ok(Dataset { samples, skipped: walk.skipped })
     }
 
     fn csv(file: &Path) -> Result<Dataset> {
@@ -115,7 +166,7 @@ impl Dataset {
             let group = cols.get(2).filter(|g| !g.is_empty() && label == 1).map(|g| g.to_string());
             samples.push(Sample { path, label, group });
         }
-        Ok(Dataset { samples })
+        Ok(Dataset { samples, skipped: Vec::new() })
     }
 
     /// [real, fake].
@@ -133,7 +184,10 @@ impl Dataset {
     pub fn split(&self, fraction: f64, seed: u64) -> Result<(Dataset, Dataset)> {
         let labels: Vec<u8> = self.samples.iter().map(|s| s.label).collect();
         let (train, val) = stratified_split(&labels, fraction, seed)?;
-        let pick = |idx: Vec<usize>| Dataset { samples: idx.into_iter().map(|i| self.samples[i].clone()).collect() };
+        let pick = |idx: Vec<usize>| Dataset {
+            samples: idx.into_iter().map(|i| self.samples[i].clone()).collect(),
+            skipped: Vec::new(),
+        };
         Ok((pick(train), pick(val)))
     }
 }

@@ -76,6 +76,7 @@ impl Loaded {
                 ));
             }
         }
+        let skipped = [ds.skipped.clone(), skipped].concat(); // the walk's first: it ran first
         Ok(Loaded { skipped, ..Loaded::new(size, Pixels::Owned(px), labels, groups) })
     }
 

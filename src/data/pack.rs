@@ -49,7 +49,7 @@ pub fn pack(ds: &Dataset, size: usize, out: &Path, progress: &mut dyn FnMut(usiz
     let tmp = out.with_extension("dfpack.tmp");
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
     w.write_all(MAGIC).map_err(io(&tmp))?;
-    let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), ds.skipped.clone());
     for (c, chunk) in ds.samples.chunks(CHUNK).enumerate() {
         let decoded: Vec<_> = chunk.par_iter().map(|s| load_rgb(&s.path, size as u32)).collect();
         for (s, r) in chunk.iter().zip(decoded) {

@@ -263,9 +263,8 @@ fn listing(cfg: &SynthConfig) -> Vec<(PathBuf, bool, Option<String>)> {
 /// The photos of `--from`, decoded once, each scaled so that its short side is at most twice the set's size
 /// (a crop keeps detail at the size it is cut to; memory stays small). At most `limit` of them, in path order.
 fn load_photos(dir: &Path, size: usize, limit: usize) -> Result<Vec<image::RgbImage>> {
-    let mut files = Vec::new();
-    crate::data::folder::images_under(dir, &mut files)?;
-    files.sort();
+    // A link that loops back is left out; the photos under it are reached directly or not at all.
+    let (mut files, _) = crate::data::folder::images_under(dir)?;
     files.truncate(limit);
     if files.is_empty() {
         return Err(Error::Invalid(format!(

@@ -817,10 +817,10 @@ pub fn predict_files(
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
-            let mut under = Vec::new();
-            crate::data::folder::images_under(p, &mut under)?;
-            under.sort();
+            let (under, skipped) = crate::data::folder::images_under(p)?;
             files.extend(under);
+            // A link that loops back into the folder is not followed: reported as an input that was skipped.
+            skipped.into_iter().for_each(|s| emit(p, Err(s)));
         } else {
             files.push(p.clone());
         }

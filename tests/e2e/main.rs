@@ -24,3 +24,23 @@ pub fn tmp(name: &str) -> std::path::PathBuf {
 pub fn text(o: &Output) -> (String, String) {
     (String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
+
+/// As `dfgpu`, for a command that could hang: killed after `secs` seconds, and the test fails saying so.
+pub fn dfgpu_within(secs: u64, args: &[&str]) -> Output {
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_dfgpu"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("could not start the dfgpu binary");
+    let start = std::time::Instant::now();
+    while child.try_wait().expect("dfgpu runs").is_none() {
+        if start.elapsed().as_secs() >= secs {
+            let _ = child.kill();
+            panic!("dfgpu {} did not end within {secs} s", args.join(" "));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("dfgpu's output")
+}

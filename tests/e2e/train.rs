@@ -1,4 +1,4 @@
-use crate::{dfgpu, text, tmp};
+use crate::{dfgpu, dfgpu_within, text, tmp};
 
 /// A PNG's width and height (from its header).
 fn image_size(p: &std::path::Path) -> (u32, u32) {
@@ -484,4 +484,36 @@ fn resume_repairs_what_a_kill_between_the_epochs_files_lost() {
     let log = std::fs::read_to_string(cut.join("metrics.jsonl")).unwrap();
     let epochs: Vec<&str> = log.lines().map(|l| &l[..10]).collect();
     assert_eq!(epochs, ["{\"epoch\":1", "{\"epoch\":2"], "{log}");
+}
+
+/// Links that loop back into a data folder (`real/loop -> ..`, `fake/upconv/up2 -> ../..`) hang neither pack,
+/// train nor predict; they are skipped and reported, and label nothing: the counts are the folder's own.
+#[test]
+fn links_that_loop_back_into_the_data_are_skipped() {
+    let data = tmp("train-loops-data");
+    let d = data.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", "6", "--n-fake", "12", "--size", "32", "--seed", "8"]).status.success());
+    std::os::unix::fs::symlink("..", data.join("real/loop")).unwrap();
+    std::os::unix::fs::symlink("../..", data.join("fake/upconv/up2")).unwrap();
+    let says = |s: &str| s.contains("real/loop: a link to") && s.contains("up2: a link to");
+    let pack = data.with_extension("dfpack");
+    let r = dfgpu_within(60, &["pack", d, pack.to_str().unwrap(), "--size", "32"]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(18 images: 6 real, 12 fake") && says(&stdout), "{stdout}");
+
+    let out = tmp("train-loops-run");
+    let o = out.to_str().unwrap();
+    let r = dfgpu_within(60, &["train", "--device", "cpu", "--data", d, "--out", o, "--epochs", "1", "--size", "32"]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success() && says(&stdout), "{stdout}\n{stderr}");
+    assert!(stdout.contains("18 images at 32x32 ready"), "{stdout}");
+
+    let last = out.join("last.safetensors");
+    let real = data.join("real");
+    let args = ["predict", "--device", "cpu", "--json", "--ckpt", last.to_str().unwrap(), real.to_str().unwrap()];
+    let r = dfgpu_within(60, &args);
+    let (stdout, stderr) = text(&r);
+    assert_eq!(stdout.lines().filter(|l| l.contains("\"p_fake\":")).count(), 6, "{stdout}\n{stderr}");
+    assert!(stdout.lines().any(|l| l.contains("real/loop: a link to") && l.contains("\"error\":")), "{stdout}");
 }

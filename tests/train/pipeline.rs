@@ -120,7 +120,7 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
     }
     // The split of the indices is Dataset::split's.
     let ok: Vec<_> = ds.samples.iter().filter(|s| s.path != bad).cloned().collect();
-    let (_, val_ds) = Dataset { samples: ok }.split(0.25, 7).unwrap();
+    let (_, val_ds) = Dataset { samples: ok, skipped: Vec::new() }.split(0.25, 7).unwrap();
     assert_eq!(val_ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), mv.labels);
 
     // A file that is not a pack is never written over.
