@@ -52,7 +52,7 @@ def main():
         weights, inp, out = (os.path.join(tmp, f) for f in ("weights.safetensors", "in.safetensors", "out.safetensors"))
         safetensors_io.write(weights, model.state_dict())
         safetensors_io.write(inp, {"images": x})
-        cmd = [a.dfgpu, "--device", a.device, "timm-forward", "--backbone", variant, "--weights", weights,
+        cmd = [a.dfgpu, "timm-forward", "--device", a.device, "--backbone", variant, "--weights", weights,
                "--input", inp, "--out", out]
         subprocess.run(cmd, check=True)
         got = safetensors_io.read(out)

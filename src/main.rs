@@ -8,11 +8,26 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(name = "dfgpu", version, about = "Train and run two-branch (EfficientNet + FFT) deepfake image detectors")]
 struct Cli {
-    /// Where to run: auto (the GPU if one is usable, else the CPU), cpu, cuda, or cuda:N.
-    #[arg(long, global = true, default_value = "auto")]
-    device: String,
     #[command(subcommand)]
     command: Command,
+}
+
+/// `--device`, taken only by the commands that run on one: the others refuse it rather than ignore it.
+#[derive(clap::Args)]
+struct Device {
+    /// Where to run: auto (the GPU if one is usable, else the CPU), cpu, cuda, or cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+impl Device {
+    fn spec(&self) -> dfgpu::Result<dfgpu::DeviceSpec> {
+        self.device.parse()
+    }
+
+    fn select(&self) -> dfgpu::Result<(Box<dyn dfgpu::Backend>, String)> {
+        dfgpu::select(self.spec()?, Default::default())
+    }
 }
 
 #[derive(Subcommand)]
@@ -30,6 +45,8 @@ enum Command {
         branch: BranchArgs,
         #[arg(long, default_value_t = 300)]
         steps: usize,
+        #[command(flatten)]
+        dev: Device,
     },
     /// The mean spectrum of each class, their difference and the azimuthal averages, as a PNG and a table.
     Spectrum {
@@ -40,6 +57,8 @@ enum Command {
         /// Images are resized to this side first.
         #[arg(long, default_value_t = 64)]
         size: usize,
+        #[command(flatten)]
+        dev: Device,
     },
     /// A grid of runs on one dataset (branches x frequency normalization x loss): a table of AUC, balanced
     /// accuracy and EER, as markdown and CSV in --out.
@@ -62,6 +81,8 @@ enum Command {
         model: ModelArgs,
         #[command(flatten)]
         opts: TrainOpts,
+        #[command(flatten)]
+        dev: Device,
     },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
@@ -73,6 +94,8 @@ enum Command {
         /// One JSON object on stdout (the progress lines go to stderr).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dev: Device,
     },
     /// P(fake) for each image; a folder stands for every image under it. An unreadable image is reported and
     /// skipped (the exit status then says so).
@@ -85,6 +108,8 @@ enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        dev: Device,
     },
     /// Draws a run's learning curves (RUN/curves.png) from its metrics.jsonl, e.g. while it is still training.
     Curves {
@@ -144,6 +169,8 @@ enum Command {
         /// Where to write 'features' (N x C) and 'logits' (N x classes).
         #[arg(long)]
         out: std::path::PathBuf,
+        #[command(flatten)]
+        dev: Device,
     },
     /// Devices, driver and library versions, compiled-in GPU architectures, CPU threads.
     /// With --device, also opens that device and says what it got.
@@ -151,6 +178,8 @@ enum Command {
         /// Also print ptxas's report for every kernel: registers, shared memory, spills.
         #[arg(long)]
         ptxas: bool,
+        #[command(flatten)]
+        dev: Device,
     },
 }
 
@@ -300,6 +329,8 @@ struct TrainArgs {
     /// Start the EfficientNet from timm weights: a state_dict exported by scripts/export_timm.py.
     #[arg(long)]
     pretrained: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    dev: Device,
 }
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
@@ -423,9 +454,9 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
 }
 
 /// `given` says whether a flag (by its clap id) was on the command line.
-fn train(device: dfgpu::DeviceSpec, a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
+fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
     use dfgpu::train::trainer::{self, TrainConfig};
-    let (be, line) = dfgpu::select(device, Default::default())?;
+    let (be, line) = a.dev.select()?;
     println!("{line}");
     let mut cfg = TrainConfig::new(with_branches(model_config(be.as_ref(), &a.model)?, &a.branch)?);
     (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
@@ -487,11 +518,11 @@ fn main() -> ExitCode {
         let m = matches.subcommand_matches("train");
         m.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
     };
-    let result = cli.device.parse::<dfgpu::DeviceSpec>().and_then(|device| match cli.command {
-        Command::Info { ptxas } => dfgpu::info::run(device, ptxas),
-        Command::Train(a) => train(device, a, &given),
-        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts } => {
-            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+    let result = match cli.command {
+        Command::Info { ptxas, dev } => dev.spec().and_then(|device| dfgpu::info::run(device, ptxas)),
+        Command::Train(a) => train(a, &given),
+        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts, dev } => {
+            dev.select().and_then(|(be, line)| {
                 println!("{line}");
                 if opts.class_weights.is_some() {
                     return Err(dfgpu::Error::Invalid(
@@ -516,7 +547,7 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Spectrum { data, out, size } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+        Command::Spectrum { data, out, size, dev } => dev.select().and_then(|(be, line)| {
             println!("{line}");
             let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size)?;
             dfgpu::train::spectrum::write_png(&s, &out)?;
@@ -527,20 +558,17 @@ fn main() -> ExitCode {
             );
             Ok(())
         }),
-        Command::Sanity { data, model, branch, steps } => {
-            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-                println!("{line}");
-                let cfg = with_branches(model_config(be.as_ref(), &model)?, &branch)?;
-                let r =
-                    dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
-                if r.passed {
-                    Ok(())
-                } else {
-                    Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
-                }
-            })
-        }
-        Command::Eval { ckpt, data, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+        Command::Sanity { data, model, branch, steps, dev } => dev.select().and_then(|(be, line)| {
+            println!("{line}");
+            let cfg = with_branches(model_config(be.as_ref(), &model)?, &branch)?;
+            let r = dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
+            if r.passed {
+                Ok(())
+            } else {
+                Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
+            }
+        }),
+        Command::Eval { ckpt, data, json, dev } => dev.select().and_then(|(be, line)| {
             eprintln!("{line}");
             let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
             let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| say(l))?;
@@ -560,7 +588,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Predict { ckpt, images, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+        Command::Predict { ckpt, images, json, dev } => dev.select().and_then(|(be, line)| {
             eprintln!("{line}");
             let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
             let failed =
@@ -585,14 +613,12 @@ fn main() -> ExitCode {
         }
         Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)
             .map(|()| println!("wrote {} (timm names) from {}", out.display(), ckpt.display())),
-        Command::TimmForward { backbone, weights, input, out } => {
-            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-                println!("{line}");
-                let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
-                println!("wrote {}: {wrote}", out.display());
-                Ok(())
-            })
-        }
+        Command::TimmForward { backbone, weights, input, out, dev } => dev.select().and_then(|(be, line)| {
+            println!("{line}");
+            let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
+            println!("wrote {}: {wrote}", out.display());
+            Ok(())
+        }),
         Command::Synth { out, n_real, n_fake, size, seed, families, from } => {
             let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families, from };
             let t = std::time::Instant::now();
@@ -604,7 +630,7 @@ fn main() -> ExitCode {
                 )
             })
         }
-    });
+    };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -1,4 +1,4 @@
-use crate::{dfgpu, text};
+use crate::{dfgpu, text, tmp};
 
 #[test]
 fn info_exits_0_and_says_what_device_auto_uses_and_why() {
@@ -34,7 +34,7 @@ fn info_ptxas_lists_every_kernel_with_its_registers() {
 
 #[test]
 fn a_bad_device_flag_is_an_error_that_names_it() {
-    let o = dfgpu(&["--device", "gpu0", "info"]);
+    let o = dfgpu(&["info", "--device", "gpu0"]);
     let (_, err) = text(&o);
     assert!(!o.status.success());
     assert!(err.contains("--device 'gpu0': expected auto, cpu, cuda or cuda:N"), "{err}");
@@ -46,4 +46,22 @@ fn cpu_device_is_always_available() {
     let (out, err) = text(&o);
     assert!(o.status.success(), "{err}");
     assert!(out.contains("device: cpu"), "{out}");
+}
+
+/// The commands that never use a device refuse --device rather than run on the CPU whatever it says.
+#[test]
+fn commands_without_a_device_refuse_the_flag() {
+    let (set, run) = (tmp("nodevice-set"), tmp("nodevice-run"));
+    let (s, r) = (set.to_str().unwrap(), run.to_str().unwrap());
+    for args in [
+        vec!["synth", s, "--n-real", "2", "--n-fake", "2"],
+        vec!["pack", s, r],
+        vec!["curves", r],
+        vec!["timm-export", "--ckpt", r, s],
+    ] {
+        let o = dfgpu(&[&args[..], &["--device", "cuda"]].concat());
+        let err = text(&o).1;
+        assert!(!o.status.success() && err.contains("unexpected argument '--device'"), "{}: {err}", args[0]);
+    }
+    assert!(!set.exists(), "synth wrote nothing");
 }
