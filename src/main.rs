@@ -428,7 +428,8 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
     cfg.loss.validate().map_err(|e| Error::Invalid(format!("--focal-alpha, --focal-gamma, --label-smoothing: {e}")))?;
     if let Some(w) = &o.class_weights {
         let num = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0);
-        let want = "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, BETA in [0, 1))";
+        let want =
+            "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, not both 0, BETA in [0, 1))";
         cfg.weighting = match w.as_str() {
             "none" => ClassWeighting::None,
             "auto" => ClassWeighting::Auto,
@@ -443,7 +444,7 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
                     None => return bad("--class-weights", w, want),
                 },
                 (None, Some((a, b))) => match (num(a), num(b)) {
-                    (Some(a), Some(b)) => ClassWeighting::PerClass([a, b]),
+                    (Some(a), Some(b)) if a + b > 0.0 => ClassWeighting::PerClass([a, b]),
                     _ => return bad("--class-weights", w, want),
                 },
                 _ => return bad("--class-weights", w, want),

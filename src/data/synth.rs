@@ -314,14 +314,15 @@ fn photo_crop(photos: &[image::RgbImage], size: usize, rng: &mut Rng) -> Image {
 pub fn write(cfg: &SynthConfig, out: &Path) -> Result<usize> {
     cfg.validate()?;
     let files = listing(cfg);
-    for dir in ["real".to_string()].into_iter().chain(cfg.families.iter().map(|f| format!("fake/{f}"))) {
-        let d = out.join(dir);
-        std::fs::create_dir_all(&d).map_err(|source| Error::Io { path: d.clone(), source })?;
-    }
+    // The photos first: a --from without any leaves no empty set behind.
     let photos = match &cfg.from {
         Some(dir) => Some(load_photos(dir, cfg.size, files.len())?),
         None => None,
     };
+    for dir in ["real".to_string()].into_iter().chain(cfg.families.iter().map(|f| format!("fake/{f}"))) {
+        let d = out.join(dir);
+        std::fs::create_dir_all(&d).map_err(|source| Error::Io { path: d.clone(), source })?;
+    }
     files.par_iter().enumerate().try_for_each(|(i, (rel, fake, family))| {
         let mut rng = Rng::new(cfg.seed ^ (0xD1B5_4A32_D192_ED03u64.wrapping_mul(i as u64 + 1)));
         let base = match &photos {

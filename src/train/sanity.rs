@@ -41,27 +41,35 @@ pub fn sanity(
         Some(p) => p.to_path_buf(),
         None => builtin_data(&cfg.synth, log)?,
     };
-    let ten = if pack::is_pack(&path) {
+    // The set's own counts and the ten (or fewer) images picked: the first 5 of each class.
+    let (have, ten) = if pack::is_pack(&path) {
         let all = open_data(&path, cfg.model.size, log)?;
         let labels = &all.labels;
         let first = |label: u8| (0..labels.len()).filter(move |&i| labels[i] == label).take(5);
         let idx: Vec<usize> = first(0).chain(first(1)).collect();
-        all.subset(&idx)
+        (all.counts(), all.subset(&idx))
     } else {
         let mut ds = Dataset::open(&path)?;
+        let have = ds.counts();
         let mut picked = Vec::new();
         for label in [0u8, 1] {
             picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
         }
         ds.samples = picked;
-        Loaded::decode(&ds, cfg.model.size, &path, log)?
+        (have, Loaded::decode(&ds, cfg.model.size, &path, log)?)
     };
-    if ten.len() < 10 {
+    let [r, f] = ten.counts();
+    if r < 5 || f < 5 {
+        let unreadable = match ten.skipped.len() {
+            0 => String::new(),
+            n => format!("; {n} of them unreadable:\n  {}", ten.skipped.join("\n  ")),
+        };
         return Err(Error::Invalid(format!(
-            "{}: only {} of the first 5 real and 5 fake images could be read: {:?}",
+            "{}: the check fits the first 5 real and 5 fake images; the set has {} real and {} fake, and {r} real \
+             and {f} fake of the first ones could be read{unreadable}",
             path.display(),
-            ten.len(),
-            ten.skipped
+            have[0],
+            have[1]
         )));
     }
     let det = Detector::new(cfg.model.clone())?;

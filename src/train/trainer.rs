@@ -203,7 +203,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
 /// Opens a dataset at the model's input size: a packed file (mapped, nothing decoded) or a folder or CSV
 /// (decoded in parallel, unreadable files skipped and listed).
 pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    if pack::is_pack(spec) {
+    let l = if pack::is_pack(spec) {
         let l = pack::open(spec)?;
         if l.size != size {
             return Err(Error::Invalid(format!(
@@ -213,9 +213,24 @@ pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<
                 p = l.size
             )));
         }
-        return Ok(l);
+        l
+    } else {
+        Loaded::decode(&Dataset::open(spec)?, size, spec, log)?
+    };
+    // A class that no image is left of gives no metric worth printing: say which files took it away.
+    let [r, f] = l.counts();
+    if r == 0 || f == 0 {
+        let which = if r == 0 { "real" } else { "fake" };
+        let why = match l.skipped.len() {
+            0 => String::new(),
+            n => format!("; {n} unreadable file(s) skipped:\n  {}", l.skipped.join("\n  ")),
+        };
+        return Err(Error::Invalid(format!(
+            "{}: no {which} image could be read ({r} real, {f} fake){why}",
+            spec.display()
+        )));
     }
-    Loaded::decode(&Dataset::open(spec)?, size, spec, log)
+    Ok(l)
 }
 
 /// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
@@ -501,12 +516,6 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         skipped.len()
     ));
     let counts = train.counts();
-    if counts.contains(&0) {
-        return Err(Error::Invalid(format!(
-            "after skipping unreadable files the training set has {} real and {} fake images",
-            counts[0], counts[1]
-        )));
-    }
     let weights = cfg.weighting.weights(counts)?;
     run.move_aside(log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
@@ -767,8 +776,19 @@ fn resume_from(
             )));
         }
     }
+    let point = ResumePoint::from_meta(&meta, p)?;
+    if cfg.epochs <= point.epoch {
+        return Err(Error::Invalid(format!(
+            "{}: has {} epoch(s) done already, and --epochs {} asks for no more: give --epochs above {} to \
+             continue it",
+            p.display(),
+            point.epoch,
+            cfg.epochs,
+            point.epoch
+        )));
+    }
     log(&format!("resuming from {} with the model settings stored in it", p.display()));
-    Ok((det, ms, ResumePoint::from_meta(&meta, p)?, meta))
+    Ok((det, ms, point, meta))
 }
 
 /// The loss kinds the command line names.
@@ -818,6 +838,9 @@ pub fn predict_files(
     for p in inputs {
         if p.is_dir() {
             let (under, skipped) = crate::data::folder::images_under(p)?;
+            if under.is_empty() {
+                return Err(Error::Invalid(format!("{}: no images (jpg, jpeg, png, webp, bmp) under it", p.display())));
+            }
             files.extend(under);
             // A link that loops back into the folder is not followed: reported as an input that was skipped.
             skipped.into_iter().for_each(|s| emit(p, Err(s)));

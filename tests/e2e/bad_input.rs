@@ -1,0 +1,103 @@
+//! Bad input meets a message that says what is wrong and where (issue 14).
+
+use crate::{dfgpu, text, tmp};
+use std::path::Path;
+
+fn synth(dir: &Path, real: &str, fake: &str) {
+    let d = dir.to_str().unwrap();
+    assert!(dfgpu(&["synth", d, "--n-real", real, "--n-fake", fake, "--size", "32", "--seed", "5"]).status.success());
+}
+
+/// A command that fails, and its standard error.
+fn fails(args: &[&str]) -> String {
+    let o = dfgpu(args);
+    let (stdout, stderr) = text(&o);
+    assert!(!o.status.success(), "{}: exit 0\n{stdout}\n{stderr}", args.join(" "));
+    stderr
+}
+
+/// The first half of a file.
+fn cut_in_half(p: &Path) {
+    let b = std::fs::read(p).unwrap();
+    std::fs::write(p, &b[..b.len() / 2]).unwrap();
+}
+
+#[test]
+fn messages_name_the_problem() {
+    let (data, out) = (tmp("bad-messages-data"), tmp("bad-messages-run"));
+    synth(&data, "3", "6");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let e = fails(&["sanity", "--device", "cpu", "--data", d, "--size", "32"]);
+    assert!(e.contains("the set has 3 real and 6 fake, and 3 real and 5 fake of the first ones could be read"), "{e}");
+
+    let pack = out.with_extension("dfpack");
+    std::fs::write(&pack, b"DFPACK?? damaged header").unwrap();
+    let e = fails(&["train", "--device", "cpu", "--data", pack.to_str().unwrap(), "--out", o]);
+    assert!(e.contains("not a readable pack: it does not start with dfgpu's pack header"), "{e}");
+    let e = fails(&["train", "--device", "cpu", "--data", d, "--out", o, "--class-weights", "0,0"]);
+    assert!(e.contains("--class-weights '0,0': choose"), "{e}");
+
+    let empty = tmp("bad-messages-empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let set = tmp("bad-messages-set");
+    let e = fails(&["synth", set.to_str().unwrap(), "--from", empty.to_str().unwrap()]);
+    assert!(e.contains("no images (jpg, jpeg, png, webp, bmp) under it") && !set.exists(), "{e}");
+
+    let quick = ["train", "--device", "cpu", "--data", d, "--out", o, "--size", "32", "--batch", "4", "--epochs", "1"];
+    assert!(dfgpu(&quick).status.success());
+    let last = out.join("last.safetensors");
+    let e = fails(&["predict", "--device", "cpu", "--ckpt", last.to_str().unwrap(), empty.to_str().unwrap()]);
+    assert!(e.contains(&format!("{}: no images (jpg, jpeg, png, webp, bmp) under it", empty.display())), "{e}");
+    let e = fails(&[&quick[..], &["--resume", last.to_str().unwrap()]].concat());
+    assert!(e.contains("has 1 epoch(s) done already, and --epochs 1 asks for no more"), "{e}");
+}
+
+/// A JPEG cut short is an unreadable image (skipped and listed, with no blank line after a decoder's message),
+/// and a class that no readable image is left of is an error listing the skipped files, for eval and train.
+#[test]
+fn cut_images_are_skipped_and_an_emptied_class_is_an_error() {
+    let (data, out) = (tmp("bad-cut-data"), tmp("bad-cut-run"));
+    synth(&data, "4", "8");
+    let (d, o) = (data.to_str().unwrap(), out.to_str().unwrap());
+    let mut fake: Vec<_> = walk(&data.join("fake"));
+    fake.sort();
+    cut_in_half(&fake[0]);
+    std::fs::write(&fake[1], &std::fs::read(&fake[2]).unwrap()[..300]).unwrap();
+    let pack = out.with_extension("dfpack");
+    let r = dfgpu(&["pack", d, pack.to_str().unwrap(), "--size", "32"]);
+    let stdout = text(&r).0;
+    assert!(r.status.success() && stdout.contains("10 images (2 skipped)"), "{stdout}");
+    assert!(stdout.contains(&format!("skipped: {}: cannot decode: the file ends inside", fake[0].display())));
+    assert!(!stdout.contains("\n\n"), "{stdout}");
+
+    let quick = ["train", "--device", "cpu", "--data", d, "--out", o, "--size", "32", "--batch", "4", "--epochs", "1"];
+    assert!(dfgpu(&quick).status.success());
+    fake.iter().for_each(|f| cut_in_half(f));
+    let says = |e: &str| {
+        e.contains(&format!("{d}: no fake image could be read (4 real, 0 fake); 8 unreadable file(s) skipped:"))
+            && e.contains(&fake[7].display().to_string())
+    };
+    let last = out.join("last.safetensors");
+    let e = fails(&["eval", "--device", "cpu", "--ckpt", last.to_str().unwrap(), "--data", d]);
+    assert!(says(&e), "{e}");
+    let e = fails(&[&quick[..], &["--overwrite"]].concat());
+    assert!(says(&e), "{e}");
+    let mut on_pack = quick.to_vec();
+    on_pack[4] = pack.to_str().unwrap();
+    let e = fails(&[&on_pack[..], &["--overwrite", "--val", d]].concat());
+    assert!(says(&e), "{e}");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flat_map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                vec![p]
+            }
+        })
+        .collect()
+}
