@@ -583,8 +583,10 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     let total = (steps_per_epoch * cfg.epochs) as u64;
     let warmup = (cfg.warmup_epochs * steps_per_epoch as f32) as u64;
     let mut summary = Summary { epochs: Vec::new(), device: be.name() };
-    // The checkpoint that a divergence in `epoch` leaves: the last finished epoch's, if any.
-    let kept = |epoch: usize| (epoch > first_epoch || resumed.is_some()).then(|| cfg.out.join("last.safetensors"));
+    // The checkpoint that a divergence in `epoch` leaves: the last finished epoch's, or the one resumed from (with
+    // --out elsewhere, the run's folder has none yet).
+    let kept =
+        |epoch: usize| if epoch > first_epoch { Some(cfg.out.join("last.safetensors")) } else { cfg.resume.clone() };
     for epoch in first_epoch..=cfg.epochs {
         let start = Instant::now();
         // The sampler and the augmentation seeds draw from the run's generator here, before the batch thread

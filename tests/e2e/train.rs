@@ -346,6 +346,16 @@ fn divergence_in_an_epochs_last_step_writes_no_checkpoint() {
     assert!(stderr.contains(&format!("The checkpoint of the last finished epoch is kept: {}", last.display())));
     assert!(!stdout.contains("best validation AUC so far"), "{stdout}");
     assert_eq!(std::fs::read(&last).unwrap(), before, "the checkpoint is not written over");
+    // Resumed into a fresh folder, the checkpoint kept is the one resumed from.
+    let other = tmp("train-lastdiverge-other");
+    let into = ["--epochs", "2", "--resume", last.to_str().unwrap(), "--out", other.to_str().unwrap()];
+    let r = dfgpu(&[&base[..5], &["--batch", "16", "--size", "32"], &diverge[..], &into[..]].concat());
+    let stderr = text(&r).1;
+    assert!(
+        stderr.contains(&format!("The checkpoint of the last finished epoch is kept: {}", last.display())),
+        "{stderr}"
+    );
+    assert!(!other.join("last.safetensors").exists(), "{stderr}");
 }
 
 /// A checkpoint with a weight that is not finite is refused by predict, eval and --resume, naming the file and the
