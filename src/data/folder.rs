@@ -153,9 +153,7 @@ pub fn stratified_split(labels: &[u8], fraction: f64, seed: u64) -> Result<(Vec<
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for label in [0u8, 1] {
         let mut class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == label).collect();
-        for i in (1..class.len()).rev() {
-            class.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        rng.shuffle(&mut class);
         if class.len() < 2 {
             return Err(Error::Invalid(format!("cannot split {} image(s) of class {label}", class.len())));
         }

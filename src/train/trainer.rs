@@ -197,9 +197,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     match sampler {
         Sampler::Natural => {
             let mut idx: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                idx.swap(i, rng.below(i as u64 + 1) as usize);
-            }
+            rng.shuffle(&mut idx);
             idx.chunks(batch).take(steps).map(|c| c.to_vec()).collect()
         }
         Sampler::Balanced => {
@@ -493,9 +491,7 @@ pub(crate) fn flagged(rows: &[GradRow]) -> Vec<String> {
 
 /// Trains; returns every epoch's validation figures. `log` receives the progress lines.
 pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
-    if cfg.batch < 2 || cfg.epochs == 0 {
-        return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
-    }
+    check_settings(cfg)?;
     let held = check_out(cfg)?;
     let data_path = match &cfg.data {
         Some(p) => p.clone(),
@@ -524,6 +520,40 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         t0.elapsed().as_secs_f64(),
         skipped.len()
     ));
+    run(be, cfg, held, &train, &val, log)
+}
+
+/// `train` on a training and a validation set already in memory (`cfg.data` and `cfg.val` are not read): what
+/// `dfgpu holdout` runs for each held-out group.
+pub fn train_on(
+    be: &dyn Backend,
+    cfg: &TrainConfig,
+    train: &Loaded,
+    val: &Loaded,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    check_settings(cfg)?;
+    let held = check_out(cfg)?;
+    run(be, cfg, held, train, val, log)
+}
+
+fn check_settings(cfg: &TrainConfig) -> Result<()> {
+    if cfg.batch < 2 || cfg.epochs == 0 {
+        return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
+    }
+    Ok(())
+}
+
+/// The run itself, once the data is in memory and `cfg.out` checked (`held`: it holds an earlier run).
+fn run(
+    be: &dyn Backend,
+    cfg: &TrainConfig,
+    held: bool,
+    train: &Loaded,
+    val: &Loaded,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    let size = cfg.model.size;
     let counts = train.counts();
     if counts.contains(&0) {
         return Err(Error::Invalid(format!(

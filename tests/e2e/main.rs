@@ -1,6 +1,7 @@
 //! End-to-end tests of the `dfgpu` binary, one module per command.
 
 mod ablate;
+mod holdout;
 mod info;
 mod pack;
 mod sanity;

@@ -4,6 +4,7 @@ mod checkpoint;
 mod data;
 mod diagnostics;
 mod figures;
+mod holdout;
 mod metrics;
 mod pipeline;
 mod spectrum;
