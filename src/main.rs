@@ -1,6 +1,7 @@
 //! The dfgpu command line: parse, then call the library.
 
 use clap::{Parser, Subcommand};
+use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
 use std::process::ExitCode;
 
@@ -36,9 +37,12 @@ enum Command {
         data: std::path::PathBuf,
         #[arg(long, default_value = "spectrum.png")]
         out: std::path::PathBuf,
-        /// Images are resized to this side first.
+        /// The side of the spectra: each image's centre crop of this side, or the image resized to it (--input).
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// crop (native pixels) or resize.
+        #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+        input: Input,
     },
     /// A grid of runs on one dataset (branches x frequency normalization x loss): a table of AUC, balanced
     /// accuracy and EER, as markdown and CSV in --out.
@@ -98,6 +102,8 @@ enum Command {
         /// One JSON object on stdout (the progress lines go to stderr).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tiles: TileArgs,
     },
     /// P(fake) for each image; a folder stands for every image under it. An unreadable image is reported and
     /// skipped (the exit status then says so).
@@ -110,6 +116,8 @@ enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tiles: TileArgs,
     },
     /// Draws a run's learning curves (RUN/curves.png) from its metrics.jsonl, e.g. while it is still training.
     Curves {
@@ -126,6 +134,10 @@ enum Command {
         /// Image side in pixels: the model's input size (b0: 224, tiny: 64).
         #[arg(long, default_value_t = 224)]
         size: usize,
+        /// The model's --input: crop keeps each image's centre 2 size x 2 size square of native pixels (the
+        /// range of the training crops), resize the image squashed to size x size.
+        #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+        input: Input,
     },
     /// Writes the built-in synthetic set as a folder dataset: OUT/real, OUT/fake/FAMILY (1 real to 5 fakes).
     Synth {
@@ -188,6 +200,10 @@ struct ModelArgs {
     /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
     #[arg(long)]
     size: Option<usize>,
+    /// How an image becomes the input: crop (native pixels: a random crop in training, the centre crop in
+    /// validation) or resize (squashed to the input size, which low-pass filters the generators' traces).
+    #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+    input: Input,
     /// Switch the frequency branch's batch norms off.
     #[arg(long)]
     no_freq_bn: bool,
@@ -221,6 +237,23 @@ struct ModelArgs {
     /// Probability per sample of dropping one branch's features in training.
     #[arg(long, default_value_t = 0.0)]
     branch_dropout: f32,
+}
+
+/// How eval and predict score an image larger than the model (a model trained with --input crop).
+#[derive(clap::Args)]
+struct TileArgs {
+    /// Score a grid of N crops spread over the image (N a square: 1, 4, 9, ...; 1: the centre crop).
+    #[arg(long, default_value_t = 1)]
+    tiles: usize,
+    /// How the tiles' logits combine: mean, or max (one tile that looks fake is enough).
+    #[arg(long, default_value = "mean", value_parser = choice::<Combine>)]
+    tile_combine: Combine,
+}
+
+/// A clap value parser for a setting chosen by name.
+fn choice<T: Choice>(s: &str) -> Result<T, String> {
+    T::parse(s, "")
+        .map_err(|_| format!("choose one of {}", T::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
 /// The two settings that the ablation varies, fixed for train and sanity.
@@ -339,6 +372,7 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     if let Some(s) = a.size {
         model.size = s;
     }
+    model.input = a.input;
     if a.freq_widths.is_empty() || a.freq_widths.contains(&0) {
         return Err(dfgpu::Error::Invalid(format!(
             "--freq-widths {:?}: give each stage's channels, at least 1 each (e.g. 32,64,128)",
@@ -497,7 +531,7 @@ fn holdout(
             trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, ..cfg.synth.clone() }, log)?
         }
     };
-    let loaded = trainer::open_data(&path, cfg.model.size, log)?;
+    let loaded = trainer::open_data(&path, cfg.model.size, cfg.model.input, log)?;
     println!("data: {} ({})", path.display(), dfgpu::data::folder::describe(loaded.counts()));
     for s in &loaded.skipped {
         println!("skipped: {s}");
@@ -513,15 +547,22 @@ fn holdout(
     Ok(())
 }
 
-fn pack(data: &std::path::Path, out: &std::path::Path, size: usize) -> dfgpu::Result<()> {
+fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input) -> dfgpu::Result<()> {
     if !(16..=1024).contains(&size) {
         return Err(dfgpu::Error::Invalid(format!("--size {size}: must be from 16 to 1024")));
     }
     let ds = dfgpu::data::folder::Dataset::open(data)?;
-    println!("packing {} ({}) at {size}x{size} into {}", data.display(), ds.describe(), out.display());
+    let side = input.side(size);
+    println!(
+        "packing {} ({}) for {size}x{size} inputs by --input {} ({side}x{side} per image) into {}",
+        data.display(),
+        ds.describe(),
+        input.name(),
+        out.display()
+    );
     let t = std::time::Instant::now();
     let mut last = 0.0;
-    let p = dfgpu::data::pack::pack(&ds, size, out, &mut |done, total| {
+    let p = dfgpu::data::pack::pack(&ds, size, input, out, &mut |done, total| {
         let s = t.elapsed().as_secs_f64();
         if s - last >= 5.0 || done == total {
             last = s;
@@ -577,17 +618,19 @@ fn main() -> ExitCode {
         Command::Holdout { data, out, test_reals, model, branch, epochs, loss, opts } => {
             holdout(device, data, &out, test_reals, (&model, &branch), epochs, &loss, &opts)
         }
-        Command::Spectrum { data, out, size } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-            println!("{line}");
-            let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size)?;
-            dfgpu::train::spectrum::write_png(&s, &out)?;
-            println!("{}", dfgpu::train::spectrum::summary(&s));
-            println!(
-                "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
-                out.display()
-            );
-            Ok(())
-        }),
+        Command::Spectrum { data, out, size, input } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                println!("{line}");
+                let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size, input)?;
+                dfgpu::train::spectrum::write_png(&s, &out)?;
+                println!("{}", dfgpu::train::spectrum::summary(&s));
+                println!(
+                    "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
+                    out.display()
+                );
+                Ok(())
+            })
+        }
         Command::Sanity { data, model, branch, steps } => {
             dfgpu::select(device, Default::default()).and_then(|(be, line)| {
                 println!("{line}");
@@ -601,42 +644,55 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::Eval { ckpt, data, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-            eprintln!("{line}");
-            let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
-            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| say(l))?;
-            if json {
-                let q = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
-                let g: Vec<String> = groups.iter().map(|(g, a)| format!("{}:{a:.6}", dfgpu::json::quote(g))).collect();
-                println!(
-                    "{{\"checkpoint\":{},\"data\":{},\"report\":{},\"group_auc\":{{{}}}}}",
-                    q(&ckpt),
-                    q(&data),
-                    report.to_json(),
-                    g.join(",")
-                );
-            } else {
-                print!("{report}");
-                groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
-            }
-            Ok(())
-        }),
-        Command::Predict { ckpt, images, json } => dfgpu::select(device, Default::default()).and_then(|(be, line)| {
-            eprintln!("{line}");
-            let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
-            let failed =
-                dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, &mut |f, r| match (r, json) {
-                    (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
-                    (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                    (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
-                    (Err(e), false) => eprintln!("skipped: {e}"),
-                })?;
-            if failed > 0 {
-                return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read (listed above)")));
-            }
-            Ok(())
-        }),
-        Command::Pack { data, out, size } => pack(&data, &out, size),
+        Command::Eval { ckpt, data, json, tiles } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                eprintln!("{line}");
+                let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
+                let tiles = (tiles.tiles, tiles.tile_combine);
+                let (report, groups) =
+                    dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
+                if json {
+                    let q = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
+                    let g: Vec<String> =
+                        groups.iter().map(|(g, a)| format!("{}:{a:.6}", dfgpu::json::quote(g))).collect();
+                    println!(
+                        "{{\"checkpoint\":{},\"data\":{},\"report\":{},\"group_auc\":{{{}}}}}",
+                        q(&ckpt),
+                        q(&data),
+                        report.to_json(),
+                        g.join(",")
+                    );
+                } else {
+                    print!("{report}");
+                    groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+                }
+                Ok(())
+            })
+        }
+        Command::Predict { ckpt, images, json, tiles } => {
+            dfgpu::select(device, Default::default()).and_then(|(be, line)| {
+                eprintln!("{line}");
+                let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
+                let tiles = (tiles.tiles, tiles.tile_combine);
+                let failed = dfgpu::train::trainer::predict_files(
+                    be.as_ref(),
+                    &ckpt,
+                    &images,
+                    tiles,
+                    &mut |f, r| match (r, json) {
+                        (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
+                        (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+                        (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
+                        (Err(e), false) => eprintln!("skipped: {e}"),
+                    },
+                )?;
+                if failed > 0 {
+                    return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read (listed above)")));
+                }
+                Ok(())
+            })
+        }
+        Command::Pack { data, out, size, input } => pack(&data, &out, size, input),
         Command::Curves { run } => {
             let log = run.join("metrics.jsonl");
             std::fs::read_to_string(&log)

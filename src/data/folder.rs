@@ -163,21 +163,3 @@ pub fn stratified_split(labels: &[u8], fraction: f64, seed: u64) -> Result<(Vec<
     }
     Ok((train, val))
 }
-
-/// Decodes an image file to `size` x `size` RGB u8 (HWC), resizing with a triangle filter. The error names the
-/// file, so that a long run can skip it and say which.
-pub fn load_rgb(path: &Path, size: u32) -> Result<Vec<u8>> {
-    let img = image::ImageReader::open(path)
-        .map_err(io(path))?
-        .with_guessed_format()
-        .map_err(io(path))?
-        .decode()
-        .map_err(|e| Error::Invalid(format!("{}: cannot decode: {e}", path.display())))?;
-    let rgb = img.to_rgb8();
-    let rgb = if rgb.width() == size && rgb.height() == size {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
-    };
-    Ok(rgb.into_raw())
-}

@@ -2,6 +2,7 @@
 
 pub mod augment;
 pub mod folder;
+pub mod input;
 pub mod loaded;
 pub mod pack;
 pub mod synth;

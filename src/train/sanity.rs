@@ -42,7 +42,7 @@ pub fn sanity(
         None => builtin_data(&cfg.synth, log)?,
     };
     let ten = if pack::is_pack(&path) {
-        let all = open_data(&path, cfg.model.size, log)?;
+        let all = open_data(&path, cfg.model.size, cfg.model.input, log)?;
         let labels = &all.labels;
         let first = |label: u8| (0..labels.len()).filter(move |&i| labels[i] == label).take(5);
         let idx: Vec<usize> = first(0).chain(first(1)).collect();
@@ -54,7 +54,7 @@ pub fn sanity(
             picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
         }
         ds.samples = picked;
-        Loaded::decode(&ds, cfg.model.size, &path, log)?
+        Loaded::decode(&ds, cfg.model.size, cfg.model.input, &path, log)?
     };
     if ten.len() < 10 {
         return Err(Error::Invalid(format!(

@@ -9,7 +9,8 @@ use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
 use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
-use crate::data::folder::{describe, load_rgb, Dataset};
+use crate::data::folder::{describe, Dataset};
+use crate::data::input::{Combine, Input, Tiles};
 use crate::data::loaded::{Loaded, Pixels};
 use crate::data::pack;
 use crate::data::synth::{self, SynthConfig};
@@ -216,22 +217,37 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     }
 }
 
-/// Opens a dataset at the model's input size: a packed file (mapped, nothing decoded) or a folder or CSV
-/// (decoded in parallel, unreadable files skipped and listed).
-pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    if pack::is_pack(spec) {
+/// Opens a dataset as `input` keeps it for a model of `size`: a packed file (mapped, nothing decoded; it must
+/// have been packed for the same size and input) or a folder or CSV (decoded in parallel, unreadable files
+/// skipped and listed, images smaller than the model counted).
+pub fn open_data(spec: &Path, size: usize, input: Input, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
+    let l = if pack::is_pack(spec) {
         let l = pack::open(spec)?;
-        if l.size != size {
+        if (l.size, l.input) != (size, input) {
             return Err(Error::Invalid(format!(
-                "{}: packed at {p}x{p} pixels, the model takes {size}x{size}: pack again with --size {size}, or \
-                 train with --size {p}",
+                "{}: packed for {p}x{p} inputs by --input {}, the model takes {size}x{size} by --input {}: pack \
+                 again with --size {size} --input {}, or train with --size {p} --input {}",
                 spec.display(),
+                l.input.name(),
+                input.name(),
+                input.name(),
+                l.input.name(),
                 p = l.size
             )));
         }
-        return Ok(l);
+        l
+    } else {
+        Loaded::decode(&Dataset::open(spec)?, size, input, spec, log)?
+    };
+    let padded = l.padded();
+    if padded > 0 {
+        log(&format!(
+            "{}: {padded} of {} images are smaller than {size}x{size} on a side: padded by reflection",
+            spec.display(),
+            l.len()
+        ));
     }
-    Loaded::decode(&Dataset::open(spec)?, size, spec, log)
+    Ok(l)
 }
 
 /// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
@@ -263,24 +279,27 @@ impl ModelState {
     }
 }
 
-/// P(fake) for every image of `data`, in inference mode.
+/// P(fake) for every image of `data` (its centre crop), in inference mode.
 pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(be, det, ms, data, batch)?.iter().map(|&z| z.sigmoid()).collect())
+    Ok(predict_logits(be, det, ms, data, batch, Tiles::CENTRE)?.iter().map(|&z| z.sigmoid()).collect())
 }
 
-/// The logit of every image of `data`, in inference mode.
+/// The logit of every image of `data`, in inference mode: its `tiles`' logits combined; `batch` crops at a time
+/// (at least one image's).
 pub fn predict_logits(
     be: &dyn Backend,
     det: &Detector,
     ms: &mut ModelState,
     data: &Loaded,
     batch: usize,
+    tiles: Tiles,
 ) -> Result<Vec<f32>> {
+    let per = tiles.k * tiles.k;
     let mut logits_all = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch) {
-        let (x, _) = data.batch(chunk, None)?;
-        logits_all.extend_from_slice(be.download(&infer(be, det, ms, &x)?)?.host::<f32>()?);
+    for chunk in idx.chunks((batch / per).max(1)) {
+        let z = be.download(&infer(be, det, ms, &data.tiles(chunk, tiles.k)?)?)?;
+        logits_all.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
     }
     Ok(logits_all)
 }
@@ -499,11 +518,11 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     };
     let t0 = Instant::now();
     let size = cfg.model.size;
-    let mut all = open_data(&data_path, size, log)?;
+    let mut all = open_data(&data_path, size, cfg.model.input, log)?;
     let mut skipped = std::mem::take(&mut all.skipped);
     let (train, val) = match &cfg.val {
         Some(v) => {
-            let mut val = open_data(v, size, log)?;
+            let mut val = open_data(v, size, cfg.model.input, log)?;
             skipped.append(&mut val.skipped);
             (all, val)
         }
@@ -731,7 +750,7 @@ fn run(
                 diagnostics::table(&last_rows).trim_end()
             ));
         }
-        let logits = predict_logits(be, &det, &mut ms, &val, 64)?;
+        let logits = predict_logits(be, &det, &mut ms, val, 64, Tiles::CENTRE)?;
         let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
         // The validation loss with the training loss's settings, from the logits (finite for any of them).
         let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
@@ -801,15 +820,18 @@ pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
     })
 }
 
-/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC.
+/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC; each image scored by `tiles`
+/// (a count and how to combine them: `--tiles`, `--tile-combine`).
 pub fn evaluate(
     be: &dyn Backend,
     ckpt: &Path,
     data: &Path,
+    tiles: (usize, Combine),
     log: &mut dyn FnMut(&str),
 ) -> Result<(Report, Vec<(String, f64)>)> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
-    let loaded = open_data(data, det.cfg.size, log)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    let loaded = open_data(data, det.cfg.size, det.cfg.input, log)?;
     log(&format!(
         "checkpoint {} (epoch {}), data {} ({})",
         ckpt.display(),
@@ -820,20 +842,24 @@ pub fn evaluate(
     for s in &loaded.skipped {
         log(&format!("skipped: {s}"));
     }
-    let scores = predict(be, &det, &mut ms, &loaded, 64)?;
+    let logits = predict_logits(be, &det, &mut ms, &loaded, 64, tiles)?;
+    let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
     Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
 }
 
 /// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
-/// chunks so that memory stays bounded whatever the count. `emit` gets each image's path and its P(fake), or
-/// why it could not be read (the others go on). Returns how many could not be read.
+/// chunks so that memory stays bounded whatever the count; each image scored by `tiles` over the whole of it.
+/// `emit` gets each image's path and its P(fake), or why it could not be read (the others go on). Returns how
+/// many could not be read.
 pub fn predict_files(
     be: &dyn Backend,
     ckpt: &Path,
     inputs: &[PathBuf],
+    tiles: (usize, Combine),
     emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
 ) -> Result<usize> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -845,10 +871,11 @@ pub fn predict_files(
             files.push(p.clone());
         }
     }
-    let size = det.cfg.size;
+    let (size, input, per) = (det.cfg.size, det.cfg.input, tiles.k * tiles.k);
+    // Each file's crops are images of their own here, combined per file below.
     let mut failed = 0;
     for chunk in files.chunks(256) {
-        let decoded: Vec<_> = chunk.par_iter().map(|f| load_rgb(f, size as u32)).collect();
+        let decoded: Vec<_> = chunk.par_iter().map(|f| tiles.of_file(f, size, input)).collect();
         let mut ok = Vec::new();
         let mut pixels = Vec::new();
         for (f, r) in chunk.iter().zip(decoded) {
@@ -863,9 +890,11 @@ pub fn predict_files(
                 }
             }
         }
-        let loaded = Loaded::new(size, Pixels::Owned(pixels), vec![0; ok.len()], vec![None; ok.len()]);
-        for (f, p) in ok.into_iter().zip(predict(be, &det, &mut ms, &loaded, 64)?) {
-            emit(f, Ok(p));
+        let n = ok.len() * per;
+        let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
+        let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
+        for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
+            emit(f, Ok(tiles.combine.apply(z).sigmoid()));
         }
     }
     Ok(failed)

@@ -3,6 +3,7 @@
 mod ablate;
 mod holdout;
 mod info;
+mod input;
 mod pack;
 mod sanity;
 mod synth;

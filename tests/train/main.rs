@@ -5,6 +5,7 @@ mod data;
 mod diagnostics;
 mod figures;
 mod holdout;
+mod input;
 mod metrics;
 mod pipeline;
 mod spectrum;
