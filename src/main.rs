@@ -71,7 +71,7 @@ enum Command {
     /// threshold per held-out group, with the mean and the worst AUC.
     Holdout {
         /// A folder (the subfolders of fake/ are the groups), a CSV with a group column, or a pack. Default: the
-        /// built-in set with all four families (periodic included).
+        /// built-in set with all four families (periodic included), its images twice the model's side.
         #[arg(long)]
         data: Option<std::path::PathBuf>,
         #[arg(long, default_value = "runs/holdout")]
@@ -313,6 +313,11 @@ struct TrainOpts {
     /// probability.
     #[arg(long, default_value = "default")]
     augment: String,
+    /// The probability that a real training image becomes a self-fake, labelled fake: downscaled, upsampled
+    /// by a random method (nearest, bilinear, bicubic, transposed convolution, pixel shuffle), maybe only in a
+    /// soft region, maybe sharpened or blurred, JPEG-compressed.
+    #[arg(long, default_value_t = 0.0)]
+    self_fakes: f32,
     /// Without --val: the share of each class held out for validation.
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
@@ -449,6 +454,10 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
     cfg.max_grad_norm = (o.max_grad_norm > 0.0).then_some(o.max_grad_norm);
     (cfg.val_fraction, cfg.grad_report, cfg.log_every) = (o.val_fraction, o.grad_report, o.log_every);
     cfg.augment = dfgpu::data::augment::Augment::parse(&o.augment)?;
+    if !(0.0..=1.0).contains(&o.self_fakes) {
+        return bad("--self-fakes", &o.self_fakes, "a probability: from 0 to 1");
+    }
+    cfg.augment.self_fakes = o.self_fakes;
     if let LossKind::Focal { .. } = cfg.loss.kind {
         cfg.loss.kind = LossKind::Focal { alpha: o.focal_alpha, gamma: o.focal_gamma };
     }
@@ -527,8 +536,10 @@ fn holdout(
     let path = match data {
         Some(p) => p,
         None => {
+            // All four families, at twice the model's side: the input geometry matters, as with photographs.
             let families = dfgpu::data::synth::FAMILIES.map(String::from).to_vec();
-            trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, ..cfg.synth.clone() }, log)?
+            let size = 2 * cfg.model.size;
+            trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() }, log)?
         }
     };
     let loaded = trainer::open_data(&path, cfg.model.size, cfg.model.input, log)?;

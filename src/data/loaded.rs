@@ -5,7 +5,9 @@
 use crate::data::augment::Augment;
 use crate::data::folder::{stratified_split, Dataset};
 use crate::data::input::{self, Input, Own};
+use crate::data::self_fake;
 use crate::error::{Choice, Result};
+use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
 use rayon::prelude::*;
 use std::path::Path;
@@ -158,22 +160,34 @@ impl Loaded {
     }
 
     /// A u8 NHWC batch and its f32 labels: each image's centre crop, or with `aug` a random crop inside its own
-    /// pixels, augmented, image k with seed `aug.1` + k.
+    /// pixels, a real one made a self-fake (labelled fake) with probability `aug.0.self_fakes`, then augmented;
+    /// image k draws from seed `aug.1` + k.
     pub fn batch(&self, idx: &[usize], aug: Option<(&Augment, u64)>) -> Result<(Tensor, Tensor)> {
         let per = self.size * self.size * 3;
         let mut px = vec![0u8; idx.len() * per];
-        px.par_chunks_mut(per).zip(idx).enumerate().try_for_each(|(k, (dst, &i))| {
-            let seed = aug.map(|(_, seed)| seed.wrapping_add(k as u64));
-            // The crop draws from its own stream, so that the augmentations draw what they drew before it.
-            let mut rng = seed.map(|s| crate::rng::Rng::new(s ^ 0xC0FF_EE00_C0FF_EE00));
-            let at = input::crop_origin(&self.own(i), self.side, self.size, rng.as_mut());
-            input::crop_into(self.image(i), self.side, at, self.size, dst);
-            match (aug, seed) {
-                (Some((a, _)), Some(seed)) => a.apply(dst, self.size, seed),
-                _ => Ok(()),
-            }
-        })?;
-        let labels: Vec<f32> = idx.iter().map(|&i| self.labels[i] as f32).collect();
+        let made: Vec<bool> = px
+            .par_chunks_mut(per)
+            .zip(idx)
+            .enumerate()
+            .map(|(k, (dst, &i))| {
+                let seed = aug.map(|(_, seed)| seed.wrapping_add(k as u64));
+                // The crop and the self-fake draw from streams of their own, so that the augmentations draw
+                // what they drew before either existed.
+                let mut rng = seed.map(|s| Rng::new(s ^ 0xC0FF_EE00_C0FF_EE00));
+                let at = input::crop_origin(&self.own(i), self.side, self.size, rng.as_mut());
+                input::crop_into(self.image(i), self.side, at, self.size, dst);
+                let (Some((a, _)), Some(seed)) = (aug, seed) else { return Ok(false) };
+                let mut rng = Rng::new(seed ^ 0x5E1F_FA6E_5E1F_FA6E);
+                let made = self.labels[i] == 0 && a.self_fakes > 0.0 && rng.uniform() < a.self_fakes;
+                if made {
+                    self_fake::make(dst, self.size, &mut rng)?;
+                }
+                a.apply(dst, self.size, seed)?;
+                Ok(made)
+            })
+            .collect::<Result<_>>()?;
+        let labels: Vec<f32> =
+            idx.iter().zip(&made).map(|(&i, &m)| if m { 1.0 } else { self.labels[i] as f32 }).collect();
         Ok((
             Tensor::from_vec(&[idx.len(), self.size, self.size, 3], Layout::Nhwc, px)?,
             Tensor::from_vec(&[idx.len()], Layout::Plain, labels)?,

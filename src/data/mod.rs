@@ -5,4 +5,5 @@ pub mod folder;
 pub mod input;
 pub mod loaded;
 pub mod pack;
+pub mod self_fake;
 pub mod synth;

@@ -8,4 +8,5 @@ mod holdout;
 mod input;
 mod metrics;
 mod pipeline;
+mod self_fake;
 mod spectrum;
