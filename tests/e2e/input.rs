@@ -11,7 +11,9 @@ fn crop_models_score_tiles_and_resize_models_refuse_them() {
     let run = |input: &str| {
         let out = tmp(&format!("input-run-{input}"));
         let args = ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--epochs", "1"];
-        let o = dfgpu(&[&args[..], &["--batch", "8", "--size", "32", "--input", input]].concat());
+        // Self-fakes on too: the run takes them in its stride.
+        let more = ["--batch", "8", "--size", "32", "--input", input, "--self-fakes", "0.5"];
+        let o = dfgpu(&[&args[..], &more].concat());
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "{stdout}\n{stderr}");
         let ckpt = out.join("last.safetensors");
@@ -36,4 +38,6 @@ fn crop_models_score_tiles_and_resize_models_refuse_them() {
     assert!(!o.status.success() && stderr.contains("trained on resized images (--input resize)"), "{stderr}");
     let o = dfgpu(&["train", "--device", "cpu", "--input", "stretch"]);
     assert!(!o.status.success() && text(&o).1.contains("choose one of resize, crop"), "{}", text(&o).1);
+    let o = dfgpu(&["train", "--device", "cpu", "--self-fakes", "2"]);
+    assert!(!o.status.success() && text(&o).1.contains("--self-fakes '2': a probability"), "{}", text(&o).1);
 }
