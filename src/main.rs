@@ -1,6 +1,7 @@
 //! The dfgpu command line: parse, then call the library.
 
 use clap::{FromArgMatches, Parser, Subcommand};
+use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
 use std::path::Path;
 use std::process::ExitCode;
@@ -54,9 +55,12 @@ enum Command {
         data: std::path::PathBuf,
         #[arg(long, default_value = "spectrum.png")]
         out: std::path::PathBuf,
-        /// Images are resized to this side first.
+        /// The side of the spectra: each image's centre crop of this side, or the image resized to it (--input).
         #[arg(long, default_value_t = 64)]
         size: usize,
+        /// crop (native pixels) or resize.
+        #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+        input: Input,
         #[command(flatten)]
         dev: Device,
     },
@@ -84,6 +88,34 @@ enum Command {
         #[command(flatten)]
         dev: Device,
     },
+    /// Generators never seen: for each fake group, train on the other groups and test on it against reals no
+    /// run saw. A table (markdown, CSV, PNG in --out) of AUC, AP and balanced accuracy at the validation-tuned
+    /// threshold per held-out group, with the mean and the worst AUC.
+    Holdout {
+        /// A folder (the subfolders of fake/ are the groups), a CSV with a group column, or a pack. Default: the
+        /// built-in set with all four families (periodic included), its images twice the model's side.
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "runs/holdout")]
+        out: std::path::PathBuf,
+        /// The share of the reals kept apart for testing: the same reals in every run.
+        #[arg(long, default_value_t = 0.2)]
+        test_reals: f64,
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        branch: BranchArgs,
+        /// Epochs per run.
+        #[arg(long, default_value_t = 6)]
+        epochs: usize,
+        /// focal, wbce or bce (as train's).
+        #[arg(long, default_value = "focal")]
+        loss: String,
+        #[command(flatten)]
+        opts: TrainOpts,
+        #[command(flatten)]
+        dev: Device,
+    },
     /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
     Eval {
         #[arg(long)]
@@ -94,6 +126,8 @@ enum Command {
         /// One JSON object on stdout (the progress lines go to stderr).
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tiles: TileArgs,
         #[command(flatten)]
         dev: Device,
     },
@@ -108,6 +142,8 @@ enum Command {
         /// One JSON object per line instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        tiles: TileArgs,
         #[command(flatten)]
         dev: Device,
     },
@@ -126,6 +162,10 @@ enum Command {
         /// Image side in pixels: the model's input size (b0: 224, tiny: 64).
         #[arg(long, default_value_t = 224)]
         size: usize,
+        /// The model's --input: crop keeps each image's centre 2 size x 2 size square of native pixels (the
+        /// range of the training crops), resize the image squashed to size x size.
+        #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+        input: Input,
     },
     /// Writes the built-in synthetic set as a folder dataset: OUT/real, OUT/fake/FAMILY (1 real to 5 fakes).
     Synth {
@@ -192,6 +232,10 @@ struct ModelArgs {
     /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
     #[arg(long)]
     size: Option<usize>,
+    /// How an image becomes the input: crop (native pixels: a random crop in training, the centre crop in
+    /// validation) or resize (squashed to the input size, which low-pass filters the generators' traces).
+    #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
+    input: Input,
     /// Switch the frequency branch's batch norms off.
     #[arg(long)]
     no_freq_bn: bool,
@@ -225,6 +269,23 @@ struct ModelArgs {
     /// Probability per sample of dropping one branch's features in training.
     #[arg(long, default_value_t = 0.0)]
     branch_dropout: f32,
+}
+
+/// How eval and predict score an image larger than the model (a model trained with --input crop).
+#[derive(clap::Args)]
+struct TileArgs {
+    /// Score a grid of N crops spread over the image (N a square: 1, 4, 9, ...; 1: the centre crop).
+    #[arg(long, default_value_t = 1)]
+    tiles: usize,
+    /// How the tiles' logits combine: mean, or max (one tile that looks fake is enough).
+    #[arg(long, default_value = "mean", value_parser = choice::<Combine>)]
+    tile_combine: Combine,
+}
+
+/// A clap value parser for a setting chosen by name.
+fn choice<T: Choice>(s: &str) -> Result<T, String> {
+    T::parse(s, "")
+        .map_err(|_| format!("choose one of {}", T::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
 /// The two settings that the ablation varies, fixed for train and sanity.
@@ -284,6 +345,11 @@ struct TrainOpts {
     /// probability.
     #[arg(long, default_value = "default")]
     augment: String,
+    /// The probability that a real training image becomes a self-fake, labelled fake: downscaled, upsampled
+    /// by a random method (nearest, bilinear, bicubic, transposed convolution, pixel shuffle), maybe only in a
+    /// soft region, maybe sharpened or blurred, JPEG-compressed.
+    #[arg(long, default_value_t = 0.0)]
+    self_fakes: f32,
     /// Without --val: the share of each class held out for validation.
     #[arg(long, default_value_t = 0.2)]
     val_fraction: f64,
@@ -345,6 +411,7 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     if let Some(s) = a.size {
         model.size = s;
     }
+    model.input = a.input;
     if a.freq_widths.is_empty() || a.freq_widths.contains(&0) {
         return Err(dfgpu::Error::Invalid(format!(
             "--freq-widths {:?}: give each stage's channels, at least 1 each (e.g. 32,64,128)",
@@ -421,6 +488,10 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
     cfg.max_grad_norm = (o.max_grad_norm > 0.0).then_some(o.max_grad_norm);
     (cfg.val_fraction, cfg.grad_report, cfg.log_every) = (o.val_fraction, o.grad_report, o.log_every);
     cfg.augment = dfgpu::data::augment::Augment::parse(&o.augment)?;
+    if !(0.0..=1.0).contains(&o.self_fakes) {
+        return bad("--self-fakes", &o.self_fakes, "a probability: from 0 to 1");
+    }
+    cfg.augment.self_fakes = o.self_fakes;
     if let LossKind::Focal { .. } = cfg.loss.kind {
         cfg.loss.kind = LossKind::Focal { alpha: o.focal_alpha, gamma: o.focal_gamma };
     }
@@ -482,15 +553,66 @@ fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
     Ok(())
 }
 
-fn pack(data: &std::path::Path, out: &std::path::Path, size: usize) -> dfgpu::Result<()> {
+#[allow(clippy::too_many_arguments)] // the command's own options, passed on as they came
+fn holdout(
+    device: dfgpu::DeviceSpec,
+    data: Option<std::path::PathBuf>,
+    out: &std::path::Path,
+    test_reals: f64,
+    (model, branch): (&ModelArgs, &BranchArgs),
+    epochs: usize,
+    loss: &str,
+    opts: &TrainOpts,
+) -> dfgpu::Result<()> {
+    use dfgpu::train::{holdout, trainer};
+    let (be, line) = dfgpu::select(device, Default::default())?;
+    println!("{line}");
+    let mut cfg = trainer::TrainConfig::new(with_branches(model_config(be.as_ref(), model)?, branch)?);
+    (cfg.loss, cfg.weighting) = trainer::loss_named(loss)?;
+    apply_opts(&mut cfg, opts)?;
+    cfg.epochs = epochs;
+    let log = &mut |l: &str| println!("{l}");
+    let path = match data {
+        Some(p) => p,
+        None => {
+            // All four families, at twice the model's side: the input geometry matters, as with photographs.
+            let families = dfgpu::data::synth::FAMILIES.map(String::from).to_vec();
+            let size = 2 * cfg.model.size;
+            trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() }, log)?
+        }
+    };
+    let loaded = trainer::open_data(&path, cfg.model.size, cfg.model.input, log)?;
+    println!("data: {} ({})", path.display(), dfgpu::data::folder::describe(loaded.counts()));
+    for s in &loaded.skipped {
+        println!("skipped: {s}");
+    }
+    let rows = holdout::holdout(be.as_ref(), &cfg, &loaded, test_reals, out, log)?;
+    print!("{}", holdout::tables(&rows).0);
+    println!(
+        "tables: {} and {}, figure: {}",
+        out.join("holdout.md").display(),
+        out.join("holdout.csv").display(),
+        out.join("holdout.png").display()
+    );
+    Ok(())
+}
+
+fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input) -> dfgpu::Result<()> {
     if !(16..=1024).contains(&size) {
         return Err(dfgpu::Error::Invalid(format!("--size {size}: must be from 16 to 1024")));
     }
     let ds = dfgpu::data::folder::Dataset::open(data)?;
-    println!("packing {} ({}) at {size}x{size} into {}", data.display(), ds.describe(), out.display());
+    let side = input.side(size);
+    println!(
+        "packing {} ({}) for {size}x{size} inputs by --input {} ({side}x{side} per image) into {}",
+        data.display(),
+        ds.describe(),
+        input.name(),
+        out.display()
+    );
     let t = std::time::Instant::now();
     let mut last = 0.0;
-    let p = dfgpu::data::pack::pack(&ds, size, out, &mut |done, total| {
+    let p = dfgpu::data::pack::pack(&ds, size, input, out, &mut |done, total| {
         let s = t.elapsed().as_secs_f64();
         if s - last >= 5.0 || done == total {
             last = s;
@@ -548,9 +670,12 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Spectrum { data, out, size, dev } => dev.select().and_then(|(be, line)| {
+        Command::Holdout { data, out, test_reals, model, branch, epochs, loss, opts, dev } => dev
+            .spec()
+            .and_then(|device| holdout(device, data, &out, test_reals, (&model, &branch), epochs, &loss, &opts)),
+        Command::Spectrum { data, out, size, input, dev } => dev.select().and_then(|(be, line)| {
             println!("{line}");
-            let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size)?;
+            let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size, input)?;
             dfgpu::train::spectrum::write_png(&s, &out)?;
             println!("{}", dfgpu::train::spectrum::summary(&s));
             println!(
@@ -569,10 +694,11 @@ fn main() -> ExitCode {
                 Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
             }
         }),
-        Command::Eval { ckpt, data, json, dev } => dev.select().and_then(|(be, line)| {
+        Command::Eval { ckpt, data, json, tiles, dev } => dev.select().and_then(|(be, line)| {
             eprintln!("{line}");
             let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
-            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, &mut |l| say(l))?;
+            let tiles = (tiles.tiles, tiles.tile_combine);
+            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
             if json {
                 let q = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
                 let g: Vec<String> = groups.iter().map(|(g, a)| format!("{}:{a:.6}", dfgpu::json::quote(g))).collect();
@@ -589,22 +715,24 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Predict { ckpt, images, json, dev } => dev.select().and_then(|(be, line)| {
+        Command::Predict { ckpt, images, json, tiles, dev } => dev.select().and_then(|(be, line)| {
             eprintln!("{line}");
             let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
-            let failed =
-                dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, &mut |f, r| match (r, json) {
-                    (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
-                    (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                    (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
-                    (Err(e), false) => eprintln!("skipped: {e}"),
-                })?;
+            let tiles = (tiles.tiles, tiles.tile_combine);
+            let failed = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
+                r, json,
+            ) {
+                (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
+                (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+                (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
+                (Err(e), false) => eprintln!("skipped: {e}"),
+            })?;
             if failed > 0 {
                 return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read (listed above)")));
             }
             Ok(())
         }),
-        Command::Pack { data, out, size } => pack(&data, &out, size),
+        Command::Pack { data, out, size, input } => pack(&data, &out, size, input),
         Command::Curves { run } => {
             let log = run.join("metrics.jsonl");
             std::fs::read_to_string(&log)

@@ -23,6 +23,9 @@ pub struct Augment {
     /// JPEG re-compression at quality 40 to 95.
     pub jpeg: f32,
     pub flip: f32,
+    /// The probability that a real training image becomes a self-fake (data/self_fake.rs, `--self-fakes`),
+    /// before the others apply.
+    pub self_fakes: f32,
 }
 
 impl Default for Augment {
@@ -31,7 +34,7 @@ impl Default for Augment {
     /// validation AUC from 0.879 to 0.826. They are for longer runs on real data, where robustness to re-saving
     /// and resizing matters more than the last point of AUC on clean images.
     fn default() -> Self {
-        Augment { crop: 0.0, crop_area: 0.6, rescale: 0.0, blur: 0.0, jpeg: 0.0, flip: 0.5 }
+        Augment { crop: 0.0, crop_area: 0.6, rescale: 0.0, blur: 0.0, jpeg: 0.0, flip: 0.5, self_fakes: 0.0 }
     }
 }
 
@@ -39,7 +42,8 @@ impl Default for Augment {
 const NAMES: [&str; 5] = ["crop", "rescale", "blur", "jpeg", "flip"];
 
 impl Augment {
-    pub const NONE: Augment = Augment { crop: 0.0, crop_area: 1.0, rescale: 0.0, blur: 0.0, jpeg: 0.0, flip: 0.0 };
+    pub const NONE: Augment =
+        Augment { crop: 0.0, crop_area: 1.0, rescale: 0.0, blur: 0.0, jpeg: 0.0, flip: 0.0, self_fakes: 0.0 };
 
     fn slot(&mut self, name: &str) -> Option<&mut f32> {
         Some(match name {
@@ -124,14 +128,7 @@ impl Augment {
             img = imageops::blur(&img, 0.3 + 1.2 * rng.uniform());
         }
         if jpeg {
-            let quality = 40 + rng.below(56) as u8;
-            let mut bytes = Vec::new();
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
-                .encode_image(&img)
-                .map_err(|e| Error::Invalid(format!("JPEG re-compression at quality {quality}: {e}")))?;
-            img = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg)
-                .map_err(|e| Error::Invalid(format!("JPEG re-compression at quality {quality}: {e}")))?
-                .to_rgb8();
+            img = jpeg_round_trip(&img, 40 + rng.below(56) as u8)?;
         }
         if flip {
             imageops::flip_horizontal_in_place(&mut img);
@@ -139,4 +136,12 @@ impl Augment {
         px.copy_from_slice(img.as_raw());
         Ok(())
     }
+}
+
+/// `img` encoded as JPEG at `quality` and decoded again.
+pub fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Result<RgbImage> {
+    let bad = |e: image::ImageError| Error::Invalid(format!("JPEG re-compression at quality {quality}: {e}"));
+    let mut bytes = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality).encode_image(img).map_err(bad)?;
+    Ok(image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg).map_err(bad)?.to_rgb8())
 }

@@ -213,9 +213,7 @@ pub fn stratified_split(labels: &[u8], fraction: f64, seed: u64) -> Result<(Vec<
     let (mut train, mut val) = (Vec::new(), Vec::new());
     for label in [0u8, 1] {
         let mut class: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == label).collect();
-        for i in (1..class.len()).rev() {
-            class.swap(i, rng.below(i as u64 + 1) as usize);
-        }
+        rng.shuffle(&mut class);
         if class.len() < 2 {
             return Err(Error::Invalid(format!("cannot split {} image(s) of class {label}", class.len())));
         }
@@ -224,33 +222,4 @@ pub fn stratified_split(labels: &[u8], fraction: f64, seed: u64) -> Result<(Vec<
         train.extend_from_slice(&class[n_val..]);
     }
     Ok((train, val))
-}
-
-/// Decodes an image file to `size` x `size` RGB u8 (HWC), resizing with a triangle filter. The error names the
-/// file, so that a long run can skip it and say which.
-pub fn load_rgb(path: &Path, size: u32) -> Result<Vec<u8>> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
-    // Some decoders' messages end in a newline: trimmed, so that a list of skipped files has no blank lines.
-    let bad = |m: &str| Error::Invalid(format!("{}: cannot decode: {}", path.display(), m.trim_end()));
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io(path))?;
-    // The JPEG decoder fills what a cut file lacks with grey, and says nothing.
-    if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(&bytes) {
-        return Err(bad("the file ends inside the image data (no end-of-image marker): a truncated JPEG"));
-    }
-    let img = reader.decode().map_err(|e| bad(&e.to_string()))?;
-    let rgb = img.to_rgb8();
-    let rgb = if rgb.width() == size && rgb.height() == size {
-        rgb
-    } else {
-        image::imageops::resize(&rgb, size, size, image::imageops::FilterType::Triangle)
-    };
-    Ok(rgb.into_raw())
-}
-
-/// Whether a JPEG ends before its image data does: no end-of-image marker (FF D9) after its last start of scan
-/// (FF DA). Neither pair occurs inside the entropy-coded data (an FF there is followed by 00 or a restart
-/// marker), and what a camera appends after the end-of-image marker does not matter.
-fn jpeg_cut_short(bytes: &[u8]) -> bool {
-    let Some(scan) = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]) else { return false };
-    !bytes[scan..].windows(2).any(|w| w == [0xFF, 0xD9])
 }

@@ -1,16 +1,20 @@
-//! Decoded images at the model's input size, ready to batch: decoded from a dataset into memory (in parallel),
-//! or mapped from a packed file (data/pack.rs) without decoding anything. A split or a subset shares the pixels.
+//! Decoded images as the input geometry keeps them (data/input.rs), ready to batch: decoded from a dataset into
+//! memory (in parallel), or mapped from a packed file (data/pack.rs) without decoding anything. A split or a
+//! subset shares the pixels.
 
 use crate::data::augment::Augment;
-use crate::data::folder::{load_rgb, stratified_split, Dataset};
-use crate::error::Result;
+use crate::data::folder::{stratified_split, Dataset};
+use crate::data::input::{self, Input, Own};
+use crate::data::self_fake;
+use crate::error::{Choice, Result};
+use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
 use rayon::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Where the pixels live: size x size x 3 bytes per image, back to back.
+/// Where the pixels live: side x side x 3 bytes per image, back to back.
 pub enum Pixels {
     Owned(Vec<u8>),
     Mapped { map: memmap2::Mmap, start: usize, len: usize },
@@ -27,8 +31,14 @@ impl std::ops::Deref for Pixels {
 }
 
 pub struct Loaded {
+    /// The model's input side.
     pub size: usize,
+    /// How the images were kept, and the side of each kept square (`size` for resize, larger for crop).
+    pub input: Input,
+    pub side: usize,
     pixels: Arc<Pixels>,
+    /// Per kept image (as the pixels are indexed): where its own pixels are; empty: everywhere.
+    own: Arc<Vec<Own>>,
     /// Image i of this set is image rows[i] of the pixels.
     rows: Vec<usize>,
     pub labels: Vec<u8>,
@@ -38,28 +48,47 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// Images already decoded, `size` x `size` RGB each.
+    /// Images already decoded, `size` x `size` RGB each, all their own pixels.
     pub fn new(size: usize, pixels: Pixels, labels: Vec<u8>, groups: Vec<Option<String>>) -> Loaded {
-        assert_eq!(pixels.len(), labels.len() * size * size * 3, "pixels for every label");
-        assert_eq!(groups.len(), labels.len());
-        let rows = (0..labels.len()).collect();
-        Loaded { size, pixels: Arc::new(pixels), rows, labels, groups, skipped: Vec::new() }
+        Loaded::kept(size, Input::Resize, pixels, Vec::new(), labels, groups)
     }
 
-    /// Decodes a dataset at `size` x `size`, in parallel; unreadable files are skipped and listed. `log` gets a
-    /// progress line every few seconds. A set too large for this machine's memory is an error that says to
-    /// pack it, before anything is decoded.
-    pub fn decode(ds: &Dataset, size: usize, what: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
+    /// Images kept by `input` for a model of `size`: `input.side(size)` squares, with where their own pixels
+    /// are (one per image, or empty: everywhere).
+    pub fn kept(
+        size: usize,
+        input: Input,
+        pixels: Pixels,
+        own: Vec<Own>,
+        labels: Vec<u8>,
+        groups: Vec<Option<String>>,
+    ) -> Loaded {
+        let side = input.side(size);
+        assert_eq!(pixels.len(), labels.len() * side * side * 3, "pixels for every label");
+        assert_eq!(groups.len(), labels.len());
+        assert!(own.is_empty() || own.len() == labels.len());
+        let rows = (0..labels.len()).collect();
+        let (pixels, own) = (Arc::new(pixels), Arc::new(own));
+        Loaded { size, input, side, pixels, own, rows, labels, groups, skipped: Vec::new() }
+    }
+
+    /// Decodes a dataset as `input` keeps it for a model of `size`, in parallel; unreadable files are skipped
+    /// and listed; images smaller than the model (crop: padded by reflection) are counted. `log` gets a progress
+    /// line every few seconds. A set too large for this machine's memory is an error that says to pack it,
+    /// before anything is decoded.
+    pub fn decode(ds: &Dataset, size: usize, input: Input, what: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
         let n = ds.samples.len();
-        fits_in_memory(what, n, size, available_memory())?;
-        let (mut px, mut labels, mut groups, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        fits_in_memory(what, n, size, input, available_memory())?;
+        let (mut px, mut own, mut labels, mut groups, mut skipped) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (start, mut last) = (Instant::now(), Instant::now());
         for chunk in ds.samples.chunks(1024) {
-            let decoded: Vec<_> = chunk.par_iter().map(|s| load_rgb(&s.path, size as u32)).collect();
+            let decoded: Vec<_> = chunk.par_iter().map(|s| input::load(&s.path, size, input)).collect();
             for (s, r) in chunk.iter().zip(decoded) {
                 match r {
-                    Ok(p) => {
-                        px.extend(p);
+                    Ok(k) => {
+                        px.extend(k.px);
+                        own.push(k.own);
                         labels.push(s.label);
                         groups.push(s.group.clone());
                     }
@@ -77,7 +106,17 @@ impl Loaded {
             }
         }
         let skipped = [ds.skipped.clone(), skipped].concat(); // the walk's first: it ran first
-        Ok(Loaded { skipped, ..Loaded::new(size, Pixels::Owned(px), labels, groups) })
+        Ok(Loaded { skipped, ..Loaded::kept(size, input, Pixels::Owned(px), own, labels, groups) })
+    }
+
+    /// Where image i's own pixels are in its kept square.
+    pub fn own(&self, i: usize) -> Own {
+        self.own.get(self.rows[i]).copied().unwrap_or(Own::all(self.side))
+    }
+
+    /// How many images are smaller than the model on a side (their crops hold reflected pixels).
+    pub fn padded(&self) -> usize {
+        (0..self.len()).filter(|&i| self.own(i).padded(self.size)).count()
     }
 
     pub fn len(&self) -> usize {
@@ -94,9 +133,9 @@ impl Loaded {
         [self.len() - fake, fake]
     }
 
-    /// Image i, size x size x 3 bytes.
+    /// Image i as kept, side x side x 3 bytes.
     pub fn image(&self, i: usize) -> &[u8] {
-        let per = self.size * self.size * 3;
+        let per = self.side * self.side * 3;
         &self.pixels[self.rows[i] * per..(self.rows[i] + 1) * per]
     }
 
@@ -104,7 +143,10 @@ impl Loaded {
     pub fn subset(&self, idx: &[usize]) -> Loaded {
         Loaded {
             size: self.size,
+            input: self.input,
+            side: self.side,
             pixels: self.pixels.clone(),
+            own: self.own.clone(),
             rows: idx.iter().map(|&i| self.rows[i]).collect(),
             labels: idx.iter().map(|&i| self.labels[i]).collect(),
             groups: idx.iter().map(|&i| self.groups[i].clone()).collect(),
@@ -118,22 +160,53 @@ impl Loaded {
         Ok((self.subset(&train), self.subset(&val)))
     }
 
-    /// A u8 NHWC batch and its f32 labels; with `aug`, image k augmented with seed `aug.1` + k.
+    /// A u8 NHWC batch and its f32 labels: each image's centre crop, or with `aug` a random crop inside its own
+    /// pixels, a real one made a self-fake (labelled fake) with probability `aug.0.self_fakes`, then augmented;
+    /// image k draws from seed `aug.1` + k.
     pub fn batch(&self, idx: &[usize], aug: Option<(&Augment, u64)>) -> Result<(Tensor, Tensor)> {
         let per = self.size * self.size * 3;
         let mut px = vec![0u8; idx.len() * per];
-        px.par_chunks_mut(per).zip(idx).enumerate().try_for_each(|(k, (dst, &i))| {
-            dst.copy_from_slice(self.image(i));
-            match aug {
-                Some((a, seed)) => a.apply(dst, self.size, seed.wrapping_add(k as u64)),
-                None => Ok(()),
-            }
-        })?;
-        let labels: Vec<f32> = idx.iter().map(|&i| self.labels[i] as f32).collect();
+        let made: Vec<bool> = px
+            .par_chunks_mut(per)
+            .zip(idx)
+            .enumerate()
+            .map(|(k, (dst, &i))| {
+                let seed = aug.map(|(_, seed)| seed.wrapping_add(k as u64));
+                // The crop and the self-fake draw from streams of their own, so that the augmentations draw
+                // what they drew before either existed.
+                let mut rng = seed.map(|s| Rng::new(s ^ 0xC0FF_EE00_C0FF_EE00));
+                let at = input::crop_origin(&self.own(i), self.side, self.size, rng.as_mut());
+                input::crop_into(self.image(i), self.side, at, self.size, dst);
+                let (Some((a, _)), Some(seed)) = (aug, seed) else { return Ok(false) };
+                let mut rng = Rng::new(seed ^ 0x5E1F_FA6E_5E1F_FA6E);
+                let made = self.labels[i] == 0 && a.self_fakes > 0.0 && rng.uniform() < a.self_fakes;
+                if made {
+                    self_fake::make(dst, self.size, &mut rng)?;
+                }
+                a.apply(dst, self.size, seed)?;
+                Ok(made)
+            })
+            .collect::<Result<_>>()?;
+        let labels: Vec<f32> =
+            idx.iter().zip(&made).map(|(&i, &m)| if m { 1.0 } else { self.labels[i] as f32 }).collect();
         Ok((
             Tensor::from_vec(&[idx.len(), self.size, self.size, 3], Layout::Nhwc, px)?,
             Tensor::from_vec(&[idx.len()], Layout::Plain, labels)?,
         ))
+    }
+
+    /// A `k` x `k` grid of crops per image of `idx` (input::tile_origins), image after image: a u8 NHWC batch of
+    /// `idx.len() k^2` crops.
+    pub fn tiles(&self, idx: &[usize], k: usize) -> Result<Tensor> {
+        let per = self.size * self.size * 3;
+        let mut px = vec![0u8; idx.len() * k * k * per];
+        px.par_chunks_mut(k * k * per).zip(idx).for_each(|(dst, &i)| {
+            let origins = input::tile_origins(&self.own(i), self.side, self.size, k);
+            for (at, d) in origins.into_iter().zip(dst.chunks_exact_mut(per)) {
+                input::crop_into(self.image(i), self.side, at, self.size, d);
+            }
+        });
+        Tensor::from_vec(&[idx.len() * k * k, self.size, self.size, 3], Layout::Nhwc, px)
     }
 
     /// Makes the batches of `plan` (indices, augmentation seed) on a background thread, up to `ahead` of the
@@ -173,19 +246,22 @@ fn available_memory() -> Option<u64> {
     line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
 }
 
-/// Whether `n` decoded images of `size` x `size` fit in `available` bytes with room to spare (3/4 of it);
-/// if not, an error naming the data set and the way out (`dfgpu pack`).
-pub fn fits_in_memory(what: &Path, n: usize, size: usize, available: Option<u64>) -> Result<()> {
-    let need = (n * size * size * 3) as u64;
+/// Whether `n` images kept by `input` for a model of `size` fit in `available` bytes with room to spare (3/4 of
+/// it); if not, an error naming the data set and the way out (`dfgpu pack`).
+pub fn fits_in_memory(what: &Path, n: usize, size: usize, input: Input, available: Option<u64>) -> Result<()> {
+    let side = input.side(size);
+    let need = (n * side * side * 3) as u64;
     match available {
         Some(avail) if need > avail / 4 * 3 => Err(crate::Error::Invalid(format!(
-            "{}: {n} images at {size}x{size} take {:.1} GiB decoded, more than 3/4 of the {:.1} GiB of memory \
-             available: pack them once (dfgpu pack {} OUT.dfpack --size {size}) and train from the pack, which is \
-             mapped from disk, not loaded",
+            "{}: {n} images kept at {side}x{side} (--input {}) take {:.1} GiB decoded, more than 3/4 of the {:.1} GiB \
+             of memory available: pack them once (dfgpu pack {} OUT.dfpack --size {size} --input {}) and train from \
+             the pack, which is mapped from disk, not loaded",
             what.display(),
+            input.name(),
             need as f64 / GIB,
             avail as f64 / GIB,
-            what.display()
+            what.display(),
+            input.name()
         ))),
         _ => Ok(()),
     }

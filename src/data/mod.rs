@@ -2,6 +2,8 @@
 
 pub mod augment;
 pub mod folder;
+pub mod input;
 pub mod loaded;
 pub mod pack;
+pub mod self_fake;
 pub mod synth;

@@ -1,13 +1,18 @@
-//! The packed format (`dfgpu pack DIR OUT`): a dataset decoded and resized once, in one file that training maps
-//! into memory, so that a large set (DFWild-Cup's 262,160 training images) trains without decoding anything.
+//! The packed format (`dfgpu pack DIR OUT`): a dataset decoded once, as the model's input geometry keeps it
+//! (data/input.rs), in one file that training maps into memory, so that a large set (DFWild-Cup's 262,160
+//! training images) trains without decoding anything.
 //!
-//! Layout: the magic `DFGPACK1`, then size x size x 3 bytes (RGB) per image, back to back, then a JSON trailer
-//! (size, labels, groups, source paths), then the trailer's length (u64, little-endian) and the magic again.
+//! Layout: the magic `DFGPACK1`, then side x side x 3 bytes (RGB) per image, back to back, then a JSON trailer
+//! (size, input, side, labels, groups, source paths, and for crop where each image's own pixels are: rows and
+//! columns, half-open), then the trailer's length (u64, little-endian) and the magic again. A pack without
+//! `input` (made before it existed) holds resized images.
 //! The trailer comes last so that the images stream to disk as they are decoded: memory stays bounded by one
 //! chunk whatever the set's size. Written to a temporary file and renamed.
 
-use crate::data::folder::{load_rgb, Dataset};
+use crate::data::folder::Dataset;
+use crate::data::input::{self, Input, Own};
 use crate::data::loaded::{Loaded, Pixels};
+use crate::error::Choice;
 use crate::error::{Error, Result};
 use crate::json::{self, quote, Json};
 use rayon::prelude::*;
@@ -37,9 +42,15 @@ pub struct Packed {
     pub bytes: u64,
 }
 
-/// Decodes `ds` at `size` x `size` and writes it to `out`; unreadable images are skipped and listed.
-/// `progress` gets (done, total) after each chunk.
-pub fn pack(ds: &Dataset, size: usize, out: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Packed> {
+/// Decodes `ds` as `input` keeps it for a model of `size` and writes it to `out`; unreadable images are skipped
+/// and listed. `progress` gets (done, total) after each chunk.
+pub fn pack(
+    ds: &Dataset,
+    size: usize,
+    input: Input,
+    out: &Path,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<Packed> {
     if out.exists() && !is_pack(out) {
         return Err(Error::Invalid(format!(
             "{}: exists and is not a dfgpu pack: not written over (choose another output)",
@@ -50,12 +61,15 @@ pub fn pack(ds: &Dataset, size: usize, out: &Path, progress: &mut dyn FnMut(usiz
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
     w.write_all(MAGIC).map_err(io(&tmp))?;
     let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), ds.skipped.clone());
+    let mut own = Vec::new();
     for (c, chunk) in ds.samples.chunks(CHUNK).enumerate() {
-        let decoded: Vec<_> = chunk.par_iter().map(|s| load_rgb(&s.path, size as u32)).collect();
+        let decoded: Vec<_> = chunk.par_iter().map(|s| input::load(&s.path, size, input)).collect();
         for (s, r) in chunk.iter().zip(decoded) {
             match r {
-                Ok(px) => {
-                    w.write_all(&px).map_err(io(&tmp))?;
+                Ok(k) => {
+                    w.write_all(&k.px).map_err(io(&tmp))?;
+                    let Own { rows, cols } = k.own;
+                    own.push(format!("[{},{},{},{}]", rows.0, rows.1, cols.0, cols.1));
                     labels.push(s.label.to_string());
                     groups.push(s.group.as_deref().map_or("null".to_string(), quote));
                     paths.push(quote(&s.path.display().to_string()));
@@ -66,10 +80,13 @@ pub fn pack(ds: &Dataset, size: usize, out: &Path, progress: &mut dyn FnMut(usiz
         progress((c * CHUNK + chunk.len()).min(ds.samples.len()), ds.samples.len());
     }
     let trailer = format!(
-        "{{\"size\":{size},\"labels\":[{}],\"groups\":[{}],\"paths\":[{}]}}",
+        "{{\"size\":{size},\"input\":{},\"side\":{},\"labels\":[{}],\"groups\":[{}],\"paths\":[{}],\"own\":[{}]}}",
+        quote(input.name()),
+        input.side(size),
         labels.join(","),
         groups.join(","),
-        paths.join(",")
+        paths.join(","),
+        if input == Input::Crop { own.join(",") } else { String::new() }
     );
     w.write_all(trailer.as_bytes()).map_err(io(&tmp))?;
     w.write_all(&(trailer.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
@@ -112,9 +129,31 @@ pub fn open(path: &Path) -> Result<Loaded> {
         Some(Json::Arr(g)) if g.len() == labels.len() => g.iter().map(|g| g.as_str().map(str::to_string)).collect(),
         _ => return Err(bad("groups missing or not one per image".into())),
     };
-    let len = labels.len() * size * size * 3;
-    if tstart - 8 != len {
-        return Err(bad(format!("{} bytes of pixels for {} images at {size}x{size}", tstart - 8, labels.len())));
+    let input = match j.get("input").map(|i| i.as_str().ok_or_else(|| bad("input is not a string".into()))) {
+        None => Input::Resize,
+        Some(name) => Input::parse(name?, "the pack's input").map_err(|e| bad(e.to_string()))?,
+    };
+    let side = input.side(size);
+    if j.get("side").is_some_and(|s| s.as_usize() != Some(side)) {
+        return Err(bad(format!("side is not {side}, what --input {} keeps for size {size}", input.name())));
     }
-    Ok(Loaded::new(size, Pixels::Mapped { map, start: 8, len }, labels, groups))
+    let own: Vec<Own> = match j.get("own") {
+        Some(Json::Arr(o)) if o.is_empty() => Vec::new(),
+        Some(Json::Arr(o)) if o.len() == labels.len() => o
+            .iter()
+            .map(|r| match r.as_usizes().as_deref() {
+                Some(&[r0, r1, c0, c1]) if r0 < r1 && r1 <= side && c0 < c1 && c1 <= side => {
+                    Ok(Own { rows: (r0 as u32, r1 as u32), cols: (c0 as u32, c1 as u32) })
+                }
+                _ => Err(bad(format!("an image's own region is not 4 numbers within its {side}x{side} square"))),
+            })
+            .collect::<Result<_>>()?,
+        None => Vec::new(),
+        _ => return Err(bad("own regions are not one per image".into())),
+    };
+    let len = labels.len() * side * side * 3;
+    if tstart - 8 != len {
+        return Err(bad(format!("{} bytes of pixels for {} images at {side}x{side}", tstart - 8, labels.len())));
+    }
+    Ok(Loaded::kept(size, input, Pixels::Mapped { map, start: 8, len }, own, labels, groups))
 }

@@ -12,7 +12,7 @@
 //!   GAN fingerprints are;
 //! - `periodic` (not in the default set): no resampling at all, a faint period-4 pattern added at full
 //!   resolution. The three above all lose high frequencies; this one adds a peak there instead: a generator the
-//!   others do not prepare a detector for (`scripts/unseen-family.sh` holds it out).
+//!   others do not prepare a detector for (`dfgpu holdout` holds each family out in turn).
 //!
 //! The trace goes over the whole image or, half of the time, into a soft face-sized ellipse at the centre.
 //! Both classes are JPEG-compressed at a random quality (70 to 95), so that compression is no cue.

@@ -3,6 +3,7 @@
 //! freq., head.) and one flat state buffer (batch-norm running statistics).
 
 use crate::backend::head::{Branches, HeadConfig, Mode};
+use crate::data::input::Input;
 use crate::error::{Error, Result};
 use crate::model::efficientnet::{EfficientNet, EfficientNetCache, EfficientNetConfig};
 use crate::model::freq::{FreqBranch, FreqCache, FreqConfig};
@@ -18,6 +19,8 @@ pub struct DetectorConfig {
     pub backbone: EfficientNetConfig,
     /// Input side in pixels.
     pub size: usize,
+    /// How an image becomes the size x size input (data/input.rs).
+    pub input: Input,
     pub freq: FreqConfig,
     /// The head's settings; its input sizes follow from the branches.
     pub head: HeadConfig,
@@ -29,6 +32,7 @@ impl DetectorConfig {
         let backbone = EfficientNetConfig::named(backbone)?;
         Ok(DetectorConfig {
             size: backbone.resolution,
+            input: Input::Crop,
             backbone,
             freq: FreqConfig::default(),
             head: HeadConfig::new(1, 1, 256),

@@ -6,6 +6,7 @@
 
 use crate::backend::fft::FftConfig;
 use crate::backend::Backend;
+use crate::data::input::Input;
 use crate::error::{Choice, Error, Result};
 use crate::json::{self, quote, Json};
 use crate::model::detector::{Detector, DetectorConfig};
@@ -117,6 +118,7 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
         ("dfgpu.format", "1".to_string()),
         ("dfgpu.backbone", cfg.backbone.name.clone()),
         ("dfgpu.size", cfg.size.to_string()),
+        ("dfgpu.input", cfg.input.name().into()),
         ("dfgpu.freq.widths", widths.join(",")),
         ("dfgpu.freq.norm", f.norm.to_string()),
         ("dfgpu.fft.layout", f.fft.layout.name().into()),
@@ -163,6 +165,8 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
     };
     let mut cfg = DetectorConfig::new(get("dfgpu.backbone")?)?;
     cfg.size = num("dfgpu.size")? as usize;
+    // Checkpoints from before --input were all trained on resized images.
+    cfg.input = if meta.contains_key("dfgpu.input") { pick(meta, path, "dfgpu.input")? } else { Input::Resize };
     cfg.freq.widths = get("dfgpu.freq.widths")?
         .split(',')
         .map(|w| w.parse().map_err(|_| bad("dfgpu.freq.widths", w)))

@@ -4,6 +4,7 @@ pub mod ablate;
 pub mod checkpoint;
 pub mod diagnostics;
 pub mod figures;
+pub mod holdout;
 pub mod metrics;
 pub mod rundir;
 pub mod sanity;

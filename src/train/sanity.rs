@@ -43,7 +43,7 @@ pub fn sanity(
     };
     // The set's own counts and the ten (or fewer) images picked: the first 5 of each class.
     let (have, ten) = if pack::is_pack(&path) {
-        let all = open_data(&path, cfg.model.size, log)?;
+        let all = open_data(&path, cfg.model.size, cfg.model.input, log)?;
         let labels = &all.labels;
         let first = |label: u8| (0..labels.len()).filter(move |&i| labels[i] == label).take(5);
         let idx: Vec<usize> = first(0).chain(first(1)).collect();
@@ -56,7 +56,7 @@ pub fn sanity(
             picked.extend(ds.samples.iter().filter(|s| s.label == label).take(5).cloned());
         }
         ds.samples = picked;
-        (have, Loaded::decode(&ds, cfg.model.size, &path, log)?)
+        (have, Loaded::decode(&ds, cfg.model.size, cfg.model.input, &path, log)?)
     };
     let [r, f] = ten.counts();
     if r < 5 || f < 5 {

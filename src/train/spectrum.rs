@@ -11,6 +11,7 @@ use crate::backend::Backend;
 use crate::error::Result;
 use crate::plot::{self, Canvas, Series};
 
+use crate::data::input::Input;
 use crate::train::trainer::open_data;
 use std::path::Path;
 
@@ -23,9 +24,10 @@ pub struct Spectra {
     pub counts: [usize; 2],
 }
 
-/// The spectra of a dataset's two classes at `size` x `size`.
-pub fn spectra(be: &dyn Backend, data: &Path, size: usize) -> Result<Spectra> {
-    let loaded = open_data(data, size, &mut |l| println!("{l}"))?;
+/// The spectra of a dataset's two classes at `size` x `size`: of the images' centre crops or of the images resized,
+/// by `input`.
+pub fn spectra(be: &dyn Backend, data: &Path, size: usize, input: Input) -> Result<Spectra> {
+    let loaded = open_data(data, size, input, &mut |l| println!("{l}"))?;
     let cfg =
         FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
     let plane = size * size;

@@ -9,7 +9,8 @@ use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
 use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
-use crate::data::folder::{describe, load_rgb, Dataset};
+use crate::data::folder::{describe, Dataset};
+use crate::data::input::{Combine, Input, Tiles};
 use crate::data::loaded::{Loaded, Pixels};
 use crate::data::pack;
 use crate::data::synth::{self, SynthConfig};
@@ -76,9 +77,10 @@ pub struct TrainConfig {
 }
 
 /// Each model flag and the checkpoint metadata key that stores its setting.
-pub const MODEL_FLAGS: [(&str, &str); 15] = [
+pub const MODEL_FLAGS: [(&str, &str); 16] = [
     ("--backbone", "dfgpu.backbone"),
     ("--size", "dfgpu.size"),
+    ("--input", "dfgpu.input"),
     ("--freq-widths", "dfgpu.freq.widths"),
     ("--no-freq-bn", "dfgpu.freq.norm"),
     ("--spectrum", "dfgpu.fft.layout"),
@@ -179,9 +181,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     match sampler {
         Sampler::Natural => {
             let mut idx: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() {
-                idx.swap(i, rng.below(i as u64 + 1) as usize);
-            }
+            rng.shuffle(&mut idx);
             idx.chunks(batch).take(steps).map(|c| c.to_vec()).collect()
         }
         Sampler::Balanced => {
@@ -200,22 +200,27 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     }
 }
 
-/// Opens a dataset at the model's input size: a packed file (mapped, nothing decoded) or a folder or CSV
-/// (decoded in parallel, unreadable files skipped and listed).
-pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
+/// Opens a dataset as `input` keeps it for a model of `size`: a packed file (mapped, nothing decoded; it must
+/// have been packed for the same size and input) or a folder or CSV (decoded in parallel, unreadable files
+/// skipped and listed, images smaller than the model counted).
+pub fn open_data(spec: &Path, size: usize, input: Input, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
     let l = if pack::is_pack(spec) {
         let l = pack::open(spec)?;
-        if l.size != size {
+        if (l.size, l.input) != (size, input) {
             return Err(Error::Invalid(format!(
-                "{}: packed at {p}x{p} pixels, the model takes {size}x{size}: pack again with --size {size}, or \
-                 train with --size {p}",
+                "{}: packed for {p}x{p} inputs by --input {}, the model takes {size}x{size} by --input {}: pack \
+                 again with --size {size} --input {}, or train with --size {p} --input {}",
                 spec.display(),
+                l.input.name(),
+                input.name(),
+                input.name(),
+                l.input.name(),
                 p = l.size
             )));
         }
         l
     } else {
-        Loaded::decode(&Dataset::open(spec)?, size, spec, log)?
+        Loaded::decode(&Dataset::open(spec)?, size, input, spec, log)?
     };
     // A class that no image is left of gives no metric worth printing: say which files took it away.
     let [r, f] = l.counts();
@@ -229,6 +234,14 @@ pub fn open_data(spec: &Path, size: usize, log: &mut dyn FnMut(&str)) -> Result<
             "{}: no {which} image could be read ({r} real, {f} fake){why}",
             spec.display()
         )));
+    }
+    let padded = l.padded();
+    if padded > 0 {
+        log(&format!(
+            "{}: {padded} of {} images are smaller than {size}x{size} on a side: padded by reflection",
+            spec.display(),
+            l.len()
+        ));
     }
     Ok(l)
 }
@@ -262,24 +275,27 @@ impl ModelState {
     }
 }
 
-/// P(fake) for every image of `data`, in inference mode.
+/// P(fake) for every image of `data` (its centre crop), in inference mode.
 pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(be, det, ms, data, batch)?.iter().map(|&z| z.sigmoid()).collect())
+    Ok(predict_logits(be, det, ms, data, batch, Tiles::CENTRE)?.iter().map(|&z| z.sigmoid()).collect())
 }
 
-/// The logit of every image of `data`, in inference mode.
+/// The logit of every image of `data`, in inference mode: its `tiles`' logits combined; `batch` crops at a time
+/// (at least one image's).
 pub fn predict_logits(
     be: &dyn Backend,
     det: &Detector,
     ms: &mut ModelState,
     data: &Loaded,
     batch: usize,
+    tiles: Tiles,
 ) -> Result<Vec<f32>> {
+    let per = tiles.k * tiles.k;
     let mut logits_all = Vec::with_capacity(data.len());
     let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks(batch) {
-        let (x, _) = data.batch(chunk, None)?;
-        logits_all.extend_from_slice(be.download(&infer(be, det, ms, &x)?)?.host::<f32>()?);
+    for chunk in idx.chunks((batch / per).max(1)) {
+        let z = be.download(&infer(be, det, ms, &data.tiles(chunk, tiles.k)?)?)?;
+        logits_all.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
     }
     Ok(logits_all)
 }
@@ -482,23 +498,20 @@ pub(crate) fn flagged(rows: &[GradRow]) -> Vec<String> {
 
 /// Trains; returns every epoch's validation figures. `log` receives the progress lines.
 pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<Summary> {
-    if cfg.batch < 2 || cfg.epochs == 0 {
-        return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
-    }
-    let mut run = RunDir::open(&cfg.out, cfg.existing, cfg.resume.as_deref(), log)?;
-    // A resumed run decodes its data at the checkpoint's size: its model settings come from there.
-    let resumed = cfg.resume.as_deref().map(|p| resume_from(be, cfg, p, log)).transpose()?;
+    let (dir, resumed) = start(be, cfg, log)?;
     let data_path = match &cfg.data {
         Some(p) => p.clone(),
         None => builtin_data(&cfg.synth, log)?,
     };
     let t0 = Instant::now();
-    let size = resumed.as_ref().map_or(cfg.model.size, |(det, ..)| det.cfg.size);
-    let mut all = open_data(&data_path, size, log)?;
+    // A resumed run decodes its data as the checkpoint's model takes it: its model settings come from there.
+    let model = resumed.as_ref().map_or(&cfg.model, |(det, ..)| &det.cfg);
+    let (size, input) = (model.size, model.input);
+    let mut all = open_data(&data_path, size, input, log)?;
     let mut skipped = std::mem::take(&mut all.skipped);
     let (train, val) = match &cfg.val {
         Some(v) => {
-            let mut val = open_data(v, size, log)?;
+            let mut val = open_data(v, size, input, log)?;
             skipped.append(&mut val.skipped);
             (all, val)
         }
@@ -515,9 +528,47 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         t0.elapsed().as_secs_f64(),
         skipped.len()
     ));
+    run(be, cfg, (dir, resumed), &train, &val, log)
+}
+
+/// `train` on a training and a validation set already in memory (`cfg.data` and `cfg.val` are not read): what
+/// `dfgpu holdout` runs for each held-out group.
+pub fn train_on(
+    be: &dyn Backend,
+    cfg: &TrainConfig,
+    train: &Loaded,
+    val: &Loaded,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
+    let started = start(be, cfg, log)?;
+    run(be, cfg, started, train, val, log)
+}
+
+/// A checkpoint resumed from: its detector, state, resume point and metadata.
+type Resumed = (Detector, ModelState, ResumePoint, checkpoint::Meta);
+
+/// Checks the settings, takes the run folder and loads the checkpoint to resume from, before any data is read.
+fn start(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<(RunDir, Option<Resumed>)> {
+    if cfg.batch < 2 || cfg.epochs == 0 {
+        return Err(Error::Invalid(format!("batch {} and epochs {} must be at least 2 and 1", cfg.batch, cfg.epochs)));
+    }
+    let dir = RunDir::open(&cfg.out, cfg.existing, cfg.resume.as_deref(), log)?;
+    let resumed = cfg.resume.as_deref().map(|p| resume_from(be, cfg, p, log)).transpose()?;
+    Ok((dir, resumed))
+}
+
+/// The run itself, once the data is in memory and the run folder taken (`start`).
+fn run(
+    be: &dyn Backend,
+    cfg: &TrainConfig,
+    (mut dir, resumed): (RunDir, Option<Resumed>),
+    train: &Loaded,
+    val: &Loaded,
+    log: &mut dyn FnMut(&str),
+) -> Result<Summary> {
     let counts = train.counts();
     let weights = cfg.weighting.weights(counts)?;
-    run.move_aside(log)?;
+    dir.move_aside(log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
     let (det, mut ms, resumed) = match resumed {
         Some((det, ms, point, meta)) => (det, ms, Some((point, meta))),
@@ -532,7 +583,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
         }
     };
     if det.cfg.freq.fft.magnitude == Magnitude::LogStd && ms.freq_stats.is_none() {
-        let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, size, size)?;
+        let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
         let idx: Vec<usize> = (0..train.len()).collect();
         for chunk in idx.chunks(64) {
             be.fft_stats_update(&be.upload(&train.batch(chunk, None)?.0)?, &mut st)?;
@@ -672,7 +723,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
                 diagnostics::table(&last_rows).trim_end()
             ));
         }
-        let logits = predict_logits(be, &det, &mut ms, &val, 64)?;
+        let logits = predict_logits(be, &det, &mut ms, val, 64, Tiles::CENTRE)?;
         let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
         // The last step may have diverged after the last progress line read its loss: check what would be saved.
         let tensors = checkpoint::tensors(be, &det, &ms)?;
@@ -701,7 +752,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
             epoch,
             train_loss: loss_sum / steps as f64,
             val_loss: val_loss as f64,
-            group_auc: group_aucs(&scores, &val),
+            group_auc: group_aucs(&scores, val),
             report,
             seconds,
             images_per_s: (steps * cfg.batch) as f64 / seconds,
@@ -749,12 +800,7 @@ pub fn train(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
 
 /// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
 /// must agree with it.
-fn resume_from(
-    be: &dyn Backend,
-    cfg: &TrainConfig,
-    p: &Path,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Detector, ModelState, ResumePoint, checkpoint::Meta)> {
+fn resume_from(be: &dyn Backend, cfg: &TrainConfig, p: &Path, log: &mut dyn FnMut(&str)) -> Result<Resumed> {
     let (det, ms, meta) = checkpoint::load(p, be)?;
     // The two state buffers mean different things to AdamW and SGD.
     let stored = meta.get("dfgpu.optimizer").map_or("adamw", String::as_str);
@@ -803,15 +849,18 @@ pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
     })
 }
 
-/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC.
+/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC; each image scored by `tiles`
+/// (a count and how to combine them: `--tiles`, `--tile-combine`).
 pub fn evaluate(
     be: &dyn Backend,
     ckpt: &Path,
     data: &Path,
+    tiles: (usize, Combine),
     log: &mut dyn FnMut(&str),
 ) -> Result<(Report, Vec<(String, f64)>)> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
-    let loaded = open_data(data, det.cfg.size, log)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    let loaded = open_data(data, det.cfg.size, det.cfg.input, log)?;
     log(&format!(
         "checkpoint {} (epoch {}), data {} ({})",
         ckpt.display(),
@@ -822,20 +871,24 @@ pub fn evaluate(
     for s in &loaded.skipped {
         log(&format!("skipped: {s}"));
     }
-    let scores = predict(be, &det, &mut ms, &loaded, 64)?;
+    let logits = predict_logits(be, &det, &mut ms, &loaded, 64, tiles)?;
+    let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
     Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
 }
 
 /// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
-/// chunks so that memory stays bounded whatever the count. `emit` gets each image's path and its P(fake), or
-/// why it could not be read (the others go on). Returns how many could not be read.
+/// chunks so that memory stays bounded whatever the count; each image scored by `tiles` over the whole of it.
+/// `emit` gets each image's path and its P(fake), or why it could not be read (the others go on). Returns how
+/// many could not be read.
 pub fn predict_files(
     be: &dyn Backend,
     ckpt: &Path,
     inputs: &[PathBuf],
+    tiles: (usize, Combine),
     emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
 ) -> Result<usize> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -850,10 +903,11 @@ pub fn predict_files(
             files.push(p.clone());
         }
     }
-    let size = det.cfg.size;
+    let (size, input, per) = (det.cfg.size, det.cfg.input, tiles.k * tiles.k);
+    // Each file's crops are images of their own here, combined per file below.
     let mut failed = 0;
     for chunk in files.chunks(256) {
-        let decoded: Vec<_> = chunk.par_iter().map(|f| load_rgb(f, size as u32)).collect();
+        let decoded: Vec<_> = chunk.par_iter().map(|f| tiles.of_file(f, size, input)).collect();
         let mut ok = Vec::new();
         let mut pixels = Vec::new();
         for (f, r) in chunk.iter().zip(decoded) {
@@ -868,9 +922,11 @@ pub fn predict_files(
                 }
             }
         }
-        let loaded = Loaded::new(size, Pixels::Owned(pixels), vec![0; ok.len()], vec![None; ok.len()]);
-        for (f, p) in ok.into_iter().zip(predict(be, &det, &mut ms, &loaded, 64)?) {
-            emit(f, Ok(p));
+        let n = ok.len() * per;
+        let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
+        let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
+        for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
+            emit(f, Ok(tiles.combine.apply(z).sigmoid()));
         }
     }
     Ok(failed)

@@ -2,7 +2,9 @@
 
 mod ablate;
 mod bad_input;
+mod holdout;
 mod info;
+mod input;
 mod pack;
 mod sanity;
 mod synth;

@@ -23,7 +23,14 @@ fn train_reads_a_pack() {
 
     let o = dfgpu(&[&args[..], &["--overwrite"]].concat());
     let (_, stderr) = text(&o);
-    assert!(!o.status.success() && stderr.contains("packed at 32x32 pixels, the model takes 64x64"), "{stderr}");
+    assert!(
+        !o.status.success() && stderr.contains("packed for 32x32 inputs by --input crop, the model takes 64x64"),
+        "{stderr}"
+    );
+    // A pack keeps what its input geometry needs: one made for crop does not serve resize.
+    let o = dfgpu(&[&args[..], &["--overwrite", "--size", "32", "--input", "resize"]].concat());
+    let (_, stderr) = text(&o);
+    assert!(!o.status.success() && stderr.contains("pack again with --size 32 --input resize"), "{stderr}");
     // sanity takes a pack too: its first 5 real and 5 fake images.
     let o = dfgpu(&["sanity", "--device", "cpu", "--data", f, "--size", "32"]);
     let (stdout, stderr) = text(&o);

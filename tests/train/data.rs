@@ -3,7 +3,8 @@
 
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::backend::fft::FftConfig;
-use dfgpu::data::folder::{load_rgb, Dataset};
+use dfgpu::data::folder::Dataset;
+use dfgpu::data::input::{load, Input};
 use dfgpu::data::synth::{self, SynthConfig};
 use dfgpu::train::metrics::auc;
 use dfgpu::{Backend, Layout, Tensor};
@@ -36,7 +37,7 @@ fn synth_writes_a_folder_dataset_deterministically() {
         let same = std::fs::read(b.join(rel)).unwrap() == std::fs::read(&s.path).unwrap();
         let other = std::fs::read(c.join(rel)).unwrap() == std::fs::read(&s.path).unwrap();
         assert!(same && !other, "{}", rel.display());
-        assert_eq!(load_rgb(&s.path, 32).unwrap().len(), 32 * 32 * 3);
+        assert_eq!(load(&s.path, 32, Input::Resize).unwrap().px.len(), 32 * 32 * 3);
     }
     assert!(ds.describe().contains("15 images: 6 real, 9 fake (1 real to 1.50 fake)"), "{}", ds.describe());
     let e = synth::write(&SynthConfig { families: vec!["gan".into()], ..small(1) }, &a).unwrap_err().to_string();
@@ -54,7 +55,7 @@ fn spectral_auc(families: &[&str], bins: &[(usize, usize)], name: &str) -> f64 {
     synth::write(&cfg, &dir).unwrap();
     let ds = Dataset::open(&dir).unwrap();
     let n = ds.samples.len();
-    let px: Vec<u8> = ds.samples.iter().flat_map(|s| load_rgb(&s.path, 64).unwrap()).collect();
+    let px: Vec<u8> = ds.samples.iter().flat_map(|s| load(&s.path, 64, Input::Resize).unwrap().px).collect();
     let images = Tensor::from_vec(&[n, 64, 64, 3], Layout::Nhwc, px).unwrap();
     let cpu = CpuBackend::new(Default::default());
     let f = cpu.fft_features(&images, &FftConfig::default(), None).unwrap();
@@ -93,7 +94,7 @@ fn dataset_errors_name_what_is_wrong() {
     let e = Dataset::open(&d).unwrap_err().to_string();
     assert!(e.contains("no real images (0 real, 1 fake)"), "{e}");
 
-    let e = load_rgb(&d.join("fake/gan1/a.png"), 32).unwrap_err().to_string();
+    let e = load(&d.join("fake/gan1/a.png"), 32, Input::Resize).unwrap_err().to_string();
     assert!(e.contains("fake/gan1/a.png") && e.contains("cannot decode"), "{e}");
 
     let csv = d.join("set.csv");
@@ -144,7 +145,7 @@ fn synth_from_photos_crops_them() {
     let ds = Dataset::open(&out).unwrap();
     let mut seen = [false; 3];
     for s in ds.samples.iter().filter(|s| s.label == 0) {
-        let px = load_rgb(&s.path, 32).unwrap();
+        let px = load(&s.path, 32, Input::Resize).unwrap().px;
         let mean = [0, 1, 2].map(|c| px.iter().skip(c).step_by(3).map(|&v| v as f64).sum::<f64>() / (32.0 * 32.0));
         let k = colours
             .iter()

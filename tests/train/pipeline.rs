@@ -3,11 +3,13 @@
 
 use dfgpu::data::augment::Augment;
 use dfgpu::data::folder::Dataset;
+use dfgpu::data::input::Input;
 use dfgpu::data::loaded::{Loaded, Pixels};
 use dfgpu::data::{pack, synth};
+use dfgpu::error::Choice;
 use dfgpu::rng::Rng;
 use dfgpu::train::trainer::open_data;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("dfgpu-pipeline-{}-{name}", std::process::id()));
@@ -91,44 +93,54 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
     let bad = dir.join("fake/upconv/broken.png");
     std::fs::write(&bad, b"not a png").unwrap();
     let ds = Dataset::open(&dir).unwrap();
-    let file = dir.with_extension("dfpack");
-    let mut calls = 0;
-    let p = pack::pack(&ds, 24, &file, &mut |done, total| {
-        calls += 1;
-        assert!(done <= total)
-    })
-    .unwrap();
-    assert!(calls >= 1);
-    assert_eq!((p.images, p.skipped.len()), (16, 1));
-    assert!(p.skipped[0].contains("broken.png"), "{:?}", p.skipped);
-    assert!(pack::is_pack(&file) && !pack::is_pack(&dir) && !pack::is_pack(&bad));
+    for input in [Input::Resize, Input::Crop] {
+        let file = dir.with_extension(format!("{}.dfpack", input.name()));
+        let mut calls = 0;
+        let p = pack::pack(&ds, 24, input, &file, &mut |done, total| {
+            calls += 1;
+            assert!(done <= total)
+        })
+        .unwrap();
+        assert!(calls >= 1);
+        assert_eq!((p.images, p.skipped.len()), (16, 1));
+        assert!(p.skipped[0].contains("broken.png"), "{:?}", p.skipped);
+        assert!(pack::is_pack(&file) && !pack::is_pack(&dir) && !pack::is_pack(&bad));
 
-    let (mapped, decoded) = (open_data(&file, 24, &mut |_| {}).unwrap(), open_data(&dir, 24, &mut |_| {}).unwrap());
-    assert_eq!(decoded.skipped.len(), 1);
-    assert_eq!(
-        (mapped.len(), mapped.labels.clone(), mapped.groups.clone()),
-        (16, decoded.labels.clone(), decoded.groups.clone())
-    );
-    for i in 0..16 {
-        assert_eq!(mapped.image(i), decoded.image(i), "image {i}");
-    }
-    let ((mt, mv), (dt, dv)) = (mapped.split(0.25, 7).unwrap(), decoded.split(0.25, 7).unwrap());
-    assert_eq!((mt.labels.clone(), mv.labels.clone()), (dt.labels.clone(), dv.labels.clone()));
-    assert_eq!(mv.counts(), [1, 3]);
-    for i in 0..mv.len() {
-        assert_eq!(mv.image(i), dv.image(i));
-    }
-    // The split of the indices is Dataset::split's.
-    let ok: Vec<_> = ds.samples.iter().filter(|s| s.path != bad).cloned().collect();
-    let (_, val_ds) = Dataset { samples: ok, skipped: Vec::new() }.split(0.25, 7).unwrap();
-    assert_eq!(val_ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), mv.labels);
+        let open = |spec: &Path| open_data(spec, 24, input, &mut |_| {}).unwrap();
+        let (mapped, decoded) = (open(&file), open(&dir));
+        assert_eq!(decoded.skipped.len(), 1);
+        assert_eq!(
+            (mapped.len(), mapped.labels.clone(), mapped.groups.clone(), mapped.side),
+            (16, decoded.labels.clone(), decoded.groups.clone(), input.side(24))
+        );
+        for i in 0..16 {
+            assert_eq!((mapped.image(i), mapped.own(i)), (decoded.image(i), decoded.own(i)), "image {i}");
+        }
+        let ((mt, mv), (dt, dv)) = (mapped.split(0.25, 7).unwrap(), decoded.split(0.25, 7).unwrap());
+        assert_eq!((mt.labels.clone(), mv.labels.clone()), (dt.labels.clone(), dv.labels.clone()));
+        assert_eq!(mv.counts(), [1, 3]);
+        for i in 0..mv.len() {
+            assert_eq!(mv.image(i), dv.image(i));
+        }
+        // The split of the indices is Dataset::split's.
+        let ok: Vec<_> = ds.samples.iter().filter(|s| s.path != bad).cloned().collect();
+        let (_, val_ds) = Dataset { samples: ok, skipped: Vec::new() }.split(0.25, 7).unwrap();
+        assert_eq!(val_ds.samples.iter().map(|s| s.label).collect::<Vec<_>>(), mv.labels);
 
-    // A file that is not a pack is never written over.
-    let e = pack::pack(&ds, 24, &bad, &mut |_, _| {}).err().unwrap().to_string();
-    assert!(e.contains("broken.png: exists and is not a dfgpu pack"), "{e}");
-    assert_eq!(std::fs::read(&bad).unwrap(), b"not a png");
-    let e = open_data(&file, 32, &mut |_| {}).err().unwrap().to_string();
-    assert!(e.contains("packed at 24x24") && e.contains("--size 32") && e.contains(".dfpack"), "{e}");
+        // A file that is not a pack is never written over.
+        let e = pack::pack(&ds, 24, input, &bad, &mut |_, _| {}).err().unwrap().to_string();
+        assert!(e.contains("broken.png: exists and is not a dfgpu pack"), "{e}");
+        assert_eq!(std::fs::read(&bad).unwrap(), b"not a png");
+        // A pack serves the size and the input it was made for.
+        let e = open_data(&file, 32, input, &mut |_| {}).err().unwrap().to_string();
+        assert!(e.contains("packed for 24x24 inputs") && e.contains("--size 32") && e.contains(".dfpack"), "{e}");
+        let other = if input == Input::Crop { Input::Resize } else { Input::Crop };
+        let e = open_data(&file, 24, other, &mut |_| {}).err().unwrap().to_string();
+        assert!(
+            e.contains(&format!("by --input {}, the model takes 24x24 by --input {}", input.name(), other.name())),
+            "{e}"
+        );
+    }
 }
 
 #[test]
@@ -139,7 +151,7 @@ fn a_damaged_pack_is_an_error_naming_it() {
     synth::write(&synth::SynthConfig { n_real: 2, n_fake: 2, size: 16, seed: 1, ..Default::default() }, &ds_dir)
         .unwrap();
     let file = dir.join("set.dfpack");
-    pack::pack(&Dataset::open(&ds_dir).unwrap(), 16, &file, &mut |_, _| {}).unwrap();
+    pack::pack(&Dataset::open(&ds_dir).unwrap(), 16, Input::Resize, &file, &mut |_, _| {}).unwrap();
     let bytes = std::fs::read(&file).unwrap();
     let cut = dir.join("cut.dfpack");
     std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
@@ -187,13 +199,20 @@ fn a_set_too_large_for_memory_is_an_error_that_says_to_pack_it() {
     use dfgpu::data::loaded::fits_in_memory;
     let dir = std::path::Path::new("/data/dfwild");
     // DFWild-Cup's training set at 224 (39 GB) on a 64 GiB machine with 48 GiB free: too much.
-    let e = fits_in_memory(dir, 262_160, 224, Some(48 << 30)).unwrap_err().to_string();
+    let e = fits_in_memory(dir, 262_160, 224, Input::Resize, Some(48 << 30)).unwrap_err().to_string();
     assert!(
-        e.contains("/data/dfwild: 262160 images at 224x224 take 36.8 GiB decoded")
+        e.contains("/data/dfwild: 262160 images kept at 224x224 (--input resize) take 36.8 GiB decoded")
             && e.contains("3/4 of the 48.0 GiB of memory available")
-            && e.contains("dfgpu pack /data/dfwild OUT.dfpack --size 224"),
+            && e.contains("dfgpu pack /data/dfwild OUT.dfpack --size 224 --input resize"),
         "{e}"
     );
-    fits_in_memory(dir, 6_000, 224, Some(48 << 30)).unwrap();
-    fits_in_memory(dir, 262_160, 224, None).unwrap();
+    // Crops keep a square twice the side: four times the bytes.
+    let e = fits_in_memory(dir, 20_000, 224, Input::Crop, Some(14 << 30)).unwrap_err().to_string();
+    assert!(
+        e.contains("20000 images kept at 448x448 (--input crop) take 11.2 GiB")
+            && e.contains("--size 224 --input crop"),
+        "{e}"
+    );
+    fits_in_memory(dir, 20_000, 224, Input::Resize, Some(14 << 30)).unwrap();
+    fits_in_memory(dir, 262_160, 224, Input::Resize, None).unwrap();
 }

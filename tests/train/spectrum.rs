@@ -1,6 +1,7 @@
 //! dfgpu spectrum: ring averages against planes with known rings; the built-in fakes' trace is found.
 
 use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::data::input::Input;
 use dfgpu::data::synth::{self, SynthConfig};
 use dfgpu::train::spectrum::{radial_mean, spectra, summary, write_png};
 
@@ -20,7 +21,7 @@ fn ring_averages_of_known_planes() {
 fn the_built_in_fakes_show_a_trace_in_the_figure_and_the_table() {
     let dir = std::env::temp_dir().join(format!("dfgpu-test-spectrum-{}", std::process::id()));
     synth::write(&SynthConfig { n_real: 20, n_fake: 40, size: 32, seed: 2, ..SynthConfig::default() }, &dir).unwrap();
-    let s = spectra(&CpuBackend::new(Default::default()), &dir, 32).unwrap();
+    let s = spectra(&CpuBackend::new(Default::default()), &dir, 32, Input::Crop).unwrap();
     assert_eq!(s.counts, [20, 40]);
     let text = summary(&s);
     assert!(text.contains("a spectral trace the frequency branch can use"), "{text}");

@@ -1,0 +1,190 @@
+//! `dfgpu holdout`: how a detector does on a generator it never saw. For each fake group G of a data set (a
+//! subfolder of fake/, or the CSV's third column): train on the other groups' fakes and the reals' training
+//! share, choose the checkpoint and the decision threshold on a validation split of that same training data (seen
+//! generators only), then test on G's fakes against reals that no run trained or validated on. One table: per
+//! held-out group its AUC, AP and balanced accuracy at the validation-tuned threshold, then the mean and the worst.
+
+use crate::backend::Backend;
+use crate::data::loaded::Loaded;
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
+use crate::train::trainer::{self, predict, ExistingRun, TrainConfig};
+use crate::train::{checkpoint, figures};
+use std::fmt::Write as _;
+use std::path::Path;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Row {
+    /// The held-out group.
+    pub group: String,
+    /// Validation AUC on the seen groups (the checkpoint kept: best.safetensors).
+    pub val_auc: f64,
+    /// On the held-out group's fakes against the test reals.
+    pub auc: f64,
+    pub ap: f64,
+    /// Balanced accuracy at `threshold`, the one that maximizes it on the validation set.
+    pub balanced_acc: f64,
+    pub threshold: f32,
+    pub n_real: usize,
+    pub n_fake: usize,
+}
+
+/// The held-out runs. `test_reals`: the share of the reals kept apart for testing (the same reals in every run).
+/// Each run writes under `out/<group>`; the tables go to `out/holdout.md` and `out/holdout.csv`, the figure to
+/// `out/holdout.png`.
+pub fn holdout(
+    be: &dyn Backend,
+    base: &TrainConfig,
+    data: &Loaded,
+    test_reals: f64,
+    out: &Path,
+    log: &mut dyn FnMut(&str),
+) -> Result<Vec<Row>> {
+    let folds = folds(data, test_reals, base.seed)?;
+    let ungrouped = (0..data.len()).filter(|&i| data.labels[i] == 1 && data.groups[i].is_none()).count();
+    if ungrouped > 0 {
+        log(&format!("{ungrouped} fakes have no group: they are trained on in every run, never tested on"));
+    }
+    let mut rows = Vec::new();
+    for fold in &folds {
+        let g = fold.group.as_str();
+        let (train, val) = data.subset(&fold.pool).split(base.val_fraction, base.seed)?;
+        let test = data.subset(&fold.test);
+        let mut cfg = base.clone();
+        cfg.out = out.join(folder_name(g));
+        cfg.existing = ExistingRun::Overwrite; // the holdout's folder is its own
+        let seen: Vec<&str> = folds.iter().map(|f| f.group.as_str()).filter(|&o| o != g).collect();
+        log(&format!(
+            "=== held out: {g} (training on {}: {} real, {} fake; test: {} real, {} {g})",
+            seen.join(", "),
+            train.counts()[0],
+            train.counts()[1],
+            test.counts()[0],
+            test.counts()[1]
+        ));
+        trainer::train_on(be, &cfg, &train, &val, &mut |line| {
+            if line.starts_with("COLLAPSE") || line.starts_with("epoch") && line.contains("validation") {
+                log(line.lines().next().unwrap_or(""));
+            }
+        })?;
+        // The checkpoint and the threshold are chosen on the seen groups only.
+        let best = cfg.out.join("best.safetensors");
+        let (det, mut ms, _) = checkpoint::load(&best, be)?;
+        let val_scores = predict(be, &det, &mut ms, &val, 64)?;
+        let (threshold, _) = best_balanced_threshold(&val_scores, &val.labels).unwrap_or((0.5, f64::NAN));
+        let scores = predict(be, &det, &mut ms, &test, 64)?;
+        let row = Row {
+            group: g.to_string(),
+            val_auc: auc(&val_scores, &val.labels).unwrap_or(f64::NAN),
+            auc: auc(&scores, &test.labels).unwrap_or(f64::NAN),
+            ap: average_precision(&scores, &test.labels).unwrap_or(f64::NAN),
+            balanced_acc: confusion_at(&scores, &test.labels, threshold).balanced_accuracy(),
+            threshold,
+            n_real: test.counts()[0],
+            n_fake: test.counts()[1],
+        };
+        log(&format!(
+            "    {g}: AUC {:.4}, AP {:.4}, balanced accuracy {:.4} at {threshold:.4} (validation AUC {:.4})",
+            row.auc, row.ap, row.balanced_acc, row.val_auc
+        ));
+        rows.push(row);
+    }
+    let (md, csv) = tables(&rows);
+    for (name, text) in [("holdout.md", md), ("holdout.csv", csv)] {
+        let p = out.join(name);
+        std::fs::write(&p, text).map_err(|source| Error::Io { path: p.clone(), source })?;
+    }
+    figures::holdout(&rows, &out.join("holdout.png"))?;
+    Ok(rows)
+}
+
+/// One held-out run: the images it trains and validates on (`pool`), and those it is tested on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fold {
+    pub group: String,
+    pub pool: Vec<usize>,
+    pub test: Vec<usize>,
+}
+
+/// The held-out runs of `data`, one per fake group in name order: a seeded `test_reals` share of the reals (at
+/// least one, and at least two left over) is tested on in every run and never trained on; each run's pool is the
+/// other reals and every fake outside its group.
+pub fn folds(data: &Loaded, test_reals: f64, seed: u64) -> Result<Vec<Fold>> {
+    if !(test_reals > 0.0 && test_reals < 1.0) {
+        return Err(Error::Invalid(format!("--test-reals {test_reals} must be between 0 and 1")));
+    }
+    let mut groups: Vec<&str> = data.groups.iter().flatten().map(String::as_str).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    if groups.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "holdout needs fakes of at least two groups (subfolders of fake/, or a CSV's third column); this set \
+             has {}",
+            if groups.is_empty() { "none".to_string() } else { format!("only '{}'", groups[0]) }
+        )));
+    }
+    let mut reals: Vec<usize> = (0..data.len()).filter(|&i| data.labels[i] == 0).collect();
+    if reals.len() < 3 {
+        return Err(Error::Invalid(format!("holdout needs at least 3 real images, this set has {}", reals.len())));
+    }
+    Rng::new(seed ^ 0x7E57).shuffle(&mut reals);
+    let n_test = ((reals.len() as f64 * test_reals).round() as usize).clamp(1, reals.len() - 2);
+    let (test_real, train_real) = reals.split_at(n_test);
+    Ok(groups
+        .into_iter()
+        .map(|g| {
+            let held = |i: &usize| data.groups[*i].as_deref() == Some(g);
+            let fakes = (0..data.len()).filter(|&i| data.labels[i] == 1);
+            Fold {
+                group: g.to_string(),
+                pool: fakes.clone().filter(|i| !held(i)).chain(train_real.iter().copied()).collect(),
+                test: test_real.iter().copied().chain(fakes.filter(held)).collect(),
+            }
+        })
+        .collect())
+}
+
+/// A group's run folder: its name with anything but letters, digits, '-' and '_' replaced.
+fn folder_name(group: &str) -> String {
+    let name: String =
+        group.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    format!("heldout-{name}")
+}
+
+/// The mean and the worst held-out AUC.
+pub fn mean_and_worst(rows: &[Row]) -> (f64, f64) {
+    let mean = rows.iter().map(|r| r.auc).sum::<f64>() / rows.len() as f64;
+    (mean, rows.iter().map(|r| r.auc).fold(f64::INFINITY, f64::min))
+}
+
+/// The markdown table (with the mean and the worst AUC under it) and the CSV one.
+pub fn tables(rows: &[Row]) -> (String, String) {
+    let mut md = String::from(
+        "| held-out group | test real | test fake | validation AUC (seen) | AUC | AP | balanced acc | threshold |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut csv = String::from("group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold\n");
+    for r in rows {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            r.group, r.n_real, r.n_fake, r.val_auc, r.auc, r.ap, r.balanced_acc, r.threshold
+        );
+        let _ = writeln!(
+            csv,
+            "\"{}\",{},{},{:.6},{:.6},{:.6},{:.6},{:.6}",
+            r.group.replace('"', "\"\""),
+            r.n_real,
+            r.n_fake,
+            r.val_auc,
+            r.auc,
+            r.ap,
+            r.balanced_acc,
+            r.threshold
+        );
+    }
+    let (mean, worst) = mean_and_worst(rows);
+    let _ = writeln!(md, "\nheld-out AUC: mean {mean:.4}, worst {worst:.4}");
+    (md, csv)
+}

@@ -1,0 +1,48 @@
+use crate::{dfgpu, text};
+
+#[test]
+fn holdout_trains_without_each_group_and_tests_on_it() {
+    let root = std::env::temp_dir().join(format!("dfgpu-e2e-holdout-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let data = root.join("data");
+    let synth = ["synth", data.to_str().unwrap(), "--n-real", "20", "--n-fake", "36", "--size", "32"];
+    let o = dfgpu(&[&synth[..], &["--families", "upconv,nearest,periodic"]].concat());
+    assert!(o.status.success(), "{}", text(&o).1);
+    let out = root.join("out");
+    let o = dfgpu(&[
+        "holdout",
+        "--device",
+        "cpu",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--batch",
+        "8",
+    ]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success(), "{stdout}\n{stderr}");
+    let csv = std::fs::read_to_string(out.join("holdout.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 4, "{csv}");
+    for (line, g) in lines[1..].iter().zip(["nearest", "periodic", "upconv"]) {
+        // 4 of the 20 reals are kept for testing; each family has 12 fakes.
+        assert!(line.starts_with(&format!("\"{g}\",4,12,")), "{csv}");
+        let auc: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{csv}");
+        assert!(out.join(format!("heldout-{g}/best.safetensors")).is_file());
+    }
+    assert!(stdout.contains("held-out AUC: mean ") && stdout.contains(", worst "), "{stdout}");
+    assert!(std::fs::read_to_string(out.join("holdout.md")).unwrap().contains("| periodic | 4 | 12 |"));
+    assert!(out.join("holdout.png").is_file());
+    // A set with one group cannot be held out.
+    let one = root.join("one");
+    let o = dfgpu(&["synth", one.to_str().unwrap(), "--n-real", "8", "--n-fake", "8", "--families", "upconv"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let o = dfgpu(&["holdout", "--device", "cpu", "--data", one.to_str().unwrap(), "--size", "32"]);
+    assert!(!o.status.success() && text(&o).1.contains("only 'upconv'"), "{}", text(&o).1);
+}

@@ -1,0 +1,72 @@
+use dfgpu::data::loaded::{Loaded, Pixels};
+use dfgpu::train::holdout::{folds, mean_and_worst, tables, Row};
+
+/// 10 reals and 6 fakes: two in group a, three in b, one without a group.
+fn set() -> Loaded {
+    let labels: Vec<u8> = [0u8; 10].into_iter().chain([1u8; 6]).collect();
+    let mut groups = vec![None; 10];
+    groups.extend(["a", "b", "a", "b", "b"].map(|g| Some(g.to_string())));
+    groups.push(None);
+    Loaded::new(2, Pixels::Owned(vec![0; labels.len() * 2 * 2 * 3]), labels, groups)
+}
+
+#[test]
+fn no_image_a_run_is_tested_on_is_trained_or_validated_on() {
+    let data = set();
+    let f = folds(&data, 0.3, 7).unwrap();
+    assert_eq!(f.iter().map(|f| f.group.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    let reals_of = |idx: &[usize]| idx.iter().copied().filter(|&i| data.labels[i] == 0).collect::<Vec<_>>();
+    // The same three test reals (30% of 10) in every run.
+    let test_reals = reals_of(&f[0].test);
+    assert_eq!(test_reals.len(), 3);
+    for fold in &f {
+        assert_eq!(reals_of(&fold.test), test_reals);
+        assert!(fold.pool.iter().all(|i| !fold.test.contains(i)), "{fold:?}");
+        let fakes = |idx: &[usize]| idx.iter().filter(|&&i| data.labels[i] == 1).map(|&i| i).collect::<Vec<_>>();
+        // Every fake of the held-out group is tested on; the others (the ungrouped one too) are trained on.
+        let held: Vec<usize> = (0..16).filter(|&i| data.groups[i].as_deref() == Some(&fold.group)).collect();
+        assert_eq!(fakes(&fold.test), held);
+        let mut rest: Vec<usize> = (10..16).filter(|i| !held.contains(i)).collect();
+        let mut pool_fakes = fakes(&fold.pool);
+        (rest.sort(), pool_fakes.sort());
+        assert_eq!(pool_fakes, rest);
+        assert_eq!(fold.pool.len() + test_reals.len(), 10 + rest.len());
+    }
+    // Another seed keeps other reals apart.
+    let other = folds(&data, 0.3, 8).unwrap();
+    assert_ne!(reals_of(&other[0].test), test_reals);
+}
+
+#[test]
+fn holdout_refuses_sets_it_cannot_split() {
+    let data = set();
+    let one_group = data.subset(&(0..11).collect::<Vec<_>>()); // the reals and one fake of group a
+    let e = folds(&one_group, 0.2, 0).unwrap_err().to_string();
+    assert!(e.contains("at least two groups") && e.contains("only 'a'"), "{e}");
+    let few_reals = data.subset(&(8..16).collect::<Vec<_>>());
+    let e = folds(&few_reals, 0.2, 0).unwrap_err().to_string();
+    assert!(e.contains("at least 3 real images") && e.contains("has 2"), "{e}");
+    let e = folds(&data, 1.0, 0).unwrap_err().to_string();
+    assert!(e.contains("--test-reals 1"), "{e}");
+}
+
+#[test]
+fn the_table_gives_the_mean_and_the_worst_auc() {
+    let row = |group: &str, auc: f64| Row {
+        group: group.into(),
+        val_auc: 0.99,
+        auc,
+        ap: 0.9,
+        balanced_acc: 0.8,
+        threshold: 0.5,
+        n_real: 3,
+        n_fake: 5,
+    };
+    let rows = [row("a", 0.9), row("b\"x", 0.6)];
+    let (mean, worst) = mean_and_worst(&rows);
+    assert!((mean - 0.75).abs() < 1e-12 && worst == 0.6);
+    let (md, csv) = tables(&rows);
+    assert!(md.contains("| a | 3 | 5 | 0.9900 | 0.9000 |") && md.contains("mean 0.7500, worst 0.6000"), "{md}");
+    // A quote in a group name is doubled, as RFC 4180 says.
+    assert!(csv.lines().nth(2).unwrap().starts_with("\"b\"\"x\",3,5,0.990000,0.600000,"), "{csv}");
+}
