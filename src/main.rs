@@ -102,17 +102,7 @@ enum Command {
         #[arg(long, default_value_t = 0.2)]
         test_reals: f64,
         #[command(flatten)]
-        model: ModelArgs,
-        #[command(flatten)]
-        branch: BranchArgs,
-        /// Epochs per run.
-        #[arg(long, default_value_t = 6)]
-        epochs: usize,
-        /// focal, wbce or bce (as train's).
-        #[arg(long, default_value = "focal")]
-        loss: String,
-        #[command(flatten)]
-        opts: TrainOpts,
+        run: RunArgs,
         #[command(flatten)]
         dev: Device,
     },
@@ -363,6 +353,36 @@ struct TrainOpts {
     seed: u64,
 }
 
+/// What one training run is, for train and holdout: the model, its branches, the epochs, the loss and the
+/// training settings.
+#[derive(clap::Args)]
+struct RunArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[command(flatten)]
+    branch: BranchArgs,
+    /// Epochs (holdout: per run).
+    #[arg(long, default_value_t = 6)]
+    epochs: usize,
+    /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
+    #[arg(long, default_value = "focal")]
+    loss: String,
+    #[command(flatten)]
+    opts: TrainOpts,
+}
+
+impl RunArgs {
+    /// The training configuration these flags make, on `be`.
+    fn config(&self, be: &dyn dfgpu::Backend) -> dfgpu::Result<dfgpu::train::trainer::TrainConfig> {
+        let model = with_branches(model_config(be, &self.model)?, &self.branch)?;
+        let mut cfg = dfgpu::train::trainer::TrainConfig::new(model);
+        (cfg.loss, cfg.weighting) = dfgpu::train::trainer::loss_named(&self.loss)?;
+        apply_opts(&mut cfg, &self.opts)?;
+        cfg.epochs = self.epochs;
+        Ok(cfg)
+    }
+}
+
 #[derive(clap::Args)]
 struct TrainArgs {
     /// Training data: a folder with real/ and fake/, a CSV of path,label, or a pack. Default: the built-in set.
@@ -379,16 +399,7 @@ struct TrainArgs {
     #[arg(long)]
     overwrite: bool,
     #[command(flatten)]
-    model: ModelArgs,
-    #[command(flatten)]
-    branch: BranchArgs,
-    #[arg(long, default_value_t = 6)]
-    epochs: usize,
-    /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
-    #[arg(long, default_value = "focal")]
-    loss: String,
-    #[command(flatten)]
-    opts: TrainOpts,
+    run: RunArgs,
     /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
     #[arg(long)]
     resume: Option<std::path::PathBuf>,
@@ -527,13 +538,11 @@ fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> df
 
 /// `given` says whether a flag (by its clap id) was on the command line.
 fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
-    use dfgpu::train::trainer::{self, TrainConfig};
+    use dfgpu::train::trainer;
     let (be, line) = a.dev.select()?;
     println!("{line}");
-    let mut cfg = TrainConfig::new(with_branches(model_config(be.as_ref(), &a.model)?, &a.branch)?);
-    (cfg.loss, cfg.weighting) = trainer::loss_named(&a.loss)?;
-    apply_opts(&mut cfg, &a.opts)?;
-    (cfg.data, cfg.val, cfg.epochs) = (a.data, a.val, a.epochs);
+    let mut cfg = a.run.config(be.as_ref())?;
+    (cfg.data, cfg.val) = (a.data, a.val);
     cfg.existing = match (&a.out, a.overwrite) {
         (_, true) => trainer::ExistingRun::Overwrite,
         (Some(_), false) => trainer::ExistingRun::Refuse,
@@ -553,24 +562,16 @@ fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)] // the command's own options, passed on as they came
 fn holdout(
-    device: dfgpu::DeviceSpec,
+    (be, line): (Box<dyn dfgpu::Backend>, String),
     data: Option<std::path::PathBuf>,
     out: &std::path::Path,
     test_reals: f64,
-    (model, branch): (&ModelArgs, &BranchArgs),
-    epochs: usize,
-    loss: &str,
-    opts: &TrainOpts,
+    run: &RunArgs,
 ) -> dfgpu::Result<()> {
     use dfgpu::train::{holdout, trainer};
-    let (be, line) = dfgpu::select(device, Default::default())?;
     println!("{line}");
-    let mut cfg = trainer::TrainConfig::new(with_branches(model_config(be.as_ref(), model)?, branch)?);
-    (cfg.loss, cfg.weighting) = trainer::loss_named(loss)?;
-    apply_opts(&mut cfg, opts)?;
-    cfg.epochs = epochs;
+    let cfg = run.config(be.as_ref())?;
     let log = &mut |l: &str| println!("{l}");
     let path = match data {
         Some(p) => p,
@@ -670,9 +671,9 @@ fn main() -> ExitCode {
                 Ok(())
             })
         }
-        Command::Holdout { data, out, test_reals, model, branch, epochs, loss, opts, dev } => dev
-            .spec()
-            .and_then(|device| holdout(device, data, &out, test_reals, (&model, &branch), epochs, &loss, &opts)),
+        Command::Holdout { data, out, test_reals, run, dev } => {
+            dev.select().and_then(|be| holdout(be, data, &out, test_reals, &run))
+        }
         Command::Spectrum { data, out, size, input, dev } => dev.select().and_then(|(be, line)| {
             println!("{line}");
             let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size, input)?;

@@ -22,13 +22,14 @@ fn no_image_a_run_is_tested_on_is_trained_or_validated_on() {
     for fold in &f {
         assert_eq!(reals_of(&fold.test), test_reals);
         assert!(fold.pool.iter().all(|i| !fold.test.contains(i)), "{fold:?}");
-        let fakes = |idx: &[usize]| idx.iter().filter(|&&i| data.labels[i] == 1).map(|&i| i).collect::<Vec<_>>();
+        let fakes = |idx: &[usize]| idx.iter().filter(|&&i| data.labels[i] == 1).copied().collect::<Vec<_>>();
         // Every fake of the held-out group is tested on; the others (the ungrouped one too) are trained on.
         let held: Vec<usize> = (0..16).filter(|&i| data.groups[i].as_deref() == Some(&fold.group)).collect();
         assert_eq!(fakes(&fold.test), held);
         let mut rest: Vec<usize> = (10..16).filter(|i| !held.contains(i)).collect();
         let mut pool_fakes = fakes(&fold.pool);
-        (rest.sort(), pool_fakes.sort());
+        rest.sort();
+        pool_fakes.sort();
         assert_eq!(pool_fakes, rest);
         assert_eq!(fold.pool.len() + test_reals.len(), 10 + rest.len());
     }
