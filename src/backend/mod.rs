@@ -38,6 +38,9 @@ pub trait Backend: Send + Sync {
     /// One line: which device, e.g. "cpu (2 rayon threads)" or "cuda:0 NVIDIA H200 (sm_90, 139.8 GiB)".
     fn name(&self) -> String;
     fn is_cuda(&self) -> bool;
+    /// The bytes a run can still allocate here (the system's available memory, the device's free memory); None
+    /// where it cannot be asked.
+    fn free_memory(&self) -> Option<u64>;
     /// A copy of a host tensor in this backend's memory (a plain move of the data on the CPU).
     fn upload(&self, t: &Tensor) -> Result<Tensor>;
     /// A host copy of a tensor of this backend.

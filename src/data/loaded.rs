@@ -239,11 +239,24 @@ impl Loaded {
     }
 }
 
-/// MemAvailable from /proc/meminfo, in bytes; None where there is no such file.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    line.split_whitespace().nth(1)?.parse::<u64>().ok().map(|kib| kib * 1024)
+/// The bytes this process can still allocate: MemAvailable from /proc/meminfo, or less under an address-space
+/// limit (`ulimit -v`: its room above the process's size); None where there is no such file.
+pub(crate) fn available_memory() -> Option<u64> {
+    let kib = |file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(file).ok()?;
+        let line = text.lines().find(|l| l.starts_with(key))?;
+        line[key.len()..].split_whitespace().next()?.parse::<u64>().ok().map(|k| k * 1024)
+    };
+    let avail = kib("/proc/meminfo", "MemAvailable:")?;
+    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+    let limit = limits
+        .lines()
+        .find(|l| l.starts_with("Max address space"))
+        .and_then(|l| l.split_whitespace().nth(3)?.parse::<u64>().ok());
+    match (limit, kib("/proc/self/status", "VmSize:")) {
+        (Some(limit), Some(size)) => Some(avail.min(limit.saturating_sub(size))),
+        _ => Some(avail),
+    }
 }
 
 /// Whether `n` images kept by `input` for a model of `size` fit in `available` bytes with room to spare (3/4 of

@@ -115,6 +115,21 @@ impl Detector {
 
     /// One logit per image, from the normalized images (spatial branch) and the raw ones (frequency branch).
     /// `train` carries the step's seed (dropout, drop-connect, branch dropout) and selects batch statistics.
+    /// The bytes a training step of `batch` images takes, at least: the parameters with their gradients and the
+    /// optimizer's two buffers, and the f32 values the forward keeps for the backward (the preprocessed images, each
+    /// active branch's outputs). What the batch sizes are checked against before a run starts.
+    pub fn step_bytes(&self, batch: usize) -> u64 {
+        let s = self.cfg.size;
+        let mut per_image = 2 * 3 * s * s; // the normalized and the raw image
+        if self.head.branches != Branches::Freq {
+            per_image += self.spatial.kept(s);
+        }
+        if self.head.branches != Branches::Spatial {
+            per_image += self.freq.kept(s);
+        }
+        4 * (4 * self.params.total() as u64 + batch as u64 * per_image as u64)
+    }
+
     pub fn forward(
         &self,
         f: &mut Fwd,

@@ -227,6 +227,24 @@ impl EfficientNet {
         EfficientNet { cfg, stem, blocks, head, features }
     }
 
+    /// Per image of `size` x `size`: the values a training forward keeps for the backward (a lower bound: the
+    /// outputs of each convolution, batch norm, activation and squeeze-excitation).
+    pub fn kept(&self, size: usize) -> usize {
+        let (mut total, h, w) = self.stem.kept(size, size);
+        let mut hw = (h, w);
+        for blk in &self.blocks {
+            if let Some(e) = &blk.expand {
+                total += e.kept(hw.0, hw.1).0;
+            }
+            let (dw, h, w) = blk.dw.kept(hw.0, hw.1);
+            let (project, ..) = blk.project.kept(h, w);
+            // The excitation's output has the depthwise output's shape (a third of what the three copies keep).
+            total += dw + dw / 3 + project;
+            hw = (h, w);
+        }
+        total + self.head.kept(hw.0, hw.1).0
+    }
+
     /// NCHW images (normalized) to [N, features].
     pub fn forward(&self, f: &mut Fwd, x: Arc<Tensor>) -> Result<(Tensor, EfficientNetCache)> {
         let (mut h, stem) = self.stem.forward(f, x)?;

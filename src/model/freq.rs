@@ -55,6 +55,19 @@ impl FreqBranch {
         FreqBranch { features: cin, cfg, stages }
     }
 
+    /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, then
+    /// each stage's outputs).
+    pub fn kept(&self, size: usize) -> usize {
+        let d = FftDims::new(&self.cfg.fft, 1, 3, size, size);
+        let (mut total, mut hw) = (d.planes * d.out_h * d.out_w, (d.out_h, d.out_w));
+        for s in &self.stages {
+            let (k, h, w) = s.kept(hw.0, hw.1);
+            total += k;
+            hw = (h, w);
+        }
+        total
+    }
+
     /// Raw images (f32 NCHW in [0, 1], or u8 NHWC) to [N, features]. `stats` for log-std magnitudes.
     pub fn forward(&self, f: &mut Fwd, raw: &Tensor, stats: Option<&Tensor>) -> Result<(Tensor, FreqCache)> {
         let mut feats = f.be.fft_features(raw, &self.cfg.fft, stats)?;

@@ -76,6 +76,14 @@ pub struct ConvBnActCache {
 }
 
 impl ConvBnAct {
+    /// Per image, on an `h` x `w` input: the values its training forward keeps for the backward (the convolution's
+    /// output, the batch norm's and the activation's), and the output's height and width.
+    pub fn kept(&self, h: usize, w: usize) -> (usize, usize, usize) {
+        let (ho, wo) = (h.div_ceil(self.conv.stride), w.div_ceil(self.conv.stride));
+        let copies = 1 + self.norm.is_some() as usize + self.act.is_some() as usize;
+        (copies * self.conv.cout * ho * wo, ho, wo)
+    }
+
     /// `conv_name` is the convolution's parameter name (e.g. "conv_stem"), `bn_name` the batch norm's (e.g.
     /// "bn1"); no batch norm without one.
     pub fn new(b: &mut Builder, conv_name: &str, bn_name: Option<&str>, conv: Conv2d, act: Option<Activation>) -> Self {

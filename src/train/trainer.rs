@@ -568,7 +568,6 @@ fn run(
 ) -> Result<Summary> {
     let counts = train.counts();
     let weights = cfg.weighting.weights(counts)?;
-    dir.move_aside(log)?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
     let (det, mut ms, resumed) = match resumed {
         Some((det, ms, point, meta)) => (det, ms, Some((point, meta))),
@@ -582,6 +581,8 @@ fn run(
             (det, ms, None)
         }
     };
+    check_batch(be, &det, cfg, train.len())?;
+    dir.move_aside(log)?;
     if det.cfg.freq.fft.magnitude == Magnitude::LogStd && ms.freq_stats.is_none() {
         let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
         let idx: Vec<usize> = (0..train.len()).collect();
@@ -797,6 +798,41 @@ fn run(
     ));
     Ok(summary)
 }
+
+/// A batch is drawn from the training set, and its step must fit in memory: a batch larger than the set, or
+/// one whose step needs more than the backend has free, is refused before anything is allocated for it (where
+/// the system would otherwise kill the run midway). Larger than the set is an error, not clamped: the batch
+/// sets the steps per epoch and the learning-rate schedule, which a quiet change would alter.
+fn check_batch(be: &dyn Backend, det: &Detector, cfg: &TrainConfig, n_train: usize) -> Result<()> {
+    let set = cfg.data.as_ref().map_or("the built-in set".into(), |p| p.display().to_string());
+    if cfg.batch > n_train {
+        return Err(Error::Invalid(format!(
+            "--batch {}: larger than the training set of {set} ({n_train} images): choose --batch {n_train} or less",
+            cfg.batch
+        )));
+    }
+    let need = det.step_bytes(cfg.batch);
+    match be.free_memory() {
+        Some(free) if need > free => {
+            let (fixed, per) = (det.step_bytes(0), det.step_bytes(1) - det.step_bytes(0));
+            let most = free.saturating_sub(fixed) / per;
+            Err(Error::Invalid(format!(
+                "--batch {}: a training step of the {} model at {s}x{s} on {set} takes at least {:.2} GiB ({:.1} MiB \
+                 per image), more than the {:.2} GiB free on {}: choose --batch {most} or less",
+                cfg.batch,
+                det.cfg.backbone.name,
+                need as f64 / GIB,
+                per as f64 / (1u64 << 20) as f64,
+                free as f64 / GIB,
+                be.name(),
+                s = det.cfg.size,
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
 
 /// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
 /// must agree with it.

@@ -170,6 +170,9 @@ impl Backend for CpuBackend {
     fn is_cuda(&self) -> bool {
         false
     }
+    fn free_memory(&self) -> Option<u64> {
+        crate::data::loaded::available_memory()
+    }
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         self.download(t)
     }

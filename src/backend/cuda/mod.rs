@@ -286,6 +286,9 @@ impl Backend for CudaBackend {
     fn is_cuda(&self) -> bool {
         true
     }
+    fn free_memory(&self) -> Option<u64> {
+        self.stream.context().mem_get_info().ok().map(|(free, _)| free as u64)
+    }
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         match t.dtype() {
             DType::U8 => self.upload_typed::<u8>(t),
