@@ -64,7 +64,8 @@ pub fn holdout(
             test.counts()[1]
         ));
         trainer::train_on(be, &cfg, &train, &val, &mut |line| {
-            if line.starts_with("COLLAPSE") || line.starts_with("epoch") && line.contains("validation") {
+            let note = line.starts_with("COLLAPSE") || line.starts_with("--batch");
+            if note || line.starts_with("epoch") && line.contains("validation") {
                 log(line.lines().next().unwrap_or(""));
             }
         })?;

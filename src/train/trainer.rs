@@ -581,7 +581,8 @@ fn run(
             (det, ms, None)
         }
     };
-    check_batch(be, &det, cfg, train.len())?;
+    let cfg = &bounded_batch(cfg, train.len(), log);
+    check_memory(be, &det, cfg)?;
     dir.move_aside(log)?;
     if det.cfg.freq.fft.magnitude == Magnitude::LogStd && ms.freq_stats.is_none() {
         let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
@@ -799,18 +800,21 @@ fn run(
     Ok(summary)
 }
 
-/// A batch is drawn from the training set, and its step must fit in memory: a batch larger than the set, or
-/// one whose step needs more than the backend has free, is refused before anything is allocated for it (where
-/// the system would otherwise kill the run midway). Larger than the set is an error, not clamped: the batch
-/// sets the steps per epoch and the learning-rate schedule, which a quiet change would alter.
-fn check_batch(be: &dyn Backend, det: &Detector, cfg: &TrainConfig, n_train: usize) -> Result<()> {
-    let set = cfg.data.as_ref().map_or("the built-in set".into(), |p| p.display().to_string());
-    if cfg.batch > n_train {
-        return Err(Error::Invalid(format!(
-            "--batch {}: larger than the training set of {set} ({n_train} images): choose --batch {n_train} or less",
-            cfg.batch
-        )));
+/// A batch draws from the training set: one larger than the set is clamped to it, with a note. The steps per
+/// epoch stay the same (one: the set's size over the batch, at least one), and so does the learning-rate
+/// schedule; the batch then holds each image once instead of drawing the same ones again.
+fn bounded_batch(cfg: &TrainConfig, n_train: usize, log: &mut dyn FnMut(&str)) -> TrainConfig {
+    if cfg.batch <= n_train {
+        return cfg.clone();
     }
+    log(&format!("--batch {} is larger than the training set ({n_train} images): batches of {n_train}", cfg.batch));
+    TrainConfig { batch: n_train, ..cfg.clone() }
+}
+
+/// A step that needs more memory than the backend has free is refused before anything is allocated for it (the
+/// system would otherwise kill the run midway), saying what it takes and the largest batch that fits.
+fn check_memory(be: &dyn Backend, det: &Detector, cfg: &TrainConfig) -> Result<()> {
+    let set = cfg.data.as_ref().map_or("the built-in set".into(), |p| p.display().to_string());
     let need = det.step_bytes(cfg.batch);
     match be.free_memory() {
         Some(free) if need > free => {
