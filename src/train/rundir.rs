@@ -1,6 +1,7 @@
 //! The run folder (`train --out`): locked while a run writes into it, never taken from an earlier run silently,
-//! cleared of the temporary files an interrupted run leaves, written through temporary files and renames, and
-//! repaired on --resume when a kill fell between the files of one epoch.
+//! cleared of the temporary files an interrupted run leaves, written through temporary files and renames (an
+//! epoch's last.safetensors last of its files: the point --resume starts from), and repaired on --resume when a
+//! kill fell between the files of one epoch (in runs written before that order).
 
 use crate::error::{Error, Result};
 use crate::train::checkpoint::{self, Meta};
@@ -58,13 +59,23 @@ impl RunDir {
             matches!((d.canonicalize(), dir.canonicalize()), (Ok(a), Ok(b)) if a == b)
         };
         if !held.is_empty() && !resume.is_some_and(own) {
-            if existing == ExistingRun::Refuse {
+            // last.safetensors is an epoch's last file: without it, no epoch of that run finished.
+            let last = dir.join("last.safetensors");
+            if existing == ExistingRun::Refuse && last.exists() {
                 return Err(Error::Invalid(format!(
                     "{}: holds an earlier run ({}): choose another --out, continue it with --resume {}, or pass \
                      --overwrite",
                     dir.display(),
                     held.join(", "),
-                    dir.join("last.safetensors").display()
+                    last.display()
+                )));
+            }
+            if existing == ExistingRun::Refuse {
+                return Err(Error::Invalid(format!(
+                    "{}: holds the files of an earlier run that ended in its first epoch ({}; no last.safetensors \
+                     to resume from): pass --overwrite to start again, or choose another --out",
+                    dir.display(),
+                    held.join(", ")
                 )));
             }
             run.held = existing == ExistingRun::MoveAside;

@@ -621,7 +621,6 @@ fn run(
     if cfg.grad_report > 0 {
         std::fs::create_dir_all(&grad_dir).map_err(|source| Error::Io { path: grad_dir.clone(), source })?;
     }
-    let mut last_scores = Vec::new();
     let mut jsonl = String::new();
     let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
     let (mut t, mut best_auc, mut first_epoch) = (0u64, f64::NEG_INFINITY, 1);
@@ -774,7 +773,8 @@ fn run(
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
         // Whether this epoch is the best so far: --resume restores best.safetensors from it if a kill lost it.
         meta.insert("dfgpu.best".into(), is_best.to_string());
-        checkpoint::write_detector(&cfg.out.join("last.safetensors"), &tensors, &det.cfg, &meta)?;
+        // last.safetensors comes last: it is what --resume starts from, so a kill before it redoes the epoch, which
+        // writes the same files again, and a kill after it has lost nothing.
         if is_best {
             checkpoint::write_detector(&cfg.out.join("best.safetensors"), &tensors, &det.cfg, &meta)?;
             log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
@@ -784,13 +784,13 @@ fn run(
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
         rundir::write_atomic(&jsonl_path, jsonl.as_bytes())?;
         rundir::write_atomic(&cfg.out.join("metrics.csv"), csv_of(&jsonl).as_bytes())?;
-        summary.epochs.push(r);
         figures::curves(&jsonl, &cfg.out.join("curves.png"))?;
-        last_scores = scores;
-    }
-    if let Some(last) = summary.epochs.last() {
-        let title = format!("ROC, EPOCH {}: AUC {:.4}", last.epoch, last.report.auc.unwrap_or(f64::NAN));
-        figures::roc_curve(&last_scores, &val.labels, &title, &cfg.out.join("roc.png"))?;
+        if epoch == cfg.epochs {
+            let title = format!("ROC, EPOCH {epoch}: AUC {:.4}", r.report.auc.unwrap_or(f64::NAN));
+            figures::roc_curve(&scores, &val.labels, &title, &cfg.out.join("roc.png"))?;
+        }
+        checkpoint::write_detector(&cfg.out.join("last.safetensors"), &tensors, &det.cfg, &meta)?;
+        summary.epochs.push(r);
     }
     log(&format!(
         "metrics of every epoch: {} and metrics.csv beside it; figures: curves.png, roc.png{}",

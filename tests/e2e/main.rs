@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bad_input;
+mod faults;
 mod holdout;
 mod info;
 mod input;

@@ -248,6 +248,16 @@ fn an_earlier_run_is_kept() {
     assert!(dfgpu(&[&quick[..], &["--out", o, "--seed", "9", "--overwrite"]].concat()).status.success());
     assert_ne!(std::fs::read(out.join("last.safetensors")).unwrap(), before);
 
+    // What a kill in the first epoch leaves (its best.safetensors and log, written before last.safetensors):
+    // nothing to resume, which the error says, and kept until --overwrite.
+    std::fs::remove_file(out.join("last.safetensors")).unwrap();
+    let r = dfgpu(&[&quick[..], &["--out", o]].concat());
+    let (_, stderr) = text(&r);
+    let why = "holds the files of an earlier run that ended in its first epoch (metrics.jsonl, best.safetensors; \
+               no last.safetensors to resume from): pass --overwrite";
+    assert!(!r.status.success() && stderr.contains(why), "{stderr}");
+    assert!(out.join("best.safetensors").is_file());
+
     // The default folder, runs/latest under the working directory: the earlier run moves to runs/latest-1.
     let cwd = tmp("train-keep-cwd");
     std::fs::create_dir_all(&cwd).unwrap();
