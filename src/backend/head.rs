@@ -13,6 +13,7 @@
 //! All randomness comes from `uniform(seed, stream, row, col)`, a counter-based hash that kernels/head.cu
 //! computes the same way: the masks are identical on both backends, and backward recomputes the forward's.
 
+use crate::backend::layers::Act;
 use crate::error::{Choice, Error, Result};
 use crate::model::params::ParamLayout;
 use crate::rng::Rng;
@@ -20,21 +21,6 @@ use crate::tensor::{DType, Layout, Slice, Tensor};
 use std::ops::Range;
 
 pub const LN_EPS: f32 = 1e-5;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Silu,
-    Relu,
-}
-
-impl From<Act> for crate::backend::layers::Activation {
-    fn from(a: Act) -> Self {
-        match a {
-            Act::Silu => Self::Silu,
-            Act::Relu => Self::Relu,
-        }
-    }
-}
 
 /// Which branches feed the head: an ablation needs no other code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +33,6 @@ pub enum Branches {
 impl Choice for Branches {
     const NAMES: &'static [(&'static str, Self)] =
         &[("both", Branches::Both), ("spatial", Branches::Spatial), ("freq", Branches::Freq)];
-}
-
-impl Choice for Act {
-    const NAMES: &'static [(&'static str, Self)] = &[("silu", Act::Silu), ("relu", Act::Relu)];
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -3,7 +3,8 @@
 
 use crate::common::*;
 use dfgpu::backend::cpu::head::{backward, forward, BackwardOut, ForwardOut};
-use dfgpu::backend::head::{uniform, Act, Branches, HeadConfig, Mode};
+use dfgpu::backend::head::{uniform, Branches, HeadConfig, Mode};
+use dfgpu::backend::layers::Act;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
