@@ -38,6 +38,10 @@ pub enum Sampler {
     Balanced,
 }
 
+impl Choice for Sampler {
+    const NAMES: &'static [(&'static str, Self)] = &[("natural", Sampler::Natural), ("balanced", Sampler::Balanced)];
+}
+
 #[derive(Clone, Debug)]
 pub struct TrainConfig {
     /// A folder or CSV dataset; None: the built-in synthetic set.
@@ -611,7 +615,7 @@ fn run(
         class_weights: weights,
         optimizer: cfg.optimizer.describe(),
         max_grad_norm: cfg.max_grad_norm,
-        sampler: format!("{:?}", cfg.sampler).to_lowercase(),
+        sampler: cfg.sampler.name().into(),
         fake_share: counts[1] as f64 / train.len() as f64,
         ..Evidence::default()
     };
