@@ -2,6 +2,7 @@
 //! fires on constant predictions and stays quiet on a healthy run, the branch-scale warning.
 
 use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::backend::head::Mode;
 use dfgpu::backend::optim::Norms;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
@@ -23,7 +24,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let pre = be
         .preprocess(&Tensor::from_vec(&[8, 64, 64, 3], Layout::Nhwc, px).unwrap(), &ChannelNorm::imagenet(), true)
         .unwrap();
-    let mut f = Fwd { be: &be, params: &ms.params, state: &mut ms.state, train: Some(1) };
+    let mut f = Fwd { be: &be, params: &ms.params, state: &mut ms.state, mode: Mode::Train { seed: 1 } };
     let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
     let dl = Tensor::from_vec(&[8], Layout::Plain, vec![0.1f32; 8]).unwrap();
     det.backward(&mut Bwd { be: &be, params: &ms.params, grads: &mut ms.grads }, cache, &dl).unwrap();
@@ -36,7 +37,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let rows = grad_rows(&det.params, &grads, &steps);
     let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
     let zero = row("spatial.blocks.1.0.bn3.bias");
-    assert_eq!(zero.flag(), Some("vanishing"), "{zero:?}");
+    assert_eq!(zero.flag(), Some(GradFlag::Vanishing), "{zero:?}");
     assert!(zero.expected_zero());
     for name in [
         "spatial.conv_stem.weight",
@@ -55,7 +56,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let mut rows = rows;
     rows[0].grad_norm = 1e4;
     let rows = grad_rows_like(rows);
-    assert_eq!(rows[0].flag(), Some("exploding"));
+    assert_eq!(rows[0].flag(), Some(GradFlag::Exploding));
 }
 
 #[test]
@@ -127,7 +128,7 @@ fn large_steps_on_weights_are_flagged() {
     let steps = Norms { per_tensor: vec![(0.2, 2.0), (0.2, 2.0), (0.02, 2.0)], total: 0.0, clip: 1.0 };
     let rows = grad_rows(&l, &grads, &steps);
     let flags: Vec<_> = rows.iter().map(|r| r.flag()).collect();
-    assert_eq!(flags, [Some("large steps"), None, None], "{rows:?}");
+    assert_eq!(flags, [Some(GradFlag::LargeSteps), None, None], "{rows:?}");
 }
 
 fn grad_rows_like(rows: Vec<GradRow>) -> Vec<GradRow> {
