@@ -115,10 +115,9 @@ impl Detector {
 
     /// One logit per image, from the normalized images (spatial branch) and the raw ones (frequency branch).
     /// `train` carries the step's seed (dropout, drop-connect, branch dropout) and selects batch statistics.
-    /// The bytes a training step of `batch` images takes, at least: the parameters with their gradients and the
-    /// optimizer's two buffers, and the f32 values the forward keeps for the backward (the preprocessed images, each
-    /// active branch's outputs). What the batch sizes are checked against before a run starts.
-    pub fn step_bytes(&self, batch: usize) -> u64 {
+    /// The bytes a forward of `batch` images takes, at least: the parameters and the f32 values the forward keeps
+    /// (the preprocessed images, each active branch's outputs; inference builds the same caches).
+    pub fn forward_bytes(&self, batch: usize) -> u64 {
         let s = self.cfg.size;
         let mut per_image = 2 * 3 * s * s; // the normalized and the raw image
         if self.head.branches != Branches::Freq {
@@ -127,7 +126,13 @@ impl Detector {
         if self.head.branches != Branches::Spatial {
             per_image += self.freq.kept(s);
         }
-        4 * (4 * self.params.total() as u64 + batch as u64 * per_image as u64)
+        4 * (self.params.total() as u64 + batch as u64 * per_image as u64)
+    }
+
+    /// The bytes a training step of `batch` images takes, at least: the forward's, and the gradients and the
+    /// optimizer's two buffers. What the batch sizes are checked against before a run starts.
+    pub fn step_bytes(&self, batch: usize) -> u64 {
+        self.forward_bytes(batch) + 4 * 3 * self.params.total() as u64
     }
 
     pub fn forward(

@@ -847,6 +847,25 @@ fn check_memory(be: &dyn Backend, det: &Detector, cfg: &TrainConfig) -> Result<(
 
 const GIB: f64 = (1u64 << 30) as f64;
 
+/// An image's tiles are scored in one forward: a grid whose forward needs more memory than is free is refused
+/// before any image is decoded, saying what it takes.
+fn check_tiles(be: &dyn Backend, det: &Detector, ckpt: &Path, tiles: Tiles) -> Result<()> {
+    let n = tiles.k * tiles.k;
+    let need = det.forward_bytes(n);
+    match be.free_memory() {
+        Some(free) if need > free => Err(Error::Invalid(format!(
+            "--tiles {n}: an image's {n} crops of {s}x{s} (the model of {}) take at least {:.2} GiB in one forward, \
+             more than the {:.2} GiB free on {}: choose fewer tiles",
+            ckpt.display(),
+            need as f64 / GIB,
+            free as f64 / GIB,
+            be.name(),
+            s = det.cfg.size,
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
 /// must agree with it.
 fn resume_from(be: &dyn Backend, cfg: &TrainConfig, p: &Path, log: &mut dyn FnMut(&str)) -> Result<Resumed> {
@@ -909,6 +928,7 @@ pub fn evaluate(
 ) -> Result<(Report, Vec<(String, f64)>)> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
     let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    check_tiles(be, &det, ckpt, tiles)?;
     let loaded = open_data(data, det.cfg.size, det.cfg.input, log)?;
     log(&format!(
         "checkpoint {} (epoch {}), data {} ({})",
@@ -938,6 +958,7 @@ pub fn predict_files(
 ) -> Result<usize> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
     let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    check_tiles(be, &det, ckpt, tiles)?;
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {

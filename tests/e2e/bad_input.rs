@@ -119,6 +119,25 @@ fn batches_are_bounded_by_the_set_and_by_memory() {
         let _ = std::fs::remove_dir_all(&out);
     }
 
+    // A million tiles an image: a million crops in one forward, refused before any image is decoded.
+    let r = dfgpu(&[&["train"], &run[..], &["--size", "32", "--batch", "8"]].concat());
+    assert!(r.status.success(), "{}", crate::text(&r).1);
+    let ckpt = out.join("last.safetensors");
+    let c = ckpt.to_str().unwrap();
+    for cmd in
+        [&["eval", "--device", "cpu", "--ckpt", c, "--data", d][..], &["predict", "--device", "cpu", "--ckpt", c, d]]
+    {
+        let e = fails(&[cmd, &["--tiles", "1000000"]].concat());
+        assert!(
+            e.contains(&format!(
+                "--tiles 1000000: an image's 1000000 crops of 32x32 (the model of {c}) take at least "
+            )),
+            "{e}"
+        );
+        assert!(e.contains("GiB free on cpu") && e.contains("choose fewer tiles"), "{e}");
+    }
+    let _ = std::fs::remove_dir_all(&out);
+
     // b0 at 224 keeps about 90 MiB per image for its backward: 38 images need over 3 GiB, refused under a 3 GB
     // address-space limit (where the allocation would abort the run) with what it takes and what would fit.
     let cmd = format!("ulimit -v 3000000; exec '{}' \"$@\"", env!("CARGO_BIN_EXE_dfgpu"));
