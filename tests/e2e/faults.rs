@@ -137,23 +137,29 @@ fn killed_runs_resume_to_the_uninterrupted_result() {
     let length = started.elapsed();
 
     let mut rng = Rng(14);
-    let (mut kills, mut in_writes, mut rounds, mut attempts) = (Vec::new(), 0, 0, 0);
+    let (mut kills, mut in_writes, mut rounds, mut attempts) = (Vec::<String>::new(), 0, 0, 0);
     let test_started = Instant::now();
     // Rounds of a whole run, each killed until it finishes, until enough kills have fallen.
     while kills.len() < KILLS {
         rounds += 1;
         let out = tmp(&format!("faults-run-{rounds}"));
-        let mut round = Vec::new();
+        let mut round: Vec<String> = Vec::new();
         loop {
             let mut child = next_run(&data, &out);
-            // Into a write: a pipe where the next temporary file of one of the epoch's files goes. A round starts
-            // with best.safetensors (a first epoch is always the best so far), then the kinds and files alternate.
+            // Into a write: a pipe where the run's next temporary file of that name goes, from the start. A round
+            // starts with best.safetensors (a first epoch is always the best so far); then every other run, the
+            // file of the others that the fewest kills fell in so far; the rest die at a random time.
             attempts += 1;
             let pipe = match round.is_empty() {
-                true => Some(out.join("best.safetensors.tmp")),
-                false => (attempts % 2 == 0).then(|| out.join(format!("{}.tmp", WRITES[attempts / 2 % 4]))),
+                true => Some("best.safetensors"),
+                false => (attempts % 2 == 0).then(|| {
+                    let hits = |f: &str| kills.iter().chain(&round).filter(|k| k.contains(f)).count();
+                    let others = WRITES.into_iter().filter(|f| *f != "best.safetensors");
+                    others.min_by_key(|f| hits(f)).unwrap()
+                }),
             };
-            if !round.is_empty() {
+            let pipe = pipe.map(|f| out.join(format!("{f}.tmp")));
+            if pipe.is_none() {
                 std::thread::sleep(length.mul_f64(rng.below(1000) as f64 / 1000.0));
             }
             if let Some(p) = &pipe {
