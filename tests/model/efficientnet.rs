@@ -58,7 +58,7 @@ fn an_mbconv_block_with_se_and_residual_matches_central_differences() {
     let forward = |x: &[f64], p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
         let mut st = t64(&[b.state.total()], Layout::Plain, vec![0.0; b.state.total()]);
-        let mut f = Fwd { be: &be, params: &pt, state: &mut st, mode: Mode::Train { seed: seed } };
+        let mut f = Fwd { be: &be, params: &pt, state: &mut st, mode: Mode::Train { seed } };
         let (y, cache) = blk.forward(&mut f, Arc::new(t64(&[n, c, h, w], Layout::Nchw, x.to_vec()))).unwrap();
         (Arc::try_unwrap(y).unwrap(), cache)
     };

@@ -34,11 +34,11 @@ fn param<'a, F>(p: &'a [F], l: &ParamLayout, name: &str) -> Option<&'a [F]> {
 
 /// The head's activations are the layers' (one definition, as in kernels/common.cuh).
 fn act<F: Real>(a: Act, h: F) -> F {
-    layers::act(a.into(), h)
+    layers::act(a, h)
 }
 
 fn act_grad<F: Real>(a: Act, h: F) -> F {
-    layers::act_grad(a.into(), h)
+    layers::act_grad(a, h)
 }
 
 /// y = (x - mean) * rstd * gamma + beta with the row's own statistics (two-pass variance), or y = x without
