@@ -2,6 +2,7 @@
 
 mod ablate;
 mod bad_input;
+mod formats;
 mod holdout;
 mod info;
 mod input;
