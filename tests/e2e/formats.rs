@@ -79,6 +79,53 @@ fn predict_json_never_prints_nan() {
     assert!(!r.status.success() && stderr.contains("1 image(s) could not be read or scored"), "{stderr}");
 }
 
+/// A CSV dataset as pandas and spreadsheets write it (RFC 4180): a UTF-8 BOM before a header that names the
+/// columns in another order, quoted paths with commas and quotes, a quoted group; a header with no path
+/// column is an error that names the file and the accepted names.
+#[test]
+fn csv_datasets_follow_rfc_4180() {
+    let data = tmp("formats-csv-data");
+    synth(&data, "3", "3");
+    let (real, fake) = (data.join("real/000000.jpg"), data.join("fake"));
+    let fakes: Vec<_> = walk(&fake);
+    std::fs::rename(&real, data.join("a,b.jpg")).unwrap();
+    std::fs::rename(&fakes[0], data.join("q\"x.jpg")).unwrap();
+    let csv = data.join("set.csv");
+    let rows = format!(
+        "\u{feff}label,Image,generator\nreal,\"a,b.jpg\",\n1,\"q\"\"x.jpg\",\"gen,1\"\n0,real/000001.jpg,\nfake,{},\n",
+        fakes[1].strip_prefix(&data).unwrap().display()
+    );
+    std::fs::write(&csv, rows).unwrap();
+    let pack = data.join("set.dfpack");
+    let r = dfgpu(&["pack", csv.to_str().unwrap(), pack.to_str().unwrap(), "--size", "32"]);
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success() && stdout.contains("4 images: 2 real, 2 fake"), "{stdout}\n{stderr}");
+    let l = dfgpu::data::pack::open(&pack, &mut |_| {}).unwrap();
+    assert!(l.groups.contains(&Some("gen,1".into())), "{:?}", l.groups);
+
+    std::fs::write(&csv, "name,label\na.jpg,0\n").unwrap();
+    let r = dfgpu(&["pack", csv.to_str().unwrap(), pack.to_str().unwrap(), "--size", "32"]);
+    let (_, stderr) = text(&r);
+    assert!(
+        !r.status.success() && stderr.contains("set.csv:1: the first row") && stderr.contains("path: path or file"),
+        "{stderr}"
+    );
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else {
+            files.push(p);
+        }
+    }
+    files.sort();
+    files
+}
+
 /// A flipped pixel byte or a flipped label in a pack is found, naming the pack and the image (and where it was
 /// packed from): by `pack --verify`, by training (each image checked the first time it is read) and on open
 /// (the trailer's checksum).
