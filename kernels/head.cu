@@ -14,13 +14,13 @@ struct HeadArgs {
     long long o_gs, o_bs, o_gq, o_bq, o_gw, o_gb, o_w1, o_b1, o_w2, o_b2;
 };
 
-// The counter-based hash of src/backend/head.rs (`uniform`): must stay identical.
+// The counter-based hash of src/rng.rs (`counter_uniform`): must stay identical.
 __device__ __forceinline__ unsigned long long mix64(unsigned long long z) {
     z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     return z ^ (z >> 31);
 }
-__device__ __forceinline__ float uniform01(unsigned long long seed, unsigned stream, unsigned row, unsigned col) {
+__device__ __forceinline__ float counter_uniform(unsigned long long seed, unsigned stream, unsigned row, unsigned col) {
     const unsigned long long counter = ((unsigned long long)row << 32) | col;
     const unsigned long long z = mix64(seed ^ mix64(counter + (unsigned long long)(stream + 1) * 0x9E3779B97F4A7C15ull));
     return (float)(z >> 40) * (1.0f / 16777216.0f);
@@ -30,15 +30,15 @@ __device__ __forceinline__ float uniform01(unsigned long long seed, unsigned str
 __device__ __forceinline__ float2 branch_scales(const HeadArgs& a, int b) {
     if (a.branches == 1) return make_float2(1.0f, 0.0f);
     if (a.branches == 2) return make_float2(0.0f, 1.0f);
-    if (a.train && a.branch_dropout > 0.0f && uniform01(a.seed, 1, b, 0) < a.branch_dropout)
-        return uniform01(a.seed, 2, b, 0) < 0.5f ? make_float2(0.0f, 2.0f) : make_float2(2.0f, 0.0f);
+    if (a.train && a.branch_dropout > 0.0f && counter_uniform(a.seed, 1, b, 0) < a.branch_dropout)
+        return counter_uniform(a.seed, 2, b, 0) < 0.5f ? make_float2(0.0f, 2.0f) : make_float2(2.0f, 0.0f);
     return make_float2(1.0f, 1.0f);
 }
 
 // Dropout factor of hidden unit j of sample b (HeadConfig::keep).
 __device__ __forceinline__ float keep(const HeadArgs& a, int b, int j) {
     if (!a.train || a.dropout <= 0.0f) return 1.0f;
-    return uniform01(a.seed, 0, b, j) < a.dropout ? 0.0f : 1.0f / (1.0f - a.dropout);
+    return counter_uniform(a.seed, 0, b, j) < a.dropout ? 0.0f : 1.0f / (1.0f - a.dropout);
 }
 
 // Mean and rstd of a row (two passes over it: the second subtracts the mean, as the reference does).
@@ -283,7 +283,7 @@ extern "C" __global__ void bl_silu_bwd(const float* dy, const float* x, float* d
 extern "C" __global__ void bl_dropout(const float* x, float* y, float* mask, int rows, int cols, float p,
                                       unsigned long long seed) {
     GRID_STRIDE(i, (long long)rows * cols) {
-        const float m = uniform01(seed, 0, (unsigned)(i / cols), (unsigned)(i % cols)) < p ? 0.0f : 1.0f / (1.0f - p);
+        const float m = counter_uniform(seed, 0, (unsigned)(i / cols), (unsigned)(i % cols)) < p ? 0.0f : 1.0f / (1.0f - p);
         mask[i] = m;
         y[i] = x[i] * m;
     }

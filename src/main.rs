@@ -419,7 +419,7 @@ struct TrainArgs {
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
     use dfgpu::backend::fft::{Phase, SpectrumLayout};
-    use dfgpu::backend::head::Act;
+    use dfgpu::backend::layers::Act;
     let backbone = match a.backbone.as_str() {
         "auto" if be.is_cuda() => "b0",
         "auto" => "tiny",

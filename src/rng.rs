@@ -57,7 +57,7 @@ impl Rng {
 
 /// A uniform number in [0, 1) from (seed, stream, row, col) alone: a SplitMix64 finalizer over the packed
 /// counter. Masks drawn with it need no storage (backward recomputes them) and are the same on every backend:
-/// kernels/head.cu has the same function (`uniform01`); the two must stay identical.
+/// kernels/head.cu has the same function (`counter_uniform`); the two must stay identical.
 pub fn counter_uniform(seed: u64, stream: u32, row: u32, col: u32) -> f32 {
     fn mix(mut z: u64) -> u64 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

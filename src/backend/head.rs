@@ -10,31 +10,17 @@
 //!   logit = w2 . a + b2                          P(fake) = sigmoid(logit)
 //! Branch dropout (training, both branches on): with probability p_b a sample loses one branch, chosen
 //! 50/50; the other is scaled by 2, so the fused layer sees the same total feature mass.
-//! All randomness comes from `uniform(seed, stream, row, col)`, a counter-based hash that kernels/head.cu
+//! All randomness comes from `rng::counter_counter_uniform(seed, stream, row, col)`, a counter-based hash that kernels/head.cu
 //! computes the same way: the masks are identical on both backends, and backward recomputes the forward's.
 
+use crate::backend::layers::Act;
 use crate::error::{Choice, Error, Result};
 use crate::model::params::ParamLayout;
-use crate::rng::Rng;
+use crate::rng::{counter_uniform, Rng};
 use crate::tensor::{DType, Layout, Slice, Tensor};
 use std::ops::Range;
 
 pub const LN_EPS: f32 = 1e-5;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Act {
-    Silu,
-    Relu,
-}
-
-impl From<Act> for crate::backend::layers::Activation {
-    fn from(a: Act) -> Self {
-        match a {
-            Act::Silu => Self::Silu,
-            Act::Relu => Self::Relu,
-        }
-    }
-}
 
 /// Which branches feed the head: an ablation needs no other code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,10 +33,6 @@ pub enum Branches {
 impl Choice for Branches {
     const NAMES: &'static [(&'static str, Self)] =
         &[("both", Branches::Both), ("spatial", Branches::Spatial), ("freq", Branches::Freq)];
-}
-
-impl Choice for Act {
-    const NAMES: &'static [(&'static str, Self)] = &[("silu", Act::Silu), ("relu", Act::Relu)];
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -158,9 +140,9 @@ impl HeadConfig {
             (Branches::Spatial, _) => (1.0, 0.0),
             (Branches::Freq, _) => (0.0, 1.0),
             (Branches::Both, Mode::Train { seed })
-                if self.branch_dropout > 0.0 && uniform(seed, 1, b as u32, 0) < self.branch_dropout =>
+                if self.branch_dropout > 0.0 && counter_uniform(seed, 1, b as u32, 0) < self.branch_dropout =>
             {
-                if uniform(seed, 2, b as u32, 0) < 0.5 {
+                if counter_uniform(seed, 2, b as u32, 0) < 0.5 {
                     (0.0, 2.0)
                 } else {
                     (2.0, 0.0)
@@ -174,7 +156,7 @@ impl HeadConfig {
     pub fn keep(&self, mode: Mode, b: usize, j: usize) -> f32 {
         match mode {
             Mode::Train { seed } if self.dropout > 0.0 => {
-                if uniform(seed, 0, b as u32, j as u32) < self.dropout {
+                if counter_uniform(seed, 0, b as u32, j as u32) < self.dropout {
                     0.0
                 } else {
                     1.0 / (1.0 - self.dropout)
@@ -184,8 +166,6 @@ impl HeadConfig {
         }
     }
 }
-
-pub use crate::rng::counter_uniform as uniform;
 
 /// The forward's outputs: the logits, and what backward needs.
 #[derive(Debug)]

@@ -2,14 +2,31 @@
 //! per-channel scaling (squeeze-and-excitation), per-sample scaling (drop-connect), the residual add, and the
 //! fully connected layer with bias (the SE's reduce and expand).
 
-use crate::error::Result;
+use crate::error::{Choice, Result};
 use crate::tensor::{Layout, Slice, Tensor};
 
+/// An activation: of the backbone's layers, the SE gate (sigmoid) and the fusion head's hidden layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Activation {
+pub enum Act {
     Silu,
     Relu,
     Sigmoid,
+}
+
+impl Choice for Act {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("silu", Act::Silu), ("relu", Act::Relu), ("sigmoid", Act::Sigmoid)];
+}
+
+impl Act {
+    /// Its code in the kernels (kernels/common.cuh's act and act_grad).
+    pub fn code(self) -> i32 {
+        match self {
+            Act::Silu => 0,
+            Act::Relu => 1,
+            Act::Sigmoid => 2,
+        }
+    }
 }
 
 /// [n, c, hw] of an NCHW tensor.

@@ -18,7 +18,7 @@ use crate::tensor::{Slice, Tensor};
 pub use conv::Conv2d;
 pub use fft::{FftConfig, FreqStats};
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
-pub use layers::Activation;
+pub use layers::Act;
 pub use loss::{LossConfig, LossOutput, LossStats};
 pub use norm::{BatchNorm, BnSaved};
 pub use optim::{AdamW, Optimizer, Sgd, StepArgs};
@@ -131,9 +131,9 @@ pub trait Backend: Send + Sync {
     ) -> Result<Tensor>;
 
     /// Element-wise activation (backend/layers.rs).
-    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor>;
+    fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor>;
     /// dy * act'(x).
-    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor>;
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Act) -> Result<Tensor>;
     /// Mean over H x W: NCHW to [N, C].
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor>;
     /// [N, C] gradient spread back over `shape` (NCHW).

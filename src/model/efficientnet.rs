@@ -5,7 +5,7 @@
 //! Parameter names follow timm (conv_stem, bn1, blocks.i.j.*, conv_head, bn2) so that its weights load by name.
 //! `tiny` (width 0.25, depth 0.34, input 64) is small enough to train on a CPU in tests.
 
-use crate::backend::{Activation, Conv2d};
+use crate::backend::{Act, Conv2d};
 use crate::error::{Error, Result};
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd, SeCache, SqueezeExcite};
 use crate::tensor::Tensor;
@@ -102,7 +102,7 @@ impl MbConv {
         index: u32,
     ) -> Self {
         let mid = cin * expand;
-        let silu = Some(Activation::Silu);
+        let silu = Some(Act::Silu);
         let n = |s: &str| format!("{name}.{s}");
         let (expand_layer, dw_names, project_names) = if expand == 1 {
             (None, ("conv_dw", "bn1"), ("conv_pw", "bn2"))
@@ -204,7 +204,7 @@ pub struct EfficientNetCache {
 impl EfficientNet {
     /// Registers every parameter under `prefix` (e.g. "spatial.").
     pub fn new(b: &mut Builder, cfg: EfficientNetConfig, prefix: &str) -> Self {
-        let silu = Some(Activation::Silu);
+        let silu = Some(Act::Silu);
         let p = |s: &str| format!("{prefix}{s}");
         let stem_c = cfg.channels(32);
         let stem = ConvBnAct::new(b, &p("conv_stem"), Some(p("bn1").as_str()), Conv2d::new(3, stem_c, 3, 2, 1), silu);

@@ -3,7 +3,7 @@
 //! can be switched off, to reproduce the failure of a branch fed raw magnitudes without normalization.
 
 use crate::backend::fft::{FftConfig, FftDims};
-use crate::backend::{Activation, Conv2d};
+use crate::backend::{Act, Conv2d};
 use crate::error::Result;
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd};
 use crate::tensor::{DType, Tensor};
@@ -48,7 +48,7 @@ impl FreqBranch {
                 &format!("{prefix}stages.{i}.conv"),
                 bn,
                 Conv2d::new(cin, w, 3, 2, 1),
-                Some(Activation::Relu),
+                Some(Act::Relu),
             ));
             cin = w;
         }

@@ -3,7 +3,7 @@
 //! squeeze-and-excitation. Parameters and batch-norm running statistics are registered by name in the model's
 //! flat layouts (timm's names, so that timm's weights load by name).
 
-use crate::backend::{Activation, Backend, BatchNorm, BnSaved, Conv2d};
+use crate::backend::{Act, Backend, BatchNorm, BnSaved, Conv2d};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
@@ -64,7 +64,7 @@ pub struct ConvBnAct {
     pub conv: Conv2d,
     w: Range<usize>,
     norm: Option<Norm>,
-    act: Option<Activation>,
+    act: Option<Act>,
 }
 
 pub struct ConvBnActCache {
@@ -78,7 +78,7 @@ pub struct ConvBnActCache {
 impl ConvBnAct {
     /// `conv_name` is the convolution's parameter name (e.g. "conv_stem"), `bn_name` the batch norm's (e.g.
     /// "bn1"); no batch norm without one.
-    pub fn new(b: &mut Builder, conv_name: &str, bn_name: Option<&str>, conv: Conv2d, act: Option<Activation>) -> Self {
+    pub fn new(b: &mut Builder, conv_name: &str, bn_name: Option<&str>, conv: Conv2d, act: Option<Act>) -> Self {
         let w = b.param(&format!("{conv_name}.weight"), &conv.weight_shape(), false);
         let norm = bn_name.map(|n| Norm {
             bn: BatchNorm::new(conv.cout),
@@ -175,9 +175,9 @@ impl SqueezeExcite {
         let p = f.params;
         let pooled = f.be.avg_pool(&x)?;
         let reduced = f.be.linear(&pooled, &slice(p, &self.w1), &slice(p, &self.b1), self.rd)?;
-        let activated = f.be.act(&reduced, Activation::Silu)?;
+        let activated = f.be.act(&reduced, Act::Silu)?;
         let expanded = f.be.linear(&activated, &slice(p, &self.w2), &slice(p, &self.b2), self.c)?;
-        let gate = f.be.act(&expanded, Activation::Sigmoid)?;
+        let gate = f.be.act(&expanded, Act::Sigmoid)?;
         let y = f.be.channel_scale(&x, &gate)?;
         Ok((Arc::new(y), SeCache { x, pooled, reduced, activated, expanded, gate }))
     }
@@ -185,10 +185,10 @@ impl SqueezeExcite {
     pub fn backward(&self, b: &mut Bwd, c: SeCache, dy: &Tensor) -> Result<Tensor> {
         let p = b.params;
         let (dx_direct, dgate) = b.be.channel_scale_backward(&c.x, &c.gate, dy)?;
-        let dexp = b.be.act_backward(&c.expanded, &dgate, Activation::Sigmoid)?;
+        let dexp = b.be.act_backward(&c.expanded, &dgate, Act::Sigmoid)?;
         let dact =
             b.be.linear_backward(&c.activated, &slice(p, &self.w2), &dexp, b.grads, self.w2.clone(), self.b2.clone())?;
-        let dred = b.be.act_backward(&c.reduced, &dact, Activation::Silu)?;
+        let dred = b.be.act_backward(&c.reduced, &dact, Act::Silu)?;
         let dpool =
             b.be.linear_backward(&c.pooled, &slice(p, &self.w1), &dred, b.grads, self.w1.clone(), self.b1.clone())?;
         let s = c.x.shape();

@@ -28,8 +28,29 @@ pub struct GradRow {
     /// A weight the optimizer decays (convolution kernels, linear weights), whose update ratio is judged;
     /// normalization parameters and biases are not (a bias near zero moves by large fractions of itself).
     pub decays: bool,
-    /// "vanishing" or "exploding", judged against the whole model (see VANISHING), or "large steps".
-    pub flag: Option<&'static str>,
+    /// What is wrong with the tensor's gradient or step, if anything.
+    pub flag: Option<GradFlag>,
+}
+
+/// A gradient report's verdict on one tensor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradFlag {
+    /// Under VANISHING, or under VANISHING_RELATIVE of the model's largest tensor gradient.
+    Vanishing,
+    /// Over EXPLODING, or not finite.
+    Exploding,
+    /// One step moved a decayed weight by more than LARGE_STEP of its norm.
+    LargeSteps,
+}
+
+impl std::fmt::Display for GradFlag {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(match self {
+            GradFlag::Vanishing => "vanishing",
+            GradFlag::Exploding => "exploding",
+            GradFlag::LargeSteps => "large steps",
+        })
+    }
 }
 
 impl GradRow {
@@ -40,20 +61,20 @@ impl GradRow {
         self.name.contains(".bn") && self.name.ends_with(".bias")
     }
 
-    pub fn flag(&self) -> Option<&'static str> {
+    pub fn flag(&self) -> Option<GradFlag> {
         self.flag
     }
 }
 
 /// The flag of a row, given the largest tensor gradient norm of the model.
-fn judge(r: &GradRow, largest: f64) -> Option<&'static str> {
+fn judge(r: &GradRow, largest: f64) -> Option<GradFlag> {
     let g = r.grad_norm;
     if !g.is_finite() || g > EXPLODING {
-        Some("exploding")
+        Some(GradFlag::Exploding)
     } else if g < VANISHING.max(VANISHING_RELATIVE * largest) {
-        Some("vanishing")
+        Some(GradFlag::Vanishing)
     } else if r.decays && r.update_ratio > LARGE_STEP {
-        Some("large steps")
+        Some(GradFlag::LargeSteps)
     } else {
         None
     }

@@ -19,7 +19,7 @@ use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
 use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
-use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
+use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradFlag, GradRow};
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir::{self, RunDir};
 use crate::train::runlog::{self, EpochLine};
@@ -438,7 +438,7 @@ fn step_here(
 /// The flagged tensors of a report, leaving out the batch-norm shifts that have no gradient by construction.
 pub(crate) fn flagged(rows: &[GradRow]) -> Vec<String> {
     rows.iter()
-        .filter(|r| !(r.expected_zero() && r.flag() == Some("vanishing")))
+        .filter(|r| !(r.expected_zero() && r.flag() == Some(GradFlag::Vanishing)))
         .filter_map(|r| r.flag().map(|f| format!("{} ({f})", r.name)))
         .collect()
 }

@@ -3,7 +3,9 @@
 
 use crate::common::*;
 use dfgpu::backend::cpu::head::{backward, forward, BackwardOut, ForwardOut};
-use dfgpu::backend::head::{uniform, Act, Branches, HeadConfig, Mode};
+use dfgpu::backend::head::{Branches, HeadConfig, Mode};
+use dfgpu::backend::layers::Act;
+use dfgpu::rng::counter_uniform;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
@@ -192,11 +194,16 @@ fn dropout_masks_have_their_rates_and_follow_the_seed() {
     assert_eq!(cfg.keep(Mode::Eval, 0, 0), 1.0);
     assert_eq!(cfg.branch_scales(Mode::Eval, 0), (1.0, 1.0));
     // The hash is a function of its arguments alone, and each argument matters.
-    let u = uniform(1, 2, 3, 4);
-    assert_eq!(u, uniform(1, 2, 3, 4));
-    assert!([uniform(0, 2, 3, 4), uniform(1, 0, 3, 4), uniform(1, 2, 0, 4), uniform(1, 2, 3, 0)]
-        .iter()
-        .all(|&v| v != u));
+    let u = counter_uniform(1, 2, 3, 4);
+    assert_eq!(u, counter_uniform(1, 2, 3, 4));
+    assert!([
+        counter_uniform(0, 2, 3, 4),
+        counter_uniform(1, 0, 3, 4),
+        counter_uniform(1, 2, 0, 4),
+        counter_uniform(1, 2, 3, 0)
+    ]
+    .iter()
+    .all(|&v| v != u));
 }
 
 #[test]

@@ -2,12 +2,12 @@
 //! checks, GPU against CPU.
 
 use crate::common::*;
-use dfgpu::backend::Activation;
+use dfgpu::backend::Act;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
 
-const KINDS: [Activation; 3] = [Activation::Silu, Activation::Relu, Activation::Sigmoid];
+const KINDS: [Act; 3] = [Act::Silu, Act::Relu, Act::Sigmoid];
 
 #[test]
 fn activations_match_formulas_and_gradients() {
@@ -20,9 +20,9 @@ fn activations_match_formulas_and_gradients() {
         for (&v, &o) in x.iter().zip(y.host::<f64>().unwrap()) {
             let s = 1.0 / (1.0 + (-v).exp());
             let want = match kind {
-                Activation::Silu => v * s,
-                Activation::Relu => v.max(0.0),
-                Activation::Sigmoid => s,
+                Act::Silu => v * s,
+                Act::Relu => v.max(0.0),
+                Act::Sigmoid => s,
             };
             assert!((o - want).abs() < 1e-15 * want.abs().max(1.0), "{kind:?}({v}) = {o}, want {want}");
         }

@@ -36,7 +36,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let rows = grad_rows(&det.params, &grads, &steps);
     let row = |n: &str| rows.iter().find(|r| r.name == n).unwrap();
     let zero = row("spatial.blocks.1.0.bn3.bias");
-    assert_eq!(zero.flag(), Some("vanishing"), "{zero:?}");
+    assert_eq!(zero.flag(), Some(GradFlag::Vanishing), "{zero:?}");
     assert!(zero.expected_zero());
     for name in [
         "spatial.conv_stem.weight",
@@ -55,7 +55,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let mut rows = rows;
     rows[0].grad_norm = 1e4;
     let rows = grad_rows_like(rows);
-    assert_eq!(rows[0].flag(), Some("exploding"));
+    assert_eq!(rows[0].flag(), Some(GradFlag::Exploding));
 }
 
 #[test]
@@ -127,7 +127,7 @@ fn large_steps_on_weights_are_flagged() {
     let steps = Norms { per_tensor: vec![(0.2, 2.0), (0.2, 2.0), (0.02, 2.0)], total: 0.0, clip: 1.0 };
     let rows = grad_rows(&l, &grads, &steps);
     let flags: Vec<_> = rows.iter().map(|r| r.flag()).collect();
-    assert_eq!(flags, [Some("large steps"), None, None], "{rows:?}");
+    assert_eq!(flags, [Some(GradFlag::LargeSteps), None, None], "{rows:?}");
 }
 
 fn grad_rows_like(rows: Vec<GradRow>) -> Vec<GradRow> {

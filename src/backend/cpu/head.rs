@@ -4,7 +4,8 @@
 use super::layers;
 use super::real::Real;
 use super::{out_of, CpuBackend};
-use crate::backend::head::{Act, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
+use crate::backend::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
+use crate::backend::layers::Act;
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Element, Layout, Slice, Tensor};

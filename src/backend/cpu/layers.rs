@@ -1,29 +1,29 @@
 //! Reference for kernels/layers.cu (backend/layers.rs), generic over the float type.
 
 use super::real::Real;
-use crate::backend::layers::Activation;
+use crate::backend::layers::Act;
 use rayon::prelude::*;
 
-pub fn act<F: Real>(kind: Activation, x: F) -> F {
+pub fn act<F: Real>(kind: Act, x: F) -> F {
     match kind {
-        Activation::Silu => x * x.sigmoid(),
-        Activation::Relu => x.max(F::ZERO),
-        Activation::Sigmoid => x.sigmoid(),
+        Act::Silu => x * x.sigmoid(),
+        Act::Relu => x.max(F::ZERO),
+        Act::Sigmoid => x.sigmoid(),
     }
 }
 
 /// d act / dx at x. `sigmoid(-x)` stands for `1 - s`, which cancels for x above about 5 (2.8% off at x = 10).
-pub fn act_grad<F: Real>(kind: Activation, x: F) -> F {
+pub fn act_grad<F: Real>(kind: Act, x: F) -> F {
     match kind {
-        Activation::Silu => x.sigmoid() * (F::ONE + x * (-x).sigmoid()),
-        Activation::Relu => {
+        Act::Silu => x.sigmoid() * (F::ONE + x * (-x).sigmoid()),
+        Act::Relu => {
             if x > F::ZERO {
                 F::ONE
             } else {
                 F::ZERO
             }
         }
-        Activation::Sigmoid => x.sigmoid() * (-x).sigmoid(),
+        Act::Sigmoid => x.sigmoid() * (-x).sigmoid(),
     }
 }
 
@@ -100,16 +100,16 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 /// y = act(x), element-wise.
-pub fn act_forward<F: Real>(kind: Activation, x: &[F], y: &mut [F]) {
+pub fn act_forward<F: Real>(kind: Act, x: &[F], y: &mut [F]) {
     y.par_iter_mut().zip(x.par_iter()).for_each(|(o, &v)| *o = act(kind, v));
 }
 
 /// dx = dy act'(x), element-wise.
-pub fn act_backward<F: Real>(kind: Activation, x: &[F], dy: &[F], dx: &mut [F]) {
+pub fn act_backward<F: Real>(kind: Act, x: &[F], dy: &[F], dx: &mut [F]) {
     dx.par_iter_mut().zip(x.par_iter()).zip(dy.par_iter()).for_each(|((o, &v), &g)| *o = g * act_grad(kind, v));
 }
 
-pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Activation) -> Result<Tensor> {
+pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Act) -> Result<Tensor> {
     run_act_with(be, x, kind, |kind, x, y| act_forward::<F>(kind, x, be.filled(y)))
 }
 
@@ -118,8 +118,8 @@ pub(super) fn run_act<F: Real + Element>(be: &CpuBackend, x: &Tensor, kind: Acti
 pub(super) fn run_act_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
-    kind: Activation,
-    forward: impl FnOnce(Activation, &[F], &mut [MaybeUninit<F>]),
+    kind: Act,
+    forward: impl FnOnce(Act, &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
     let xs = x.host::<F>()?;
     // SAFETY: `forward` writes every value of y (the contract of the activations; the poisoned tests check it).
@@ -131,7 +131,7 @@ pub(super) fn run_act_backward<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
     dy: &Tensor,
-    kind: Activation,
+    kind: Act,
 ) -> Result<Tensor> {
     run_act_backward_with(be, x, dy, kind, |kind, x, dy, dx| act_backward::<F>(kind, x, dy, be.filled(dx)))
 }
@@ -141,8 +141,8 @@ pub(super) fn run_act_backward_with<F: Element>(
     be: &CpuBackend,
     x: &Tensor,
     dy: &Tensor,
-    kind: Activation,
-    backward: impl FnOnce(Activation, &[F], &[F], &mut [MaybeUninit<F>]),
+    kind: Act,
+    backward: impl FnOnce(Act, &[F], &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
     same(x, dy, "activation backward")?;
     let (xs, dys) = (x.host::<F>()?, dy.host::<F>()?);

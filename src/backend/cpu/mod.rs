@@ -15,7 +15,7 @@ use super::fft::{self as fft_op, FftConfig, FreqStats};
 use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
 use super::optim::{self as optim_op, norms_len, Optimizer, StepArgs};
-use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
+use super::{Act, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Element, HostData, Layout, Slice, Storage, Tensor};
@@ -383,13 +383,13 @@ impl Backend for CpuBackend {
         }
         by_real!(x.dtype(), norm::run_backward, (self, x, gamma, saved, dy, grads, dgamma, dbeta))
     }
-    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
+    fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor> {
         if self.fast_f32(x) {
             return layers::run_act_with(self, x, kind, fast::layers::act_forward);
         }
         by_real!(x.dtype(), layers::run_act, (self, x, kind))
     }
-    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Act) -> Result<Tensor> {
         if self.fast_f32(x) {
             return layers::run_act_backward_with(self, x, dy, kind, fast::layers::act_backward);
         }

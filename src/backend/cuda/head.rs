@@ -1,7 +1,7 @@
 //! Launchers for kernels/head.cu: fused kernels around two cuBLAS products in forward, two in backward.
 
 use super::CudaBackend;
-use crate::backend::head::{check, check_backward, Act, Branches, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+use crate::backend::head::{check, check_backward, Branches, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -52,10 +52,7 @@ fn args(cfg: &HeadConfig, mode: Mode) -> HeadArgs {
         dq: cfg.dq as i32,
         hidden: cfg.hidden as i32,
         norm: cfg.norm as i32,
-        act: match cfg.act {
-            Act::Silu => 0,
-            Act::Relu => 1,
-        },
+        act: cfg.act.code(),
         gated: cfg.gated as i32,
         branches: match cfg.branches {
             Branches::Both => 0,

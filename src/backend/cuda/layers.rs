@@ -1,26 +1,18 @@
 //! Launchers for kernels/layers.cu, and the linear layer's products on cuBLAS.
 
 use super::CudaBackend;
-use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same, Activation};
+use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same, Act};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use std::ops::Range;
 
-fn kind(a: Activation) -> i32 {
-    match a {
-        Activation::Silu => 0,
-        Activation::Relu => 1,
-        Activation::Sigmoid => 2,
-    }
-}
-
 fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-pub fn act(be: &CudaBackend, x: &Tensor, a: Activation) -> Result<Tensor> {
-    let (n, k) = (x.numel() as i64, kind(a));
+pub fn act(be: &CudaBackend, x: &Tensor, a: Act) -> Result<Tensor> {
+    let (n, k) = (x.numel() as i64, Act::code(a));
     let mut y = be.output::<f32>(x.numel())?;
     let f = be.function("layers", "act_forward")?;
     let mut l = be.stream().launch_builder(&f);
@@ -30,9 +22,9 @@ pub fn act(be: &CudaBackend, x: &Tensor, a: Activation) -> Result<Tensor> {
     Tensor::from_device(x.shape(), x.layout(), y)
 }
 
-pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Activation) -> Result<Tensor> {
+pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Act) -> Result<Tensor> {
     same(x, dy, "activation backward")?;
-    let (n, k) = (x.numel() as i64, kind(a));
+    let (n, k) = (x.numel() as i64, Act::code(a));
     let mut dx = be.output::<f32>(x.numel())?;
     let f = be.function("layers", "act_backward")?;
     let mut l = be.stream().launch_builder(&f);

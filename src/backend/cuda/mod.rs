@@ -20,7 +20,7 @@ use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use super::loss::{LossConfig, LossOutput};
 use super::optim::{Optimizer, StepArgs};
-use super::{Activation, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
+use super::{Act, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
 use crate::tensor::Slice;
@@ -441,10 +441,10 @@ impl Backend for CudaBackend {
     ) -> Result<Tensor> {
         norm::backward(self, x, gamma, saved, dy, grads, dgamma, dbeta)
     }
-    fn act(&self, x: &Tensor, kind: Activation) -> Result<Tensor> {
+    fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor> {
         layers::act(self, x, kind)
     }
-    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Activation) -> Result<Tensor> {
+    fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Act) -> Result<Tensor> {
         layers::act_backward(self, x, dy, kind)
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {

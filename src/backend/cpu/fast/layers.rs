@@ -5,7 +5,7 @@
 
 use super::math::exp_nonpositive;
 use super::{sgemm, widest, GRAIN};
-use crate::backend::layers::Activation;
+use crate::backend::layers::Act;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
@@ -52,23 +52,23 @@ widest! {
 }
 
 /// Same contract as the reference's `act_forward`.
-pub fn act_forward(kind: Activation, x: &[f32], y: &mut [MaybeUninit<f32>]) {
+pub fn act_forward(kind: Act, x: &[f32], y: &mut [MaybeUninit<f32>]) {
     match kind {
-        Activation::Silu => map(x, y, |v| v * sigmoids(v).0),
-        Activation::Relu => map(x, y, |v| v.max(0.0)),
-        Activation::Sigmoid => map(x, y, |v| sigmoids(v).0),
+        Act::Silu => map(x, y, |v| v * sigmoids(v).0),
+        Act::Relu => map(x, y, |v| v.max(0.0)),
+        Act::Sigmoid => map(x, y, |v| sigmoids(v).0),
     }
 }
 
 /// Same contract as the reference's `act_backward`.
-pub fn act_backward(kind: Activation, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
+pub fn act_backward(kind: Act, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
     match kind {
-        Activation::Silu => map2(x, dy, dx, |v, g| {
+        Act::Silu => map2(x, dy, dx, |v, g| {
             let (s, sn) = sigmoids(v);
             g * s * (1.0 + v * sn)
         }),
-        Activation::Relu => map2(x, dy, dx, |v, g| if v > 0.0 { g } else { 0.0 }),
-        Activation::Sigmoid => map2(x, dy, dx, |v, g| {
+        Act::Relu => map2(x, dy, dx, |v, g| if v > 0.0 { g } else { 0.0 }),
+        Act::Sigmoid => map2(x, dy, dx, |v, g| {
             let (s, sn) = sigmoids(v);
             g * s * sn
         }),
