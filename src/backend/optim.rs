@@ -173,7 +173,10 @@ pub fn check_step(
         Optimizer::Sgd(s) => (0.0..1.0).contains(&s.momentum) && s.weight_decay >= 0.0,
     };
     if !ok {
-        return Err(Error::Invalid(format!("optimizer settings out of range: {opt:?}")));
+        return Err(Error::Invalid(format!(
+            "optimizer settings out of range: {} (momentum and betas in [0, 1), eps above 0, decay at least 0)",
+            opt.describe()
+        )));
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! fusion head, one logit per image (P(fake) = sigmoid). One flat parameter buffer (names prefixed spatial.,
 //! freq., head.) and one flat state buffer (batch-norm running statistics).
 
-use crate::backend::head::{Branches, HeadConfig, Mode};
+use crate::backend::head::{Branches, HeadConfig};
 use crate::data::input::Input;
 use crate::error::{Error, Result};
 use crate::model::efficientnet::{EfficientNet, EfficientNetCache, EfficientNetConfig};
@@ -141,12 +141,8 @@ impl Detector {
             let (q, c) = self.freq.forward(f, raw, stats)?;
             (q, Some(c))
         };
-        let mode = match f.train {
-            Some(seed) => Mode::Train { seed },
-            None => Mode::Eval,
-        };
         let h =
-            f.be.head_forward(&self.head, &Slice { buf: f.params, range: self.head_range.clone() }, &s, &q, mode)?;
+            f.be.head_forward(&self.head, &Slice { buf: f.params, range: self.head_range.clone() }, &s, &q, f.mode)?;
         Ok((h.logits, DetectorCache { spatial, freq, s, q, head: h.saved }))
     }
 

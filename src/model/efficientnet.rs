@@ -5,6 +5,7 @@
 //! Parameter names follow timm (conv_stem, bn1, blocks.i.j.*, conv_head, bn2) so that its weights load by name.
 //! `tiny` (width 0.25, depth 0.34, input 64) is small enough to train on a CPU in tests.
 
+use crate::backend::head::Mode;
 use crate::backend::{Act, Conv2d};
 use crate::error::{Error, Result};
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd, SeCache, SqueezeExcite};
@@ -144,7 +145,7 @@ impl MbConv {
         let (mut h, project) = self.project.forward(f, h)?;
         let mut keep = None;
         if self.residual {
-            if let (Some(seed), true) = (f.train, self.drop > 0.0) {
+            if let (Mode::Train { seed }, true) = (f.mode, self.drop > 0.0) {
                 // Drop-connect: each sample keeps the block with probability 1 - drop, rescaled to keep the mean.
                 let k: Vec<f32> = (0..x.shape()[0])
                     .map(|i| {

@@ -3,6 +3,7 @@
 //! squeeze-and-excitation. Parameters and batch-norm running statistics are registered by name in the model's
 //! flat layouts (timm's names, so that timm's weights load by name).
 
+use crate::backend::head::Mode;
 use crate::backend::{Act, Backend, BatchNorm, BnSaved, Conv2d};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
@@ -29,12 +30,13 @@ impl Builder {
     }
 }
 
-/// The forward pass's context: training (with the step's seed for drop-connect) or inference.
+/// The forward pass's context: training (with the step's seed for drop-connect and the head's dropout) or
+/// inference.
 pub struct Fwd<'a> {
     pub be: &'a dyn Backend,
     pub params: &'a Tensor,
     pub state: &'a mut Tensor,
-    pub train: Option<u64>,
+    pub mode: Mode,
 }
 
 /// The backward pass's context: gradients land in `grads`, in the parameters' layout.
@@ -98,7 +100,7 @@ impl ConvBnAct {
             None => (conv_out, None),
             Some(n) => {
                 let (g, b) = (slice(f.params, &n.gamma), slice(f.params, &n.beta));
-                if f.train.is_some() {
+                if f.mode != Mode::Eval {
                     let (y, s) = f.be.batch_norm_train(&conv_out, &g, &b, &n.bn, f.state, n.running.clone())?;
                     (y, Some((conv_out, s)))
                 } else {

@@ -2,6 +2,7 @@
 //! safetensors by scripts/export_timm.py loads into the spatial branch by name (conv_stem, bn1, blocks.i.j.*,
 //! conv_head, bn2, running statistics included), and the branch is written back under the same names.
 
+use crate::backend::head::Mode;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::efficientnet::{EfficientNet, EfficientNetConfig};
@@ -114,7 +115,7 @@ pub fn forward(be: &dyn Backend, variant: &str, weights: &Path, images: &Tensor)
     let l = load(weights, (&b.params, &b.state), "", init)?;
     let params = be.upload(&Tensor::from_vec(&[l.params.len()], Layout::Plain, l.params)?)?;
     let mut state = be.upload(&Tensor::from_vec(&[l.state.len()], Layout::Plain, l.state)?)?;
-    let mut f = Fwd { be, params: &params, state: &mut state, train: None };
+    let mut f = Fwd { be, params: &params, state: &mut state, mode: Mode::Eval };
     let (feats, _) = net.forward(&mut f, Arc::new(be.upload(images)?))?;
     let logits = match l.classifier {
         Some([w, bias]) => {

@@ -10,7 +10,7 @@ use crate::backend::Backend;
 use crate::data::folder::Dataset;
 use crate::data::loaded::Loaded;
 use crate::data::pack;
-use crate::error::{Error, Result};
+use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::train::diagnostics;
 use crate::train::trainer::{
@@ -131,8 +131,8 @@ pub fn sanity(
         );
     }
     verdict += &format!(
-        "\n  frequency branch input: {lo:.3e} to {hi:.3e} ({:?} magnitudes{})",
-        det.cfg.freq.fft.magnitude,
+        "\n  frequency branch input: {lo:.3e} to {hi:.3e} ('{}' magnitudes{})",
+        det.cfg.freq.fft.magnitude.name(),
         if det.cfg.freq.norm { "" } else { ", no batch norm" }
     );
     if seen.is_empty() {

@@ -5,6 +5,7 @@
 
 use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
+use crate::backend::head::Mode;
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
 use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
@@ -36,6 +37,10 @@ pub enum Sampler {
     Natural,
     /// Each batch half real, half fake (drawn with replacement), as many batches as a natural epoch.
     Balanced,
+}
+
+impl Choice for Sampler {
+    const NAMES: &'static [(&'static str, Self)] = &[("natural", Sampler::Natural), ("balanced", Sampler::Balanced)];
 }
 
 #[derive(Clone, Debug)]
@@ -306,7 +311,7 @@ pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) 
     on_compute_threads(be, || {
         let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
         let raw = pre.raw.expect("asked for");
-        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, train: None };
+        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, mode: Mode::Eval };
         Ok(det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?.0)
     })
 }
@@ -397,8 +402,12 @@ fn step_here(
     let (x, y) = (be.upload(x)?, be.upload(y)?);
     let pre = be.preprocess(&x, &ChannelNorm::imagenet(), true)?;
     let raw = pre.raw.expect("asked for");
-    let mut f =
-        Fwd { be, params: &ms.params, state: &mut ms.state, train: Some(cfg.seed.wrapping_add(args.t) ^ 0x9E37) };
+    let mut f = Fwd {
+        be,
+        params: &ms.params,
+        state: &mut ms.state,
+        mode: Mode::Train { seed: cfg.seed.wrapping_add(args.t) ^ 0x9E37 },
+    };
     let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
     let loss = be.loss(loss_cfg, &logits, &y, 0.5)?;
     let scales = if report {
@@ -553,7 +562,7 @@ fn run(
         class_weights: weights,
         optimizer: cfg.optimizer.describe(),
         max_grad_norm: cfg.max_grad_norm,
-        sampler: format!("{:?}", cfg.sampler).to_lowercase(),
+        sampler: cfg.sampler.name().into(),
         fake_share: counts[1] as f64 / train.len() as f64,
         ..Evidence::default()
     };

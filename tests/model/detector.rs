@@ -1,5 +1,6 @@
 use crate::common::*;
 use dfgpu::backend::head::Branches;
+use dfgpu::backend::head::Mode;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::layers::{Bwd, Fwd};
@@ -15,7 +16,7 @@ fn step(be: &dyn Backend, det: &Detector, images: &Tensor, c: &[f32]) -> (Vec<f3
         .upload(&Tensor::from_vec(&[det.params.total()], Layout::Plain, vec![0f32; det.params.total()]).unwrap())
         .unwrap();
     let pre = be.preprocess(&be.upload(images).unwrap(), &ChannelNorm::imagenet(), true).unwrap();
-    let mut f = Fwd { be, params: &p, state: &mut st, train: Some(11) };
+    let mut f = Fwd { be, params: &p, state: &mut st, mode: Mode::Train { seed: 11 } };
     let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
     let dl = be.upload(&Tensor::from_vec(&[c.len()], Layout::Plain, c.to_vec()).unwrap()).unwrap();
     det.backward(&mut Bwd { be, params: &p, grads: &mut g }, cache, &dl).unwrap();
@@ -111,7 +112,7 @@ fn whole_detector_gradients_match_central_differences_in_f64() {
     let run = |p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
         let mut st = t64(&[state0.len()], Layout::Plain, state0.clone());
-        let mut f = Fwd { be: &be, params: &pt, state: &mut st, train: Some(21) };
+        let mut f = Fwd { be: &be, params: &pt, state: &mut st, mode: Mode::Train { seed: 21 } };
         det.forward(&mut f, norm.clone(), &x, None).unwrap()
     };
     let (logits, cache) = run(&p);
@@ -125,4 +126,3 @@ fn whole_detector_gradients_match_central_differences_in_f64() {
     let picks: Vec<usize> = det.params.entries().iter().map(|e| e.offset + e.len() / 2).collect();
     check_grads("detector", g, &p, picks, |pp| dot(&run(pp).0, &c));
 }
-

@@ -1,4 +1,5 @@
 use crate::common::*;
+use dfgpu::backend::head::Mode;
 use dfgpu::model::efficientnet::{EfficientNet, EfficientNetConfig, MbConv};
 use dfgpu::model::layers::{Builder, Bwd, Fwd};
 use dfgpu::rng::Rng;
@@ -57,7 +58,7 @@ fn an_mbconv_block_with_se_and_residual_matches_central_differences() {
     let forward = |x: &[f64], p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
         let mut st = t64(&[b.state.total()], Layout::Plain, vec![0.0; b.state.total()]);
-        let mut f = Fwd { be: &be, params: &pt, state: &mut st, train: Some(seed) };
+        let mut f = Fwd { be: &be, params: &pt, state: &mut st, mode: Mode::Train { seed: seed } };
         let (y, cache) = blk.forward(&mut f, Arc::new(t64(&[n, c, h, w], Layout::Nchw, x.to_vec()))).unwrap();
         (Arc::try_unwrap(y).unwrap(), cache)
     };
@@ -97,7 +98,7 @@ fn tiny_efficientnet_forward_and_sampled_gradients_in_f64() {
     let run = |p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
         let mut st = t64(&[b.state.total()], Layout::Plain, vec![0.0; b.state.total()]);
-        let mut f = Fwd { be: &be, params: &pt, state: &mut st, train: Some(1) };
+        let mut f = Fwd { be: &be, params: &pt, state: &mut st, mode: Mode::Train { seed: 1 } };
         net.forward(&mut f, x.clone()).unwrap()
     };
     let (feat, cache) = run(&p);
@@ -128,7 +129,7 @@ fn inference_uses_running_statistics_and_needs_no_seed() {
     let mut st = Tensor::from_vec(&[b.state.total()], Layout::Plain, vec![1.0f32; b.state.total()]).unwrap();
     let x = Arc::new(Tensor::from_vec(&[1, 3, 32, 32], Layout::Nchw, vec![0.5f32; 3 * 32 * 32]).unwrap());
     let before = st.host::<f32>().unwrap().to_vec();
-    let (feat, _) = net.forward(&mut Fwd { be: &be, params: &p, state: &mut st, train: None }, x).unwrap();
+    let (feat, _) = net.forward(&mut Fwd { be: &be, params: &p, state: &mut st, mode: Mode::Eval }, x).unwrap();
     assert_eq!(feat.shape(), &[1, net.features]);
     assert_eq!(st.host::<f32>().unwrap(), &before[..], "inference leaves the running statistics alone");
 }

@@ -1,4 +1,5 @@
 use crate::common::*;
+use dfgpu::backend::head::Mode;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::layers::Fwd;
@@ -41,7 +42,7 @@ fn spatial_features(be: &dyn Backend, det: &Detector, p: &[f32], s: &[f32], n: u
     let params = be.upload(&Tensor::from_vec(&[p.len()], Layout::Plain, p.to_vec()).unwrap()).unwrap();
     let mut state = be.upload(&Tensor::from_vec(&[s.len()], Layout::Plain, s.to_vec()).unwrap()).unwrap();
     let norm = be.download(&pre.norm).unwrap();
-    let mut f = Fwd { be, params: &params, state: &mut state, train: None };
+    let mut f = Fwd { be, params: &params, state: &mut state, mode: Mode::Eval };
     let (_, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
     let feats = be.download(det.branch_features(&cache).0).unwrap().host::<f32>().unwrap().to_vec();
     (feats, norm)

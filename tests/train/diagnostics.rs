@@ -2,6 +2,7 @@
 //! fires on constant predictions and stays quiet on a healthy run, the branch-scale warning.
 
 use dfgpu::backend::cpu::CpuBackend;
+use dfgpu::backend::head::Mode;
 use dfgpu::backend::optim::Norms;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
@@ -23,7 +24,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
     let pre = be
         .preprocess(&Tensor::from_vec(&[8, 64, 64, 3], Layout::Nhwc, px).unwrap(), &ChannelNorm::imagenet(), true)
         .unwrap();
-    let mut f = Fwd { be: &be, params: &ms.params, state: &mut ms.state, train: Some(1) };
+    let mut f = Fwd { be: &be, params: &ms.params, state: &mut ms.state, mode: Mode::Train { seed: 1 } };
     let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
     let dl = Tensor::from_vec(&[8], Layout::Plain, vec![0.1f32; 8]).unwrap();
     det.backward(&mut Bwd { be: &be, params: &ms.params, grads: &mut ms.grads }, cache, &dl).unwrap();

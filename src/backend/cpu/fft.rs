@@ -197,20 +197,20 @@ pub fn dft2(plane: &[f64], h: usize, w: usize, rows: &Fft1d, cols: &Fft1d) -> Ve
     f
 }
 
-/// Input pixel source: f32 NCHW in [0, 1], or u8 NHWC (divided by 255).
-pub enum Pixels<'a> {
+/// The images the FFT features take: f32 NCHW in [0, 1], or u8 NHWC (divided by 255).
+pub enum FftImages<'a> {
     F32Nchw(&'a [f32]),
     U8Nhwc(&'a [u8]),
 }
 
-impl Pixels<'_> {
+impl FftImages<'_> {
     /// Spectrum `s` of image `i` as an H x W plane in f64: a channel, or the luma with grayscale.
     pub(super) fn plane(&self, d: &FftDims, grayscale: bool, i: usize, s: usize) -> Vec<f64> {
         let hw = d.h * d.w;
         let channel = |c: usize| -> Vec<f64> {
             match self {
-                Pixels::F32Nchw(v) => v[(i * d.c + c) * hw..][..hw].iter().map(|&x| x as f64).collect(),
-                Pixels::U8Nhwc(v) => {
+                FftImages::F32Nchw(v) => v[(i * d.c + c) * hw..][..hw].iter().map(|&x| x as f64).collect(),
+                FftImages::U8Nhwc(v) => {
                     v[i * hw * d.c..][..hw * d.c].chunks_exact(d.c).map(|p| p[c] as f64 / 255.0).collect()
                 }
             }
@@ -230,7 +230,7 @@ pub fn log_magnitude(mag: f64, h: usize, w: usize) -> f64 {
 
 /// Writes the feature planes of every image into `out` (N x planes x out_h x out_w). `stats` (2 x S x out_h x
 /// out_w: means, then stds) is needed by log-std.
-pub fn features(px: &Pixels, d: &FftDims, cfg: &FftConfig, stats: Option<&[f32]>, out: &mut [f32]) {
+pub fn features(px: &FftImages, d: &FftDims, cfg: &FftConfig, stats: Option<&[f32]>, out: &mut [f32]) {
     let (rows, cols) = (Fft1d::new(d.w), Fft1d::new(d.h));
     let plane = d.plane_len();
     out.par_chunks_mut(d.planes * plane).enumerate().for_each(|(i, img)| {

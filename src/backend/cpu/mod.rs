@@ -155,10 +155,10 @@ pub(crate) fn two_of<F: Element>(
 }
 
 /// The pixel source of an FFT input (the op's check has fixed dtype and layout).
-fn pixels(images: &Tensor) -> Result<fft::Pixels<'_>> {
+fn pixels(images: &Tensor) -> Result<fft::FftImages<'_>> {
     Ok(match images.dtype() {
-        crate::tensor::DType::U8 => fft::Pixels::U8Nhwc(images.host()?),
-        _ => fft::Pixels::F32Nchw(images.host()?),
+        crate::tensor::DType::U8 => fft::FftImages::U8Nhwc(images.host()?),
+        _ => fft::FftImages::F32Nchw(images.host()?),
     })
 }
 

@@ -9,7 +9,7 @@
 
 use super::math::{atan2, ln_positive};
 use super::widest;
-use crate::backend::cpu::fft::{spectrum_bin, Pixels};
+use crate::backend::cpu::fft::{spectrum_bin, FftImages};
 use crate::backend::fft::{FftConfig, FftDims, Magnitude, Phase, LOG_CENTER, LOG_EPS, LOG_SCALE};
 use rayon::prelude::*;
 use rustfft::num_complex::Complex;
@@ -45,7 +45,7 @@ fn sized(v: &mut Vec<Complex<f64>>, len: usize) -> &mut [Complex<f64>] {
 }
 
 /// Same contract as the reference's `features`.
-pub fn features(px: &Pixels, d: &FftDims, cfg: &FftConfig, stats: Option<&[f32]>, out: &mut [f32]) {
+pub fn features(px: &FftImages, d: &FftDims, cfg: &FftConfig, stats: Option<&[f32]>, out: &mut [f32]) {
     let (rows, cols) = (plan(d.w), plan(d.h));
     out.par_chunks_mut(d.planes * d.plane_len()).enumerate().for_each(|(i, img)| {
         BUFFERS.with(|b| {
