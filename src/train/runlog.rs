@@ -96,7 +96,8 @@ pub fn jsonl(lines: &[EpochLine]) -> String {
     lines.iter().map(|l| l.json() + "\n").collect()
 }
 
-/// metrics.csv's text: a header (from the first row) and the rows (the per-group AUCs stay in the JSON lines), RFC 4180.
+/// metrics.csv's text, RFC 4180: a header (serde writes it with the first row) and the rows (the per-group AUCs
+/// stay in the JSON lines).
 pub fn csv(lines: &[EpochLine]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     for l in lines {
