@@ -16,11 +16,11 @@
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::backend::cuda::timing::{median_ms, peak_bytes, reset_peak, with_gpu};
 use dfgpu::backend::optim::StepArgs;
-use dfgpu::json::{self, Json};
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::rng::Rng;
 use dfgpu::train::trainer::{infer, step, ModelState, TrainConfig};
 use dfgpu::{Backend, Layout, Result, Tensor};
+use serde_json::Value as Json;
 use std::process::Command;
 use std::time::Instant;
 
@@ -70,7 +70,8 @@ fn peer_lines(what: &str, mut cmd: Command) -> Vec<Json> {
         }
     };
     let text = String::from_utf8_lossy(&out.stdout);
-    let lines = text.lines().inspect(|line| println!("{what} torch: {line}")).filter_map(|l| json::parse(l).ok());
+    let lines =
+        text.lines().inspect(|line| println!("{what} torch: {line}")).filter_map(|l| serde_json::from_str(l).ok());
     let lines = lines.collect();
     if !out.status.success() {
         println!("{what} torch: exited with {}: {}", out.status, String::from_utf8_lossy(&out.stderr).trim_end());
@@ -79,10 +80,7 @@ fn peer_lines(what: &str, mut cmd: Command) -> Vec<Json> {
 }
 
 fn num(j: &Json, k: &str) -> Option<f64> {
-    match j.get(k) {
-        Some(Json::Num(v)) => Some(*v),
-        _ => None,
-    }
+    j.get(k)?.as_f64()
 }
 
 fn is(j: &Json, k: &str, v: &str) -> bool {

@@ -6,7 +6,6 @@ pub mod error;
 pub mod backend;
 pub mod data;
 pub mod info;
-pub mod json;
 pub mod model;
 pub mod plot;
 pub mod rng;

@@ -3,6 +3,7 @@
 use clap::{FromArgMatches, Parser, Subcommand};
 use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
+use dfgpu::train::runlog::rounded;
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -146,9 +147,15 @@ enum Command {
     /// memory: large sets train without decoding.
     Pack {
         /// A folder with real/ and fake/, or a CSV of path,label.
-        data: std::path::PathBuf,
+        #[arg(required_unless_present = "verify")]
+        data: Option<std::path::PathBuf>,
         /// The file to write (conventionally .dfpack).
-        out: std::path::PathBuf,
+        #[arg(required_unless_present = "verify")]
+        out: Option<std::path::PathBuf>,
+        /// Checks every image of a pack against its checksum instead (training checks each image the first
+        /// time it reads it, and the trailer on open).
+        #[arg(long, value_name = "PACK", conflicts_with_all = ["data", "out"])]
+        verify: Option<std::path::PathBuf>,
         /// Image side in pixels: the model's input size (b0: 224, tiny: 64).
         #[arg(long, default_value_t = 224)]
         size: usize,
@@ -598,6 +605,29 @@ fn holdout(
     Ok(())
 }
 
+/// A line of `eval --json`.
+#[derive(serde::Serialize)]
+struct EvalJson<'a> {
+    checkpoint: String,
+    data: String,
+    report: dfgpu::train::metrics::Report,
+    group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
+}
+
+/// A line of `predict --json`: the image and its P(fake), or why it has none.
+#[derive(serde::Serialize)]
+struct PredictJson {
+    path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    p_fake: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn to_json(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("strings and numbers serialize")
+}
+
 fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input) -> dfgpu::Result<()> {
     if !(16..=1024).contains(&size) {
         return Err(dfgpu::Error::Invalid(format!("--size {size}: must be from 16 to 1024")));
@@ -701,15 +731,9 @@ fn main() -> ExitCode {
             let tiles = (tiles.tiles, tiles.tile_combine);
             let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
             if json {
-                let q = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
-                let g: Vec<String> = groups.iter().map(|(g, a)| format!("{}:{a:.6}", dfgpu::json::quote(g))).collect();
-                println!(
-                    "{{\"checkpoint\":{},\"data\":{},\"report\":{},\"group_auc\":{{{}}}}}",
-                    q(&ckpt),
-                    q(&data),
-                    report.to_json(),
-                    g.join(",")
-                );
+                let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
+                let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
+                println!("{}", to_json(&EvalJson { checkpoint, data, report, group_auc }));
             } else {
                 print!("{report}");
                 groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
@@ -718,27 +742,46 @@ fn main() -> ExitCode {
         }),
         Command::Predict { ckpt, images, json, tiles, dev } => dev.select().and_then(|(be, line)| {
             eprintln!("{line}");
-            let quote = |p: &std::path::Path| dfgpu::json::quote(&p.display().to_string());
             let tiles = (tiles.tiles, tiles.tile_combine);
             let failed = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
                 r, json,
             ) {
-                (Ok(p), true) => println!("{{\"path\":{},\"p_fake\":{p:.6}}}", quote(f)),
+                (r, true) => {
+                    let path = f.display().to_string();
+                    let (p_fake, error) = match r {
+                        Ok(p) => (rounded(p as f64, 6), None),
+                        Err(e) => (None, Some(e)),
+                    };
+                    println!("{}", to_json(&PredictJson { path, p_fake, error }))
+                }
                 (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                (Err(e), true) => println!("{{\"path\":{},\"error\":{}}}", quote(f), dfgpu::json::quote(&e)),
                 (Err(e), false) => eprintln!("skipped: {e}"),
             })?;
             if failed > 0 {
-                return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read (listed above)")));
+                return Err(dfgpu::Error::Invalid(format!(
+                    "{failed} image(s) could not be read or scored (listed above)"
+                )));
             }
             Ok(())
         }),
-        Command::Pack { data, out, size, input } => pack(&data, &out, size, input),
+        Command::Pack { verify: Some(file), .. } => {
+            let t = std::time::Instant::now();
+            dfgpu::data::pack::verify(&file, &mut |l| println!("{l}")).map(|n| {
+                println!(
+                    "{}: all {n} images match their checksums ({:.1} s)",
+                    file.display(),
+                    t.elapsed().as_secs_f64()
+                )
+            })
+        }
+        Command::Pack { data: Some(data), out: Some(out), size, input, .. } => pack(&data, &out, size, input),
+        Command::Pack { .. } => unreachable!("clap requires DATA and OUT without --verify"),
         Command::Curves { run } => {
             let log = run.join("metrics.jsonl");
             std::fs::read_to_string(&log)
                 .map_err(|source| dfgpu::Error::Io { path: log.clone(), source })
-                .and_then(|text| dfgpu::train::figures::curves(&text, &run.join("curves.png")))
+                .and_then(|text| dfgpu::train::runlog::parse(&text, &log))
+                .and_then(|lines| dfgpu::train::figures::curves(&lines, &run.join("curves.png")))
                 .map(|()| println!("wrote {}", run.join("curves.png").display()))
         }
         Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)

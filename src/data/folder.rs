@@ -1,6 +1,6 @@
 //! Datasets: a folder (`DIR/real/**` and `DIR/fake/**`, any nesting; a fake's first subfolder names its group,
-//! one per generator or source set), or a CSV file of `path,label` (label 0/1 or real/fake; paths relative to the
-//! CSV's folder). Problems a user can fix are errors before training starts, naming the file or folder.
+//! one per generator or source set), or a CSV file of `path,label[,group]` or with a header naming those columns
+//! (label 0/1 or real/fake; paths relative to the CSV's folder). Problems a user can fix are errors before training starts, naming the file or folder.
 
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -146,30 +146,37 @@ impl Dataset {
         Ok(Dataset { samples, skipped: walk.skipped })
     }
 
+    /// A CSV (RFC 4180: quoted fields, a UTF-8 BOM) of path,label[,group], or with a header naming them
+    /// (`CSV_COLUMNS`, in any order, other columns ignored).
     fn csv(file: &Path) -> Result<Dataset> {
-        let text = std::fs::read_to_string(file).map_err(io(file))?;
+        let bytes = std::fs::read(file).map_err(io(file))?;
         let base = file.parent().unwrap_or(Path::new("."));
+        let mut rows =
+            csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);
         let mut samples = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || (i == 0 && line.to_ascii_lowercase().starts_with("path")) {
+        // Column indices of (path, label, group): by position until a header says otherwise.
+        let mut cols = (0, 1, Some(2));
+        for (i, row) in rows.records().enumerate() {
+            let row = row.map_err(|e| Error::Invalid(format!("{}: not a readable CSV: {e}", file.display())))?;
+            let line = row.position().map_or(i as u64 + 1, |p| p.line());
+            let bad = |m: String| Error::Invalid(format!("{}:{line}: {m}", file.display()));
+            if i == 0 && row.get(1).is_none_or(|l| label(l).is_none()) {
+                cols = header_columns(&row).map_err(bad)?;
                 continue;
             }
-            let bad = |m: String| Error::Invalid(format!("{}:{}: {m}", file.display(), i + 1));
-            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
-            if cols.len() < 2 {
-                return Err(bad(format!("expected 'path,label', got '{line}'")));
+            let cell = |c: usize| row.get(c).unwrap_or("");
+            let label = label(cell(cols.1)).ok_or_else(|| {
+                let got: Vec<&str> = row.iter().collect();
+                bad(format!("label '{}' is not 0, 1, real or fake (the row: {got:?})", cell(cols.1)))
+            })?;
+            if cell(cols.0).is_empty() {
+                return Err(bad("no path".into()));
             }
-            let label = match cols[1].to_ascii_lowercase().as_str() {
-                "0" | "real" => 0,
-                "1" | "fake" => 1,
-                other => return Err(bad(format!("label '{other}' is not 0, 1, real or fake"))),
-            };
-            let path = base.join(cols[0]);
+            let path = base.join(cell(cols.0));
             if !path.is_file() {
                 return Err(bad(format!("{} does not exist", path.display())));
             }
-            let group = cols.get(2).filter(|g| !g.is_empty() && label == 1).map(|g| g.to_string());
+            let group = cols.2.map(cell).filter(|g| !g.is_empty() && label == 1).map(str::to_string);
             samples.push(Sample { path, label, group });
         }
         Ok(Dataset { samples, skipped: Vec::new() })
@@ -195,6 +202,41 @@ impl Dataset {
             skipped: Vec::new(),
         };
         Ok((pick(train), pick(val)))
+    }
+}
+
+/// The column names a CSV header may use (case aside): path, label and the optional group.
+pub const CSV_COLUMNS: [(&str, &[&str]); 3] = [
+    ("path", &["path", "file", "filename", "filepath", "image", "image_path"]),
+    ("label", &["label", "target", "class", "is_fake"]),
+    ("group", &["group", "generator", "method", "source"]),
+];
+
+/// A CSV label: 0 or real, 1 or fake.
+fn label(cell: &str) -> Option<u8> {
+    match cell.to_ascii_lowercase().as_str() {
+        "0" | "real" => Some(0),
+        "1" | "fake" => Some(1),
+        _ => None,
+    }
+}
+
+/// The (path, label, group) columns that a header names, or what it should have said.
+fn header_columns(row: &csv::StringRecord) -> std::result::Result<(usize, usize, Option<usize>), String> {
+    let find = |names: &[&str]| row.iter().position(|c| names.iter().any(|n| c.eq_ignore_ascii_case(n)));
+    let (path, label, group) = (find(CSV_COLUMNS[0].1), find(CSV_COLUMNS[1].1), find(CSV_COLUMNS[2].1));
+    match (path, label) {
+        (Some(p), Some(l)) => Ok((p, l, group)),
+        _ => {
+            let names: Vec<String> =
+                CSV_COLUMNS.iter().map(|(what, names)| format!("{what}: {}", names.join(" or "))).collect();
+            let got: Vec<&str> = row.iter().collect();
+            Err(format!(
+                "the first row {got:?} is neither a path,label row (label 0, 1, real or fake) nor a header naming the \
+                 columns ({}; case aside, group optional)",
+                names.join("; ")
+            ))
+        }
     }
 }
 

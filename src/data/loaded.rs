@@ -5,6 +5,7 @@
 use crate::data::augment::Augment;
 use crate::data::folder::{stratified_split, Dataset};
 use crate::data::input::{self, Input, Own};
+use crate::data::pack::Checksums;
 use crate::data::self_fake;
 use crate::error::{Choice, Result};
 use crate::rng::Rng;
@@ -17,7 +18,13 @@ use std::time::{Duration, Instant};
 /// Where the pixels live: side x side x 3 bytes per image, back to back.
 pub enum Pixels {
     Owned(Vec<u8>),
-    Mapped { map: memmap2::Mmap, start: usize, len: usize },
+    /// A pack's, with its images' checksums (none in packs made before them).
+    Mapped {
+        map: memmap2::Mmap,
+        start: usize,
+        len: usize,
+        checksums: Option<Checksums>,
+    },
 }
 
 impl std::ops::Deref for Pixels {
@@ -25,7 +32,7 @@ impl std::ops::Deref for Pixels {
     fn deref(&self) -> &[u8] {
         match self {
             Pixels::Owned(v) => v,
-            Pixels::Mapped { map, start, len } => &map[*start..*start + *len],
+            Pixels::Mapped { map, start, len, .. } => &map[*start..*start + *len],
         }
     }
 }
@@ -133,10 +140,22 @@ impl Loaded {
         [self.len() - fake, fake]
     }
 
-    /// Image i as kept, side x side x 3 bytes.
-    pub fn image(&self, i: usize) -> &[u8] {
-        let per = self.side * self.side * 3;
-        &self.pixels[self.rows[i] * per..(self.rows[i] + 1) * per]
+    /// Image i as kept, side x side x 3 bytes; a pack's is checked against its checksum the first time.
+    pub fn image(&self, i: usize) -> Result<&[u8]> {
+        let (per, row) = (self.side * self.side * 3, self.rows[i]);
+        let px = &self.pixels[row * per..(row + 1) * per];
+        if let Some(sums) = self.checksums() {
+            sums.check(row, px)?;
+        }
+        Ok(px)
+    }
+
+    /// A pack's image checksums.
+    pub fn checksums(&self) -> Option<&Checksums> {
+        match &*self.pixels {
+            Pixels::Mapped { checksums, .. } => checksums.as_ref(),
+            Pixels::Owned(_) => None,
+        }
     }
 
     /// The images `idx`, sharing the pixels.
@@ -176,7 +195,7 @@ impl Loaded {
                 // what they drew before either existed.
                 let mut rng = seed.map(|s| Rng::new(s ^ 0xC0FF_EE00_C0FF_EE00));
                 let at = input::crop_origin(&self.own(i), self.side, self.size, rng.as_mut());
-                input::crop_into(self.image(i), self.side, at, self.size, dst);
+                input::crop_into(self.image(i)?, self.side, at, self.size, dst);
                 let (Some((a, _)), Some(seed)) = (aug, seed) else { return Ok(false) };
                 let mut rng = Rng::new(seed ^ 0x5E1F_FA6E_5E1F_FA6E);
                 let made = self.labels[i] == 0 && a.self_fakes > 0.0 && rng.uniform() < a.self_fakes;
@@ -200,12 +219,13 @@ impl Loaded {
     pub fn tiles(&self, idx: &[usize], k: usize) -> Result<Tensor> {
         let per = self.size * self.size * 3;
         let mut px = vec![0u8; idx.len() * k * k * per];
-        px.par_chunks_mut(k * k * per).zip(idx).for_each(|(dst, &i)| {
+        px.par_chunks_mut(k * k * per).zip(idx).try_for_each(|(dst, &i)| {
             let origins = input::tile_origins(&self.own(i), self.side, self.size, k);
             for (at, d) in origins.into_iter().zip(dst.chunks_exact_mut(per)) {
-                input::crop_into(self.image(i), self.side, at, self.size, d);
+                input::crop_into(self.image(i)?, self.side, at, self.size, d);
             }
-        });
+            Ok::<_, crate::Error>(())
+        })?;
         Tensor::from_vec(&[idx.len() * k * k, self.size, self.size, 3], Layout::Nhwc, px)
     }
 

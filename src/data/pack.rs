@@ -2,10 +2,13 @@
 //! (data/input.rs), in one file that training maps into memory, so that a large set (DFWild-Cup's 262,160
 //! training images) trains without decoding anything.
 //!
-//! Layout: the magic `DFGPACK1`, then side x side x 3 bytes (RGB) per image, back to back, then a JSON trailer
-//! (size, input, side, labels, groups, source paths, and for crop where each image's own pixels are: rows and
-//! columns, half-open), then the trailer's length (u64, little-endian) and the magic again. A pack without
-//! `input` (made before it existed) holds resized images.
+//! Layout: the magic `DFGPACK2`, then side x side x 3 bytes (RGB) per image, back to back, then a JSON trailer
+//! (size, input, side, labels, groups, source paths, each image's CRC-32, and for crop where each image's own
+//! pixels are: rows and columns, half-open), then the trailer's CRC-32 (u32), its length (u64, both
+//! little-endian) and the magic again. The trailer's checksum is verified on open; an image's the first time it
+//! is read (so that training starts at once, whatever the pack's size), and every image's by `--verify`.
+//! `DFGPACK1` packs (before checksums) have neither checksum and are read with a note; a pack without `input`
+//! holds resized images.
 //! The trailer comes last so that the images stream to disk as they are decoded: memory stays bounded by one
 //! chunk whatever the set's size. Written to a temporary file and renamed.
 
@@ -14,12 +17,15 @@ use crate::data::input::{self, Input, Own};
 use crate::data::loaded::{Loaded, Pixels};
 use crate::error::Choice;
 use crate::error::{Error, Result};
-use crate::json::{self, quote, Json};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-const MAGIC: &[u8; 8] = b"DFGPACK1";
+const MAGIC: &[u8; 8] = b"DFGPACK2";
+/// Packs made before checksums: read without them.
+const MAGIC_V1: &[u8; 8] = b"DFGPACK1";
 /// Images decoded at once: bounds the memory while packing.
 const CHUNK: usize = 512;
 
@@ -32,7 +38,60 @@ pub fn is_pack(path: &Path) -> bool {
     let mut head = [0u8; 8];
     path.is_file()
         && std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head)).is_ok()
-        && &head == MAGIC
+        && (&head == MAGIC || &head == MAGIC_V1)
+}
+
+/// The JSON trailer.
+#[derive(Serialize, Deserialize)]
+struct Trailer {
+    size: usize,
+    /// Absent in packs made before --input: resize.
+    input: Option<String>,
+    side: Option<usize>,
+    labels: Vec<u8>,
+    groups: Vec<Option<String>>,
+    paths: Vec<String>,
+    /// Per image (crop), or empty: everywhere.
+    #[serde(default)]
+    own: Vec<[u32; 4]>,
+    /// Per image, the CRC-32 of its pixels; absent in DFGPACK1 packs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    crc32: Option<Vec<u32>>,
+}
+
+/// A pack's image checksums, each verified the first time its image is read.
+pub struct Checksums {
+    pack: PathBuf,
+    crc: Vec<u32>,
+    /// Where each image came from, for the error.
+    paths: Vec<String>,
+    verified: Vec<AtomicBool>,
+}
+
+impl Checksums {
+    /// Checks image `i`'s pixels `px` against its checksum, once: an error names the pack, the image and its
+    /// source file.
+    pub fn check(&self, i: usize, px: &[u8]) -> Result<()> {
+        if self.verified[i].load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if crc32fast::hash(px) != self.crc[i] {
+            return Err(Error::Invalid(format!(
+                "{}: {} does not match its checksum: the pack is damaged; pack the data again (dfgpu pack --verify \
+                 {} lists every damaged image)",
+                self.pack.display(),
+                self.image(i),
+                self.pack.display()
+            )));
+        }
+        self.verified[i].store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// "image I (packed from PATH)".
+    fn image(&self, i: usize) -> String {
+        format!("image {i} (packed from {})", self.paths.get(i).map_or("?", |p| p.as_str()))
+    }
 }
 
 /// What `pack` did.
@@ -61,34 +120,43 @@ pub fn pack(
     let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
     w.write_all(MAGIC).map_err(io(&tmp))?;
     let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), ds.skipped.clone());
-    let mut own = Vec::new();
+    let (mut own, mut crc) = (Vec::new(), Vec::new());
     for (c, chunk) in ds.samples.chunks(CHUNK).enumerate() {
-        let decoded: Vec<_> = chunk.par_iter().map(|s| input::load(&s.path, size, input)).collect();
+        let decoded: Vec<_> =
+            chunk.par_iter().map(|s| input::load(&s.path, size, input).map(|k| (crc32fast::hash(&k.px), k))).collect();
         for (s, r) in chunk.iter().zip(decoded) {
             match r {
-                Ok(k) => {
+                Ok((sum, k)) => {
                     w.write_all(&k.px).map_err(io(&tmp))?;
                     let Own { rows, cols } = k.own;
-                    own.push(format!("[{},{},{},{}]", rows.0, rows.1, cols.0, cols.1));
-                    labels.push(s.label.to_string());
-                    groups.push(s.group.as_deref().map_or("null".to_string(), quote));
-                    paths.push(quote(&s.path.display().to_string()));
+                    own.push([rows.0, rows.1, cols.0, cols.1]);
+                    crc.push(sum);
+                    labels.push(s.label);
+                    groups.push(s.group.clone());
+                    paths.push(s.path.display().to_string());
                 }
                 Err(e) => skipped.push(e.to_string()),
             }
         }
         progress((c * CHUNK + chunk.len()).min(ds.samples.len()), ds.samples.len());
     }
-    let trailer = format!(
-        "{{\"size\":{size},\"input\":{},\"side\":{},\"labels\":[{}],\"groups\":[{}],\"paths\":[{}],\"own\":[{}]}}",
-        quote(input.name()),
-        input.side(size),
-        labels.join(","),
-        groups.join(","),
-        paths.join(","),
-        if input == Input::Crop { own.join(",") } else { String::new() }
-    );
-    w.write_all(trailer.as_bytes()).map_err(io(&tmp))?;
+    if input != Input::Crop {
+        own.clear();
+    }
+    let images = labels.len();
+    let trailer = Trailer {
+        size,
+        input: Some(input.name().into()),
+        side: Some(input.side(size)),
+        labels,
+        groups,
+        paths,
+        own,
+        crc32: Some(crc),
+    };
+    let trailer = serde_json::to_vec(&trailer).expect("numbers and strings serialize");
+    w.write_all(&trailer).map_err(io(&tmp))?;
+    w.write_all(&crc32fast::hash(&trailer).to_le_bytes()).map_err(io(&tmp))?;
     w.write_all(&(trailer.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
     w.write_all(MAGIC).map_err(io(&tmp))?;
     w.into_inner()
@@ -97,63 +165,110 @@ pub fn pack(
         .map_err(io(&tmp))?;
     std::fs::rename(&tmp, out).map_err(io(out))?;
     let bytes = std::fs::metadata(out).map_err(io(out))?.len();
-    Ok(Packed { images: labels.len(), skipped, bytes })
+    Ok(Packed { images, skipped, bytes })
 }
 
-/// Maps a packed file. Every inconsistency is an error naming the file.
-pub fn open(path: &Path) -> Result<Loaded> {
+/// Maps a packed file; the trailer's checksum is verified here, each image's when it is first read. Every
+/// inconsistency is an error naming the file; a DFGPACK1 pack (no checksums) is read with a note to `log`.
+pub fn open(path: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
     let bad = |m: String| Error::Invalid(format!("{}: not a readable dfgpu pack: {m}", path.display()));
     let file = std::fs::File::open(path).map_err(io(path))?;
     // SAFETY: the map is read-only; dfgpu never writes a pack in place (`pack` writes a new file and renames),
     // so the bytes cannot change under the map unless another program truncates the file while it trains.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
     let n = map.len();
-    if n < 24 || &map[..8] != MAGIC || &map[n - 8..] != MAGIC {
-        return Err(bad("no DFGPACK1 magic at both ends (written by another program, or cut short?)".into()));
+    let v1 = n >= 8 && &map[n - 8..] == MAGIC_V1;
+    // After the trailer: its CRC-32 (not in DFGPACK1), its length, the magic.
+    let tail = if v1 { 16 } else { 20 };
+    if n < 8 + tail || map[..8] != map[n - 8..] || !(v1 || &map[..8] == MAGIC) {
+        return Err(bad(
+            "no DFGPACK2 (or DFGPACK1) magic at both ends (written by another program, or cut short?)".into()
+        ));
     }
     let tlen = u64::from_le_bytes(map[n - 16..n - 8].try_into().unwrap()) as usize;
     let tstart =
-        (n - 16).checked_sub(tlen).filter(|&s| s >= 8).ok_or_else(|| bad(format!("trailer of {tlen} bytes")))?;
-    let trailer = std::str::from_utf8(&map[tstart..n - 16]).map_err(|_| bad("trailer is not UTF-8".into()))?;
-    let j = json::parse(trailer).map_err(|e| bad(format!("trailer: {e}")))?;
-    let size = j.get("size").and_then(Json::as_usize).ok_or_else(|| bad("no size".into()))?;
-    let labels: Vec<u8> = j
-        .get("labels")
-        .and_then(Json::as_usizes)
-        .filter(|l| l.iter().all(|&y| y <= 1))
-        .ok_or_else(|| bad("labels missing or not 0/1".into()))?
-        .into_iter()
-        .map(|y| y as u8)
-        .collect();
-    let groups: Vec<Option<String>> = match j.get("groups") {
-        Some(Json::Arr(g)) if g.len() == labels.len() => g.iter().map(|g| g.as_str().map(str::to_string)).collect(),
-        _ => return Err(bad("groups missing or not one per image".into())),
-    };
-    let input = match j.get("input").map(|i| i.as_str().ok_or_else(|| bad("input is not a string".into()))) {
+        (n - tail).checked_sub(tlen).filter(|&s| s >= 8).ok_or_else(|| bad(format!("trailer of {tlen} bytes")))?;
+    let raw = &map[tstart..n - tail];
+    if !v1 && crc32fast::hash(raw).to_le_bytes() != map[n - 20..n - 16] {
+        return Err(bad("the trailer (labels, groups, paths) does not match its checksum: the file is damaged; \
+                        pack the data again"
+            .into()));
+    }
+    let t: Trailer = serde_json::from_slice(raw).map_err(|e| bad(format!("trailer: {e}")))?;
+    let count = t.labels.len();
+    if t.labels.iter().any(|&y| y > 1) {
+        return Err(bad("a label is not 0 or 1".into()));
+    }
+    if t.groups.len() != count {
+        return Err(bad(format!("{} groups for {count} images", t.groups.len())));
+    }
+    let input = match &t.input {
         None => Input::Resize,
-        Some(name) => Input::parse(name?, "the pack's input").map_err(|e| bad(e.to_string()))?,
+        Some(name) => Input::parse(name, "the pack's input").map_err(|e| bad(e.to_string()))?,
     };
-    let side = input.side(size);
-    if j.get("side").is_some_and(|s| s.as_usize() != Some(side)) {
-        return Err(bad(format!("side is not {side}, what --input {} keeps for size {size}", input.name())));
+    let side = input.side(t.size);
+    if t.side.is_some_and(|s| s != side) {
+        return Err(bad(format!("side is not {side}, what --input {} keeps for size {}", input.name(), t.size)));
     }
-    let own: Vec<Own> = match j.get("own") {
-        Some(Json::Arr(o)) if o.is_empty() => Vec::new(),
-        Some(Json::Arr(o)) if o.len() == labels.len() => o
-            .iter()
-            .map(|r| match r.as_usizes().as_deref() {
-                Some(&[r0, r1, c0, c1]) if r0 < r1 && r1 <= side && c0 < c1 && c1 <= side => {
-                    Ok(Own { rows: (r0 as u32, r1 as u32), cols: (c0 as u32, c1 as u32) })
-                }
-                _ => Err(bad(format!("an image's own region is not 4 numbers within its {side}x{side} square"))),
-            })
-            .collect::<Result<_>>()?,
-        None => Vec::new(),
-        _ => return Err(bad("own regions are not one per image".into())),
-    };
-    let len = labels.len() * side * side * 3;
+    if !t.own.is_empty() && t.own.len() != count {
+        return Err(bad("own regions are not one per image".into()));
+    }
+    let own: Vec<Own> = t
+        .own
+        .iter()
+        .map(|&[r0, r1, c0, c1]| {
+            let within = r0 < r1 && r1 as usize <= side && c0 < c1 && c1 as usize <= side;
+            within
+                .then_some(Own { rows: (r0, r1), cols: (c0, c1) })
+                .ok_or_else(|| bad(format!("an image's own region is not within its {side}x{side} square")))
+        })
+        .collect::<Result<_>>()?;
+    let len = count * side * side * 3;
     if tstart - 8 != len {
-        return Err(bad(format!("{} bytes of pixels for {} images at {side}x{side}", tstart - 8, labels.len())));
+        return Err(bad(format!("{} bytes of pixels for {count} images at {side}x{side}", tstart - 8)));
     }
-    Ok(Loaded::kept(size, input, Pixels::Mapped { map, start: 8, len }, own, labels, groups))
+    let checksums = match t.crc32 {
+        Some(crc) if crc.len() == count => Some(Checksums {
+            pack: path.to_path_buf(),
+            crc,
+            paths: t.paths,
+            verified: (0..count).map(|_| AtomicBool::new(false)).collect(),
+        }),
+        Some(crc) => return Err(bad(format!("{} checksums for {count} images", crc.len()))),
+        None if v1 => {
+            log(&format!(
+                "{}: packed before dfgpu checked packs (DFGPACK1): its bytes are not verified; pack the data again \
+                 to have them checked",
+                path.display()
+            ));
+            None
+        }
+        None => return Err(bad("no image checksums".into())),
+    };
+    let pixels = Pixels::Mapped { map, start: 8, len, checksums };
+    Ok(Loaded::kept(t.size, input, pixels, own, t.labels, t.groups))
+}
+
+/// `dfgpu pack --verify`: reads every image of the pack and checks it against its checksum, in parallel; an
+/// error lists every damaged image. Returns the number of images.
+pub fn verify(path: &Path, log: &mut dyn FnMut(&str)) -> Result<usize> {
+    let l = open(path, log)?;
+    let Some(sums) = l.checksums() else {
+        return Err(Error::Invalid(format!(
+            "{}: packed before dfgpu checked packs (DFGPACK1): no checksums to verify; pack the data again",
+            path.display()
+        )));
+    };
+    let damaged: Vec<usize> = (0..l.len()).into_par_iter().filter(|&i| l.image(i).is_err()).collect();
+    if damaged.is_empty() {
+        return Ok(l.len());
+    }
+    let list: Vec<String> = damaged.iter().map(|&i| format!("  {}", sums.image(i))).collect();
+    Err(Error::Invalid(format!(
+        "{}: {} of {} images do not match their checksums (the pack is damaged; pack the data again):\n{}",
+        path.display(),
+        damaged.len(),
+        l.len(),
+        list.join("\n")
+    )))
 }

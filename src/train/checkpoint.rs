@@ -8,11 +8,11 @@ use crate::backend::fft::FftConfig;
 use crate::backend::Backend;
 use crate::data::input::Input;
 use crate::error::{Choice, Error, Result};
-use crate::json::{self, quote, Json};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::params::ParamLayout;
 use crate::tensor::{Layout, Tensor};
 use crate::train::trainer::ModelState;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -29,20 +29,26 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
+/// A tensor's entry in the header.
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    dtype: String,
+    shape: Vec<usize>,
+    data_offsets: [usize; 2],
+}
+
+fn json<T: Serialize + ?Sized>(v: &T) -> String {
+    serde_json::to_string(v).expect("strings, numbers and maps of strings serialize")
+}
+
 /// Writes f32 tensors and metadata as a safetensors file, atomically.
 pub fn write(path: &Path, tensors: &[Named], meta: &Meta) -> Result<()> {
-    let mut header = String::from("{");
-    let m: Vec<String> = meta.iter().map(|(k, v)| format!("{}:{}", quote(k), quote(v))).collect();
-    header += &format!("\"__metadata__\":{{{}}}", m.join(","));
+    let mut header = format!("{{\"__metadata__\":{}", json(meta));
     let mut offset = 0usize;
     for t in tensors {
         let end = offset + 4 * t.data.len();
-        let shape: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-        header += &format!(
-            ",{}:{{\"dtype\":\"F32\",\"shape\":[{}],\"data_offsets\":[{offset},{end}]}}",
-            quote(&t.name),
-            shape.join(",")
-        );
+        let entry = Entry { dtype: "F32".into(), shape: t.shape.clone(), data_offsets: [offset, end] };
+        header += &format!(",{}:{}", json(&t.name), json(&entry));
         offset = end;
     }
     header.push('}');
@@ -74,14 +80,14 @@ pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>
     let header =
         bytes.get(8..8 + n).ok_or_else(|| bad(format!("header of {n} bytes in a {}-byte file", bytes.len())))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not UTF-8".into()))?;
-    let j = json::parse(header).map_err(|e| bad(format!("header: {e}")))?;
-    let Json::Obj(members) = j else { return Err(bad("header is not a JSON object".into())) };
+    let members: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(header).map_err(|e| bad(format!("header: {e}")))?;
     let data = &bytes[8 + n..];
     let mut meta = Meta::new();
     let mut tensors = Vec::new();
     for (name, v) in members {
         if name == "__metadata__" {
-            if let Json::Obj(m) = v {
+            if let serde_json::Value::Object(m) = v {
                 meta.extend(m.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))));
             }
             continue;
@@ -89,23 +95,22 @@ pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>
         if !keep(&name) {
             continue;
         }
-        let dtype = v.get("dtype").and_then(Json::as_str).unwrap_or("?");
-        if dtype != "F32" {
-            return Err(bad(format!("tensor '{name}' is {dtype}; dfgpu reads F32 (export in float32)")));
+        let e: Entry = serde_json::from_value(v).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
+        if e.dtype != "F32" {
+            return Err(bad(format!("tensor '{name}' is {}; dfgpu reads F32 (export in float32)", e.dtype)));
         }
-        let shape =
-            v.get("shape").and_then(Json::as_usizes).ok_or_else(|| bad(format!("tensor '{name}' has no shape")))?;
-        let off = v
-            .get("data_offsets")
-            .and_then(Json::as_usizes)
-            .filter(|o| o.len() == 2)
-            .ok_or_else(|| bad(format!("tensor '{name}' has no data_offsets")))?;
+        let [start, end] = e.data_offsets;
         let raw = data
-            .get(off[0]..off[1])
-            .filter(|r| r.len() == 4 * shape.iter().product::<usize>())
-            .ok_or_else(|| bad(format!("tensor '{name}': offsets {off:?} do not hold shape {shape:?}")))?;
-        tensors.push(Named { name, shape, data: bytemuck::pod_collect_to_vec(raw) });
+            .get(start..end)
+            .filter(|r| Some(r.len()) == e.shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d)))
+            .ok_or_else(|| {
+                bad(format!("tensor '{name}': offsets {:?} do not hold shape {:?}", e.data_offsets, e.shape))
+            })?;
+        tensors.push((start, Named { name, shape: e.shape, data: bytemuck::pod_collect_to_vec(raw) }));
     }
+    // In file order (the header's object is read sorted by name).
+    tensors.sort_by_key(|t| t.0);
+    let tensors = tensors.into_iter().map(|t| t.1).collect();
     Ok((tensors, meta))
 }
 

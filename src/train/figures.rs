@@ -2,39 +2,33 @@
 //! report per block (every report step), and the ablation's AUC and balanced accuracy per run (`dfgpu ablate`).
 
 use crate::error::Result;
-use crate::json::{self, Json};
 use crate::plot::{self, BarRow, Bars, Canvas, Frame, Series, BLACK, BLUE, GREEN, GREY, ORANGE, RED};
 use crate::train::ablate::Row;
 use crate::train::diagnostics::{self, GradRow, EXPLODING, VANISHING};
 use crate::train::metrics::roc;
+use crate::train::runlog::{EpochLine, EpochRow};
 use std::path::Path;
 
 /// Training loss (the mean over the epoch) and validation loss (left), and validation AUC, average precision
 /// and balanced accuracy at 0.5 (right), per epoch,
-/// from the run's JSON-lines log (so that a resumed run's figure has the epochs before the checkpoint too).
-pub fn curves(jsonl: &str, path: &Path) -> Result<()> {
-    let rows: Vec<Json> = jsonl.lines().filter_map(|l| json::parse(l).ok()).collect();
-    let at = |k: &str| -> Vec<(f64, f64)> {
-        rows.iter()
-            .filter_map(|j| match (j.get("epoch"), j.get(k)) {
-                (Some(Json::Num(e)), Some(Json::Num(v))) => Some((*e, *v)),
-                _ => None,
-            })
-            .collect()
+/// from the run's log (so that a resumed run's figure has the epochs before the checkpoint too).
+pub fn curves(lines: &[EpochLine], path: &Path) -> Result<()> {
+    let at = |k: fn(&EpochRow) -> Option<f64>| -> Vec<(f64, f64)> {
+        lines.iter().filter_map(|l| Some((l.row.epoch as f64, k(&l.row)?))).collect()
     };
-    let epochs = at("epoch");
-    let first = epochs.first().map_or(0.0, |e| e.0);
-    let last = epochs.last().map_or(1.0, |e| e.0).max(first + 1.0);
+    let first = lines.first().map_or(0.0, |l| l.row.epoch as f64);
+    let last = lines.last().map_or(1.0, |l| l.row.epoch as f64).max(first + 1.0);
     let xr = Some((first - 0.2, last + 0.2));
     let mut c = Canvas::new(960, 340);
     let frame = |x: i64, title: &str| Frame { x, y: 0, w: 480, h: 340, title: title.into(), x_label: "EPOCH".into() };
-    let loss = [Series::new("TRAINING", BLUE, at("train_loss")), Series::new("VALIDATION", ORANGE, at("val_loss"))];
+    let loss =
+        [Series::new("TRAINING", BLUE, at(|r| r.train_loss)), Series::new("VALIDATION", ORANGE, at(|r| r.val_loss))];
     let top = loss.iter().flat_map(|l| l.points.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.1;
     plot::line_chart(&mut c, &frame(0, "LOSS"), &loss, xr, Some((0.0, top.max(1e-6))));
     let val = [
-        Series::new("AUC", BLUE, at("val_auc")),
-        Series::new("AVERAGE PRECISION", ORANGE, at("val_ap")),
-        Series::new("BALANCED ACC. AT 0.5", GREEN, at("val_balanced_acc")),
+        Series::new("AUC", BLUE, at(|r| r.val_auc)),
+        Series::new("AVERAGE PRECISION", ORANGE, at(|r| r.val_ap)),
+        Series::new("BALANCED ACC. AT 0.5", GREEN, at(|r| r.val_balanced_acc)),
     ];
     plot::line_chart(&mut c, &frame(480, "VALIDATION"), &val, xr, Some((0.0, 1.0)));
     c.save(path)

@@ -4,6 +4,7 @@
 //! 5 fakes, calling everything fake scores 83%.
 
 use crate::backend::loss::Confusion;
+use serde::Serialize;
 use std::fmt;
 
 /// Predicted fake where score >= threshold.
@@ -154,37 +155,72 @@ impl Report {
     }
 }
 
-impl Report {
-    /// The report as one JSON object: counts, AUC, AP, EER (and its threshold), and the confusion and rates at
-    /// 0.5 and at the threshold of best balanced accuracy. A metric that one class cannot give is null.
-    pub fn to_json(&self) -> String {
-        let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".into(), |x| format!("{x:.6}"));
-        let conf = |c: &Confusion| {
-            format!(
-                "{{\"tp\":{},\"fp\":{},\"tn\":{},\"fn\":{},\"accuracy\":{},\"balanced_accuracy\":{},\"f1_fake\":{},\"f1_real\":{}}}",
-                c.tp,
-                c.fp,
-                c.tn,
-                c.fn_,
-                num(Some(c.accuracy())),
-                num(Some(c.balanced_accuracy())),
-                num(Some(c.f1_fake())),
-                num(Some(c.f1_real()))
-            )
-        };
-        let best = self.best.as_ref().map_or("null".into(), |(t, c)| {
-            format!("{{\"threshold\":{},\"confusion\":{}}}", num(Some(*t as f64)), conf(c))
-        });
-        format!(
-            "{{\"n_real\":{},\"n_fake\":{},\"auc\":{},\"ap\":{},\"eer\":{},\"eer_threshold\":{},\"at_0.5\":{},\"best\":{best}}}",
-            self.n_real,
-            self.n_fake,
-            num(self.auc),
-            num(self.ap),
-            num(self.eer.map(|e| e.0)),
-            num(self.eer.map(|e| e.1 as f64)),
-            conf(&self.at_half)
-        )
+/// The report as `eval --json` prints it: counts, AUC, AP, EER (and its threshold), and the confusion and rates
+/// at 0.5 and at the threshold of best balanced accuracy. A metric that one class cannot give is null.
+#[derive(Serialize)]
+struct ReportJson {
+    n_real: usize,
+    n_fake: usize,
+    auc: Option<f64>,
+    ap: Option<f64>,
+    eer: Option<f64>,
+    eer_threshold: Option<f64>,
+    #[serde(rename = "at_0.5")]
+    at_half: ConfusionJson,
+    best: Option<BestJson>,
+}
+
+#[derive(Serialize)]
+struct ConfusionJson {
+    tp: u64,
+    fp: u64,
+    tn: u64,
+    #[serde(rename = "fn")]
+    fn_: u64,
+    accuracy: Option<f64>,
+    balanced_accuracy: Option<f64>,
+    f1_fake: Option<f64>,
+    f1_real: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct BestJson {
+    threshold: Option<f64>,
+    confusion: ConfusionJson,
+}
+
+fn r6(v: f64) -> Option<f64> {
+    crate::train::runlog::rounded(v, 6)
+}
+
+impl From<&Confusion> for ConfusionJson {
+    fn from(c: &Confusion) -> ConfusionJson {
+        ConfusionJson {
+            tp: c.tp,
+            fp: c.fp,
+            tn: c.tn,
+            fn_: c.fn_,
+            accuracy: r6(c.accuracy()),
+            balanced_accuracy: r6(c.balanced_accuracy()),
+            f1_fake: r6(c.f1_fake()),
+            f1_real: r6(c.f1_real()),
+        }
+    }
+}
+
+impl Serialize for Report {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        ReportJson {
+            n_real: self.n_real,
+            n_fake: self.n_fake,
+            auc: self.auc.and_then(r6),
+            ap: self.ap.and_then(r6),
+            eer: self.eer.and_then(|e| r6(e.0)),
+            eer_threshold: self.eer.and_then(|e| r6(e.1 as f64)),
+            at_half: (&self.at_half).into(),
+            best: self.best.as_ref().map(|(t, c)| BestJson { threshold: r6(*t as f64), confusion: c.into() }),
+        }
+        .serialize(s)
     }
 }
 

@@ -7,6 +7,7 @@ pub mod figures;
 pub mod holdout;
 pub mod metrics;
 pub mod rundir;
+pub mod runlog;
 pub mod sanity;
 pub mod spectrum;
 pub mod trainer;

@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::train::checkpoint::{self, Meta};
+use crate::train::runlog::EpochLine;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -167,17 +168,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// The metrics log of a run resumed from `ckpt` (of `epoch`, with metadata `meta`): the lines of the epochs up
-/// to the checkpoint's, from the log beside it. A kill between the checkpoint and the log loses the epoch's
-/// line: it is restored from the checkpoint, which carries it (without the timing).
-pub fn resumed_log(ckpt: &Path, epoch: usize, meta: &Meta, log: &mut dyn FnMut(&str)) -> String {
+/// to the checkpoint's, from the log beside it (a line that is not an epoch's, as an older dfgpu wrote for some
+/// group names, is left out with a note). A kill between the checkpoint and the log loses the epoch's line: it is
+/// restored from the checkpoint, which carries it (without the timing).
+pub fn resumed_log(ckpt: &Path, epoch: usize, meta: &Meta, log: &mut dyn FnMut(&str)) -> Vec<EpochLine> {
     let path = ckpt.with_file_name("metrics.jsonl");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let mut lines: Vec<&str> = old.lines().take(epoch).collect();
-    if let Some(line) = meta.get("dfgpu.metrics").filter(|_| lines.len() + 1 == epoch) {
+    let mut lines = Vec::new();
+    for (i, l) in old.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        match serde_json::from_str::<EpochLine>(l) {
+            Ok(line) if line.row.epoch == lines.len() + 1 => lines.push(line),
+            _ => log(&format!(
+                "{}:{}: not the metrics line of epoch {}: left out",
+                path.display(),
+                i + 1,
+                lines.len() + 1
+            )),
+        }
+        if lines.len() == epoch {
+            break;
+        }
+    }
+    let kept: Option<EpochLine> = meta.get("dfgpu.metrics").and_then(|m| serde_json::from_str(m).ok());
+    if let Some(line) = kept.filter(|_| lines.len() + 1 == epoch) {
         lines.push(line);
         log(&format!("{}: restored epoch {epoch}'s line from {}", path.display(), ckpt.display()));
     }
-    lines.iter().map(|l| format!("{l}\n")).collect()
+    lines
 }
 
 /// On --resume from `ckpt`: when its epoch was the best so far but `out`'s best.safetensors is not that epoch's

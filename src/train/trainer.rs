@@ -23,6 +23,7 @@ use crate::tensor::{Layout, Tensor};
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradFlag, GradRow};
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir::{self, RunDir};
+use crate::train::runlog::{self, EpochLine};
 use crate::train::{checkpoint, figures};
 use rayon::prelude::*;
 use std::fmt::Write as _;
@@ -210,7 +211,7 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
 /// skipped and listed, images smaller than the model counted).
 pub fn open_data(spec: &Path, size: usize, input: Input, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
     let l = if pack::is_pack(spec) {
-        let l = pack::open(spec)?;
+        let l = pack::open(spec, log)?;
         if (l.size, l.input) != (size, input) {
             return Err(Error::Invalid(format!(
                 "{}: packed for {p}x{p} inputs by --input {}, the model takes {size}x{size} by --input {}: pack \
@@ -329,60 +330,6 @@ fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
             auc(&s, &y).map(|a| (g, a))
         })
         .collect()
-}
-
-const CSV_COLUMNS: [&str; 10] = [
-    "epoch",
-    "train_loss",
-    "val_loss",
-    "val_auc",
-    "val_ap",
-    "val_eer",
-    "val_balanced_acc",
-    "val_acc",
-    "seconds",
-    "images_per_s",
-];
-
-/// The CSV of the JSON-lines log (the per-group AUCs stay in the JSON lines).
-fn csv_of(jsonl: &str) -> String {
-    let mut out = CSV_COLUMNS.join(",") + "\n";
-    for line in jsonl.lines() {
-        let Ok(j) = crate::json::parse(line) else { continue };
-        let cells: Vec<String> = CSV_COLUMNS
-            .iter()
-            .map(|k| match j.get(k) {
-                Some(crate::json::Json::Num(v)) => format!("{v}"),
-                _ => String::new(),
-            })
-            .collect();
-        out += &(cells.join(",") + "\n");
-    }
-    out
-}
-
-/// The epoch's JSON line (metrics.jsonl). Without `timing`, the figures that depend only on the run, not on
-/// the machine's speed: what a checkpoint carries, so that a resumed run's checkpoint is byte for byte the
-/// uninterrupted one's.
-fn json_line(r: &EpochResult, timing: bool) -> String {
-    let num = |v: Option<f64>| v.filter(|x| x.is_finite()).map_or("null".to_string(), |x| format!("{x:.6}"));
-    let rep = &r.report;
-    let mut s = format!(
-        "{{\"epoch\":{},\"train_loss\":{},\"val_loss\":{},\"val_auc\":{},\"val_ap\":{},\"val_eer\":{},\"val_balanced_acc\":{},\"val_acc\":{},",
-        r.epoch,
-        num(Some(r.train_loss)),
-        num(Some(r.val_loss)),
-        num(rep.auc),
-        num(rep.ap),
-        num(rep.eer.map(|e| e.0)),
-        num(Some(rep.at_half.balanced_accuracy())),
-        num(Some(rep.at_half.accuracy())),
-    );
-    if timing {
-        s += &format!("\"seconds\":{:.2},\"images_per_s\":{:.1},", r.seconds, r.images_per_s);
-    }
-    let groups: Vec<String> = r.group_auc.iter().map(|(g, a)| format!("\"{}\":{a:.6}", g.replace('"', "'"))).collect();
-    s + "\"groups\":{" + &groups.join(",") + "}}"
 }
 
 /// Logs what the frequency branch is fed (its range is the first thing to look at when a run fails) and
@@ -630,13 +577,13 @@ fn run(
     if cfg.grad_report > 0 {
         std::fs::create_dir_all(&grad_dir).map_err(|source| Error::Io { path: grad_dir.clone(), source })?;
     }
-    let mut jsonl = String::new();
+    let mut lines = Vec::new();
     let mut rng = Rng::new(cfg.seed ^ 0xA5A5);
     let (mut t, mut best_auc, mut first_epoch) = (0u64, f64::NEG_INFINITY, 1);
     if let (Some((r, meta)), Some(ckpt)) = (&resumed, &cfg.resume) {
         (t, best_auc, first_epoch, rng) = (r.t, r.best_auc, r.epoch + 1, Rng::new(r.rng));
         // Keep the log of the epochs before the checkpoint, and what a kill between the epoch's files lost.
-        jsonl = rundir::resumed_log(ckpt, r.epoch, meta, log);
+        lines = rundir::resumed_log(ckpt, r.epoch, meta, log);
         rundir::restore_best(ckpt, meta, &cfg.out, log)?;
         log(&format!("resumed at epoch {} of {}, step {t}", r.epoch, cfg.epochs));
     }
@@ -778,7 +725,7 @@ fn run(
         best_auc = best_auc.max(auc_now);
         let mut meta = ResumePoint { epoch, t, rng: rng.state(), best_auc }.to_meta(auc_now);
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
-        meta.insert("dfgpu.metrics".into(), json_line(&r, false));
+        meta.insert("dfgpu.metrics".into(), EpochLine::new(&r, false).json());
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
         // Whether this epoch is the best so far: --resume restores best.safetensors from it if a kill lost it.
         meta.insert("dfgpu.best".into(), is_best.to_string());
@@ -788,12 +735,11 @@ fn run(
             checkpoint::write_detector(&cfg.out.join("best.safetensors"), &tensors, &det.cfg, &meta)?;
             log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
         }
-        jsonl += &json_line(&r, true);
-        jsonl.push('\n');
+        lines.push(EpochLine::new(&r, true));
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
-        rundir::write_atomic(&jsonl_path, jsonl.as_bytes())?;
-        rundir::write_atomic(&cfg.out.join("metrics.csv"), csv_of(&jsonl).as_bytes())?;
-        figures::curves(&jsonl, &cfg.out.join("curves.png"))?;
+        rundir::write_atomic(&jsonl_path, runlog::jsonl(&lines).as_bytes())?;
+        rundir::write_atomic(&cfg.out.join("metrics.csv"), runlog::csv(&lines).as_bytes())?;
+        figures::curves(&lines, &cfg.out.join("curves.png"))?;
         if epoch == cfg.epochs {
             let title = format!("ROC, EPOCH {epoch}: AUC {:.4}", r.report.auc.unwrap_or(f64::NAN));
             figures::roc_curve(&scores, &val.labels, &title, &cfg.out.join("roc.png"))?;
@@ -996,7 +942,14 @@ pub fn predict_files(
         let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
         let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
         for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
-            emit(f, Ok(tiles.combine.apply(z).sigmoid()));
+            let p = tiles.combine.apply(z).sigmoid();
+            // A score that is not a number (weights that overflow on this image) is no answer: reported, never NaN.
+            if p.is_nan() {
+                failed += 1;
+                emit(f, Err(format!("{}: the model's P(fake) is not a number (its logit overflows)", f.display())));
+            } else {
+                emit(f, Ok(p));
+            }
         }
     }
     Ok(failed)

@@ -3,6 +3,7 @@
 mod ablate;
 mod bad_input;
 mod faults;
+mod formats;
 mod holdout;
 mod info;
 mod input;

@@ -103,7 +103,10 @@ fn dataset_errors_name_what_is_wrong() {
     assert!(e.contains("set.csv:3:") && e.contains("real/gone.jpg does not exist"), "{e}");
     std::fs::write(&csv, "fake/gan1/a.png,maybe\n").unwrap();
     let e = Dataset::open(&csv).unwrap_err().to_string();
-    assert!(e.contains("set.csv:1: label 'maybe'"), "{e}");
+    assert!(e.contains("set.csv:1: the first row [\"fake/gan1/a.png\", \"maybe\"] is neither"), "{e}");
+    std::fs::write(&csv, "path,label\nfake/gan1/a.png,maybe\n").unwrap();
+    let e = Dataset::open(&csv).unwrap_err().to_string();
+    assert!(e.contains("set.csv:2: label 'maybe' is not 0, 1, real or fake"), "{e}");
 }
 
 #[test]

@@ -65,7 +65,8 @@ fn curves_and_roc_are_written() {
         })
         .collect();
     let (c, r) = (tmp("curves.png"), tmp("roc.png"));
-    figures::curves(&jsonl, &c).unwrap();
+    let lines = dfgpu::train::runlog::parse(&jsonl, std::path::Path::new("metrics.jsonl")).unwrap();
+    figures::curves(&lines, &c).unwrap();
     figures::roc_curve(&scores, &labels, "ROC", &r).unwrap();
     for (p, size) in [(&c, (960, 340)), (&r, (440, 420))] {
         let img = image::open(p).unwrap().to_rgb8();

@@ -114,13 +114,17 @@ fn a_pack_holds_the_decoded_images_and_splits_as_the_dataset_does() {
             (16, decoded.labels.clone(), decoded.groups.clone(), input.side(24))
         );
         for i in 0..16 {
-            assert_eq!((mapped.image(i), mapped.own(i)), (decoded.image(i), decoded.own(i)), "image {i}");
+            assert_eq!(
+                (mapped.image(i).unwrap(), mapped.own(i)),
+                (decoded.image(i).unwrap(), decoded.own(i)),
+                "image {i}"
+            );
         }
         let ((mt, mv), (dt, dv)) = (mapped.split(0.25, 7).unwrap(), decoded.split(0.25, 7).unwrap());
         assert_eq!((mt.labels.clone(), mv.labels.clone()), (dt.labels.clone(), dv.labels.clone()));
         assert_eq!(mv.counts(), [1, 3]);
         for i in 0..mv.len() {
-            assert_eq!(mv.image(i), dv.image(i));
+            assert_eq!(mv.image(i).unwrap(), dv.image(i).unwrap());
         }
         // The split of the indices is Dataset::split's.
         let ok: Vec<_> = ds.samples.iter().filter(|s| s.path != bad).cloned().collect();
@@ -155,12 +159,12 @@ fn a_damaged_pack_is_an_error_naming_it() {
     let bytes = std::fs::read(&file).unwrap();
     let cut = dir.join("cut.dfpack");
     std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
-    let e = pack::open(&cut).err().unwrap().to_string();
+    let e = pack::open(&cut, &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("cut.dfpack: not a readable dfgpu pack"), "{e}");
     // Pixels missing in the middle: the trailer no longer matches.
     let short = dir.join("short.dfpack");
     std::fs::write(&short, [&bytes[..8], &bytes[8 + 16 * 16 * 3..]].concat()).unwrap();
-    let e = pack::open(&short).err().unwrap().to_string();
+    let e = pack::open(&short, &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("short.dfpack") && e.contains("bytes of pixels for 4 images"), "{e}");
 }
 
@@ -215,4 +219,35 @@ fn a_set_too_large_for_memory_is_an_error_that_says_to_pack_it() {
     );
     fits_in_memory(dir, 20_000, 224, Input::Resize, Some(14 << 30)).unwrap();
     fits_in_memory(dir, 262_160, 224, Input::Resize, None).unwrap();
+}
+
+/// A pack made before checksums (magic DFGPACK1: no image checksums, no trailer checksum) still opens, with a
+/// note that its bytes are not verified; `verify` says it has nothing to check.
+#[test]
+fn a_pack_from_before_checksums_still_opens() {
+    let dir = tmp("v1pack");
+    synth::write(&synth::SynthConfig { n_real: 2, n_fake: 2, size: 16, seed: 1, ..Default::default() }, &dir).unwrap();
+    let file = dir.with_extension("dfpack");
+    pack::pack(&Dataset::open(&dir).unwrap(), 16, Input::Resize, &file, &mut |_, _| {}).unwrap();
+    let bytes = std::fs::read(&file).unwrap();
+    let n = bytes.len();
+    let tlen = u64::from_le_bytes(bytes[n - 16..n - 8].try_into().unwrap()) as usize;
+    let mut trailer: serde_json::Value = serde_json::from_slice(&bytes[n - 20 - tlen..n - 20]).unwrap();
+    trailer.as_object_mut().unwrap().remove("crc32").expect("v2 packs carry checksums");
+    let trailer = serde_json::to_vec(&trailer).unwrap();
+    let v1 =
+        [b"DFGPACK1", &bytes[8..n - 20 - tlen], &trailer, &(trailer.len() as u64).to_le_bytes(), b"DFGPACK1"].concat();
+    let old = dir.with_extension("v1.dfpack");
+    std::fs::write(&old, v1).unwrap();
+    let mut notes = Vec::new();
+    let (l, now) =
+        (pack::open(&old, &mut |l| notes.push(l.to_string())).unwrap(), pack::open(&file, &mut |_| {}).unwrap());
+    assert_eq!((l.len(), l.labels.clone()), (4, now.labels.clone()));
+    assert!((0..4).all(|i| l.image(i).unwrap() == now.image(i).unwrap()));
+    assert!(
+        notes.len() == 1 && notes[0].contains("v1.dfpack: packed before dfgpu checked packs (DFGPACK1)"),
+        "{notes:?}"
+    );
+    let e = pack::verify(&old, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("no checksums to verify"), "{e}");
 }

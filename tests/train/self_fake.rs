@@ -77,7 +77,7 @@ fn a_batch_labels_self_fakes_fake_and_draws_them_from_the_seed() {
     let per = SIZE * SIZE * 3;
     let got = x.host::<u8>().unwrap();
     for i in 0..n {
-        let same = &got[i * per..(i + 1) * per] == data.image(i);
+        let same = &got[i * per..(i + 1) * per] == data.image(i).unwrap();
         // Every real became a self-fake; the fakes are as they were.
         assert_eq!(same, i >= 6, "image {i}");
     }
@@ -91,7 +91,7 @@ fn a_batch_labels_self_fakes_fake_and_draws_them_from_the_seed() {
     for aug in [Some((&Augment::NONE, 7)), None] {
         let (x, y) = data.batch(&idx, aug).unwrap();
         assert_eq!(y.host::<f32>().unwrap(), labels.iter().map(|&l| l as f32).collect::<Vec<_>>());
-        assert!(x.host::<u8>().unwrap().chunks(per).enumerate().all(|(i, p)| p == data.image(i)));
+        assert!(x.host::<u8>().unwrap().chunks(per).enumerate().all(|(i, p)| p == data.image(i).unwrap()));
     }
     // About the asked share of the reals.
     let half = Augment { self_fakes: 0.5, ..Augment::NONE };
