@@ -1,11 +1,10 @@
 //! Reference for kernels/head.cu: the fusion head's forward and backward (backend/head.rs has the formulas).
 //! Generic over the float type so that gradient checks run it in f64.
 
-use super::layers;
+use super::layers::{self, act, act_grad};
 use super::real::Real;
 use super::{out_of, CpuBackend};
 use crate::backend::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
-use crate::backend::layers::Act;
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Element, Layout, Slice, Tensor};
@@ -30,15 +29,6 @@ pub struct BackwardOut<'a, F> {
 
 fn param<'a, F>(p: &'a [F], l: &ParamLayout, name: &str) -> Option<&'a [F]> {
     l.find(name).map(|e| &p[e.range()])
-}
-
-/// The head's activations are the layers' (one definition, as in kernels/common.cuh).
-fn act<F: Real>(a: Act, h: F) -> F {
-    layers::act(a, h)
-}
-
-fn act_grad<F: Real>(a: Act, h: F) -> F {
-    layers::act_grad(a, h)
 }
 
 /// y = (x - mean) * rstd * gamma + beta with the row's own statistics (two-pass variance), or y = x without
