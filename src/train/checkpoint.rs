@@ -77,8 +77,11 @@ pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>
     let bad = |m: String| Error::Invalid(format!("{}: not a readable safetensors file: {m}", path.display()));
     let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes".into()))?.try_into().unwrap())
         as usize;
-    let header =
-        bytes.get(8..8 + n).ok_or_else(|| bad(format!("header of {n} bytes in a {}-byte file", bytes.len())))?;
+    // `n` is the file's word: checked, so that a damaged length (up to u64::MAX) is an error, not an overflow.
+    let header = n
+        .checked_add(8)
+        .and_then(|end| bytes.get(8..end))
+        .ok_or_else(|| bad(format!("header of {n} bytes in a {}-byte file", bytes.len())))?;
     let header = std::str::from_utf8(header).map_err(|_| bad("header is not UTF-8".into()))?;
     let members: serde_json::Map<String, serde_json::Value> =
         serde_json::from_str(header).map_err(|e| bad(format!("header: {e}")))?;

@@ -32,6 +32,23 @@ fn safetensors_round_trip() {
     assert!(e.contains("rt.safetensors: not a readable safetensors file: shorter than 8 bytes"), "{e}");
 }
 
+/// Found by tests/fuzz: a header length near u64::MAX overflowed `8 + n` (a panic in a debug build, a wrong
+/// slice in a release one) instead of an error naming the file.
+#[test]
+fn a_header_length_at_its_extreme_is_an_error() {
+    let path = tmp("len.safetensors");
+    let t = [Named { name: "a".into(), shape: vec![1], data: vec![1.0] }];
+    checkpoint::write(&path, &t, &Meta::new()).unwrap();
+    let good = std::fs::read(&path).unwrap();
+    for n in [u64::MAX, u64::MAX - 7, u64::MAX - 8, 1 << 63, good.len() as u64] {
+        let mut bytes = good.clone();
+        bytes[..8].copy_from_slice(&n.to_le_bytes());
+        std::fs::write(&path, &bytes).unwrap();
+        let e = std::panic::catch_unwind(|| checkpoint::read(&path)).expect("no panic").unwrap_err().to_string();
+        assert!(e.contains("len.safetensors: not a readable safetensors file: header of"), "{n}: {e}");
+    }
+}
+
 fn images(n: usize, size: usize) -> Loaded {
     let mut rng = dfgpu::rng::Rng::new(9);
     let pixels = (0..n * size * size * 3).map(|_| rng.below(256) as u8).collect();
