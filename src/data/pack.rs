@@ -206,7 +206,8 @@ pub fn open(path: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
         None => Input::Resize,
         Some(name) => Input::parse(name, "the pack's input").map_err(|e| bad(e.to_string()))?,
     };
-    let side = input.side(t.size);
+    // The trailer's numbers are the file's word: checked, so that a damaged size is an error, not an overflow.
+    let side = t.size.checked_mul(input.side(1)).ok_or_else(|| bad(format!("size {} is too large", t.size)))?;
     if t.side.is_some_and(|s| s != side) {
         return Err(bad(format!("side is not {side}, what --input {} keeps for size {}", input.name(), t.size)));
     }
@@ -223,7 +224,10 @@ pub fn open(path: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
                 .ok_or_else(|| bad(format!("an image's own region is not within its {side}x{side} square")))
         })
         .collect::<Result<_>>()?;
-    let len = count * side * side * 3;
+    let len = [side, side, 3]
+        .into_iter()
+        .try_fold(count, usize::checked_mul)
+        .ok_or_else(|| bad(format!("{count} images at {side}x{side} are more bytes than a file can hold")))?;
     if tstart - 8 != len {
         return Err(bad(format!("{} bytes of pixels for {count} images at {side}x{side}", tstart - 8)));
     }

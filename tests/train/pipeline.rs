@@ -251,3 +251,38 @@ fn a_pack_from_before_checksums_still_opens() {
     let e = pack::verify(&old, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("no checksums to verify"), "{e}");
 }
+
+/// Found by tests/fuzz: a trailer (with a valid checksum) whose size is near usize::MAX overflowed the pixel
+/// count (or, for crop, the side) instead of being refused with the pack's name.
+#[test]
+fn a_pack_trailer_with_an_extreme_size_is_an_error() {
+    let dir = tmp("pack-extreme");
+    synth::write(&synth::SynthConfig { n_real: 2, n_fake: 2, size: 16, seed: 1, ..Default::default() }, &dir).unwrap();
+    let ds = Dataset::open(&dir).unwrap();
+    for input in [Input::Resize, Input::Crop] {
+        let file = dir.with_extension(format!("{}.extreme.dfpack", input.name()));
+        pack::pack(&ds, 8, input, &file, &mut |_, _| {}).unwrap();
+        let good = std::fs::read(&file).unwrap();
+        let n = good.len();
+        let tlen = u64::from_le_bytes(good[n - 16..n - 8].try_into().unwrap()) as usize;
+        let text = std::str::from_utf8(&good[n - 20 - tlen..n - 20]).unwrap();
+        let side = input.side(8);
+        for v in [usize::MAX / 3, usize::MAX / 2, 1 << 32] {
+            let trailer = text.replace("\"size\":8", &format!("\"size\":{v}")).replace(
+                &format!("\"side\":{side}"),
+                &format!("\"side\":{}", v.checked_mul(input.side(1)).unwrap_or(v)),
+            );
+            let mut bytes = good[..n - 20 - tlen].to_vec();
+            bytes.extend_from_slice(trailer.as_bytes());
+            bytes.extend_from_slice(&crc32fast::hash(trailer.as_bytes()).to_le_bytes());
+            bytes.extend_from_slice(&(trailer.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&good[n - 8..]);
+            std::fs::write(&file, &bytes).unwrap();
+            let e = std::panic::catch_unwind(|| pack::open(&file, &mut |_| {}).map(|_| ()))
+                .unwrap_or_else(|_| panic!("{} size {v}: a panic", input.name()))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(".extreme.dfpack: not a readable dfgpu pack"), "{e}");
+        }
+    }
+}
