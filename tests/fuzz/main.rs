@@ -406,7 +406,22 @@ fn pack_special(b: &[u8], rng: &mut Rng) -> Option<(Vec<u8>, String)> {
     let n = b.len();
     let tlen = u64::from_le_bytes(b[n - 16..n - 8].try_into().unwrap()) as usize;
     let start = n - 20 - tlen;
-    let (trailer, what) = mutate_number(&b[start..n - 20], rng)?;
+    let (trailer, what) = if rng.below(3) == 0 {
+        // The geometry, consistently: `size` and `side` both set to an extreme (`side` is checked against
+        // `size`, so one alone is refused early).
+        let v = ["0", "4294967296", "9223372036854775807", "18446744073709551615", "6148914691236517205"]
+            [rng.below(5) as usize];
+        let text = String::from_utf8_lossy(&b[start..n - 20]).into_owned();
+        let set = |t: &str, key: &str, v: &str| {
+            let i = t.find(key)? + key.len();
+            let end = i + t[i..].find(|c: char| !c.is_ascii_digit())?;
+            Some(format!("{}{v}{}", &t[..i], &t[end..]))
+        };
+        let t = set(&set(&text, "\"size\":", v)?, "\"side\":", v)?;
+        (t.into_bytes(), format!("size and side set to {v}"))
+    } else {
+        mutate_number(&b[start..n - 20], rng)?
+    };
     let mut out = b[..start].to_vec();
     out.extend_from_slice(&trailer);
     out.extend_from_slice(&crc32fast::hash(&trailer).to_le_bytes());
