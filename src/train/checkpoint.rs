@@ -171,7 +171,9 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         let v = get(k)?;
         v.parse().map_err(|_| bad(k, v))
     };
-    let mut cfg = DetectorConfig::new(get("dfgpu.backbone")?)?;
+    let backbone = get("dfgpu.backbone")?;
+    let mut cfg = DetectorConfig::new(backbone)
+        .map_err(|e| Error::Invalid(format!("{}: metadata 'dfgpu.backbone': {e}", path.display())))?;
     cfg.size = num("dfgpu.size")? as usize;
     // Checkpoints from before --input were all trained on resized images.
     cfg.input = if meta.contains_key("dfgpu.input") { pick(meta, path, "dfgpu.input")? } else { Input::Resize };

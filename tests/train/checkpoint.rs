@@ -49,6 +49,16 @@ fn a_header_length_at_its_extreme_is_an_error() {
     }
 }
 
+/// Found by tests/fuzz: a damaged backbone name in a checkpoint's metadata was reported without the file.
+#[test]
+fn an_unknown_backbone_in_a_checkpoint_names_the_file() {
+    let path = tmp("backbone.safetensors");
+    let mut meta = checkpoint::config_meta(&DetectorConfig::new("tiny").unwrap());
+    meta.insert("dfgpu.backbone".into(), "tify".into());
+    let e = checkpoint::config_from_meta(&meta, &path).unwrap_err().to_string();
+    assert!(e.contains("backbone.safetensors: metadata 'dfgpu.backbone'") && e.contains("'tify'"), "{e}");
+}
+
 fn images(n: usize, size: usize) -> Loaded {
     let mut rng = dfgpu::rng::Rng::new(9);
     let pixels = (0..n * size * size * 3).map(|_| rng.below(256) as u8).collect();
