@@ -12,10 +12,9 @@ use crate::data::loaded::Loaded;
 use crate::data::pack;
 use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
+use crate::model::state::ModelState;
 use crate::train::diagnostics;
-use crate::train::trainer::{
-    builtin_data, flagged, freq_input_range, open_data, predict, step, ModelState, TrainConfig,
-};
+use crate::train::trainer::{builtin_data, flagged, freq_input_range, open_data, predict, step, TrainConfig};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;

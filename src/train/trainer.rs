@@ -7,7 +7,7 @@ use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::head::Mode;
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
-use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
+use crate::backend::optim::{lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
 use crate::data::folder::{describe, Dataset};
@@ -16,15 +16,17 @@ use crate::data::loaded::{Loaded, Pixels};
 use crate::data::pack;
 use crate::data::synth::{self, SynthConfig};
 use crate::error::{Choice, Error, Result};
+use crate::model::checkpoint;
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
+use crate::model::state::ModelState;
 use crate::rng::Rng;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradFlag, GradRow};
+use crate::train::figures;
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir::{self, RunDir};
 use crate::train::runlog::{self, EpochLine};
-use crate::train::{checkpoint, figures};
 use rayon::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -250,35 +252,6 @@ pub fn open_data(spec: &Path, size: usize, input: Input, log: &mut dyn FnMut(&st
         ));
     }
     Ok(l)
-}
-
-/// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
-/// (AdamW's moments, or SGD's momentum and an unused one).
-pub struct ModelState {
-    pub params: Tensor,
-    pub state: Tensor,
-    pub grads: Tensor,
-    pub(crate) m: Tensor,
-    pub(crate) v: Tensor,
-    mask: Tensor,
-    /// Per-bin statistics of the training set's spectra, for log-std magnitudes.
-    pub freq_stats: Option<Tensor>,
-}
-
-impl ModelState {
-    pub fn new(be: &dyn Backend, det: &Detector, seed: u64) -> Result<Self> {
-        let n = det.params.total();
-        let t = |v: Vec<f32>| be.upload(&Tensor::from_vec(&[v.len()], Layout::Plain, v)?);
-        Ok(ModelState {
-            params: t(det.init_params(seed))?,
-            state: t(det.init_state())?,
-            grads: t(vec![0.0; n])?,
-            m: t(vec![0.0; n])?,
-            v: t(vec![0.0; n])?,
-            mask: be.upload(&Tensor::from_vec(&[n], Layout::Plain, decay_mask(&det.params))?)?,
-            freq_stats: None,
-        })
-    }
 }
 
 /// P(fake) for every image of `data` (its centre crop), in inference mode.
