@@ -729,7 +729,8 @@ fn main() -> ExitCode {
             eprintln!("{line}");
             let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
             let tiles = (tiles.tiles, tiles.tile_combine);
-            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
+            let (report, groups) =
+                dfgpu::train::inference::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
             if json {
                 let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
                 let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
@@ -740,30 +741,33 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Predict { ckpt, images, json, tiles, dev } => dev.select().and_then(|(be, line)| {
-            eprintln!("{line}");
-            let tiles = (tiles.tiles, tiles.tile_combine);
-            let failed = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
-                r, json,
-            ) {
-                (r, true) => {
-                    let path = f.display().to_string();
-                    let (p_fake, error) = match r {
-                        Ok(p) => (rounded(p as f64, 6), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    println!("{}", to_json(&PredictJson { path, p_fake, error }))
+        Command::Predict { ckpt, images, json, tiles, dev } => {
+            dev.select().and_then(|(be, line)| {
+                eprintln!("{line}");
+                let tiles = (tiles.tiles, tiles.tile_combine);
+                let failed =
+                    dfgpu::train::inference::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
+                        r, json,
+                    ) {
+                        (r, true) => {
+                            let path = f.display().to_string();
+                            let (p_fake, error) = match r {
+                                Ok(p) => (rounded(p as f64, 6), None),
+                                Err(e) => (None, Some(e)),
+                            };
+                            println!("{}", to_json(&PredictJson { path, p_fake, error }))
+                        }
+                        (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+                        (Err(e), false) => eprintln!("skipped: {e}"),
+                    })?;
+                if failed > 0 {
+                    return Err(dfgpu::Error::Invalid(format!(
+                        "{failed} image(s) could not be read or scored (listed above)"
+                    )));
                 }
-                (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                (Err(e), false) => eprintln!("skipped: {e}"),
-            })?;
-            if failed > 0 {
-                return Err(dfgpu::Error::Invalid(format!(
-                    "{failed} image(s) could not be read or scored (listed above)"
-                )));
-            }
-            Ok(())
-        }),
+                Ok(())
+            })
+        }
         Command::Pack { verify: Some(file), .. } => {
             let t = std::time::Instant::now();
             dfgpu::data::pack::verify(&file, &mut |l| println!("{l}")).map(|n| {

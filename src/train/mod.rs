@@ -5,6 +5,7 @@ pub mod ablate;
 pub mod diagnostics;
 pub mod figures;
 pub mod holdout;
+pub mod inference;
 pub mod metrics;
 pub mod rundir;
 pub mod runlog;

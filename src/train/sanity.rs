@@ -14,7 +14,8 @@ use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::state::ModelState;
 use crate::train::diagnostics;
-use crate::train::trainer::{builtin_data, flagged, freq_input_range, open_data, predict, step, TrainConfig};
+use crate::train::inference::predict;
+use crate::train::trainer::{builtin_data, flagged, freq_input_range, open_data, step, TrainConfig};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;

@@ -5,7 +5,7 @@ use dfgpu::data::loaded::{Loaded, Pixels};
 use dfgpu::model::checkpoint::{self, Meta, Named};
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::state::ModelState;
-use dfgpu::train::trainer::predict;
+use dfgpu::train::inference::predict;
 use dfgpu::Backend;
 use std::path::PathBuf;
 
