@@ -576,7 +576,7 @@ fn holdout(
     test_reals: f64,
     run: &RunArgs,
 ) -> dfgpu::Result<()> {
-    use dfgpu::train::{holdout, trainer};
+    use dfgpu::train::holdout;
     println!("{line}");
     let cfg = run.config(be.as_ref())?;
     let log = &mut |l: &str| println!("{l}");
@@ -586,10 +586,13 @@ fn holdout(
             // All four families, at twice the model's side: the input geometry matters, as with photographs.
             let families = dfgpu::data::synth::FAMILIES.map(String::from).to_vec();
             let size = 2 * cfg.model.size;
-            trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() }, log)?
+            dfgpu::data::open::builtin_data(
+                &dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() },
+                log,
+            )?
         }
     };
-    let loaded = trainer::open_data(&path, cfg.model.size, cfg.model.input, log)?;
+    let loaded = dfgpu::data::open::open_data(&path, cfg.model.size, cfg.model.input, log)?;
     println!("data: {} ({})", path.display(), dfgpu::data::folder::describe(loaded.counts()));
     for s in &loaded.skipped {
         println!("skipped: {s}");
