@@ -669,6 +669,11 @@ fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input
 }
 
 fn main() -> ExitCode {
+    // SAFETY: sets the default disposition of one signal, before any other thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let given = |id: &str| {
