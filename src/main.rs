@@ -576,7 +576,7 @@ fn holdout(
     test_reals: f64,
     run: &RunArgs,
 ) -> dfgpu::Result<()> {
-    use dfgpu::train::{holdout, trainer};
+    use dfgpu::train::holdout;
     println!("{line}");
     let cfg = run.config(be.as_ref())?;
     let log = &mut |l: &str| println!("{l}");
@@ -586,10 +586,13 @@ fn holdout(
             // All four families, at twice the model's side: the input geometry matters, as with photographs.
             let families = dfgpu::data::synth::FAMILIES.map(String::from).to_vec();
             let size = 2 * cfg.model.size;
-            trainer::builtin_data(&dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() }, log)?
+            dfgpu::data::open::builtin_data(
+                &dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() },
+                log,
+            )?
         }
     };
-    let loaded = trainer::open_data(&path, cfg.model.size, cfg.model.input, log)?;
+    let loaded = dfgpu::data::open::open_data(&path, cfg.model.size, cfg.model.input, log)?;
     println!("data: {} ({})", path.display(), dfgpu::data::folder::describe(loaded.counts()));
     for s in &loaded.skipped {
         println!("skipped: {s}");
@@ -666,6 +669,11 @@ fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input
 }
 
 fn main() -> ExitCode {
+    // SAFETY: sets the default disposition of one signal, before any other thread exists.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let matches = <Cli as clap::CommandFactory>::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let given = |id: &str| {
@@ -729,7 +737,8 @@ fn main() -> ExitCode {
             eprintln!("{line}");
             let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
             let tiles = (tiles.tiles, tiles.tile_combine);
-            let (report, groups) = dfgpu::train::trainer::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
+            let (report, groups) =
+                dfgpu::train::inference::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
             if json {
                 let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
                 let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
@@ -740,30 +749,33 @@ fn main() -> ExitCode {
             }
             Ok(())
         }),
-        Command::Predict { ckpt, images, json, tiles, dev } => dev.select().and_then(|(be, line)| {
-            eprintln!("{line}");
-            let tiles = (tiles.tiles, tiles.tile_combine);
-            let failed = dfgpu::train::trainer::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
-                r, json,
-            ) {
-                (r, true) => {
-                    let path = f.display().to_string();
-                    let (p_fake, error) = match r {
-                        Ok(p) => (rounded(p as f64, 6), None),
-                        Err(e) => (None, Some(e)),
-                    };
-                    println!("{}", to_json(&PredictJson { path, p_fake, error }))
+        Command::Predict { ckpt, images, json, tiles, dev } => {
+            dev.select().and_then(|(be, line)| {
+                eprintln!("{line}");
+                let tiles = (tiles.tiles, tiles.tile_combine);
+                let failed =
+                    dfgpu::train::inference::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
+                        r, json,
+                    ) {
+                        (r, true) => {
+                            let path = f.display().to_string();
+                            let (p_fake, error) = match r {
+                                Ok(p) => (rounded(p as f64, 6), None),
+                                Err(e) => (None, Some(e)),
+                            };
+                            println!("{}", to_json(&PredictJson { path, p_fake, error }))
+                        }
+                        (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+                        (Err(e), false) => eprintln!("skipped: {e}"),
+                    })?;
+                if failed > 0 {
+                    return Err(dfgpu::Error::Invalid(format!(
+                        "{failed} image(s) could not be read or scored (listed above)"
+                    )));
                 }
-                (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                (Err(e), false) => eprintln!("skipped: {e}"),
-            })?;
-            if failed > 0 {
-                return Err(dfgpu::Error::Invalid(format!(
-                    "{failed} image(s) could not be read or scored (listed above)"
-                )));
-            }
-            Ok(())
-        }),
+                Ok(())
+            })
+        }
         Command::Pack { verify: Some(file), .. } => {
             let t = std::time::Instant::now();
             dfgpu::data::pack::verify(&file, &mut |l| println!("{l}")).map(|n| {

@@ -4,6 +4,7 @@ pub mod augment;
 pub mod folder;
 pub mod input;
 pub mod loaded;
+pub mod open;
 pub mod pack;
 pub mod self_fake;
 pub mod synth;

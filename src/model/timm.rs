@@ -5,12 +5,12 @@
 use crate::backend::head::Mode;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
+use crate::model::checkpoint::{self, fill, Meta, Named};
 use crate::model::efficientnet::{EfficientNet, EfficientNetConfig};
 use crate::model::layers::{Builder, Fwd};
 use crate::model::params::ParamLayout;
+use crate::model::state::ModelState;
 use crate::tensor::{Layout, Slice, Tensor};
-use crate::train::checkpoint::{self, fill, Meta, Named};
-use crate::train::trainer::ModelState;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;

@@ -7,10 +7,12 @@
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
+use crate::model::checkpoint;
 use crate::rng::Rng;
+use crate::train::figures;
+use crate::train::inference::predict;
 use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
-use crate::train::trainer::{self, predict, ExistingRun, TrainConfig};
-use crate::train::{checkpoint, figures};
+use crate::train::trainer::{self, ExistingRun, TrainConfig};
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -1,10 +1,11 @@
-//! Training: the loop, optimizer, schedule, metrics, diagnostics and checkpoints.
+//! Training: the loop, the run folder and its log, metrics, diagnostics, figures, sanity, spectrum, ablation,
+//! holdout.
 
 pub mod ablate;
-pub mod checkpoint;
 pub mod diagnostics;
 pub mod figures;
 pub mod holdout;
+pub mod inference;
 pub mod metrics;
 pub mod rundir;
 pub mod runlog;

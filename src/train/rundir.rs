@@ -4,7 +4,7 @@
 //! kill fell between the files of one epoch (in runs written before that order).
 
 use crate::error::{Error, Result};
-use crate::train::checkpoint::{self, Meta};
+use crate::model::checkpoint::{self, Meta};
 use crate::train::runlog::EpochLine;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};

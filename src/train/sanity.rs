@@ -9,13 +9,14 @@ use crate::backend::optim::{lr_at, StepArgs};
 use crate::backend::Backend;
 use crate::data::folder::Dataset;
 use crate::data::loaded::Loaded;
+use crate::data::open::{builtin_data, open_data};
 use crate::data::pack;
 use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
+use crate::model::state::ModelState;
 use crate::train::diagnostics;
-use crate::train::trainer::{
-    builtin_data, flagged, freq_input_range, open_data, predict, step, ModelState, TrainConfig,
-};
+use crate::train::inference::predict;
+use crate::train::trainer::{flagged, freq_input_range, step, TrainConfig};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;

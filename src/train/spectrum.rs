@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::plot::{self, Canvas, Series};
 
 use crate::data::input::Input;
-use crate::train::trainer::open_data;
+use crate::data::open::open_data;
 use std::path::Path;
 
 pub struct Spectra {

@@ -7,25 +7,27 @@ use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::head::Mode;
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
-use crate::backend::optim::{decay_mask, lr_at, Norms, Optimizer, StepArgs};
+use crate::backend::optim::{lr_at, Norms, Optimizer, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
-use crate::data::folder::{describe, Dataset};
-use crate::data::input::{Combine, Input, Tiles};
-use crate::data::loaded::{Loaded, Pixels};
-use crate::data::pack;
-use crate::data::synth::{self, SynthConfig};
+use crate::data::folder::describe;
+use crate::data::input::Tiles;
+use crate::data::loaded::Loaded;
+use crate::data::open::{builtin_data, open_data};
+use crate::data::synth::SynthConfig;
 use crate::error::{Choice, Error, Result};
+use crate::model::checkpoint;
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::layers::{Bwd, Fwd};
+use crate::model::state::ModelState;
 use crate::rng::Rng;
-use crate::tensor::{Layout, Tensor};
+use crate::tensor::Tensor;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradFlag, GradRow};
+use crate::train::figures;
+use crate::train::inference::{group_aucs, on_compute_threads, predict_logits};
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir::{self, RunDir};
 use crate::train::runlog::{self, EpochLine};
-use crate::train::{checkpoint, figures};
-use rayon::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -135,29 +137,6 @@ impl TrainConfig {
     }
 }
 
-/// The built-in set in the cache folder (~/.cache/dfgpu/synth/...), generated on first use.
-pub fn builtin_data(cfg: &SynthConfig, log: &mut dyn FnMut(&str)) -> Result<PathBuf> {
-    let base = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir);
-    let dir = base.join("dfgpu/synth").join(format!(
-        "v1-{}real-{}fake-{}px-seed{}-{}",
-        cfg.n_real,
-        cfg.n_fake,
-        cfg.size,
-        cfg.seed,
-        cfg.families.join("+")
-    ));
-    let done = dir.join(".complete");
-    if !done.exists() {
-        log(&format!("generating the built-in synthetic set in {}", dir.display()));
-        synth::write(cfg, &dir)?;
-        std::fs::write(&done, b"").map_err(|source| Error::Io { path: done.clone(), source })?;
-    }
-    Ok(dir)
-}
-
 /// One epoch's validation figures.
 #[derive(Clone, Debug)]
 pub struct EpochResult {
@@ -206,132 +185,6 @@ fn epoch_batches(labels: &[u8], batch: usize, sampler: Sampler, rng: &mut Rng) -
     }
 }
 
-/// Opens a dataset as `input` keeps it for a model of `size`: a packed file (mapped, nothing decoded; it must
-/// have been packed for the same size and input) or a folder or CSV (decoded in parallel, unreadable files
-/// skipped and listed, images smaller than the model counted).
-pub fn open_data(spec: &Path, size: usize, input: Input, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    let l = if pack::is_pack(spec) {
-        let l = pack::open(spec, log)?;
-        if (l.size, l.input) != (size, input) {
-            return Err(Error::Invalid(format!(
-                "{}: packed for {p}x{p} inputs by --input {}, the model takes {size}x{size} by --input {}: pack \
-                 again with --size {size} --input {}, or train with --size {p} --input {}",
-                spec.display(),
-                l.input.name(),
-                input.name(),
-                input.name(),
-                l.input.name(),
-                p = l.size
-            )));
-        }
-        l
-    } else {
-        Loaded::decode(&Dataset::open(spec)?, size, input, spec, log)?
-    };
-    // A class that no image is left of gives no metric worth printing: say which files took it away.
-    let [r, f] = l.counts();
-    if r == 0 || f == 0 {
-        let which = if r == 0 { "real" } else { "fake" };
-        let why = match l.skipped.len() {
-            0 => String::new(),
-            n => format!("; {n} unreadable file(s) skipped:\n  {}", l.skipped.join("\n  ")),
-        };
-        return Err(Error::Invalid(format!(
-            "{}: no {which} image could be read ({r} real, {f} fake){why}",
-            spec.display()
-        )));
-    }
-    let padded = l.padded();
-    if padded > 0 {
-        log(&format!(
-            "{}: {padded} of {} images are smaller than {size}x{size} on a side: padded by reflection",
-            spec.display(),
-            l.len()
-        ));
-    }
-    Ok(l)
-}
-
-/// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
-/// (AdamW's moments, or SGD's momentum and an unused one).
-pub struct ModelState {
-    pub params: Tensor,
-    pub state: Tensor,
-    pub grads: Tensor,
-    pub(crate) m: Tensor,
-    pub(crate) v: Tensor,
-    mask: Tensor,
-    /// Per-bin statistics of the training set's spectra, for log-std magnitudes.
-    pub freq_stats: Option<Tensor>,
-}
-
-impl ModelState {
-    pub fn new(be: &dyn Backend, det: &Detector, seed: u64) -> Result<Self> {
-        let n = det.params.total();
-        let t = |v: Vec<f32>| be.upload(&Tensor::from_vec(&[v.len()], Layout::Plain, v)?);
-        Ok(ModelState {
-            params: t(det.init_params(seed))?,
-            state: t(det.init_state())?,
-            grads: t(vec![0.0; n])?,
-            m: t(vec![0.0; n])?,
-            v: t(vec![0.0; n])?,
-            mask: be.upload(&Tensor::from_vec(&[n], Layout::Plain, decay_mask(&det.params))?)?,
-            freq_stats: None,
-        })
-    }
-}
-
-/// P(fake) for every image of `data` (its centre crop), in inference mode.
-pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(be, det, ms, data, batch, Tiles::CENTRE)?.iter().map(|&z| z.sigmoid()).collect())
-}
-
-/// The logit of every image of `data`, in inference mode: its `tiles`' logits combined; `batch` crops at a time
-/// (at least one image's).
-pub fn predict_logits(
-    be: &dyn Backend,
-    det: &Detector,
-    ms: &mut ModelState,
-    data: &Loaded,
-    batch: usize,
-    tiles: Tiles,
-) -> Result<Vec<f32>> {
-    let per = tiles.k * tiles.k;
-    let mut logits_all = Vec::with_capacity(data.len());
-    let idx: Vec<usize> = (0..data.len()).collect();
-    for chunk in idx.chunks((batch / per).max(1)) {
-        let z = be.download(&infer(be, det, ms, &data.tiles(chunk, tiles.k)?)?)?;
-        logits_all.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
-    }
-    Ok(logits_all)
-}
-
-/// The logits of one batch of u8 NHWC images (a host tensor), in inference mode, left on the backend.
-pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) -> Result<Tensor> {
-    on_compute_threads(be, || {
-        let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
-        let raw = pre.raw.expect("asked for");
-        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, mode: Mode::Eval };
-        Ok(det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?.0)
-    })
-}
-
-fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
-    let mut groups: Vec<String> = data.groups.iter().flatten().cloned().collect();
-    groups.sort();
-    groups.dedup();
-    groups
-        .into_iter()
-        .filter_map(|g| {
-            let pick: Vec<usize> =
-                (0..data.len()).filter(|&i| data.labels[i] == 0 || data.groups[i].as_deref() == Some(&g)).collect();
-            let s: Vec<f32> = pick.iter().map(|&i| scores[i]).collect();
-            let y: Vec<u8> = pick.iter().map(|&i| data.labels[i]).collect();
-            auc(&s, &y).map(|a| (g, a))
-        })
-        .collect()
-}
-
 /// Logs what the frequency branch is fed (its range is the first thing to look at when a run fails) and
 /// returns (min, max).
 pub fn freq_input_range(
@@ -375,16 +228,6 @@ pub fn step(
     report: bool,
 ) -> Result<StepOut> {
     on_compute_threads(be, || step_here(be, det, ms, x, y, loss_cfg, cfg, args, report))
-}
-
-/// Runs f on the CPU backend's compute threads (rayon's pool; on a GPU, here): each op then starts its parallel
-/// work from a pool thread instead of handing it over from this one, a wake-up and a wait per op (10 to 20 us:
-/// an eighth of the tiny model's inference on 2 cores).
-fn on_compute_threads<R: Send>(be: &dyn Backend, f: impl FnOnce() -> R + Send) -> R {
-    match be.is_cuda() {
-        true => f(),
-        false => rayon::scope(|_| f()),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -791,26 +634,7 @@ fn check_memory(be: &dyn Backend, det: &Detector, cfg: &TrainConfig) -> Result<(
     }
 }
 
-const GIB: f64 = (1u64 << 30) as f64;
-
-/// An image's tiles are scored in one forward: a grid whose forward needs more memory than is free is refused
-/// before any image is decoded, saying what it takes.
-fn check_tiles(be: &dyn Backend, det: &Detector, ckpt: &Path, tiles: Tiles) -> Result<()> {
-    let n = tiles.k * tiles.k;
-    let need = det.forward_bytes(n);
-    match be.free_memory() {
-        Some(free) if need > free => Err(Error::Invalid(format!(
-            "--tiles {n}: an image's {n} crops of {s}x{s} (the model of {}) take at least {:.2} GiB in one forward, \
-             more than the {:.2} GiB free on {}: choose fewer tiles",
-            ckpt.display(),
-            need as f64 / GIB,
-            free as f64 / GIB,
-            be.name(),
-            s = det.cfg.size,
-        ))),
-        _ => Ok(()),
-    }
-}
+pub(crate) const GIB: f64 = (1u64 << 30) as f64;
 
 /// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
 /// must agree with it.
@@ -861,98 +685,6 @@ pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
         "bce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::None),
         other => return Err(Error::Invalid(format!("--loss '{other}': choose focal, wbce or bce"))),
     })
-}
-
-/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC; each image scored by `tiles`
-/// (a count and how to combine them: `--tiles`, `--tile-combine`).
-pub fn evaluate(
-    be: &dyn Backend,
-    ckpt: &Path,
-    data: &Path,
-    tiles: (usize, Combine),
-    log: &mut dyn FnMut(&str),
-) -> Result<(Report, Vec<(String, f64)>)> {
-    let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
-    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
-    check_tiles(be, &det, ckpt, tiles)?;
-    let loaded = open_data(data, det.cfg.size, det.cfg.input, log)?;
-    log(&format!(
-        "checkpoint {} (epoch {}), data {} ({})",
-        ckpt.display(),
-        meta.get("dfgpu.epoch").map_or("?", String::as_str),
-        data.display(),
-        describe(loaded.counts())
-    ));
-    for s in &loaded.skipped {
-        log(&format!("skipped: {s}"));
-    }
-    let logits = predict_logits(be, &det, &mut ms, &loaded, 64, tiles)?;
-    let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
-    Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
-}
-
-/// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
-/// chunks so that memory stays bounded whatever the count; each image scored by `tiles` over the whole of it.
-/// `emit` gets each image's path and its P(fake), or why it could not be read (the others go on). Returns how
-/// many could not be read.
-pub fn predict_files(
-    be: &dyn Backend,
-    ckpt: &Path,
-    inputs: &[PathBuf],
-    tiles: (usize, Combine),
-    emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
-) -> Result<usize> {
-    let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
-    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
-    check_tiles(be, &det, ckpt, tiles)?;
-    let mut files = Vec::new();
-    for p in inputs {
-        if p.is_dir() {
-            let (under, skipped) = crate::data::folder::images_under(p)?;
-            if under.is_empty() {
-                return Err(Error::Invalid(format!("{}: no images (jpg, jpeg, png, webp, bmp) under it", p.display())));
-            }
-            files.extend(under);
-            // A link that loops back into the folder is not followed: reported as an input that was skipped.
-            skipped.into_iter().for_each(|s| emit(p, Err(s)));
-        } else {
-            files.push(p.clone());
-        }
-    }
-    let (size, input, per) = (det.cfg.size, det.cfg.input, tiles.k * tiles.k);
-    // Each file's crops are images of their own here, combined per file below.
-    let mut failed = 0;
-    for chunk in files.chunks(256) {
-        let decoded: Vec<_> = chunk.par_iter().map(|f| tiles.of_file(f, size, input)).collect();
-        let mut ok = Vec::new();
-        let mut pixels = Vec::new();
-        for (f, r) in chunk.iter().zip(decoded) {
-            match r {
-                Ok(px) => {
-                    pixels.extend(px);
-                    ok.push(f);
-                }
-                Err(e) => {
-                    failed += 1;
-                    emit(f, Err(e.to_string()));
-                }
-            }
-        }
-        let n = ok.len() * per;
-        let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
-        let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
-        for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
-            let p = tiles.combine.apply(z).sigmoid();
-            // A score that is not a number (weights that overflow on this image) is no answer: reported, never NaN.
-            if p.is_nan() {
-                failed += 1;
-                emit(f, Err(format!("{}: the model's P(fake) is not a number (its logit overflows)", f.display())));
-            } else {
-                emit(f, Ok(p));
-            }
-        }
-    }
-    Ok(failed)
 }
 
 /// Where a run stands at the end of an epoch: what `--resume` needs besides the weights and moments.

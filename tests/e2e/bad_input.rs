@@ -154,3 +154,30 @@ fn batches_are_bounded_by_the_set_and_by_memory() {
     assert!((1..38).contains(&most), "{stderr}");
     assert!(!out.exists(), "a refused run leaves no folder");
 }
+
+/// A reader that stops early (`dfgpu predict ... | head -1`) ends the run quietly, as for other Unix tools: no
+/// panic on the closed pipe.
+#[cfg(unix)]
+#[test]
+fn a_closed_pipe_ends_predict_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::ExitStatusExt;
+    let data = crate::tmp("pipe-data");
+    let d = data.to_str().unwrap();
+    assert!(crate::dfgpu(&["synth", d, "--n-real", "200", "--n-fake", "200", "--size", "32"]).status.success());
+    let out = crate::tmp("pipe-run");
+    let args = ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--epochs", "1"];
+    assert!(crate::dfgpu(&[&args[..], &["--size", "32", "--batch", "64"]].concat()).status.success());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_dfgpu"))
+        .args(["predict", "--device", "cpu", "--ckpt", out.join("last.safetensors").to_str().unwrap(), d])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap(); // then the pipe closes
+    let o = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!first.is_empty() && !stderr.contains("panicked"), "{first}\n{stderr}");
+    assert!(o.status.success() || o.status.signal() == Some(libc::SIGPIPE), "{:?}\n{stderr}", o.status);
+}

@@ -40,7 +40,7 @@ fn any_group_name_round_trips_through_the_logs() {
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(rows.len(), 3, "{csv}");
     assert!(rows[0].starts_with("epoch,train_loss,") && rows[2].starts_with("2,"), "{csv}");
-    let (_, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let (_, meta) = dfgpu::model::checkpoint::read(&out.join("last.safetensors")).unwrap();
     let m: Value = serde_json::from_str(&meta["dfgpu.metrics"]).unwrap();
     assert!(m["groups"][odd].is_f64() && m["epoch"] == 2, "{}", meta["dfgpu.metrics"]);
     let r = dfgpu(&["curves", o]);
@@ -63,11 +63,11 @@ fn predict_json_never_prints_nan() {
     let r =
         dfgpu(&["train", "--device", "cpu", "--data", d, "--out", o, "--epochs", "1", "--batch", "4", "--size", "32"]);
     assert!(r.status.success(), "{}", text(&r).1);
-    let (mut tensors, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let (mut tensors, meta) = dfgpu::model::checkpoint::read(&out.join("last.safetensors")).unwrap();
     let t = tensors.iter_mut().find(|t| t.name == "head.fc1.weight").expect("the head's first layer");
     t.data.iter_mut().enumerate().for_each(|(i, w)| *w = if i % 2 == 0 { 3e38 } else { -3e38 });
     let huge = out.join("huge.safetensors");
-    dfgpu::train::checkpoint::write(&huge, &tensors, &meta).unwrap();
+    dfgpu::model::checkpoint::write(&huge, &tensors, &meta).unwrap();
     let img = data.join("real/000000.jpg");
     let r = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", huge.to_str().unwrap(), img.to_str().unwrap()]);
     let (stdout, stderr) = text(&r);

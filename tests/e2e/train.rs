@@ -193,7 +193,7 @@ fn model_and_training_flags_reach_the_run() {
     let r = dfgpu(&[&base[..], &flags[..]].concat());
     let (stdout, stderr) = text(&r);
     assert!(r.status.success(), "{stdout}\n{stderr}");
-    let (_, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let (_, meta) = dfgpu::model::checkpoint::read(&out.join("last.safetensors")).unwrap();
     let metrics: serde_json::Value = serde_json::from_str(&meta["dfgpu.metrics"]).unwrap();
     assert!(metrics["val_auc"].is_f64(), "{}", meta["dfgpu.metrics"]);
     for (k, v) in [
@@ -377,11 +377,11 @@ fn a_checkpoint_with_nan_weights_is_refused() {
     let base =
         ["train", "--device", "cpu", "--data", d, "--out", out.to_str().unwrap(), "--batch", "4", "--size", "32"];
     assert!(dfgpu(&[&base[..], &["--epochs", "1"]].concat()).status.success());
-    let (mut tensors, meta) = dfgpu::train::checkpoint::read(&out.join("last.safetensors")).unwrap();
+    let (mut tensors, meta) = dfgpu::model::checkpoint::read(&out.join("last.safetensors")).unwrap();
     let t = tensors.iter_mut().find(|t| t.name == "head.fc1.weight").expect("the head's first layer");
     t.data[3] = f32::NAN;
     let nan = out.join("nan.safetensors");
-    dfgpu::train::checkpoint::write(&nan, &tensors, &meta).unwrap();
+    dfgpu::model::checkpoint::write(&nan, &tensors, &meta).unwrap();
     let n = nan.to_str().unwrap();
     let says = format!("{n}: tensor 'head.fc1.weight' holds NaN (at index 3)");
     let img = data.join("real/000000.jpg");

@@ -15,7 +15,7 @@ use dfgpu::data::pack;
 use dfgpu::error::Choice;
 use dfgpu::model::detector::DetectorConfig;
 use dfgpu::rng::Rng;
-use dfgpu::train::checkpoint::{self, Named};
+use dfgpu::model::checkpoint::{self, Named};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,11 +1,11 @@
 use crate::common::*;
 use dfgpu::backend::head::Mode;
 use dfgpu::backend::ChannelNorm;
+use dfgpu::model::checkpoint::{self, Named};
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::layers::Fwd;
 use dfgpu::model::timm;
 use dfgpu::rng::Rng;
-use dfgpu::train::checkpoint::{self, Named};
 use dfgpu::{Backend, Layout, Tensor};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -173,7 +173,7 @@ fn timm_forward_reads_and_writes_files() {
 fn a_checkpoints_spatial_branch_exports_under_timm_names() {
     let be = cpu();
     let (det, p, s) = detector();
-    let mut ms = dfgpu::train::trainer::ModelState::new(&be, &det, 0).unwrap();
+    let mut ms = dfgpu::model::state::ModelState::new(&be, &det, 0).unwrap();
     ms.params = Tensor::from_vec(&[p.len()], Layout::Plain, p.clone()).unwrap();
     ms.state = Tensor::from_vec(&[s.len()], Layout::Plain, s.clone()).unwrap();
     let (ckpt, out) = (tmp("export-ckpt.safetensors"), tmp("export-timm.safetensors"));

@@ -2,9 +2,10 @@
 
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::data::loaded::{Loaded, Pixels};
+use dfgpu::model::checkpoint::{self, Meta, Named};
 use dfgpu::model::detector::{Detector, DetectorConfig};
-use dfgpu::train::checkpoint::{self, Meta, Named};
-use dfgpu::train::trainer::{predict, ModelState};
+use dfgpu::model::state::ModelState;
+use dfgpu::train::inference::predict;
 use dfgpu::Backend;
 use std::path::PathBuf;
 

@@ -7,8 +7,8 @@ use dfgpu::backend::optim::Norms;
 use dfgpu::backend::ChannelNorm;
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::layers::{Bwd, Fwd};
+use dfgpu::model::state::ModelState;
 use dfgpu::train::diagnostics::*;
-use dfgpu::train::trainer::ModelState;
 use dfgpu::{Backend, Layout, Tensor};
 use std::sync::Arc;
 

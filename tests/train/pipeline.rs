@@ -5,10 +5,10 @@ use dfgpu::data::augment::Augment;
 use dfgpu::data::folder::Dataset;
 use dfgpu::data::input::Input;
 use dfgpu::data::loaded::{Loaded, Pixels};
+use dfgpu::data::open::open_data;
 use dfgpu::data::{pack, synth};
 use dfgpu::error::Choice;
 use dfgpu::rng::Rng;
-use dfgpu::train::trainer::open_data;
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {

@@ -1,0 +1,193 @@
+//! Inference: scores for a loaded set (its centre crops or a grid of tiles), `dfgpu eval` and `dfgpu predict`,
+//! and the compute pool the training step runs on too.
+
+use crate::backend::cpu::real::Real as _;
+use crate::backend::head::Mode;
+use crate::backend::{Backend, ChannelNorm};
+use crate::data::folder::describe;
+use crate::data::input::{Combine, Tiles};
+use crate::data::loaded::{Loaded, Pixels};
+use crate::data::open::open_data;
+use crate::error::{Error, Result};
+use crate::model::checkpoint;
+use crate::model::detector::Detector;
+use crate::model::layers::Fwd;
+use crate::model::state::ModelState;
+use crate::tensor::Tensor;
+use crate::train::metrics::{auc, Report};
+use crate::train::trainer::GIB;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// P(fake) for every image of `data` (its centre crop), in inference mode.
+pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
+    Ok(predict_logits(be, det, ms, data, batch, Tiles::CENTRE)?.iter().map(|&z| z.sigmoid()).collect())
+}
+
+/// The logit of every image of `data`, in inference mode: its `tiles`' logits combined; `batch` crops at a time
+/// (at least one image's).
+pub fn predict_logits(
+    be: &dyn Backend,
+    det: &Detector,
+    ms: &mut ModelState,
+    data: &Loaded,
+    batch: usize,
+    tiles: Tiles,
+) -> Result<Vec<f32>> {
+    let per = tiles.k * tiles.k;
+    let mut logits_all = Vec::with_capacity(data.len());
+    let idx: Vec<usize> = (0..data.len()).collect();
+    for chunk in idx.chunks((batch / per).max(1)) {
+        let z = be.download(&infer(be, det, ms, &data.tiles(chunk, tiles.k)?)?)?;
+        logits_all.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
+    }
+    Ok(logits_all)
+}
+
+/// The logits of one batch of u8 NHWC images (a host tensor), in inference mode, left on the backend.
+pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) -> Result<Tensor> {
+    on_compute_threads(be, || {
+        let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
+        let raw = pre.raw.expect("asked for");
+        let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, mode: Mode::Eval };
+        Ok(det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?.0)
+    })
+}
+
+pub(crate) fn group_aucs(scores: &[f32], data: &Loaded) -> Vec<(String, f64)> {
+    let mut groups: Vec<String> = data.groups.iter().flatten().cloned().collect();
+    groups.sort();
+    groups.dedup();
+    groups
+        .into_iter()
+        .filter_map(|g| {
+            let pick: Vec<usize> =
+                (0..data.len()).filter(|&i| data.labels[i] == 0 || data.groups[i].as_deref() == Some(&g)).collect();
+            let s: Vec<f32> = pick.iter().map(|&i| scores[i]).collect();
+            let y: Vec<u8> = pick.iter().map(|&i| data.labels[i]).collect();
+            auc(&s, &y).map(|a| (g, a))
+        })
+        .collect()
+}
+
+/// Runs f on the CPU backend's compute threads (rayon's pool; on a GPU, here): each op then starts its parallel
+/// work from a pool thread instead of handing it over from this one, a wake-up and a wait per op (10 to 20 us:
+/// an eighth of the tiny model's inference on 2 cores).
+pub(crate) fn on_compute_threads<R: Send>(be: &dyn Backend, f: impl FnOnce() -> R + Send) -> R {
+    match be.is_cuda() {
+        true => f(),
+        false => rayon::scope(|_| f()),
+    }
+}
+
+/// An image's tiles are scored in one forward: a grid whose forward needs more memory than is free is refused
+/// before any image is decoded, saying what it takes.
+fn check_tiles(be: &dyn Backend, det: &Detector, ckpt: &Path, tiles: Tiles) -> Result<()> {
+    let n = tiles.k * tiles.k;
+    let need = det.forward_bytes(n);
+    match be.free_memory() {
+        Some(free) if need > free => Err(Error::Invalid(format!(
+            "--tiles {n}: an image's {n} crops of {s}x{s} (the model of {}) take at least {:.2} GiB in one forward, \
+             more than the {:.2} GiB free on {}: choose fewer tiles",
+            ckpt.display(),
+            need as f64 / GIB,
+            free as f64 / GIB,
+            be.name(),
+            s = det.cfg.size,
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC; each image scored by `tiles`
+/// (a count and how to combine them: `--tiles`, `--tile-combine`).
+pub fn evaluate(
+    be: &dyn Backend,
+    ckpt: &Path,
+    data: &Path,
+    tiles: (usize, Combine),
+    log: &mut dyn FnMut(&str),
+) -> Result<(Report, Vec<(String, f64)>)> {
+    let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    check_tiles(be, &det, ckpt, tiles)?;
+    let loaded = open_data(data, det.cfg.size, det.cfg.input, log)?;
+    log(&format!(
+        "checkpoint {} (epoch {}), data {} ({})",
+        ckpt.display(),
+        meta.get("dfgpu.epoch").map_or("?", String::as_str),
+        data.display(),
+        describe(loaded.counts())
+    ));
+    for s in &loaded.skipped {
+        log(&format!("skipped: {s}"));
+    }
+    let logits = predict_logits(be, &det, &mut ms, &loaded, 64, tiles)?;
+    let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
+    Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
+}
+
+/// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
+/// chunks so that memory stays bounded whatever the count; each image scored by `tiles` over the whole of it.
+/// `emit` gets each image's path and its P(fake), or why it could not be read (the others go on). Returns how
+/// many could not be read.
+pub fn predict_files(
+    be: &dyn Backend,
+    ckpt: &Path,
+    inputs: &[PathBuf],
+    tiles: (usize, Combine),
+    emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
+) -> Result<usize> {
+    let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
+    let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
+    check_tiles(be, &det, ckpt, tiles)?;
+    let mut files = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let (under, skipped) = crate::data::folder::images_under(p)?;
+            if under.is_empty() {
+                return Err(Error::Invalid(format!("{}: no images (jpg, jpeg, png, webp, bmp) under it", p.display())));
+            }
+            files.extend(under);
+            // A link that loops back into the folder is not followed: reported as an input that was skipped.
+            skipped.into_iter().for_each(|s| emit(p, Err(s)));
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let (size, input, per) = (det.cfg.size, det.cfg.input, tiles.k * tiles.k);
+    // Each file's crops are images of their own here, combined per file below.
+    let mut failed = 0;
+    for chunk in files.chunks(256) {
+        let decoded: Vec<_> = chunk.par_iter().map(|f| tiles.of_file(f, size, input)).collect();
+        let mut ok = Vec::new();
+        let mut pixels = Vec::new();
+        for (f, r) in chunk.iter().zip(decoded) {
+            match r {
+                Ok(px) => {
+                    pixels.extend(px);
+                    ok.push(f);
+                }
+                Err(e) => {
+                    failed += 1;
+                    emit(f, Err(e.to_string()));
+                }
+            }
+        }
+        let n = ok.len() * per;
+        let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
+        let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
+        for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
+            let p = tiles.combine.apply(z).sigmoid();
+            // A score that is not a number (weights that overflow on this image) is no answer: reported, never NaN.
+            if p.is_nan() {
+                failed += 1;
+                emit(f, Err(format!("{}: the model's P(fake) is not a number (its logit overflows)", f.display())));
+            } else {
+                emit(f, Ok(p));
+            }
+        }
+    }
+    Ok(failed)
+}
