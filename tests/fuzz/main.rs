@@ -13,9 +13,9 @@ use dfgpu::data::folder::Dataset;
 use dfgpu::data::input::{self, Input};
 use dfgpu::data::pack;
 use dfgpu::error::Choice;
+use dfgpu::model::checkpoint::{self, Named};
 use dfgpu::model::detector::DetectorConfig;
 use dfgpu::rng::Rng;
-use dfgpu::model::checkpoint::{self, Named};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,19 +192,32 @@ fn extreme(rng: &mut Rng, width: usize) -> u64 {
 
 /// A JSON mutation for formats whose header is JSON (a checkpoint's, a pack's trailer): one number in it set
 /// to an extreme, as text.
-fn mutate_number(text: &[u8], rng: &mut Rng) -> Option<(Vec<u8>, String)> {
+fn mutate_number(text: &[u8], rng: &mut Rng) -> Mutated {
     let starts: Vec<usize> = (0..text.len())
         .filter(|&i| text[i].is_ascii_digit() && (i == 0 || !text[i - 1].is_ascii_alphanumeric()))
         .collect();
     let &i = starts.get(rng.below(starts.len().max(1) as u64) as usize)?;
     let end = (i..text.len()).find(|&k| !text[k].is_ascii_digit()).unwrap_or(text.len());
-    let v = ["0", "1", "18446744073709551615", "18446744073709551616", "9223372036854775807", "4294967295",
-        "4294967296", "1e400", "-1", "99999999999999999999999"][rng.below(10) as usize];
+    let v = [
+        "0",
+        "1",
+        "18446744073709551615",
+        "18446744073709551616",
+        "9223372036854775807",
+        "4294967295",
+        "4294967296",
+        "1e400",
+        "-1",
+        "99999999999999999999999",
+    ][rng.below(10) as usize];
     let mut out = text[..i].to_vec();
     out.extend_from_slice(v.as_bytes());
     out.extend_from_slice(&text[end..]);
     Some((out, format!("number at {i} ({}) set to {v}", String::from_utf8_lossy(&text[i..end]))))
 }
+
+/// A whole-file mutation, and what it did.
+type Mutated = Option<(Vec<u8>, String)>;
 
 /// The inputs one reader is fuzzed with.
 struct Target {
@@ -214,7 +227,7 @@ struct Target {
     read: fn(&Path) -> dfgpu::Result<()>,
     image: bool,
     /// What a mutation may also do, for this format.
-    special: fn(&[u8], &mut Rng) -> Option<(Vec<u8>, String)>,
+    special: fn(&[u8], &mut Rng) -> Mutated,
     cases: usize,
 }
 
@@ -225,7 +238,7 @@ struct Seed {
     file: &'static str,
 }
 
-fn no_special(_: &[u8], _: &mut Rng) -> Option<(Vec<u8>, String)> {
+fn no_special(_: &[u8], _: &mut Rng) -> Mutated {
     None
 }
 
@@ -380,7 +393,7 @@ fn jpeg_fields(b: &[u8]) -> Vec<Field> {
 }
 
 /// With a PNG chunk's CRC recomputed after a change inside it, so that the change reaches past the CRC check.
-fn png_special(b: &[u8], rng: &mut Rng) -> Option<(Vec<u8>, String)> {
+fn png_special(b: &[u8], rng: &mut Rng) -> Mutated {
     let mut out = b.to_vec();
     let mut chunks = Vec::new();
     let mut at = 8;
@@ -423,7 +436,7 @@ fn image_target(name: &'static str, format: image::ImageFormat, file: &'static s
 
 /// A pack's trailer: its JSON with one number set to an extreme, and its checksum recomputed, so that the
 /// change reaches the checks after it.
-fn pack_special(b: &[u8], rng: &mut Rng) -> Option<(Vec<u8>, String)> {
+fn pack_special(b: &[u8], rng: &mut Rng) -> Mutated {
     let n = b.len();
     let tlen = u64::from_le_bytes(b[n - 16..n - 8].try_into().unwrap()) as usize;
     let start = n - 20 - tlen;
@@ -484,7 +497,7 @@ fn pack_target(dir: &Path, cases: usize) -> Target {
 
 /// A checkpoint's JSON header with one number (a shape, an offset) set to an extreme; the length field
 /// follows the header.
-fn checkpoint_special(b: &[u8], rng: &mut Rng) -> Option<(Vec<u8>, String)> {
+fn checkpoint_special(b: &[u8], rng: &mut Rng) -> Mutated {
     let n = u64::from_le_bytes(b[..8].try_into().unwrap()) as usize;
     let (header, what) = mutate_number(&b[8..8 + n], rng)?;
     let mut out = (header.len() as u64).to_le_bytes().to_vec();
