@@ -42,7 +42,7 @@ pub fn report() -> String {
                             d.compute.0,
                             d.compute.1,
                             d.sms,
-                            d.memory_bytes as f64 / (1u64 << 30) as f64
+                            d.memory_bytes as f64 / crate::GIB
                         );
                     }
                 }

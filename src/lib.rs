@@ -12,6 +12,9 @@ pub mod rng;
 pub mod tensor;
 pub mod train;
 
+/// Bytes in a GiB: every memory figure dfgpu prints is in GiB.
+pub const GIB: f64 = (1u64 << 30) as f64;
+
 pub use backend::{select, Backend, BackendOptions, DeviceSpec};
 pub use error::{Error, Result};
 pub use tensor::{DType, Layout, Tensor};

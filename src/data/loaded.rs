@@ -10,6 +10,7 @@ use crate::data::self_fake;
 use crate::error::{Choice, Result};
 use crate::rng::Rng;
 use crate::tensor::{Layout, Tensor};
+use crate::GIB;
 use rayon::prelude::*;
 use std::path::Path;
 use std::sync::Arc;
@@ -299,5 +300,3 @@ pub fn fits_in_memory(what: &Path, n: usize, size: usize, input: Input, availabl
         _ => Ok(()),
     }
 }
-
-const GIB: f64 = (1u64 << 30) as f64;

@@ -15,7 +15,7 @@ use crate::model::layers::Fwd;
 use crate::model::state::ModelState;
 use crate::tensor::Tensor;
 use crate::train::metrics::{auc, Report};
-use crate::train::trainer::GIB;
+use crate::GIB;
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

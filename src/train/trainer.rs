@@ -28,6 +28,7 @@ use crate::train::inference::{group_aucs, on_compute_threads, predict_logits};
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir::{self, RunDir};
 use crate::train::runlog::{self, EpochLine};
+use crate::GIB;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -633,8 +634,6 @@ fn check_memory(be: &dyn Backend, det: &Detector, cfg: &TrainConfig) -> Result<(
         _ => Ok(()),
     }
 }
-
-pub(crate) const GIB: f64 = (1u64 << 30) as f64;
 
 /// A checkpoint to resume from: its detector, state and resume point. The optimizer and every model flag given
 /// must agree with it.

@@ -280,7 +280,7 @@ impl Backend for CudaBackend {
             i.name,
             i.compute.0,
             i.compute.1,
-            i.memory_bytes as f64 / (1u64 << 30) as f64
+            i.memory_bytes as f64 / crate::GIB
         )
     }
     fn is_cuda(&self) -> bool {
