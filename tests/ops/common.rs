@@ -236,6 +236,28 @@ pub fn to_f32(v: &[f64]) -> Vec<f32> {
     v.iter().map(|&x| x as f32).collect()
 }
 
+/// `v` rounded to f32: values both precisions hold exactly, so that an f32 and an f64 run start from the same
+/// inputs.
+pub fn f32_exact(v: Vec<f64>) -> Vec<f64> {
+    to_f32(&v).iter().map(|&a| a as f64).collect()
+}
+
+/// A host tensor of `v`, in f32 or in f64.
+pub fn host_in(f32s: bool, shape: &[usize], layout: dfgpu::Layout, v: &[f64]) -> dfgpu::Tensor {
+    match f32s {
+        true => dfgpu::Tensor::from_vec(shape, layout, to_f32(v)).unwrap(),
+        false => t64(shape, layout, v.to_vec()),
+    }
+}
+
+/// A host tensor's values as f64, from f32 or from f64 (the tensor must be of that type).
+pub fn values(f32s: bool, t: &dfgpu::Tensor) -> Vec<f64> {
+    match f32s {
+        true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect(),
+        false => t.host::<f64>().unwrap().to_vec(),
+    }
+}
+
 /// sum(c * y) for an f64 tensor y: the objective whose gradient with respect to y is c.
 pub fn dot(y: &dfgpu::Tensor, c: &[f64]) -> f64 {
     y.host::<f64>().unwrap().iter().zip(c).map(|(a, b)| a * b).sum()

@@ -187,14 +187,7 @@ fn conv_pass(
     dy: &[f64],
     f32s: bool,
 ) -> [Vec<f64>; 3] {
-    let t = |shape: &[usize], layout, v: &[f64]| match f32s {
-        true => Tensor::from_vec(shape, layout, to_f32(v)).unwrap(),
-        false => t64(shape, layout, v.to_vec()),
-    };
-    let back = |t: &Tensor| match f32s {
-        true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-        false => t.host::<f64>().unwrap().to_vec(),
-    };
+    let t = |shape: &[usize], layout, v: &[f64]| host_in(f32s, shape, layout, v);
     let [n, _, h, wd] = shape;
     let (xt, wt) = (t(&shape, Layout::Nchw, x), t(&[w.len()], Layout::Plain, w));
     let ws = Slice { buf: &wt, range: OFFSET..w.len() };
@@ -202,9 +195,9 @@ fn conv_pass(
     let dyt = t(&[n, c.cout, c.out_size(h), c.out_size(wd)], Layout::Nchw, dy);
     let mut grads = t(&[w.len()], Layout::Plain, &vec![f64::NAN; w.len()]);
     let dx = be.conv2d_backward(&xt, &ws, &dyt, c, &mut grads, OFFSET..w.len()).unwrap();
-    let g = back(&grads);
+    let g = values(f32s, &grads);
     assert!(g[..OFFSET].iter().all(|v| v.is_nan()), "{c:?}: wrote outside its gradient slot");
-    [back(&y), back(&dx), g[OFFSET..].to_vec()]
+    [values(f32s, &y), values(f32s, &dx), g[OFFSET..].to_vec()]
 }
 
 /// The fast f32 convolution (forward, dx, dw) against the reference in f64 on the same values, on random and
@@ -223,13 +216,12 @@ fn fast_convolution_matches_the_reference() {
             let ylen = n * cout * c.out_size(h) * c.out_size(w);
             for natural in [false, true] {
                 // Values that f32 holds exactly, so that both sides see the same inputs.
-                let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
-                let x = f32s(match natural {
+                let x = f32_exact(match natural {
                     true => smooth_planes(&mut rng, n * cin, h, w),
                     false => normals(&mut rng, n * cin * h * w, 1.0),
                 });
-                let wv = f32s(weights(&c, &mut rng));
-                let dy = f32s(match natural {
+                let wv = f32_exact(weights(&c, &mut rng));
+                let dy = f32_exact(match natural {
                     true => smooth_planes(&mut rng, n * cout, c.out_size(h), c.out_size(w)),
                     false => normals(&mut rng, ylen, 1.0),
                 });

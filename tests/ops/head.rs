@@ -301,26 +301,18 @@ fn fast_head_matches_the_reference() {
             let tag = format!("B={b} {cfg:?} {mode:?}");
             let n = cfg.layout().total();
             let at = OFFSET..OFFSET + n;
-            let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
-            let p = f32s([vec![0.0; OFFSET], random_params(&cfg, &mut rng)].concat());
+            let p = f32_exact([vec![0.0; OFFSET], random_params(&cfg, &mut rng)].concat());
             let (s, q) = random_inputs(&cfg, b, &mut rng);
-            let (s, q, dl) = (f32s(s), f32s(q), f32s((0..b).map(|_| rng.normal()).collect()));
+            let (s, q, dl) = (f32_exact(s), f32_exact(q), f32_exact((0..b).map(|_| rng.normal()).collect()));
             // [logits, z, h, gate, d params, dS, dQ] of one backend, in f32 or f64, as f64 values.
             let pass = |be: &dyn Backend, f32s: bool| -> Vec<Vec<f64>> {
-                let t = |shape: &[usize], v: &[f64]| match f32s {
-                    true => Tensor::from_vec(shape, Layout::Plain, to_f32(v)).unwrap(),
-                    false => t64(shape, Layout::Plain, v.to_vec()),
-                };
-                let back = |t: &Tensor| match f32s {
-                    true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-                    false => t.host::<f64>().unwrap().to_vec(),
-                };
+                let t = |shape: &[usize], v: &[f64]| host_in(f32s, shape, Layout::Plain, v);
                 let (pt, st, qt, dlt) = (t(&[p.len()], &p), t(&[b, cfg.ds], &s), t(&[b, cfg.dq], &q), t(&[b], &dl));
                 let ps = Slice { buf: &pt, range: at.clone() };
                 let mut gp = t(&[OFFSET + n], &vec![7.0; OFFSET + n]);
                 let f = be.head_forward(&cfg, &ps, &st, &qt, mode).unwrap();
                 let g = be.head_backward(&cfg, &ps, &st, &qt, &f.saved, &dlt, &mut gp, at.clone()).unwrap();
-                [&f.logits, &f.saved.z, &f.saved.h, &f.saved.gate, &gp, &g.ds, &g.dq].map(back).to_vec()
+                [&f.logits, &f.saved.z, &f.saved.h, &f.saved.gate, &gp, &g.ds, &g.dq].map(|t| values(f32s, t)).to_vec()
             };
             let (got, want) = (pass(&fast, true), pass(&reference, false));
             assert!(got[4][..OFFSET].iter().all(|&v| v == 7.0), "{tag}: wrote outside its slot");

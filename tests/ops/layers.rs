@@ -225,30 +225,22 @@ fn fast_linear_matches_the_reference() {
     let (fast, reference) = (fast_cpu(), cpu());
     let mut rng = Rng::new(6);
     for (n, k, m) in [(32, 48, 12), (32, 288, 72), (1, 7, 3), (5, 13, 9)] {
-        let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
         let (x, w, b, dy) = (
-            f32s(normals(&mut rng, n * k, 1.0)),
-            f32s(normals(&mut rng, m * k, 0.5)),
-            f32s(normals(&mut rng, m, 0.5)),
-            f32s(normals(&mut rng, n * m, 1.0)),
+            f32_exact(normals(&mut rng, n * k, 1.0)),
+            f32_exact(normals(&mut rng, m * k, 0.5)),
+            f32_exact(normals(&mut rng, m, 0.5)),
+            f32_exact(normals(&mut rng, n * m, 1.0)),
         );
         // [y, dx, dw and db] of one backend, in f32 or f64, as f64 values. Weights and biases in one buffer, their
         // gradients in a NaN-filled one: a slot left unwritten fails.
         let pass = |be: &dyn Backend, x: &[f64], w: &[f64], b: &[f64], dy: &[f64], f32s: bool| -> Vec<Vec<f64>> {
-            let t = |shape: &[usize], v: &[f64]| match f32s {
-                true => Tensor::from_vec(shape, Layout::Plain, to_f32(v)).unwrap(),
-                false => t64(shape, Layout::Plain, v.to_vec()),
-            };
-            let back = |t: &Tensor| match f32s {
-                true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-                false => t.host::<f64>().unwrap().to_vec(),
-            };
+            let t = |shape: &[usize], v: &[f64]| host_in(f32s, shape, Layout::Plain, v);
             let (xt, pt, dyt) = (t(&[n, k], x), t(&[m * k + m], &[w, b].concat()), t(&[n, m], dy));
             let (ws, bs) = (Slice { buf: &pt, range: 0..m * k }, Slice { buf: &pt, range: m * k..m * k + m });
             let y = be.linear(&xt, &ws, &bs, m).unwrap();
             let mut grads = t(&[m * k + m], &vec![f64::NAN; m * k + m]);
             let dx = be.linear_backward(&xt, &ws, &dyt, &mut grads, 0..m * k, m * k..m * k + m).unwrap();
-            vec![back(&y), back(&dx), back(&grads)]
+            vec![values(f32s, &y), values(f32s, &dx), values(f32s, &grads)]
         };
         let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<f64>>();
         let got = pass(&fast, &x, &w, &b, &dy, true);

@@ -132,14 +132,7 @@ fn gpu_matches_cpu() {
 /// updated running statistics, as f64 values: [y, mean, invstd, running mean and var, dx, dgamma and dbeta,
 /// inference y]. The gradient buffer starts as NaN (an unwritten slot fails).
 fn bn_pass(be: &dyn Backend, shape: [usize; 4], x: &[f64], p: &[f64], dy: &[f64], f32s: bool) -> Vec<Vec<f64>> {
-    let t = |shape: &[usize], layout, v: &[f64]| match f32s {
-        true => Tensor::from_vec(shape, layout, to_f32(v)).unwrap(),
-        false => t64(shape, layout, v.to_vec()),
-    };
-    let back = |t: &Tensor| match f32s {
-        true => t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>(),
-        false => t.host::<f64>().unwrap().to_vec(),
-    };
+    let t = |shape: &[usize], layout, v: &[f64]| host_in(f32s, shape, layout, v);
     let c = shape[1];
     let (xt, pt, dyt) = (t(&shape, Layout::Nchw, x), t(&[2 * c], Layout::Plain, p), t(&shape, Layout::Nchw, dy));
     let mut st = t(&[2 * c], Layout::Plain, &[vec![0.1; c], vec![0.9; c]].concat());
@@ -150,7 +143,7 @@ fn bn_pass(be: &dyn Backend, shape: [usize; 4], x: &[f64], p: &[f64], dy: &[f64]
     let dx = be.batch_norm_backward(&xt, &g, &saved, &dyt, &mut grads, 0..c, c..2 * c).unwrap();
     let (rm, rv) = (Slice { buf: &st, range: 0..c }, Slice { buf: &st, range: c..2 * c });
     let ye = be.batch_norm_eval(&xt, &g, &b, &bn, &rm, &rv).unwrap();
-    [&y, &saved.mean, &saved.invstd, &st, &dx, &grads, &ye].iter().map(|t| back(t)).collect()
+    [&y, &saved.mean, &saved.invstd, &st, &dx, &grads, &ye].iter().map(|t| values(f32s, t)).collect()
 }
 
 /// The fast f32 batch norm against the reference in f64 on the same values: random, natural-like, and
@@ -167,13 +160,12 @@ fn fast_batch_norm_matches_the_reference() {
         let [n, c, h, w] = shape;
         let (len, count) = (n * c * h * w, (n * h * w) as f64);
         for kind in ["random", "natural", "offset"] {
-            let f32s = |v: Vec<f64>| to_f32(&v).iter().map(|&a| a as f64).collect::<Vec<f64>>();
-            let x = f32s(match kind {
+            let x = f32_exact(match kind {
                 "random" => normals(&mut rng, len, 2.0),
                 "natural" => smooth_planes(&mut rng, n * c, h, w),
                 _ => smooth_planes(&mut rng, n * c, h, w).iter().map(|v| v + 50.0).collect(),
             });
-            let (p, dy) = (f32s(params(c, &mut rng)), f32s(normals(&mut rng, len, 1.0)));
+            let (p, dy) = (f32_exact(params(c, &mut rng)), f32_exact(normals(&mut rng, len, 1.0)));
             let got = bn_pass(&fast, shape, &x, &p, &dy, true);
             let want = bn_pass(&reference, shape, &x, &p, &dy, false);
             let (mean, invstd, state) = (&want[1], &want[2], &want[3]);
