@@ -181,13 +181,12 @@ pub fn crop_into(src: &[u8], cols: usize, (y, x): (usize, usize), size: usize, d
 }
 
 /// A whole image for tiling: at least `size` on each side (a smaller one padded by reflection, centred as its
-/// centre crop is), its rows and columns, and where its own pixels are.
-pub fn whole(img: &RgbImage, size: usize) -> (Vec<u8>, usize, usize, Own) {
+/// centre crop is), and its extent as `Own` (rows and columns from 0).
+pub fn whole(img: &RgbImage, size: usize) -> (Vec<u8>, Own) {
     let (h, w) = (img.height() as usize, img.width() as usize);
     let (rows, cols) = (h.max(size), w.max(size));
     let first = |len: usize| if len >= size { 0 } else { centre_origin(len as isize, size) };
-    let own = Own { rows: (0, rows as u32), cols: (0, cols as u32) };
-    (window(img, first(h), first(w), rows, cols), rows, cols, own)
+    (window(img, first(h), first(w), rows, cols), Own { rows: (0, rows as u32), cols: (0, cols as u32) })
 }
 
 /// How the tiles' logits become one: their mean, or their max (one tile that looks fake is enough).
@@ -241,7 +240,8 @@ impl Tiles {
         if input == Input::Resize {
             return Ok(load(path, size, input)?.px);
         }
-        let (px, _, cols, own) = whole(&decode(path)?, size);
+        let (px, own) = whole(&decode(path)?, size);
+        let cols = own.cols.1 as usize;
         let per = size * size * 3;
         let mut out = vec![0; self.k * self.k * per];
         for (at, dst) in tile_origins(&own, cols, size, self.k).into_iter().zip(out.chunks_exact_mut(per)) {
