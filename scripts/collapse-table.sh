@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Reproduces the README's "stuck at 50%" table: which settings make the frequency branch's run collapse on the
+# Reproduces the collapse table (docs/collapse-study.md): which settings make the frequency branch's run collapse on the
 # built-in set, and which one fix is enough. Each row is one `dfgpu train` run (tiny EfficientNet at 64,
 # 3 epochs, seed 0, CPU unless DEVICE is set); prints the markdown table. About 15 minutes on 2 cores.
 set -euo pipefail

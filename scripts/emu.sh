@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs a command against dfgpu's emulated CUDA device (emu/, README "The emulated device"): builds it, links it
+# Runs a command against dfgpu's emulated CUDA device (emu/, docs/emulated-device.md): builds it, links it
 # under the names cudarc loads (libcuda, libcublas, libcudnn, libcufft), and makes every program that cargo runs
 # (tests, benches, `cargo run`) load it first: cargo's target runner is scripts/emu-run, which sets
 # LD_LIBRARY_PATH and, for the sanitized build, preloads the ASan and UBSan runtimes.

@@ -13,7 +13,7 @@ pub const VANISHING_RELATIVE: f64 = 1e-5;
 pub const EXPLODING: f64 = 1e3;
 /// A weight tensor that one step moves by more than this fraction of its norm is flagged: steps that large keep
 /// rewriting the weights instead of refining them. Healthy runs on the built-in set move 1e-4 to 2e-2 per step;
-/// the SGD run whose predictions collapsed to one value (README) moved its convolutions by 8e-2 to 1e-1.
+/// the SGD run whose predictions collapsed to one value (docs/collapse-study.md) moved its convolutions by 8e-2 to 1e-1.
 pub const LARGE_STEP: f64 = 5e-2;
 /// Branch feature scales (standard deviations) further apart than this factor are flagged.
 pub const SCALE_RATIO: f64 = 100.0;

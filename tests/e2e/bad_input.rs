@@ -1,4 +1,4 @@
-//! Bad input meets a message that says what is wrong and where (issue 14).
+//! Bad input meets a message that says what is wrong and where.
 
 use crate::{dfgpu, text, tmp};
 use std::path::Path;
@@ -103,8 +103,7 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A batch larger than the training set is clamped to it, with a note, and one whose step cannot have the memory
-/// it needs is refused before the first step, saying how much it would take (issue 14, item 2: `--batch 100000`
-/// grew until the system killed the run).
+/// it needs is refused before the first step, saying how much it would take.
 #[test]
 fn batches_are_bounded_by_the_set_and_by_memory() {
     let (data, out) = (tmp("bad-batch-data"), tmp("bad-batch-run"));

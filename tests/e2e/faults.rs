@@ -1,4 +1,4 @@
-//! Fault injection (issue 14): a training run is killed with SIGKILL again and again, and `--resume` finishes it
+//! Fault injection: a training run is killed with SIGKILL again and again, and `--resume` finishes it
 //! each time with the checkpoints and logs of an uninterrupted run.
 //!
 //! Two kinds of kill, drawn from a seeded generator: at a random time of the run (spread over the uninterrupted

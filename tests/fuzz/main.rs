@@ -1,4 +1,4 @@
-//! Fuzz-style test of the readers that take files from users (issue 14): the image decoder path, the pack reader,
+//! Fuzz-style test of the readers that take files from users: the image decoder path, the pack reader,
 //! the checkpoint reader and the CSV dataset reader. Each gets a fixed number of mutated copies of a small valid
 //! seed (bit flips, byte changes, truncations, insertions, deletions, and the format's length and offset fields
 //! set to extremes), drawn by the seeded `dfgpu::rng::Rng`, so that every run feeds the same inputs. Each case

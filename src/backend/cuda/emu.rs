@@ -1,4 +1,4 @@
-//! The emulated CUDA device (emu/, README "The emulated device") as dfgpu sees it: a libcuda that runs on the
+//! The emulated CUDA device (emu/, docs/emulated-device.md) as dfgpu sees it: a libcuda that runs on the
 //! CPU. dfgpu treats it as a GPU everywhere except where that would mislead: `dfgpu info` names it, and benches
 //! print no timing taken on it. Tests use its hooks to change the order of threads and blocks.
 
