@@ -7,7 +7,7 @@ use crate::backend::cpu::real::Real as _;
 use crate::backend::fft::{FreqStats, Magnitude};
 use crate::backend::head::Mode;
 use crate::backend::loss::{ClassWeighting, LossConfig, LossKind};
-use crate::backend::optim::{lr_at, Norms, Optimizer, StepArgs};
+use crate::backend::optim::{lr_at, AdamW, Norms, Optimizer, Sgd, StepArgs};
 use crate::backend::{Backend, ChannelNorm};
 use crate::data::augment::Augment;
 use crate::data::folder::describe;
@@ -31,6 +31,7 @@ use crate::train::runlog::{self, EpochLine};
 use crate::GIB;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -676,14 +677,89 @@ fn resume_from(be: &dyn Backend, cfg: &TrainConfig, p: &Path, log: &mut dyn FnMu
     Ok((det, ms, point, meta))
 }
 
-/// The loss kinds the command line names.
-pub fn loss_named(name: &str) -> Result<(LossConfig, ClassWeighting)> {
-    Ok(match name {
-        "focal" => (LossConfig::focal(), ClassWeighting::None),
-        "wbce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::Auto),
-        "bce" => (LossConfig { kind: LossKind::Bce, ..LossConfig::focal() }, ClassWeighting::None),
-        other => return Err(Error::Invalid(format!("--loss '{other}': choose focal, wbce or bce"))),
-    })
+/// The losses the command line names: each sets the loss and its default class weights.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Alpha 0.25 on fakes, gamma 2, unweighted.
+    Focal,
+    /// BCE weighted n_real / n_fake on fakes.
+    Wbce,
+    Bce,
+}
+
+impl Choice for Loss {
+    const NAMES: &'static [(&'static str, Self)] = &[("focal", Loss::Focal), ("wbce", Loss::Wbce), ("bce", Loss::Bce)];
+}
+
+impl Loss {
+    pub fn config(self) -> (LossConfig, ClassWeighting) {
+        let bce = LossConfig { kind: LossKind::Bce, ..LossConfig::focal() };
+        match self {
+            Loss::Focal => (LossConfig::focal(), ClassWeighting::None),
+            Loss::Wbce => (bce, ClassWeighting::Auto),
+            Loss::Bce => (bce, ClassWeighting::None),
+        }
+    }
+}
+
+/// The optimizer as the command line names it; its settings come from their own flags (`with`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerName {
+    AdamW,
+    Sgd,
+}
+
+impl Choice for OptimizerName {
+    const NAMES: &'static [(&'static str, Self)] = &[("adamw", OptimizerName::AdamW), ("sgd", OptimizerName::Sgd)];
+}
+
+impl OptimizerName {
+    /// The optimizer with its own default weight decay unless one is given; `momentum` is SGD's.
+    pub fn with(self, momentum: f32, weight_decay: Option<f32>) -> Optimizer {
+        match self {
+            OptimizerName::AdamW => {
+                let d = AdamW::default();
+                Optimizer::AdamW(AdamW { weight_decay: weight_decay.unwrap_or(d.weight_decay), ..d })
+            }
+            OptimizerName::Sgd => {
+                Optimizer::Sgd(Sgd { momentum, weight_decay: weight_decay.unwrap_or(Sgd::default().weight_decay) })
+            }
+        }
+    }
+}
+
+/// `--class-weights`: none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE. Parsed here, beside the training
+/// settings, because backend/loss.rs (where ClassWeighting lives) carries no command-line grammar.
+impl FromStr for ClassWeighting {
+    type Err = Error;
+
+    fn from_str(w: &str) -> Result<Self> {
+        let num = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+        let parsed = match w {
+            "none" => Some(ClassWeighting::None),
+            "auto" => Some(ClassWeighting::Auto),
+            "effective" => Some(ClassWeighting::Effective { beta: 0.999 }),
+            _ => match (w.split_once(':'), w.split_once(',')) {
+                (Some(("effective", b)), _) => b
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|b| (0.0..1.0).contains(b))
+                    .map(|beta| ClassWeighting::Effective { beta }),
+                (Some(("pos", v)), _) => num(v).map(ClassWeighting::PosWeight),
+                (None, Some((a, b))) => match (num(a), num(b)) {
+                    (Some(a), Some(b)) if a + b > 0.0 => Some(ClassWeighting::PerClass([a, b])),
+                    _ => None,
+                },
+                _ => None,
+            },
+        };
+        parsed.ok_or_else(|| {
+            Error::Invalid(
+                "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, not both 0, BETA in [0, 1))"
+                    .into(),
+            )
+        })
+    }
 }
 
 /// Where a run stands at the end of an epoch: what `--resume` needs besides the weights and moments.
@@ -723,5 +799,32 @@ impl ResumePoint {
             rng: get("dfgpu.rng")?.parse().map_err(|_| bad("dfgpu.rng"))?,
             best_auc: get("dfgpu.best_auc")?.parse().map_err(|_| bad("dfgpu.best_auc"))?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_parse() {
+        let ok = |s: &str| s.parse::<ClassWeighting>().unwrap();
+        assert_eq!(ok("none"), ClassWeighting::None);
+        assert_eq!(ok("auto"), ClassWeighting::Auto);
+        assert_eq!(ok("effective"), ClassWeighting::Effective { beta: 0.999 });
+        assert_eq!(ok("effective:0.9"), ClassWeighting::Effective { beta: 0.9 });
+        assert_eq!(ok("pos:2.5"), ClassWeighting::PosWeight(2.5));
+        assert_eq!(ok("1, 0.25"), ClassWeighting::PerClass([1.0, 0.25]));
+        assert_eq!(ok("0,3"), ClassWeighting::PerClass([0.0, 3.0]));
+    }
+
+    #[test]
+    fn bad_class_weights_list_the_grammar() {
+        for bad in
+            ["", "Auto", "pos:x", "pos:-1", "pos:inf", "0,0", "1,-2", "1,2,3", "effective:1", "effective:-0.1", "neg:2"]
+        {
+            let e = bad.parse::<ClassWeighting>().unwrap_err().to_string();
+            assert!(e.starts_with("choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE"), "{bad}: {e}");
+        }
     }
 }
