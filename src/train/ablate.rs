@@ -34,7 +34,8 @@ pub fn ablate(
     let mut rows = Vec::new();
     for &b in bs {
         for &f in fs {
-            if b == Branches::Spatial && f != fs[0] {
+            let spatial_only = b == Branches::Spatial;
+            if spatial_only && f != fs[0] {
                 continue; // the frequency normalization does not matter without the frequency branch
             }
             for &l in ls {
@@ -60,7 +61,7 @@ pub fn ablate(
                 let r = &last.report;
                 rows.push(Row {
                     branches: b.into(),
-                    freq_norm: if b == Branches::Spatial.name() { "-" } else { f }.into(),
+                    freq_norm: if spatial_only { "-" } else { f }.into(),
                     loss: l.into(),
                     auc: r.auc.unwrap_or(f64::NAN),
                     balanced_acc: r.at_half.balanced_accuracy(),
