@@ -369,7 +369,13 @@ fn run(
 ) -> Result<Summary> {
     let weights = cfg.weighting.weights(train.counts())?;
     let loss_cfg = LossConfig { weights, ..cfg.loss };
-    let (det, mut ms, resumed) = model_for_run(be, cfg, resumed, log)?;
+    let (det, mut ms, resumed) = match resumed {
+        Some((det, ms, point, meta)) => (det, ms, Some((point, meta))),
+        None => {
+            let (det, ms) = new_model(be, cfg, log)?;
+            (det, ms, None)
+        }
+    };
     let cfg = &bounded_batch(cfg, train.len(), log);
     check_memory(be, &det, cfg)?;
     dir.move_aside(log)?;
@@ -397,24 +403,15 @@ fn run(
     Ok(summary)
 }
 
-/// The detector and its state: the checkpoint's when resuming (with where it stood), else a new one, its spatial
-/// branch from timm weights when asked.
-fn model_for_run(
-    be: &dyn Backend,
-    cfg: &TrainConfig,
-    resumed: Option<Resumed>,
-    log: &mut dyn FnMut(&str),
-) -> Result<(Detector, ModelState, Option<(ResumePoint, checkpoint::Meta)>)> {
-    if let Some((det, ms, point, meta)) = resumed {
-        return Ok((det, ms, Some((point, meta))));
-    }
+/// A new detector and its state, its spatial branch from timm weights when asked.
+fn new_model(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> Result<(Detector, ModelState)> {
     let det = Detector::new(cfg.model.clone())?;
     let mut ms = ModelState::new(be, &det, cfg.seed)?;
     if let Some(p) = &cfg.pretrained {
         crate::model::timm::load_into_detector(p, be, &det, &mut ms)?;
         log(&format!("spatial branch: timm weights from {}", p.display()));
     }
-    Ok((det, ms, None))
+    Ok((det, ms))
 }
 
 /// The per-bin statistics that log-std magnitudes are standardized by, over every image of `set`, unless the
@@ -616,7 +613,7 @@ impl<'a> Run<'a> {
         if let Some(rows) = so.rows {
             self.grad_report(rows, log);
         }
-        if (i + 1) % cfg.log_every == 0 || i + 1 == e.steps {
+        if (i + 1).is_multiple_of(cfg.log_every) || i + 1 == e.steps {
             self.progress_line(e, i, &so.norms, lr, log)?;
         }
         Ok(())
