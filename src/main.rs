@@ -1,9 +1,14 @@
 //! The dfgpu command line: parse, then call the library.
 
 use clap::{FromArgMatches, Parser, Subcommand};
+use dfgpu::backend::fft::{Magnitude, Phase, SpectrumLayout};
+use dfgpu::backend::head::Branches;
+use dfgpu::backend::layers::Act;
+use dfgpu::backend::loss::{ClassWeighting, LossKind};
 use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
 use dfgpu::train::runlog::rounded;
+use dfgpu::train::trainer::{Loss, OptimizerName, Sampler, TrainConfig};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -73,12 +78,12 @@ enum Command {
         data: Option<std::path::PathBuf>,
         #[arg(long, default_value = "runs/ablation")]
         out: std::path::PathBuf,
-        #[arg(long, value_delimiter = ',', default_value = "spatial,freq,both")]
-        branches: Vec<String>,
-        #[arg(long, value_delimiter = ',', default_value = "raw,log,log-std")]
-        freq_norm: Vec<String>,
-        #[arg(long, value_delimiter = ',', default_value = "focal,wbce")]
-        loss: Vec<String>,
+        #[arg(long, value_delimiter = ',', default_value = "spatial,freq,both", value_parser = choice::<Branches>)]
+        branches: Vec<Branches>,
+        #[arg(long, value_delimiter = ',', default_value = "raw,log,log-std", value_parser = choice::<Magnitude>)]
+        freq_norm: Vec<Magnitude>,
+        #[arg(long, value_delimiter = ',', default_value = "focal,wbce", value_parser = choice::<Loss>)]
+        loss: Vec<Loss>,
         /// Epochs per run.
         #[arg(long, default_value_t = 3)]
         epochs: usize,
@@ -224,8 +229,8 @@ enum Command {
 #[derive(clap::Args)]
 struct ModelArgs {
     /// EfficientNet variant: tiny, b0 ... b7; auto: b0 on a GPU, tiny on the CPU.
-    #[arg(long, default_value = "auto")]
-    backbone: String,
+    #[arg(long, default_value = "auto", value_parser = backbone)]
+    backbone: Backbone,
     /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
     #[arg(long)]
     size: Option<usize>,
@@ -240,11 +245,11 @@ struct ModelArgs {
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     freq_widths: Vec<usize>,
     /// Phase planes: angle (angle / pi) or cos-sin.
-    #[arg(long, default_value = "angle")]
-    phase: String,
+    #[arg(long, default_value = "angle", value_parser = choice::<Phase>)]
+    phase: Phase,
     /// The spectrum fed to the branch: half (H x (W/2+1)) or shifted (full, zero frequency at the centre).
-    #[arg(long, default_value = "half")]
-    spectrum: String,
+    #[arg(long, default_value = "half", value_parser = choice::<SpectrumLayout>)]
+    spectrum: SpectrumLayout,
     /// One spectrum of the luma instead of one per colour channel.
     #[arg(long)]
     grayscale: bool,
@@ -252,8 +257,8 @@ struct ModelArgs {
     #[arg(long, default_value_t = 256)]
     head_hidden: usize,
     /// The fusion head's activation: silu or relu.
-    #[arg(long, default_value = "silu")]
-    head_act: String,
+    #[arg(long, default_value = "silu", value_parser = choice::<Act>)]
+    head_act: Act,
     /// Switch the head's per-branch LayerNorm off.
     #[arg(long)]
     no_head_norm: bool,
@@ -285,15 +290,32 @@ fn choice<T: Choice>(s: &str) -> Result<T, String> {
         .map_err(|_| format!("choose one of {}", T::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
+/// `--backbone`: an EfficientNet variant, or auto, which the device decides.
+#[derive(Clone)]
+enum Backbone {
+    Auto,
+    Named(String),
+}
+
+/// A clap value parser for `--backbone`: auto or a variant that the model knows.
+fn backbone(s: &str) -> Result<Backbone, String> {
+    match s {
+        "auto" => Ok(Backbone::Auto),
+        _ => dfgpu::model::efficientnet::EfficientNetConfig::named(s)
+            .map(|_| Backbone::Named(s.into()))
+            .map_err(|e| format!("{e}, or auto")),
+    }
+}
+
 /// The two settings that the ablation varies, fixed for train and sanity.
 #[derive(clap::Args)]
 struct BranchArgs {
     /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
-    #[arg(long, default_value = "log")]
-    freq_norm: String,
+    #[arg(long, default_value = "log", value_parser = choice::<Magnitude>)]
+    freq_norm: Magnitude,
     /// both, spatial or freq.
-    #[arg(long, default_value = "both")]
-    branches: String,
+    #[arg(long, default_value = "both", value_parser = choice::<Branches>)]
+    branches: Branches,
 }
 
 /// Training settings, shared by train and ablate.
@@ -309,8 +331,8 @@ struct TrainOpts {
     warmup_epochs: f32,
     /// adamw, or sgd (with momentum, as torch.optim.SGD: its steps grow with the gradient's scale, which is
     /// how raw FFT magnitudes can wreck a run; see the README).
-    #[arg(long, default_value = "adamw")]
-    optimizer: String,
+    #[arg(long, default_value = "adamw", value_parser = choice::<OptimizerName>)]
+    optimizer: OptimizerName,
     /// SGD's momentum.
     #[arg(long, default_value_t = 0.9)]
     momentum: f32,
@@ -322,8 +344,8 @@ struct TrainOpts {
     #[arg(long, default_value_t = 5.0)]
     max_grad_norm: f32,
     /// balanced (half real, half fake per batch) or natural (the data set's own balance).
-    #[arg(long, default_value = "balanced")]
-    sampler: String,
+    #[arg(long, default_value = "balanced", value_parser = choice::<Sampler>)]
+    sampler: Sampler,
     /// Focal loss: the weight of the class labelled 1 (fake); below 0.5 favours the rarer real class.
     #[arg(long, default_value_t = 0.25)]
     focal_alpha: f32,
@@ -333,7 +355,7 @@ struct TrainOpts {
     /// Class weights instead of the loss's own (wbce: auto; focal, bce: none): none, auto (n_real / n_fake on
     /// fakes), effective[:BETA] (Cui et al. 2019, beta 0.999), pos:W (W on fakes), or W_REAL,W_FAKE.
     #[arg(long)]
-    class_weights: Option<String>,
+    class_weights: Option<ClassWeighting>,
     /// Label smoothing: labels become label (1 - eps) + eps / 2.
     #[arg(long, default_value_t = 0.0)]
     label_smoothing: f32,
@@ -372,18 +394,18 @@ struct RunArgs {
     #[arg(long, default_value_t = 6)]
     epochs: usize,
     /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
-    #[arg(long, default_value = "focal")]
-    loss: String,
+    #[arg(long, default_value = "focal", value_parser = choice::<Loss>)]
+    loss: Loss,
     #[command(flatten)]
     opts: TrainOpts,
 }
 
 impl RunArgs {
     /// The training configuration these flags make, on `be`.
-    fn config(&self, be: &dyn dfgpu::Backend) -> dfgpu::Result<dfgpu::train::trainer::TrainConfig> {
-        let model = with_branches(model_config(be, &self.model)?, &self.branch)?;
-        let mut cfg = dfgpu::train::trainer::TrainConfig::new(model);
-        (cfg.loss, cfg.weighting) = dfgpu::train::trainer::loss_named(&self.loss)?;
+    fn config(&self, be: &dyn dfgpu::Backend) -> dfgpu::Result<TrainConfig> {
+        let model = with_branches(model_config(be, &self.model)?, &self.branch);
+        let mut cfg = TrainConfig::new(model);
+        (cfg.loss, cfg.weighting) = self.loss.config();
         apply_opts(&mut cfg, &self.opts)?;
         cfg.epochs = self.epochs;
         Ok(cfg)
@@ -418,12 +440,10 @@ struct TrainArgs {
 }
 
 fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
-    use dfgpu::backend::fft::{Phase, SpectrumLayout};
-    use dfgpu::backend::layers::Act;
-    let backbone = match a.backbone.as_str() {
-        "auto" if be.is_cuda() => "b0",
-        "auto" => "tiny",
-        b => b,
+    let backbone = match &a.backbone {
+        Backbone::Auto if be.is_cuda() => "b0",
+        Backbone::Auto => "tiny",
+        Backbone::Named(b) => b,
     };
     let mut model = dfgpu::model::detector::DetectorConfig::new(backbone)?;
     if let Some(s) = a.size {
@@ -431,116 +451,80 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     }
     model.input = a.input;
     if a.freq_widths.is_empty() || a.freq_widths.contains(&0) {
+        let given: Vec<String> = a.freq_widths.iter().map(usize::to_string).collect();
         return Err(dfgpu::Error::Invalid(format!(
-            "--freq-widths {:?}: give each stage's channels, at least 1 each (e.g. 32,64,128)",
-            a.freq_widths
+            "--freq-widths '{}': give each stage's channels, at least 1 each (e.g. 32,64,128)",
+            given.join(",")
         )));
     }
     let f = &mut model.freq;
     f.norm = !a.no_freq_bn;
     f.widths = a.freq_widths.clone();
-    f.fft.phase = Phase::parse(&a.phase, "--phase")?;
-    f.fft.layout = SpectrumLayout::parse(&a.spectrum, "--spectrum")?;
-    f.fft.grayscale = a.grayscale;
+    (f.fft.phase, f.fft.layout, f.fft.grayscale) = (a.phase, a.spectrum, a.grayscale);
     let h = &mut model.head;
     (h.hidden, h.norm, h.dropout, h.gated, h.branch_dropout) =
         (a.head_hidden, !a.no_head_norm, a.dropout, a.gated, a.branch_dropout);
-    h.act = Act::parse(&a.head_act, "--head-act")?;
+    h.act = a.head_act;
     Ok(model)
 }
 
 fn with_branches(
     mut model: dfgpu::model::detector::DetectorConfig,
     b: &BranchArgs,
-) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
-    model.freq.fft.magnitude = dfgpu::backend::fft::Magnitude::parse(&b.freq_norm, "--freq-norm")?;
-    model.head.branches = dfgpu::backend::head::Branches::parse(&b.branches, "--branches")?;
-    Ok(model)
+) -> dfgpu::model::detector::DetectorConfig {
+    (model.freq.fft.magnitude, model.head.branches) = (b.freq_norm, b.branches);
+    model
 }
 
 /// The shared training settings onto a configuration; a value out of range is an error naming its flag.
-fn apply_opts(cfg: &mut dfgpu::train::trainer::TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
-    use dfgpu::backend::loss::{ClassWeighting, LossKind};
-    use dfgpu::backend::{AdamW, Optimizer, Sgd};
-    use dfgpu::train::trainer::Sampler;
-    use dfgpu::Error;
-    let bad = |flag: &str, v: &dyn std::fmt::Display, want: &str| Err(Error::Invalid(format!("{flag} '{v}': {want}")));
-    if let Some(wd) = o.weight_decay.filter(|w| !(*w >= 0.0 && w.is_finite())) {
-        return bad("--weight-decay", &wd, "must be >= 0");
-    }
-    if !(0.0..1.0).contains(&o.momentum) {
-        return bad("--momentum", &o.momentum, "must be in [0, 1)");
-    }
-    if !(o.warmup_epochs >= 0.0 && o.warmup_epochs.is_finite()) {
-        return bad("--warmup-epochs", &o.warmup_epochs, "must be >= 0");
-    }
-    if !(o.max_grad_norm >= 0.0 && o.max_grad_norm.is_finite()) {
-        return bad("--max-grad-norm", &o.max_grad_norm, "must be >= 0 (0: no clipping)");
-    }
-    if !(o.lr > 0.0 && o.lr.is_finite()) {
-        return bad("--lr", &o.lr, "must be > 0");
-    }
-    if o.log_every == 0 {
-        return bad("--log-every", &o.log_every, "must be at least 1");
-    }
-    if !(o.val_fraction > 0.0 && o.val_fraction < 1.0) {
-        return bad("--val-fraction", &o.val_fraction, "must be between 0 and 1");
-    }
-    cfg.sampler = match o.sampler.as_str() {
-        "balanced" => Sampler::Balanced,
-        "natural" => Sampler::Natural,
-        s => return bad("--sampler", &s, "choose balanced or natural"),
-    };
-    (cfg.batch, cfg.lr, cfg.warmup_epochs, cfg.seed) = (o.batch, o.lr, o.warmup_epochs, o.seed);
-    cfg.optimizer = match o.optimizer.as_str() {
-        "adamw" => {
-            let d = AdamW::default();
-            Optimizer::AdamW(AdamW { weight_decay: o.weight_decay.unwrap_or(d.weight_decay), ..d })
-        }
-        "sgd" => {
-            let wd = o.weight_decay.unwrap_or(Sgd::default().weight_decay);
-            Optimizer::Sgd(Sgd { momentum: o.momentum, weight_decay: wd })
-        }
-        s => return bad("--optimizer", &s, "choose adamw or sgd"),
-    };
+fn apply_opts(cfg: &mut TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
+    check_ranges(o)?;
+    (cfg.batch, cfg.lr, cfg.warmup_epochs, cfg.seed, cfg.sampler) = (o.batch, o.lr, o.warmup_epochs, o.seed, o.sampler);
+    cfg.optimizer = o.optimizer.with(o.momentum, o.weight_decay);
     cfg.max_grad_norm = (o.max_grad_norm > 0.0).then_some(o.max_grad_norm);
     (cfg.val_fraction, cfg.grad_report, cfg.log_every) = (o.val_fraction, o.grad_report, o.log_every);
     cfg.augment = dfgpu::data::augment::Augment::parse(&o.augment)?;
-    if !(0.0..=1.0).contains(&o.self_fakes) {
-        return bad("--self-fakes", &o.self_fakes, "a probability: from 0 to 1");
-    }
     cfg.augment.self_fakes = o.self_fakes;
     if let LossKind::Focal { .. } = cfg.loss.kind {
         cfg.loss.kind = LossKind::Focal { alpha: o.focal_alpha, gamma: o.focal_gamma };
     }
     cfg.loss.smoothing = o.label_smoothing;
-    cfg.loss.validate().map_err(|e| Error::Invalid(format!("--focal-alpha, --focal-gamma, --label-smoothing: {e}")))?;
-    if let Some(w) = &o.class_weights {
-        let num = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0);
-        let want =
-            "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, not both 0, BETA in [0, 1))";
-        cfg.weighting = match w.as_str() {
-            "none" => ClassWeighting::None,
-            "auto" => ClassWeighting::Auto,
-            "effective" => ClassWeighting::Effective { beta: 0.999 },
-            _ => match (w.split_once(':'), w.split_once(',')) {
-                (Some(("effective", b)), _) => match b.parse::<f64>() {
-                    Ok(beta) if (0.0..1.0).contains(&beta) => ClassWeighting::Effective { beta },
-                    _ => return bad("--class-weights", w, want),
-                },
-                (Some(("pos", v)), _) => match num(v) {
-                    Some(x) => ClassWeighting::PosWeight(x),
-                    None => return bad("--class-weights", w, want),
-                },
-                (None, Some((a, b))) => match (num(a), num(b)) {
-                    (Some(a), Some(b)) if a + b > 0.0 => ClassWeighting::PerClass([a, b]),
-                    _ => return bad("--class-weights", w, want),
-                },
-                _ => return bad("--class-weights", w, want),
-            },
-        };
+    cfg.loss
+        .validate()
+        .map_err(|e| dfgpu::Error::Invalid(format!("--focal-alpha, --focal-gamma, --label-smoothing: {e}")))?;
+    if let Some(w) = o.class_weights {
+        cfg.weighting = w;
     }
     Ok(())
+}
+
+/// The numeric training settings' ranges: the first one outside its range is an error naming its flag.
+fn check_ranges(o: &TrainOpts) -> dfgpu::Result<()> {
+    let at_least_0 = |v: f32| v >= 0.0 && v.is_finite();
+    let checks: [(&str, String, bool, &str); 8] = [
+        (
+            "--weight-decay",
+            o.weight_decay.unwrap_or(0.0).to_string(),
+            o.weight_decay.is_none_or(at_least_0),
+            "must be >= 0",
+        ),
+        ("--momentum", o.momentum.to_string(), (0.0..1.0).contains(&o.momentum), "must be in [0, 1)"),
+        ("--warmup-epochs", o.warmup_epochs.to_string(), at_least_0(o.warmup_epochs), "must be >= 0"),
+        ("--max-grad-norm", o.max_grad_norm.to_string(), at_least_0(o.max_grad_norm), "must be >= 0 (0: no clipping)"),
+        ("--lr", o.lr.to_string(), o.lr > 0.0 && o.lr.is_finite(), "must be > 0"),
+        ("--log-every", o.log_every.to_string(), o.log_every > 0, "must be at least 1"),
+        (
+            "--val-fraction",
+            o.val_fraction.to_string(),
+            o.val_fraction > 0.0 && o.val_fraction < 1.0,
+            "must be between 0 and 1",
+        ),
+        ("--self-fakes", o.self_fakes.to_string(), (0.0..=1.0).contains(&o.self_fakes), "a probability: from 0 to 1"),
+    ];
+    match checks.into_iter().find(|(_, _, ok, _)| !ok) {
+        Some((flag, v, _, want)) => Err(dfgpu::Error::Invalid(format!("{flag} '{v}': {want}"))),
+        None => Ok(()),
+    }
 }
 
 /// `given` says whether a flag (by its clap id) was on the command line.
@@ -570,7 +554,7 @@ fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
 }
 
 fn holdout(
-    (be, line): (Box<dyn dfgpu::Backend>, String),
+    (be, line): Selected,
     data: Option<std::path::PathBuf>,
     out: &std::path::Path,
     test_reals: f64,
@@ -599,12 +583,7 @@ fn holdout(
     }
     let rows = holdout::holdout(be.as_ref(), &cfg, &loaded, test_reals, out, log)?;
     print!("{}", holdout::tables(&rows).0);
-    println!(
-        "tables: {} and {}, figure: {}",
-        out.join("holdout.md").display(),
-        out.join("holdout.csv").display(),
-        out.join("holdout.png").display()
-    );
+    print_tables(out, "holdout");
     Ok(())
 }
 
@@ -680,147 +659,177 @@ fn main() -> ExitCode {
         let m = matches.subcommand_matches("train");
         m.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
     };
-    let result = match cli.command {
-        Command::Info { ptxas, dev } => dev.spec().and_then(|device| dfgpu::info::run(device, ptxas)),
-        Command::Train(a) => train(a, &given),
-        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts, dev } => {
-            dev.select().and_then(|(be, line)| {
-                println!("{line}");
-                if opts.class_weights.is_some() {
-                    return Err(dfgpu::Error::Invalid(
-                        "--class-weights: in ablate the --loss grid sets the weights (focal, bce: none; wbce: auto)"
-                            .into(),
-                    ));
-                }
-                let mut cfg = dfgpu::train::trainer::TrainConfig::new(model_config(be.as_ref(), &model)?);
-                apply_opts(&mut cfg, &opts)?;
-                (cfg.data, cfg.epochs) = (data, epochs);
-                let rows =
-                    dfgpu::train::ablate::ablate(be.as_ref(), &cfg, (&branches, &freq_norm, &loss), &out, &mut |l| {
-                        println!("{l}")
-                    })?;
-                print!("{}", dfgpu::train::ablate::tables(&rows).0);
-                println!(
-                    "tables: {} and {}, figure: {}",
-                    out.join("ablation.md").display(),
-                    out.join("ablation.csv").display(),
-                    out.join("ablation.png").display()
-                );
-                Ok(())
-            })
-        }
-        Command::Holdout { data, out, test_reals, run, dev } => {
-            dev.select().and_then(|be| holdout(be, data, &out, test_reals, &run))
-        }
-        Command::Spectrum { data, out, size, input, dev } => dev.select().and_then(|(be, line)| {
-            println!("{line}");
-            let s = dfgpu::train::spectrum::spectra(be.as_ref(), &data, size, input)?;
-            dfgpu::train::spectrum::write_png(&s, &out)?;
-            println!("{}", dfgpu::train::spectrum::summary(&s));
-            println!(
-                "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
-                out.display()
-            );
-            Ok(())
-        }),
-        Command::Sanity { data, model, branch, steps, dev } => dev.select().and_then(|(be, line)| {
-            println!("{line}");
-            let cfg = with_branches(model_config(be.as_ref(), &model)?, &branch)?;
-            let r = dfgpu::train::sanity::sanity(be.as_ref(), data.as_deref(), cfg, steps, &mut |l| println!("{l}"))?;
-            if r.passed {
-                Ok(())
-            } else {
-                Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
-            }
-        }),
-        Command::Eval { ckpt, data, json, tiles, dev } => dev.select().and_then(|(be, line)| {
-            eprintln!("{line}");
-            let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
-            let tiles = (tiles.tiles, tiles.tile_combine);
-            let (report, groups) =
-                dfgpu::train::inference::evaluate(be.as_ref(), &ckpt, &data, tiles, &mut |l| say(l))?;
-            if json {
-                let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
-                let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
-                println!("{}", to_json(&EvalJson { checkpoint, data, report, group_auc }));
-            } else {
-                print!("{report}");
-                groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
-            }
-            Ok(())
-        }),
-        Command::Predict { ckpt, images, json, tiles, dev } => {
-            dev.select().and_then(|(be, line)| {
-                eprintln!("{line}");
-                let tiles = (tiles.tiles, tiles.tile_combine);
-                let failed =
-                    dfgpu::train::inference::predict_files(be.as_ref(), &ckpt, &images, tiles, &mut |f, r| match (
-                        r, json,
-                    ) {
-                        (r, true) => {
-                            let path = f.display().to_string();
-                            let (p_fake, error) = match r {
-                                Ok(p) => (rounded(p as f64, 6), None),
-                                Err(e) => (None, Some(e)),
-                            };
-                            println!("{}", to_json(&PredictJson { path, p_fake, error }))
-                        }
-                        (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-                        (Err(e), false) => eprintln!("skipped: {e}"),
-                    })?;
-                if failed > 0 {
-                    return Err(dfgpu::Error::Invalid(format!(
-                        "{failed} image(s) could not be read or scored (listed above)"
-                    )));
-                }
-                Ok(())
-            })
-        }
-        Command::Pack { verify: Some(file), .. } => {
-            let t = std::time::Instant::now();
-            dfgpu::data::pack::verify(&file, &mut |l| println!("{l}")).map(|n| {
-                println!(
-                    "{}: all {n} images match their checksums ({:.1} s)",
-                    file.display(),
-                    t.elapsed().as_secs_f64()
-                )
-            })
-        }
-        Command::Pack { data: Some(data), out: Some(out), size, input, .. } => pack(&data, &out, size, input),
-        Command::Pack { .. } => unreachable!("clap requires DATA and OUT without --verify"),
-        Command::Curves { run } => {
-            let log = run.join("metrics.jsonl");
-            std::fs::read_to_string(&log)
-                .map_err(|source| dfgpu::Error::Io { path: log.clone(), source })
-                .and_then(|text| dfgpu::train::runlog::parse(&text, &log))
-                .and_then(|lines| dfgpu::train::figures::curves(&lines, &run.join("curves.png")))
-                .map(|()| println!("wrote {}", run.join("curves.png").display()))
-        }
-        Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)
-            .map(|()| println!("wrote {} (timm names) from {}", out.display(), ckpt.display())),
-        Command::TimmForward { backbone, weights, input, out, dev } => dev.select().and_then(|(be, line)| {
-            println!("{line}");
-            let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
-            println!("wrote {}: {wrote}", out.display());
-            Ok(())
-        }),
-        Command::Synth { out, n_real, n_fake, size, seed, families, from } => {
-            let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families, from };
-            let t = std::time::Instant::now();
-            dfgpu::data::synth::write(&cfg, &out).map(|n| {
-                println!(
-                    "wrote {n} images ({n_real} real, {n_fake} fake, {size}x{size}) to {} in {:.1} s",
-                    out.display(),
-                    t.elapsed().as_secs_f64()
-                )
-            })
-        }
-    };
-    match result {
+    match run(cli.command, &given) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dfgpu: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// One command. `given` says whether a flag of train (by its clap id) was on the command line.
+fn run(command: Command, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
+    match command {
+        Command::Info { ptxas, dev } => dfgpu::info::run(dev.spec()?, ptxas),
+        Command::Train(a) => train(a, given),
+        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts, dev } => {
+            let grid = (&branches[..], &freq_norm[..], &loss[..]);
+            ablate(dev.select()?, data, &out, grid, epochs, &model, &opts)
+        }
+        Command::Holdout { data, out, test_reals, run, dev } => holdout(dev.select()?, data, &out, test_reals, &run),
+        Command::Spectrum { data, out, size, input, dev } => spectrum(dev.select()?, &data, &out, size, input),
+        Command::Sanity { data, model, branch, steps, dev } => {
+            sanity(dev.select()?, data.as_deref(), &model, &branch, steps)
+        }
+        Command::Eval { ckpt, data, json, tiles, dev } => eval(dev.select()?, &ckpt, &data, json, &tiles),
+        Command::Predict { ckpt, images, json, tiles, dev } => predict(dev.select()?, &ckpt, &images, json, &tiles),
+        Command::Pack { verify: Some(file), .. } => verify_pack(&file),
+        Command::Pack { data: Some(data), out: Some(out), size, input, .. } => pack(&data, &out, size, input),
+        Command::Pack { .. } => unreachable!("clap requires DATA and OUT without --verify"),
+        Command::Curves { run } => curves(&run),
+        Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)
+            .map(|()| println!("wrote {} (timm names) from {}", out.display(), ckpt.display())),
+        Command::TimmForward { backbone, weights, input, out, dev } => {
+            let (be, line) = dev.select()?;
+            println!("{line}");
+            let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
+            println!("wrote {}: {wrote}", out.display());
+            Ok(())
+        }
+        Command::Synth { out, n_real, n_fake, size, seed, families, from } => {
+            let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families, from };
+            let t = std::time::Instant::now();
+            let n = dfgpu::data::synth::write(&cfg, &out)?;
+            println!(
+                "wrote {n} images ({n_real} real, {n_fake} fake, {size}x{size}) to {} in {:.1} s",
+                out.display(),
+                t.elapsed().as_secs_f64()
+            );
+            Ok(())
+        }
+    }
+}
+
+/// A backend and the line that says which device it runs on.
+type Selected = (Box<dyn dfgpu::Backend>, String);
+
+fn ablate(
+    (be, line): Selected,
+    data: Option<std::path::PathBuf>,
+    out: &Path,
+    grid: (&[Branches], &[Magnitude], &[Loss]),
+    epochs: usize,
+    model: &ModelArgs,
+    opts: &TrainOpts,
+) -> dfgpu::Result<()> {
+    println!("{line}");
+    if opts.class_weights.is_some() {
+        return Err(dfgpu::Error::Invalid(
+            "--class-weights: in ablate the --loss grid sets the weights (focal, bce: none; wbce: auto)".into(),
+        ));
+    }
+    let mut cfg = TrainConfig::new(model_config(be.as_ref(), model)?);
+    apply_opts(&mut cfg, opts)?;
+    (cfg.data, cfg.epochs) = (data, epochs);
+    let rows = dfgpu::train::ablate::ablate(be.as_ref(), &cfg, grid, out, &mut |l| println!("{l}"))?;
+    print!("{}", dfgpu::train::ablate::tables(&rows).0);
+    print_tables(out, "ablation");
+    Ok(())
+}
+
+/// Where ablate and holdout wrote their tables and figure: OUT/NAME.md, .csv and .png.
+fn print_tables(out: &Path, name: &str) {
+    let [md, csv, png] = ["md", "csv", "png"].map(|ext| out.join(format!("{name}.{ext}")));
+    println!("tables: {} and {}, figure: {}", md.display(), csv.display(), png.display());
+}
+
+fn spectrum((be, line): Selected, data: &Path, out: &Path, size: usize, input: Input) -> dfgpu::Result<()> {
+    use dfgpu::train::spectrum;
+    println!("{line}");
+    let s = spectrum::spectra(be.as_ref(), data, size, input)?;
+    spectrum::write_png(&s, out)?;
+    println!("{}", spectrum::summary(&s));
+    println!(
+        "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
+        out.display()
+    );
+    Ok(())
+}
+
+fn sanity(
+    (be, line): Selected,
+    data: Option<&Path>,
+    model: &ModelArgs,
+    branch: &BranchArgs,
+    steps: usize,
+) -> dfgpu::Result<()> {
+    println!("{line}");
+    let cfg = with_branches(model_config(be.as_ref(), model)?, branch);
+    let r = dfgpu::train::sanity::sanity(be.as_ref(), data, cfg, steps, &mut |l| println!("{l}"))?;
+    if r.passed {
+        Ok(())
+    } else {
+        Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
+    }
+}
+
+fn eval((be, line): Selected, ckpt: &Path, data: &Path, json: bool, tiles: &TileArgs) -> dfgpu::Result<()> {
+    eprintln!("{line}");
+    let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
+    let tiles = (tiles.tiles, tiles.tile_combine);
+    let (report, groups) = dfgpu::train::inference::evaluate(be.as_ref(), ckpt, data, tiles, &mut |l| say(l))?;
+    if json {
+        let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
+        let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
+        println!("{}", to_json(&EvalJson { checkpoint, data, report, group_auc }));
+    } else {
+        print!("{report}");
+        groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+    }
+    Ok(())
+}
+
+fn predict(
+    (be, line): Selected,
+    ckpt: &Path,
+    images: &[std::path::PathBuf],
+    json: bool,
+    tiles: &TileArgs,
+) -> dfgpu::Result<()> {
+    eprintln!("{line}");
+    let tiles = (tiles.tiles, tiles.tile_combine);
+    let failed =
+        dfgpu::train::inference::predict_files(be.as_ref(), ckpt, images, tiles, &mut |f, r| match (r, json) {
+            (r, true) => {
+                let path = f.display().to_string();
+                let (p_fake, error) = match r {
+                    Ok(p) => (rounded(p as f64, 6), None),
+                    Err(e) => (None, Some(e)),
+                };
+                println!("{}", to_json(&PredictJson { path, p_fake, error }))
+            }
+            (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+            (Err(e), false) => eprintln!("skipped: {e}"),
+        })?;
+    if failed > 0 {
+        return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read or scored (listed above)")));
+    }
+    Ok(())
+}
+
+fn verify_pack(file: &Path) -> dfgpu::Result<()> {
+    let t = std::time::Instant::now();
+    let n = dfgpu::data::pack::verify(file, &mut |l| println!("{l}"))?;
+    println!("{}: all {n} images match their checksums ({:.1} s)", file.display(), t.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn curves(run: &Path) -> dfgpu::Result<()> {
+    let log = run.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&log).map_err(|source| dfgpu::Error::Io { path: log.clone(), source })?;
+    let lines = dfgpu::train::runlog::parse(&text, &log)?;
+    dfgpu::train::figures::curves(&lines, &run.join("curves.png"))?;
+    println!("wrote {}", run.join("curves.png").display());
+    Ok(())
 }

@@ -6,8 +6,7 @@ use crate::backend::head::Branches;
 use crate::backend::loss::LossKind;
 use crate::backend::Backend;
 use crate::error::{Choice, Error, Result};
-use crate::model::detector::DetectorConfig;
-use crate::train::trainer::{self, TrainConfig};
+use crate::train::trainer::{self, Loss, TrainConfig};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -27,29 +26,29 @@ pub struct Row {
 pub fn ablate(
     be: &dyn Backend,
     base: &TrainConfig,
-    grid: (&[String], &[String], &[String]),
+    grid: (&[Branches], &[Magnitude], &[Loss]),
     out: &Path,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<Row>> {
     let (bs, fs, ls) = grid;
     let mut rows = Vec::new();
-    for b in bs {
-        for f in fs {
-            if b == "spatial" && f != &fs[0] {
+    for &b in bs {
+        for &f in fs {
+            let spatial_only = b == Branches::Spatial;
+            if spatial_only && f != fs[0] {
                 continue; // the frequency normalization does not matter without the frequency branch
             }
-            for l in ls {
+            for &l in ls {
                 let mut cfg = base.clone();
-                let mut model: DetectorConfig = base.model.clone();
-                model.head.branches = Branches::parse(b, "ablate branches")?;
-                model.freq.fft.magnitude = Magnitude::parse(f, "ablate freq-norm")?;
-                cfg.model = model;
-                (cfg.loss, cfg.weighting) = trainer::loss_named(l)?;
+                cfg.model.head.branches = b;
+                cfg.model.freq.fft.magnitude = f;
+                (cfg.loss, cfg.weighting) = l.config();
                 // The base's focal parameters and smoothing hold in every run; the grid sets the kind.
                 if let (LossKind::Focal { .. }, LossKind::Focal { .. }) = (cfg.loss.kind, base.loss.kind) {
                     cfg.loss.kind = base.loss.kind;
                 }
                 cfg.loss.smoothing = base.loss.smoothing;
+                let (b, f, l) = (b.name(), f.name(), l.name());
                 cfg.out = out.join(format!("{b}-{f}-{l}"));
                 cfg.existing = trainer::ExistingRun::Overwrite; // the ablation's folder is its own
                 log(&format!("=== ablation run: branches {b}, freq-norm {f}, loss {l}"));
@@ -61,9 +60,9 @@ pub fn ablate(
                 let last = summary.epochs.last().ok_or_else(|| Error::Invalid("a run with no epoch".into()))?;
                 let r = &last.report;
                 rows.push(Row {
-                    branches: b.clone(),
-                    freq_norm: if b == "spatial" { "-".into() } else { f.clone() },
-                    loss: l.clone(),
+                    branches: b.into(),
+                    freq_norm: if spatial_only { "-" } else { f }.into(),
+                    loss: l.into(),
                     auc: r.auc.unwrap_or(f64::NAN),
                     balanced_acc: r.at_half.balanced_accuracy(),
                     eer: r.eer.map_or(f64::NAN, |e| e.0),

@@ -302,8 +302,9 @@ impl CollapseWatch {
         );
         let _ = writeln!(
             s,
-            "  - loss weighting: class weights (real, fake) {:?}, {} sampler, {:.0}% of the training images are fake",
-            ev.class_weights,
+            "  - loss weighting: class weights (real, fake) ({}, {}), {} sampler, {:.0}% of the training images are fake",
+            ev.class_weights[0],
+            ev.class_weights[1],
             ev.sampler,
             100.0 * ev.fake_share
         );

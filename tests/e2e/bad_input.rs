@@ -35,7 +35,7 @@ fn messages_name_the_problem() {
     let e = fails(&["train", "--device", "cpu", "--data", pack.to_str().unwrap(), "--out", o]);
     assert!(e.contains("not a readable pack: it does not start with dfgpu's pack header"), "{e}");
     let e = fails(&["train", "--device", "cpu", "--data", d, "--out", o, "--class-weights", "0,0"]);
-    assert!(e.contains("--class-weights '0,0': choose"), "{e}");
+    assert!(e.contains("invalid value '0,0' for '--class-weights <CLASS_WEIGHTS>': choose"), "{e}");
 
     let empty = tmp("bad-messages-empty");
     std::fs::create_dir_all(&empty).unwrap();

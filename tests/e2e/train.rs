@@ -97,7 +97,11 @@ fn train_errors_name_the_problem() {
     assert!(!o.status.success());
     assert!(text(&o).1.contains("/nonexistent/set: no such folder or file"), "{}", text(&o).1);
     let o = dfgpu(&["train", "--device", "cpu", "--sampler", "fair"]);
-    assert!(text(&o).1.contains("--sampler 'fair': choose balanced or natural"), "{}", text(&o).1);
+    assert!(
+        text(&o).1.contains("invalid value 'fair' for '--sampler <SAMPLER>': choose one of natural, balanced"),
+        "{}",
+        text(&o).1
+    );
     let o = dfgpu(&["train", "--device", "cpu", "--backbone", "b9"]);
     assert!(text(&o).1.contains("unknown EfficientNet 'b9'"), "{}", text(&o).1);
 }
@@ -214,11 +218,11 @@ fn model_and_training_flags_reach_the_run() {
     let r = dfgpu(&[&base[..], &["--resume", last.to_str().unwrap()]].concat());
     assert!(!r.status.success() && text(&r).1.contains("was trained with --optimizer sgd"), "{}", text(&r).1);
     for (flag, value, says) in [
-        ("--class-weights", "pos:x", "--class-weights 'pos:x': choose none, auto"),
-        ("--freq-widths", "0", "--freq-widths [0]: give each stage's channels"),
-        ("--sampler", "random", "--sampler 'random': choose balanced or natural"),
-        ("--head-act", "tanh", "--head-act 'tanh': choose silu, relu"),
-        ("--optimizer", "adam", "--optimizer 'adam': choose adamw or sgd"),
+        ("--class-weights", "pos:x", "invalid value 'pos:x' for '--class-weights <CLASS_WEIGHTS>': choose none, auto"),
+        ("--freq-widths", "0", "--freq-widths '0': give each stage's channels"),
+        ("--sampler", "random", "invalid value 'random' for '--sampler <SAMPLER>': choose one of natural, balanced"),
+        ("--head-act", "tanh", "invalid value 'tanh' for '--head-act <HEAD_ACT>': choose one of silu, relu"),
+        ("--optimizer", "adam", "invalid value 'adam' for '--optimizer <OPTIMIZER>': choose one of adamw, sgd"),
         ("--momentum", "1", "--momentum '1': must be in [0, 1)"),
     ] {
         let r = dfgpu(&[&base[..], &[flag, value]].concat());
