@@ -5,18 +5,15 @@
     python3 scripts/export_timm.py efficientnet_b0 b0.safetensors             # ImageNet weights (downloads)
     python3 scripts/export_timm.py efficientnet_b0 b0.safetensors --random    # timm's random init, seeded
 
-Needs torch and timm. dfgpu reads timm's names as they are (conv_stem, bn1, blocks.i.j.*, conv_head, bn2,
-classifier); it skips num_batches_tracked and keeps the classifier only for the parity check.
+Needs torch and timm (which brings the safetensors package). dfgpu reads timm's names as they are (conv_stem, bn1,
+blocks.i.j.*, conv_head, bn2, classifier); it skips num_batches_tracked and keeps the classifier only for the parity
+check.
 """
 import argparse
-import os
-import sys
 
 import timm
 import torch
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import safetensors_io  # noqa: E402
+from safetensors.torch import save_file
 
 
 def main():
@@ -28,7 +25,7 @@ def main():
     a = ap.parse_args()
     torch.manual_seed(a.seed)
     model = timm.create_model(a.model, pretrained=not a.random)
-    safetensors_io.write(a.out, model.state_dict())
+    save_file(model.state_dict(), a.out)
     n = sum(p.numel() for p in model.parameters())
     print(f"wrote {a.out}: {a.model}, {n / 1e6:.2f} M parameters")
 

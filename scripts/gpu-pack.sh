@@ -40,7 +40,7 @@ done
 strip "$out"/dfgpu "$out"/tests/* "$out"/benches/*
 anchor=../shared/anchors/torch_two_branch.py
 if [ -f "$anchor" ]; then cp "$anchor" "$out/"; else echo "gpu-pack: $anchor not found: run.sh torch will be unavailable" >&2; fi
-cp scripts/safetensors_io.py scripts/timm_parity.py "$out/"
+cp scripts/timm_parity.py "$out/"
 
 cat > "$out/run.sh" <<'RUN'
 #!/usr/bin/env bash

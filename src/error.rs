@@ -1,7 +1,7 @@
 //! One error type for the library. Every variant a user can cause names the file or the value at fault.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug)]
 pub enum Error {
@@ -13,6 +13,10 @@ pub enum Error {
     Cuda(String),
     /// A file could not be read or written.
     Io { path: PathBuf, source: std::io::Error },
+    /// A file whose content is damaged or not what it claims to be (a cut checkpoint, a pack whose checksums fail,
+    /// an image that does not decode, a bad line of a log or a CSV): the file, the line where the format has
+    /// lines, and what is wrong.
+    Corrupt { path: PathBuf, line: Option<u64>, what: String },
     /// An argument or flag with a value that cannot be used.
     Invalid(String),
     /// A training run that cannot go on: its loss or gradient norm stopped being finite.
@@ -26,8 +30,18 @@ impl Error {
     pub fn reason(&self) -> String {
         match self {
             Error::Shape(m) | Error::Device(m) | Error::Cuda(m) | Error::Invalid(m) | Error::Diverged(m) => m.clone(),
-            Error::Io { .. } => self.to_string(),
+            Error::Io { .. } | Error::Corrupt { .. } => self.to_string(),
         }
+    }
+
+    /// A damaged `path`, and what is wrong with it.
+    pub fn corrupt(path: &Path, what: impl Into<String>) -> Error {
+        Error::Corrupt { path: path.to_path_buf(), line: None, what: what.into() }
+    }
+
+    /// A damaged `path`, at its line `line` (1-based).
+    pub fn corrupt_at(path: &Path, line: u64, what: impl Into<String>) -> Error {
+        Error::Corrupt { path: path.to_path_buf(), line: Some(line), what: what.into() }
     }
 }
 
@@ -38,6 +52,8 @@ impl fmt::Display for Error {
             Error::Device(m) => write!(f, "device error: {m}"),
             Error::Cuda(m) => write!(f, "CUDA error: {m}"),
             Error::Io { path, source } => write!(f, "{}: {source}", path.display()),
+            Error::Corrupt { path, line: None, what } => write!(f, "{}: {what}", path.display()),
+            Error::Corrupt { path, line: Some(l), what } => write!(f, "{}:{l}: {what}", path.display()),
             Error::Invalid(m) => write!(f, "{m}"),
             Error::Diverged(m) => write!(f, "training diverged: {m}"),
         }

@@ -157,9 +157,9 @@ impl Dataset {
         // Column indices of (path, label, group): by position until a header says otherwise.
         let mut cols = (0, 1, Some(2));
         for (i, row) in rows.records().enumerate() {
-            let row = row.map_err(|e| Error::Invalid(format!("{}: not a readable CSV: {e}", file.display())))?;
+            let row = row.map_err(|e| Error::corrupt(file, format!("not a readable CSV: {e}")))?;
             let line = row.position().map_or(i as u64 + 1, |p| p.line());
-            let bad = |m: String| Error::Invalid(format!("{}:{line}: {m}", file.display()));
+            let bad = |m: String| Error::corrupt_at(file, line, m);
             if i == 0 && row.get(1).is_none_or(|l| label(l).is_none()) {
                 cols = header_columns(&row).map_err(bad)?;
                 continue;

@@ -64,7 +64,7 @@ pub fn decode(path: &Path) -> Result<RgbImage> {
     let io = |source| Error::Io { path: path.to_path_buf(), source };
     let bytes = std::fs::read(path).map_err(io)?;
     // Some decoders' messages end in a newline: trimmed, so that a list of skipped files has no blank lines.
-    let bad = |m: &str| Error::Invalid(format!("{}: cannot decode: {}", path.display(), m.trim_end()));
+    let bad = |m: &str| Error::corrupt(path, format!("cannot decode: {}", m.trim_end()));
     let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
     // The JPEG decoder fills what a cut file lacks with grey, and says nothing.
     if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(&bytes) {

@@ -76,13 +76,15 @@ impl Checksums {
             return Ok(());
         }
         if crc32fast::hash(px) != self.crc[i] {
-            return Err(Error::Invalid(format!(
-                "{}: {} does not match its checksum: the pack is damaged; pack the data again (dfgpu pack --verify \
-                 {} lists every damaged image)",
-                self.pack.display(),
-                self.image(i),
-                self.pack.display()
-            )));
+            return Err(Error::corrupt(
+                &self.pack,
+                format!(
+                    "{} does not match its checksum: the pack is damaged; pack the data again (dfgpu pack --verify \
+                     {} lists every damaged image)",
+                    self.image(i),
+                    self.pack.display()
+                ),
+            ));
         }
         self.verified[i].store(true, Ordering::Relaxed);
         Ok(())
@@ -171,7 +173,7 @@ pub fn pack(
 /// Maps a packed file; the trailer's checksum is verified here, each image's when it is first read. Every
 /// inconsistency is an error naming the file; a DFGPACK1 pack (no checksums) is read with a note to `log`.
 pub fn open(path: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
-    let bad = |m: String| Error::Invalid(format!("{}: not a readable dfgpu pack: {m}", path.display()));
+    let bad = |m: String| Error::corrupt(path, format!("not a readable dfgpu pack: {m}"));
     let file = std::fs::File::open(path).map_err(io(path))?;
     // SAFETY: the map is read-only; dfgpu never writes a pack in place (`pack` writes a new file and renames),
     // so the bytes cannot change under the map unless another program truncates the file while it trains.
@@ -268,11 +270,13 @@ pub fn verify(path: &Path, log: &mut dyn FnMut(&str)) -> Result<usize> {
         return Ok(l.len());
     }
     let list: Vec<String> = damaged.iter().map(|&i| format!("  {}", sums.image(i))).collect();
-    Err(Error::Invalid(format!(
-        "{}: {} of {} images do not match their checksums (the pack is damaged; pack the data again):\n{}",
-        path.display(),
-        damaged.len(),
-        l.len(),
-        list.join("\n")
-    )))
+    Err(Error::corrupt(
+        path,
+        format!(
+            "{} of {} images do not match their checksums (the pack is damaged; pack the data again):\n{}",
+            damaged.len(),
+            l.len(),
+            list.join("\n")
+        ),
+    ))
 }

@@ -1,8 +1,9 @@
-//! Checkpoints in the safetensors format (an 8-byte little-endian header length, a JSON header of names, dtypes,
-//! shapes and byte offsets, then the data), so that PyTorch users can open them. dfgpu stores f32 tensors
-//! under the model's parameter and state names, the frequency statistics as `freq.stats`, and the
-//! configuration, the epoch and the metrics as string metadata. Written to a temporary file and renamed: a
-//! crash never leaves a broken checkpoint.
+//! Checkpoints in the safetensors format, so that PyTorch users can open them; the `safetensors` crate lays
+//! the files out and checks them (offsets within the file, no overlaps, a dtype for each tensor). dfgpu stores
+//! f32 tensors under the model's parameter and state names, the frequency statistics as `freq.stats`, and the
+//! configuration, the epoch and the metrics as string metadata; it reads F32, F16 and BF16 tensors (a timm
+//! export may be in half precision) as f32. Written to a temporary file and renamed: a crash never leaves a
+//! broken checkpoint.
 
 use crate::backend::fft::FftConfig;
 use crate::backend::Backend;
@@ -12,7 +13,9 @@ use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::params::ParamLayout;
 use crate::model::state::ModelState;
 use crate::tensor::{Layout, Tensor};
-use serde::{Deserialize, Serialize};
+use half::{bf16, f16};
+use safetensors::tensor::{Metadata, TensorView};
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -29,92 +32,98 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Io { path: path.to_path_buf(), source }
 }
 
-/// A tensor's entry in the header.
-#[derive(Serialize, Deserialize)]
-struct Entry {
-    dtype: String,
-    shape: Vec<usize>,
-    data_offsets: [usize; 2],
-}
-
-fn json<T: Serialize + ?Sized>(v: &T) -> String {
-    serde_json::to_string(v).expect("strings, numbers and maps of strings serialize")
-}
+/// The format's first field, the header's length (a little-endian u64).
+const LEN: usize = 8;
 
 /// Writes f32 tensors and metadata as a safetensors file, atomically.
 pub fn write(path: &Path, tensors: &[Named], meta: &Meta) -> Result<()> {
-    let mut header = format!("{{\"__metadata__\":{}", json(meta));
-    let mut offset = 0usize;
+    let mut views = Vec::with_capacity(tensors.len());
     for t in tensors {
-        let end = offset + 4 * t.data.len();
-        let entry = Entry { dtype: "F32".into(), shape: t.shape.clone(), data_offsets: [offset, end] };
-        header += &format!(",{}:{}", json(&t.name), json(&entry));
-        offset = end;
+        let view = TensorView::new(Dtype::F32, t.shape.clone(), bytemuck::cast_slice(&t.data))
+            .map_err(|e| Error::Shape(format!("{}: tensor '{}': {e}", path.display(), t.name)))?;
+        views.push((t.name.as_str(), view));
     }
-    header.push('}');
-    while header.len() % 8 != 0 {
-        header.push(' '); // the data starts 8-byte aligned
-    }
-    let mut bytes = Vec::with_capacity(8 + header.len() + offset);
-    bytes.extend_from_slice(&(header.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    for t in tensors {
-        bytes.extend_from_slice(bytemuck::cast_slice(&t.data));
-    }
+    let meta = meta.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let cannot =
+        |e: SafeTensorError| Error::Invalid(format!("{}: cannot write a safetensors file: {e}", path.display()));
+    let mut bytes = safetensors::serialize(views, Some(meta)).map_err(cannot)?;
+    // The crate writes the metadata in a HashMap's order, which changes from run to run
+    // (huggingface/safetensors#584): the header again with its keys sorted (the same JSON, so the same length),
+    // so that a checkpoint is the same bytes every time (--resume's byte-for-byte guarantee).
+    let (n, header) = SafeTensors::read_metadata(&bytes).map_err(cannot)?;
+    let sorted = serde_json::to_vec(&serde_json::to_value(&header).map_err(|e| cannot(e.into()))?)
+        .expect("a JSON value serializes");
+    bytes[LEN..LEN + n].get_mut(..sorted.len()).expect("the sorted header is as long").copy_from_slice(&sorted);
     let tmp = path.with_extension("safetensors.tmp");
     std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
-/// Reads a safetensors file of f32 tensors. Every problem names the file.
+/// Reads a safetensors file as f32 tensors. Every problem names the file.
 pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
     read_some(path, |_| true)
 }
 
-/// As `read`, keeping only the tensors that `keep` names (the others may have any dtype).
+/// As `read`, keeping only the tensors that `keep` names (the others may have any dtype). In file order.
 pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>, Meta)> {
     let bytes = std::fs::read(path).map_err(io(path))?;
-    let bad = |m: String| Error::Invalid(format!("{}: not a readable safetensors file: {m}", path.display()));
-    let n = u64::from_le_bytes(bytes.get(..8).ok_or_else(|| bad("shorter than 8 bytes".into()))?.try_into().unwrap())
-        as usize;
-    // `n` is the file's word: checked, so that a damaged length (up to u64::MAX) is an error, not an overflow.
-    let header = n
-        .checked_add(8)
-        .and_then(|end| bytes.get(8..end))
-        .ok_or_else(|| bad(format!("header of {n} bytes in a {}-byte file", bytes.len())))?;
-    let header = std::str::from_utf8(header).map_err(|_| bad("header is not UTF-8".into()))?;
-    let members: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_str(header).map_err(|e| bad(format!("header: {e}")))?;
-    let data = &bytes[8 + n..];
-    let mut meta = Meta::new();
+    let bad =
+        |e: SafeTensorError| Error::corrupt(path, format!("not a readable safetensors file: {}", why(&e, &bytes)));
+    // The header (metadata, file order), then the views into the data: both check the whole file.
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(bad)?;
+    let file = SafeTensors::deserialize(&bytes).map_err(bad)?;
+    let meta = header.metadata().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
     let mut tensors = Vec::new();
-    for (name, v) in members {
-        if name == "__metadata__" {
-            if let serde_json::Value::Object(m) = v {
-                meta.extend(m.into_iter().filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_string()))));
+    for name in header.offset_keys().into_iter().filter(|n| keep(n)) {
+        let t = file.tensor(&name).map_err(bad)?;
+        let data = match t.dtype() {
+            Dtype::F32 => bytemuck::pod_collect_to_vec(t.data()),
+            Dtype::F16 => bytemuck::pod_collect_to_vec::<u8, f16>(t.data()).into_iter().map(f32::from).collect(),
+            Dtype::BF16 => bytemuck::pod_collect_to_vec::<u8, bf16>(t.data()).into_iter().map(f32::from).collect(),
+            d => {
+                return Err(Error::Invalid(format!(
+                    "{}: tensor '{name}' is {d}; dfgpu reads F32, F16 and BF16 (export in float32)",
+                    path.display()
+                )))
             }
-            continue;
-        }
-        if !keep(&name) {
-            continue;
-        }
-        let e: Entry = serde_json::from_value(v).map_err(|e| bad(format!("tensor '{name}': {e}")))?;
-        if e.dtype != "F32" {
-            return Err(bad(format!("tensor '{name}' is {}; dfgpu reads F32 (export in float32)", e.dtype)));
-        }
-        let [start, end] = e.data_offsets;
-        let raw = data
-            .get(start..end)
-            .filter(|r| Some(r.len()) == e.shape.iter().try_fold(4usize, |a, &d| a.checked_mul(d)))
-            .ok_or_else(|| {
-                bad(format!("tensor '{name}': offsets {:?} do not hold shape {:?}", e.data_offsets, e.shape))
-            })?;
-        tensors.push((start, Named { name, shape: e.shape, data: bytemuck::pod_collect_to_vec(raw) }));
+        };
+        tensors.push(Named { name, shape: t.shape().to_vec(), data });
     }
-    // In file order (the header's object is read sorted by name).
-    tensors.sort_by_key(|t| t.0);
-    let tensors = tensors.into_iter().map(|t| t.1).collect();
     Ok((tensors, meta))
+}
+
+/// What is wrong with a file the crate refused, with the numbers its messages leave out.
+fn why(e: &SafeTensorError, bytes: &[u8]) -> String {
+    // The header's length, as the file gives it (the errors that use it come after the file's first 8 bytes).
+    let n = || bytes.get(..LEN).map_or(0, |b| u64::from_le_bytes(b.try_into().unwrap()));
+    match e {
+        SafeTensorError::HeaderTooSmall => "shorter than 8 bytes".into(),
+        SafeTensorError::InvalidHeaderLength => format!("header of {} bytes in a {}-byte file", n(), bytes.len()),
+        SafeTensorError::HeaderTooLarge => format!("header of {} bytes, over the format's 100,000,000", n()),
+        SafeTensorError::InvalidHeader(_) => "header is not UTF-8".into(),
+        SafeTensorError::InvalidHeaderDeserialization(e) => format!("header: {e}"),
+        SafeTensorError::InvalidOffset(name) => format!(
+            "tensor '{name}': its data does not start where the tensor before it ends (tensors that overlap or \
+             leave a gap, or offsets that end before they start)"
+        ),
+        SafeTensorError::TensorInvalidInfo => "a tensor's data offsets do not hold its shape and dtype".into(),
+        SafeTensorError::ValidationOverflow => "a tensor's shape is too large (its byte count overflows)".into(),
+        SafeTensorError::MetadataIncompleteBuffer => {
+            // The header was read: its length fits the file, and it parses (again here, for the tensors' end).
+            let n = n() as usize;
+            let have = bytes.len() - LEN - n;
+            let end = serde_json::from_slice::<Metadata>(&bytes[LEN..LEN + n]).map_or(0, |m| m.data_len());
+            if end > have {
+                format!(
+                    "the tensors' data ends {end} bytes after the header, past the end of the file ({have} bytes \
+                     after it): cut short?"
+                )
+            } else {
+                format!("{} bytes after the last tensor's data", have - end)
+            }
+        }
+        e => e.to_string(),
+    }
 }
 
 /// The configuration as metadata strings.
@@ -146,23 +155,24 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
     .collect()
 }
 
+fn not_dfgpu(path: &Path, k: &str) -> Error {
+    Error::corrupt(path, format!("not a dfgpu checkpoint (no '{k}' in its metadata)"))
+}
+
+fn not_understood(path: &Path, k: &str, v: &str) -> Error {
+    Error::corrupt(path, format!("metadata '{k}' = '{v}' is not understood"))
+}
+
 /// A named setting from metadata; the error names the file, the key and the value.
 fn pick<T: Choice>(meta: &Meta, path: &Path, k: &str) -> Result<T> {
-    let v = meta.get(k).ok_or_else(|| {
-        Error::Invalid(format!("{}: not a dfgpu checkpoint (no '{k}' in its metadata)", path.display()))
-    })?;
-    T::parse(v, k).map_err(|_| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display())))
+    let v = meta.get(k).ok_or_else(|| not_dfgpu(path, k))?;
+    T::parse(v, k).map_err(|_| not_understood(path, k, v))
 }
 
 /// The configuration back from metadata; names the key that is missing or unreadable.
 pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
-    let get = |k: &str| {
-        meta.get(k).map(String::as_str).ok_or_else(|| {
-            Error::Invalid(format!("{}: not a dfgpu checkpoint (no '{k}' in its metadata)", path.display()))
-        })
-    };
-    let bad =
-        |k: &str, v: &str| Error::Invalid(format!("{}: metadata '{k}' = '{v}' is not understood", path.display()));
+    let get = |k: &str| meta.get(k).map(String::as_str).ok_or_else(|| not_dfgpu(path, k));
+    let bad = |k: &str, v: &str| not_understood(path, k, v);
     let num = |k: &str| -> Result<f64> {
         let v = get(k)?;
         v.parse().map_err(|_| bad(k, v))
@@ -172,8 +182,8 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         v.parse().map_err(|_| bad(k, v))
     };
     let backbone = get("dfgpu.backbone")?;
-    let mut cfg = DetectorConfig::new(backbone)
-        .map_err(|e| Error::Invalid(format!("{}: metadata 'dfgpu.backbone': {e}", path.display())))?;
+    let mut cfg =
+        DetectorConfig::new(backbone).map_err(|e| Error::corrupt(path, format!("metadata 'dfgpu.backbone': {e}")))?;
     cfg.size = num("dfgpu.size")? as usize;
     // Checkpoints from before --input were all trained on resized images.
     cfg.input = if meta.contains_key("dfgpu.input") { pick(meta, path, "dfgpu.input")? } else { Input::Resize };

@@ -76,9 +76,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<EpochLine>> {
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
         .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| {
-                Error::Invalid(format!("{}:{}: not a metrics line ({e}): {}", path.display(), i + 1, clip(l)))
-            })
+            serde_json::from_str(l)
+                .map_err(|e| Error::corrupt_at(path, i as u64 + 1, format!("not a metrics line ({e}): {}", clip(l))))
         })
         .collect()
 }

@@ -7,7 +7,7 @@ use dfgpu::data::folder::Dataset;
 use dfgpu::data::input::{load, Input};
 use dfgpu::data::synth::{self, SynthConfig};
 use dfgpu::train::metrics::auc;
-use dfgpu::{Backend, Layout, Tensor};
+use dfgpu::{Backend, Error, Layout, Tensor};
 use std::path::{Path, PathBuf};
 
 fn tmp(name: &str) -> PathBuf {
@@ -94,12 +94,16 @@ fn dataset_errors_name_what_is_wrong() {
     let e = Dataset::open(&d).unwrap_err().to_string();
     assert!(e.contains("no real images (0 real, 1 fake)"), "{e}");
 
-    let e = load(&d.join("fake/gan1/a.png"), 32, Input::Resize).unwrap_err().to_string();
+    let e = load(&d.join("fake/gan1/a.png"), 32, Input::Resize).unwrap_err();
+    assert!(matches!(e, Error::Corrupt { .. }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("fake/gan1/a.png") && e.contains("cannot decode"), "{e}");
 
     let csv = d.join("set.csv");
     std::fs::write(&csv, "path,label\nfake/gan1/a.png,fake\nreal/gone.jpg,0\n").unwrap();
-    let e = Dataset::open(&csv).unwrap_err().to_string();
+    let e = Dataset::open(&csv).unwrap_err();
+    assert!(matches!(&e, Error::Corrupt { line: Some(3), .. }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("set.csv:3:") && e.contains("real/gone.jpg does not exist"), "{e}");
     std::fs::write(&csv, "fake/gan1/a.png,maybe\n").unwrap();
     let e = Dataset::open(&csv).unwrap_err().to_string();

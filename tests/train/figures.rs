@@ -65,7 +65,12 @@ fn curves_and_roc_are_written() {
         })
         .collect();
     let (c, r) = (tmp("curves.png"), tmp("roc.png"));
-    let lines = dfgpu::train::runlog::parse(&jsonl, std::path::Path::new("metrics.jsonl")).unwrap();
+    let log = std::path::Path::new("metrics.jsonl");
+    let lines = dfgpu::train::runlog::parse(&jsonl, log).unwrap();
+    // A line that is not an epoch's: a damaged log, at that line.
+    let e = dfgpu::train::runlog::parse(&format!("{jsonl}{{\"epoch\":\n"), log).unwrap_err();
+    assert!(matches!(e, dfgpu::Error::Corrupt { line: Some(4), .. }), "{e:?}");
+    assert!(e.to_string().starts_with("metrics.jsonl:4: not a metrics line ("), "{e}");
     figures::curves(&lines, &c).unwrap();
     figures::roc_curve(&scores, &labels, "ROC", &r).unwrap();
     for (p, size) in [(&c, (960, 340)), (&r, (440, 420))] {

@@ -159,7 +159,9 @@ fn a_damaged_pack_is_an_error_naming_it() {
     let bytes = std::fs::read(&file).unwrap();
     let cut = dir.join("cut.dfpack");
     std::fs::write(&cut, &bytes[..bytes.len() - 5]).unwrap();
-    let e = pack::open(&cut, &mut |_| {}).err().unwrap().to_string();
+    let e = pack::open(&cut, &mut |_| {}).err().unwrap();
+    assert!(matches!(e, dfgpu::Error::Corrupt { .. }), "{e:?}");
+    let e = e.to_string();
     assert!(e.contains("cut.dfpack: not a readable dfgpu pack"), "{e}");
     // Pixels missing in the middle: the trailer no longer matches.
     let short = dir.join("short.dfpack");
