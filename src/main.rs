@@ -7,8 +7,8 @@ use dfgpu::backend::layers::Act;
 use dfgpu::backend::loss::{ClassWeighting, LossKind};
 use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
+use dfgpu::train::config::{ExistingRun, Loss, OptimizerName, Sampler, TrainConfig, MODEL_FLAGS};
 use dfgpu::train::runlog::rounded;
-use dfgpu::train::trainer::{Loss, OptimizerName, Sampler, TrainConfig};
 use std::path::Path;
 use std::process::ExitCode;
 
@@ -535,17 +535,16 @@ fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
     let mut cfg = a.run.config(be.as_ref())?;
     (cfg.data, cfg.val) = (a.data, a.val);
     cfg.existing = match (&a.out, a.overwrite) {
-        (_, true) => trainer::ExistingRun::Overwrite,
-        (Some(_), false) => trainer::ExistingRun::Refuse,
-        (None, false) => trainer::ExistingRun::MoveAside,
+        (_, true) => ExistingRun::Overwrite,
+        (Some(_), false) => ExistingRun::Refuse,
+        (None, false) => ExistingRun::MoveAside,
     };
     // A resumed run goes on in its own folder unless told otherwise.
     if let Some(out) = a.out.or_else(|| a.resume.as_ref().map(|r| r.parent().unwrap_or(Path::new("")).to_path_buf())) {
         cfg.out = out;
     }
     (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
-    cfg.model_flags =
-        trainer::MODEL_FLAGS.iter().map(|(f, _)| *f).filter(|f| given(&f[2..].replace('-', "_"))).collect();
+    cfg.model_flags = MODEL_FLAGS.iter().map(|(f, _)| *f).filter(|f| given(&f[2..].replace('-', "_"))).collect();
     let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
     if let Some(last) = summary.epochs.last() {
         println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);

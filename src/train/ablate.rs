@@ -6,7 +6,8 @@ use crate::backend::head::Branches;
 use crate::backend::loss::LossKind;
 use crate::backend::Backend;
 use crate::error::{Choice, Error, Result};
-use crate::train::trainer::{self, Loss, TrainConfig};
+use crate::train::config::{ExistingRun, Loss, TrainConfig};
+use crate::train::trainer;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -50,7 +51,7 @@ pub fn ablate(
                 cfg.loss.smoothing = base.loss.smoothing;
                 let (b, f, l) = (b.name(), f.name(), l.name());
                 cfg.out = out.join(format!("{b}-{f}-{l}"));
-                cfg.existing = trainer::ExistingRun::Overwrite; // the ablation's folder is its own
+                cfg.existing = ExistingRun::Overwrite; // the ablation's folder is its own
                 log(&format!("=== ablation run: branches {b}, freq-norm {f}, loss {l}"));
                 let summary = trainer::train(be, &cfg, &mut |line| {
                     if line.starts_with("COLLAPSE") || line.starts_with("epoch") && line.contains("validation") {

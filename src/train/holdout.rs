@@ -9,10 +9,11 @@ use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
 use crate::model::checkpoint;
 use crate::rng::Rng;
+use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
 use crate::train::inference::predict;
 use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
-use crate::train::trainer::{self, ExistingRun, TrainConfig};
+use crate::train::trainer;
 use std::fmt::Write as _;
 use std::path::Path;
 

@@ -2,7 +2,9 @@
 //! holdout.
 
 pub mod ablate;
+pub mod config;
 pub mod diagnostics;
+pub mod epoch;
 pub mod figures;
 pub mod holdout;
 pub mod inference;

@@ -14,8 +14,9 @@ use crate::error::{Choice, Error, Result};
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::state::ModelState;
 use crate::tensor::Tensor;
+use crate::train::config::TrainConfig;
 use crate::train::inference::predict;
-use crate::train::trainer::{branch_scale_warning, fit_freq_stats, flagged, freq_input_range, step, TrainConfig};
+use crate::train::trainer::{branch_scale_warning, fit_freq_stats, flagged, freq_input_range, step};
 use std::path::Path;
 
 pub const TARGET_LOSS: f64 = 0.05;
