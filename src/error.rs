@@ -34,6 +34,11 @@ impl Error {
         }
     }
 
+    /// For `map_err`: an I/O error on `path`.
+    pub fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+        move |source| Error::Io { path: path.to_path_buf(), source }
+    }
+
     /// A damaged `path`, and what is wrong with it.
     pub fn corrupt(path: &Path, what: impl Into<String>) -> Error {
         Error::Corrupt { path: path.to_path_buf(), line: None, what: what.into() }

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod backend;
 pub mod data;
+pub mod files;
 pub mod info;
 pub mod model;
 pub mod plot;

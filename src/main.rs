@@ -826,7 +826,7 @@ fn verify_pack(file: &Path) -> dfgpu::Result<()> {
 
 fn curves(run: &Path) -> dfgpu::Result<()> {
     let log = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&log).map_err(|source| dfgpu::Error::Io { path: log.clone(), source })?;
+    let text = std::fs::read_to_string(&log).map_err(dfgpu::Error::io(&log))?;
     let lines = dfgpu::train::runlog::parse(&text, &log)?;
     dfgpu::train::figures::curves(&lines, &run.join("curves.png"))?;
     println!("wrote {}", run.join("curves.png").display());

@@ -3,6 +3,7 @@
 //! gradient reports, ablations). Text is upper case: the font has capitals, digits and punctuation.
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use std::path::Path;
 
 pub type Rgb = [u8; 3];
@@ -157,10 +158,15 @@ impl Canvas {
         self.text(x - (s.chars().count() * CHAR_W) as i64, y, s, 1, c);
     }
 
+    /// Writes the chart as a PNG, whole or not at all (a run killed while drawing leaves the last chart).
     pub fn save(&self, path: &Path) -> Result<()> {
         let raw: Vec<u8> = self.px.iter().flatten().copied().collect();
-        let img = image::RgbImage::from_raw(self.w as u32, self.h as u32, raw).expect("w x h pixels");
-        img.save(path).map_err(|e| Error::Invalid(format!("{}: could not write the PNG: {e}", path.display())))
+        let mut png = Vec::new();
+        image::RgbImage::from_raw(self.w as u32, self.h as u32, raw)
+            .expect("w x h pixels")
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .map_err(|e| Error::Invalid(format!("{}: could not encode the PNG: {e}", path.display())))?;
+        write_atomic(path, &png)
     }
 }
 

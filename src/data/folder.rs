@@ -24,10 +24,6 @@ pub struct Dataset {
     pub skipped: Vec<String>,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
-
 fn is_image(p: &Path) -> bool {
     p.extension().and_then(|e| e.to_str()).is_some_and(|e| EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
@@ -44,7 +40,7 @@ pub(crate) struct Walk {
 
 impl Walk {
     pub fn new(roots: &[&Path]) -> Result<Walk> {
-        let roots = roots.iter().map(|r| r.canonicalize().map_err(io(r))).collect::<Result<_>>()?;
+        let roots = roots.iter().map(|r| r.canonicalize().map_err(Error::io(r))).collect::<Result<_>>()?;
         Ok(Walk { roots, seen: Default::default(), skipped: Vec::new() })
     }
 
@@ -56,11 +52,11 @@ impl Walk {
     }
 
     fn walk(&mut self, dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        if !self.seen.insert(dir.canonicalize().map_err(io(dir))?) {
+        if !self.seen.insert(dir.canonicalize().map_err(Error::io(dir))?) {
             return Ok(());
         }
-        for entry in std::fs::read_dir(dir).map_err(io(dir))? {
-            let entry = entry.map_err(io(dir))?;
+        for entry in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+            let entry = entry.map_err(Error::io(dir))?;
             let path = entry.path();
             if !path.is_dir() {
                 if is_image(&path) {
@@ -68,8 +64,8 @@ impl Walk {
                 }
                 continue;
             }
-            if entry.file_type().map_err(io(&path))?.is_symlink() {
-                let to = path.canonicalize().map_err(io(&path))?;
+            if entry.file_type().map_err(Error::io(&path))?.is_symlink() {
+                let to = path.canonicalize().map_err(Error::io(&path))?;
                 if self.seen.contains(&to) || self.roots.iter().any(|r| to.starts_with(r) || r.starts_with(&to)) {
                     self.skipped.push(format!(
                         "{}: a link to {}, inside or above the data folder or already walked (a loop): not \
@@ -149,7 +145,7 @@ impl Dataset {
     /// A CSV (RFC 4180: quoted fields, a UTF-8 BOM) of path,label[,group], or with a header naming them
     /// (`CSV_COLUMNS`, in any order, other columns ignored).
     fn csv(file: &Path) -> Result<Dataset> {
-        let bytes = std::fs::read(file).map_err(io(file))?;
+        let bytes = std::fs::read(file).map_err(Error::io(file))?;
         let base = file.parent().unwrap_or(Path::new("."));
         let mut rows =
             csv::ReaderBuilder::new().has_headers(false).flexible(true).trim(csv::Trim::All).from_reader(&bytes[..]);

@@ -61,11 +61,11 @@ impl Own {
 /// Decodes an image file to RGB at its own resolution. The error names the file, so that a long run can skip
 /// it and say which.
 pub fn decode(path: &Path) -> Result<RgbImage> {
-    let io = |source| Error::Io { path: path.to_path_buf(), source };
-    let bytes = std::fs::read(path).map_err(io)?;
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
     // Some decoders' messages end in a newline: trimmed, so that a list of skipped files has no blank lines.
     let bad = |m: &str| Error::corrupt(path, format!("cannot decode: {}", m.trim_end()));
-    let reader = image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(io)?;
+    let reader =
+        image::ImageReader::new(std::io::Cursor::new(&bytes)).with_guessed_format().map_err(Error::io(path))?;
     // The JPEG decoder fills what a cut file lacks with grey, and says nothing.
     if reader.format() == Some(image::ImageFormat::Jpeg) && jpeg_cut_short(&bytes) {
         return Err(bad("the file ends inside the image data (no end-of-image marker): a truncated JPEG"));

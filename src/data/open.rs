@@ -27,7 +27,7 @@ pub fn builtin_data(cfg: &SynthConfig, log: &mut dyn FnMut(&str)) -> Result<Path
     if !done.exists() {
         log(&format!("generating the built-in synthetic set in {}", dir.display()));
         synth::write(cfg, &dir)?;
-        std::fs::write(&done, b"").map_err(|source| Error::Io { path: done.clone(), source })?;
+        std::fs::write(&done, b"").map_err(Error::io(&done))?;
     }
     Ok(dir)
 }

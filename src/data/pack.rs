@@ -17,6 +17,7 @@ use crate::data::input::{self, Input, Own};
 use crate::data::loaded::{Loaded, Pixels};
 use crate::error::Choice;
 use crate::error::{Error, Result};
+use crate::files::tmp_path;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -28,10 +29,6 @@ const MAGIC: &[u8; 8] = b"DFGPACK2";
 const MAGIC_V1: &[u8; 8] = b"DFGPACK1";
 /// Images decoded at once: bounds the memory while packing.
 const CHUNK: usize = 512;
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
 
 /// Whether `path` is a packed file (by its first bytes).
 pub fn is_pack(path: &Path) -> bool {
@@ -118,9 +115,9 @@ pub fn pack(
             out.display()
         )));
     }
-    let tmp = out.with_extension("dfpack.tmp");
-    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io(&tmp))?);
-    w.write_all(MAGIC).map_err(io(&tmp))?;
+    let tmp = tmp_path(out);
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(Error::io(&tmp))?);
+    w.write_all(MAGIC).map_err(Error::io(&tmp))?;
     let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), ds.skipped.clone());
     let (mut own, mut crc) = (Vec::new(), Vec::new());
     for (c, chunk) in ds.samples.chunks(CHUNK).enumerate() {
@@ -129,7 +126,7 @@ pub fn pack(
         for (s, r) in chunk.iter().zip(decoded) {
             match r {
                 Ok((sum, k)) => {
-                    w.write_all(&k.px).map_err(io(&tmp))?;
+                    w.write_all(&k.px).map_err(Error::io(&tmp))?;
                     let Own { rows, cols } = k.own;
                     own.push([rows.0, rows.1, cols.0, cols.1]);
                     crc.push(sum);
@@ -157,16 +154,13 @@ pub fn pack(
         crc32: Some(crc),
     };
     let trailer = serde_json::to_vec(&trailer).expect("numbers and strings serialize");
-    w.write_all(&trailer).map_err(io(&tmp))?;
-    w.write_all(&crc32fast::hash(&trailer).to_le_bytes()).map_err(io(&tmp))?;
-    w.write_all(&(trailer.len() as u64).to_le_bytes()).map_err(io(&tmp))?;
-    w.write_all(MAGIC).map_err(io(&tmp))?;
-    w.into_inner()
-        .map_err(|e| Error::Io { path: tmp.clone(), source: e.into_error() })?
-        .sync_all()
-        .map_err(io(&tmp))?;
-    std::fs::rename(&tmp, out).map_err(io(out))?;
-    let bytes = std::fs::metadata(out).map_err(io(out))?.len();
+    w.write_all(&trailer).map_err(Error::io(&tmp))?;
+    w.write_all(&crc32fast::hash(&trailer).to_le_bytes()).map_err(Error::io(&tmp))?;
+    w.write_all(&(trailer.len() as u64).to_le_bytes()).map_err(Error::io(&tmp))?;
+    w.write_all(MAGIC).map_err(Error::io(&tmp))?;
+    w.into_inner().map_err(|e| Error::io(&tmp)(e.into_error()))?.sync_all().map_err(Error::io(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(Error::io(out))?;
+    let bytes = std::fs::metadata(out).map_err(Error::io(out))?.len();
     Ok(Packed { images, skipped, bytes })
 }
 
@@ -174,10 +168,10 @@ pub fn pack(
 /// inconsistency is an error naming the file; a DFGPACK1 pack (no checksums) is read with a note to `log`.
 pub fn open(path: &Path, log: &mut dyn FnMut(&str)) -> Result<Loaded> {
     let bad = |m: String| Error::corrupt(path, format!("not a readable dfgpu pack: {m}"));
-    let file = std::fs::File::open(path).map_err(io(path))?;
+    let file = std::fs::File::open(path).map_err(Error::io(path))?;
     // SAFETY: the map is read-only; dfgpu never writes a pack in place (`pack` writes a new file and renames),
     // so the bytes cannot change under the map unless another program truncates the file while it trains.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io(path))?;
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(Error::io(path))?;
     let n = map.len();
     let v1 = n >= 8 && &map[n - 8..] == MAGIC_V1;
     // After the trailer: its CRC-32 (not in DFGPACK1), its length, the magic.

@@ -19,6 +19,7 @@
 //! Everything is a function of the seed: the same seed gives the same files.
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::rng::Rng;
 use rayon::prelude::*;
 use std::f32::consts::FRAC_PI_2;
@@ -321,7 +322,7 @@ pub fn write(cfg: &SynthConfig, out: &Path) -> Result<usize> {
     };
     for dir in ["real".to_string()].into_iter().chain(cfg.families.iter().map(|f| format!("fake/{f}"))) {
         let d = out.join(dir);
-        std::fs::create_dir_all(&d).map_err(|source| Error::Io { path: d.clone(), source })?;
+        std::fs::create_dir_all(&d).map_err(Error::io(&d))?;
     }
     files.par_iter().enumerate().try_for_each(|(i, (rel, fake, family))| {
         let mut rng = Rng::new(cfg.seed ^ (0xD1B5_4A32_D192_ED03u64.wrapping_mul(i as u64 + 1)));
@@ -335,9 +336,7 @@ pub fn write(cfg: &SynthConfig, out: &Path) -> Result<usize> {
         };
         let quality = 70 + rng.below(26) as u8;
         let path = out.join(rel);
-        let tmp = path.with_extension("jpg.tmp");
-        std::fs::write(&tmp, jpeg(&img, quality)?).map_err(|source| Error::Io { path: tmp.clone(), source })?;
-        std::fs::rename(&tmp, &path).map_err(|source| Error::Io { path: path.clone(), source })
+        write_atomic(&path, &jpeg(&img, quality)?)
     })?;
     Ok(files.len())
 }

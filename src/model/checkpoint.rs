@@ -9,6 +9,7 @@ use crate::backend::fft::FftConfig;
 use crate::backend::Backend;
 use crate::data::input::Input;
 use crate::error::{Choice, Error, Result};
+use crate::files::write_atomic;
 use crate::model::detector::{Detector, DetectorConfig};
 use crate::model::params::ParamLayout;
 use crate::model::state::ModelState;
@@ -27,10 +28,6 @@ pub struct Named {
 }
 
 pub type Meta = BTreeMap<String, String>;
-
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
 
 /// The format's first field, the header's length (a little-endian u64).
 const LEN: usize = 8;
@@ -54,9 +51,7 @@ pub fn write(path: &Path, tensors: &[Named], meta: &Meta) -> Result<()> {
     let sorted = serde_json::to_vec(&serde_json::to_value(&header).map_err(|e| cannot(e.into()))?)
         .expect("a JSON value serializes");
     bytes[LEN..LEN + n].get_mut(..sorted.len()).expect("the sorted header is as long").copy_from_slice(&sorted);
-    let tmp = path.with_extension("safetensors.tmp");
-    std::fs::write(&tmp, &bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
+    write_atomic(path, &bytes)
 }
 
 /// Reads a safetensors file as f32 tensors. Every problem names the file.
@@ -66,7 +61,7 @@ pub fn read(path: &Path) -> Result<(Vec<Named>, Meta)> {
 
 /// As `read`, keeping only the tensors that `keep` names (the others may have any dtype). In file order.
 pub fn read_some(path: &Path, keep: impl Fn(&str) -> bool) -> Result<(Vec<Named>, Meta)> {
-    let bytes = std::fs::read(path).map_err(io(path))?;
+    let bytes = std::fs::read(path).map_err(Error::io(path))?;
     let bad =
         |e: SafeTensorError| Error::corrupt(path, format!("not a readable safetensors file: {}", why(&e, &bytes)));
     // The header (metadata, file order), then the views into the data: both check the whole file.

@@ -6,6 +6,7 @@ use crate::backend::head::Branches;
 use crate::backend::loss::LossKind;
 use crate::backend::Backend;
 use crate::error::{Choice, Error, Result};
+use crate::files::write_atomic;
 use crate::train::config::{ExistingRun, Loss, TrainConfig};
 use crate::train::trainer;
 use std::fmt::Write as _;
@@ -80,7 +81,7 @@ pub fn ablate(
     let (md, csv) = tables(&rows);
     for (name, text) in [("ablation.md", md), ("ablation.csv", csv)] {
         let p = out.join(name);
-        std::fs::write(&p, text).map_err(|source| Error::Io { path: p.clone(), source })?;
+        write_atomic(&p, text.as_bytes())?;
     }
     crate::train::figures::ablation(&rows, &out.join("ablation.png"))?;
     Ok(rows)

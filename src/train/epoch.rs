@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::data::input::Tiles;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::model::detector::Detector;
 use crate::model::state::ModelState;
@@ -350,8 +351,8 @@ impl<'a> Run<'a> {
         }
         self.lines.push(EpochLine::new(r, true));
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
-        rundir::write_atomic(&cfg.out.join("metrics.jsonl"), runlog::jsonl(&self.lines).as_bytes())?;
-        rundir::write_atomic(&cfg.out.join("metrics.csv"), runlog::csv(&self.lines).as_bytes())?;
+        write_atomic(&cfg.out.join("metrics.jsonl"), runlog::jsonl(&self.lines).as_bytes())?;
+        write_atomic(&cfg.out.join("metrics.csv"), runlog::csv(&self.lines).as_bytes())?;
         figures::curves(&self.lines, &cfg.out.join("curves.png"))?;
         if epoch == cfg.epochs {
             let title = format!("ROC, EPOCH {epoch}: AUC {:.4}", r.report.auc.unwrap_or(f64::NAN));

@@ -7,6 +7,7 @@
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::rng::Rng;
 use crate::train::config::{ExistingRun, TrainConfig};
@@ -97,7 +98,7 @@ pub fn holdout(
     let (md, csv) = tables(&rows);
     for (name, text) in [("holdout.md", md), ("holdout.csv", csv)] {
         let p = out.join(name);
-        std::fs::write(&p, text).map_err(|source| Error::Io { path: p.clone(), source })?;
+        write_atomic(&p, text.as_bytes())?;
     }
     figures::holdout(&rows, &out.join("holdout.png"))?;
     Ok(rows)

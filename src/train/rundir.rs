@@ -4,6 +4,7 @@
 //! kill fell between the files of one epoch (in runs written before that order).
 
 use crate::error::{Error, Result};
+use crate::files::write_atomic;
 use crate::model::checkpoint::{self, Meta};
 use crate::train::runlog::EpochLine;
 use std::io::Write as _;
@@ -35,10 +36,6 @@ pub struct RunDir {
     created: bool,
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
-}
-
 /// Whether a process runs under this id (Linux's /proc; elsewhere every lock counts as stale).
 fn alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
@@ -49,7 +46,7 @@ impl RunDir {
     /// for `move_aside`, unless `resume` is a checkpoint in it (that run goes on). Stale temporary files go.
     pub fn open(dir: &Path, existing: ExistingRun, resume: Option<&Path>, log: &mut dyn FnMut(&str)) -> Result<RunDir> {
         let created = !dir.exists();
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         lock(dir, log)?;
         // Only now: a RunDir removes the lock when dropped.
         let mut run = RunDir { dir: dir.to_path_buf(), held: false, created };
@@ -81,10 +78,10 @@ impl RunDir {
             }
             run.held = existing == ExistingRun::MoveAside;
         }
-        for e in std::fs::read_dir(dir).map_err(io(dir))? {
-            let p = e.map_err(io(dir))?.path();
+        for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+            let p = e.map_err(Error::io(dir))?.path();
             if p.is_file() && p.extension().is_some_and(|x| x == "tmp") {
-                std::fs::remove_file(&p).map_err(io(&p))?;
+                std::fs::remove_file(&p).map_err(Error::io(&p))?;
                 log(&format!("removed {}: a temporary file left by an interrupted run", p.display()));
             }
         }
@@ -100,11 +97,11 @@ impl RunDir {
         let dir = &self.dir;
         let name = dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
         let aside = (1..).map(|k| dir.with_file_name(format!("{name}-{k}"))).find(|p| !p.exists()).unwrap();
-        std::fs::create_dir(&aside).map_err(io(&aside))?;
-        for e in std::fs::read_dir(dir).map_err(io(dir))? {
-            let e = e.map_err(io(dir))?;
+        std::fs::create_dir(&aside).map_err(Error::io(&aside))?;
+        for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
+            let e = e.map_err(Error::io(dir))?;
             if e.file_name() != LOCK {
-                std::fs::rename(e.path(), aside.join(e.file_name())).map_err(io(&e.path()))?;
+                std::fs::rename(e.path(), aside.join(e.file_name())).map_err(Error::io(&e.path()))?;
             }
         }
         log(&format!("{} held an earlier run: moved it to {}", dir.display(), aside.display()));
@@ -118,7 +115,7 @@ fn lock(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
     let path = dir.join(LOCK);
     loop {
         match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
-            Ok(mut f) => return write!(f, "{}", std::process::id()).map_err(io(&path)),
+            Ok(mut f) => return write!(f, "{}", std::process::id()).map_err(Error::io(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
                 let Ok(pid) = text.trim().parse::<u32>() else {
@@ -139,11 +136,11 @@ fn lock(dir: &Path, log: &mut dyn FnMut(&str)) -> Result<()> {
                 }
                 log(&format!("{}: taken over from process {pid}, which is no longer running", path.display()));
                 match std::fs::remove_file(&path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&path)(e)),
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(&path)(e)),
                     _ => {}
                 }
             }
-            Err(e) => return Err(io(&path)(e)),
+            Err(e) => return Err(Error::io(&path)(e)),
         }
     }
 }
@@ -155,16 +152,6 @@ impl Drop for RunDir {
             let _ = std::fs::remove_dir(&self.dir); // only if empty
         }
     }
-}
-
-/// Writes a file through a temporary one beside it (so that the rename stays on one file system): a crash never
-/// leaves it torn.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))
 }
 
 /// The metrics log of a run resumed from `ckpt` (of `epoch`, with metadata `meta`): the lines of the epochs up
@@ -208,7 +195,7 @@ pub fn restore_best(ckpt: &Path, meta: &Meta, out: &Path, log: &mut dyn FnMut(&s
     if checkpoint::read_some(&best, |_| false).is_ok_and(|(_, m)| epoch(&m) == epoch(meta)) {
         return Ok(());
     }
-    write_atomic(&best, &std::fs::read(ckpt).map_err(io(ckpt))?)?;
+    write_atomic(&best, &std::fs::read(ckpt).map_err(Error::io(ckpt))?)?;
     log(&format!("{}: restored from {}, the best epoch so far", best.display(), ckpt.display()));
     Ok(())
 }

@@ -276,7 +276,7 @@ fn run(
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;
     if cfg.grad_report > 0 {
         let grad_dir = cfg.out.join("grad");
-        std::fs::create_dir_all(&grad_dir).map_err(|source| Error::Io { path: grad_dir.clone(), source })?;
+        std::fs::create_dir_all(&grad_dir).map_err(Error::io(&grad_dir))?;
     }
     let mut run = Run::new(be, cfg, (det, ms), loss_cfg, evidence, train.len());
     if let (Some((point, meta)), Some(ckpt)) = (&resumed, &cfg.resume) {
