@@ -6,9 +6,11 @@
 //!   without fusion runs it, all buffers allocated beforehand.
 //! The bench first checks that both give the same logits, loss and gradients. CPU: the reference's step time.
 
+mod common;
+
+use common::timing::{median_ms, with_gpu};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
 use dfgpu::backend::cuda::CudaBackend;
 use dfgpu::backend::head::{HeadConfig, Mode};
 use dfgpu::backend::loss::LossConfig;

@@ -16,7 +16,6 @@ mod loss;
 mod norm;
 mod optim;
 mod preprocess;
-pub mod timing;
 
 use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
