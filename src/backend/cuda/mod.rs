@@ -36,9 +36,17 @@ use std::sync::{Arc, Mutex, OnceLock};
 // What `dfgpu info` (src/info.rs) reports, at the paths it has always had.
 pub use driver::{devices, driver_version, library_versions};
 
-/// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
+/// The fatbins that build.rs compiled from kernels/*.cu, what they were compiled for, and typed ids for their
+/// modules and kernels (`kernels::head::HEAD_FWD_INPUT`).
 pub mod kernels {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+
+    /// A kernel: a module and the name of one of its `extern "C" __global__` functions.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Kernel {
+        pub module: Module,
+        pub name: &'static str,
+    }
 
     /// "sm_80,sm_86,sm_89,sm_90 + PTX compute_90", or why there are none.
     pub fn describe() -> String {
@@ -158,13 +166,14 @@ impl CudaBackend {
         Ok(p)
     }
 
-    /// A kernel by module (the kernels/*.cu file stem) and function name.
-    pub fn function(&self, module: &str, name: &str) -> Result<CudaFunction> {
+    /// A kernel by its typed id (`kernels::head::HEAD_FWD_INPUT`).
+    pub fn function(&self, k: kernels::Kernel) -> Result<CudaFunction> {
+        let module = k.module.name();
         let m = self
             .modules
             .get(module)
             .ok_or_else(|| Error::Device(format!("no kernel module '{module}' was compiled in")))?;
-        m.load_function(name).map_err(|e| Error::Cuda(format!("kernel {module}::{name}: {e}")))
+        m.load_function(k.name).map_err(|e| Error::Cuda(format!("kernel {module}::{}: {e}", k.name)))
     }
 
     /// A grid-stride launch over `n` work items: enough blocks to fill the GPU, no more.
