@@ -222,7 +222,7 @@ fn write_ids(s: &mut String, modules: &[(String, Vec<String>)]) {
         let _ = writeln!(s, "            Module::{} => {stem:?},", camel(stem));
     }
     let _ = writeln!(s, "        }}\n    }}\n}}\n");
-    for (stem, kernels) in modules {
+    for (stem, kernels) in modules.iter().filter(|(_, k)| !k.is_empty()) {
         let _ = writeln!(s, "/// The kernels of kernels/{stem}.cu.");
         let _ = writeln!(s, "pub mod {stem} {{\n    use super::{{Kernel, Module}};");
         for k in kernels {
