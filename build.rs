@@ -1,5 +1,7 @@
 //! Compiles every kernels/*.cu with nvcc into a fatbin (SASS for each listed architecture, PTX for the newest,
-//! so that newer cards JIT it), and writes `$OUT_DIR/kernels.rs`, which embeds them with include_bytes.
+//! so that newer cards JIT it), and writes `$OUT_DIR/kernels.rs`, which embeds them with include_bytes and
+//! names them with typed ids: `Module::Head` for kernels/head.cu, `head::HEAD_FWD_INPUT` for its kernel
+//! `head_fwd_input` (the ids are written without nvcc too, so the crate always compiles).
 //!
 //! nvcc is looked for in `NVCC`, `CUDA_HOME`/`CUDA_PATH`, `PATH`, then the project's own toolchain folder
 //! (scripts/install-cuda-toolchain.sh; `DFGPU_CUDA_HOME`, default ~/.cache/dfgpu/cuda-13.0).
@@ -29,6 +31,15 @@ fn main() {
         .filter(|p| p.extension().is_some_and(|e| e == "cu"))
         .collect();
     sources.sort();
+    // The typed ids (Module, and each module's kernels) are written with or without nvcc, so the crate compiles.
+    let modules: Vec<(String, Vec<String>)> = sources
+        .iter()
+        .map(|src| {
+            let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+            let text = fs::read_to_string(src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
+            (stem, kernel_names(&text))
+        })
+        .collect();
 
     let archs = parse_archs(&env::var("DFGPU_CUDA_ARCHS").unwrap_or_else(|_| DEFAULT_ARCHS.to_string()));
     let require = env::var("DFGPU_REQUIRE_NVCC").is_ok_and(|v| v == "1");
@@ -40,7 +51,7 @@ fn main() {
                 panic!("DFGPU_REQUIRE_NVCC=1 but no nvcc was found (NVCC, CUDA_HOME, CUDA_PATH, PATH, DFGPU_CUDA_HOME); run scripts/install-cuda-toolchain.sh");
             }
             println!("cargo:warning=nvcc not found: building without GPU kernels (CPU only). Run scripts/install-cuda-toolchain.sh or set NVCC to compile them.");
-            write_index(&out_dir, &[], "", None, "built without nvcc: no GPU kernels compiled in\n");
+            write_index(&out_dir, &modules, &[], "", None, "built without nvcc: no GPU kernels compiled in\n");
             return;
         }
     };
@@ -82,7 +93,7 @@ fn main() {
     }
     let archs_text = archs.iter().map(|a| format!("sm_{a}")).collect::<Vec<_>>().join(",");
     let ptx = archs.iter().max().map(|a| format!("compute_{a}"));
-    write_index(&out_dir, &names, &archs_text, ptx.as_deref(), &report);
+    write_index(&out_dir, &modules, &names, &archs_text, ptx.as_deref(), &report);
 }
 
 fn parse_archs(s: &str) -> Vec<u32> {
@@ -166,9 +177,77 @@ fn summarize_ptxas(log: &str) -> String {
     out
 }
 
-fn write_index(out_dir: &Path, names: &[String], archs: &str, ptx: Option<&str>, report: &str) {
+/// The names of the `extern "C" __global__ void NAME(` kernels in a .cu file, in order.
+fn kernel_names(text: &str) -> Vec<String> {
+    let key = "extern \"C\" __global__ void ";
+    text.match_indices(key)
+        .map(|(i, _)| {
+            let rest = &text[i + key.len()..];
+            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            rest[..end].to_string()
+        })
+        .collect()
+}
+
+/// "preprocess" -> "Preprocess", "my_op" -> "MyOp": a module's enum variant.
+fn camel(stem: &str) -> String {
+    stem.split('_').filter(|w| !w.is_empty()).map(|w| w[..1].to_ascii_uppercase() + &w[1..]).collect()
+}
+
+/// Writes `Module` (one variant per kernels/*.cu) and, for each module, a `Kernel` constant per kernel, so that
+/// a misspelled module or kernel is a compile error, not a failure at launch.
+fn write_ids(s: &mut String, modules: &[(String, Vec<String>)]) {
+    let ident = |n: &str| !n.is_empty() && n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    for (stem, kernels) in modules {
+        // Stems become Rust modules and variants, kernel names constants: snake_case keeps that one-to-one.
+        assert!(
+            ident(stem) && !stem.starts_with(|c: char| c.is_ascii_digit()),
+            "kernels/{stem}.cu: name files in snake_case"
+        );
+        for k in kernels {
+            assert!(ident(k), "kernels/{stem}.cu: kernel '{k}' is not snake_case");
+        }
+    }
+    let _ = writeln!(s, "/// A kernel module: one kernels/*.cu file.");
+    let _ = writeln!(s, "#[derive(Clone, Copy, Debug, PartialEq, Eq)]");
+    let _ = writeln!(s, "pub enum Module {{");
+    for (stem, _) in modules {
+        let _ = writeln!(s, "    /// kernels/{stem}.cu\n    {},", camel(stem));
+    }
+    let _ = writeln!(s, "}}\n");
+    let _ = writeln!(s, "impl Module {{");
+    let _ = writeln!(s, "    /// The file stem (kernels/NAME.cu), as `FATBINS` names it.");
+    let _ = writeln!(s, "    pub const fn name(self) -> &'static str {{\n        match self {{");
+    for (stem, _) in modules {
+        let _ = writeln!(s, "            Module::{} => {stem:?},", camel(stem));
+    }
+    let _ = writeln!(s, "        }}\n    }}\n}}\n");
+    for (stem, kernels) in modules.iter().filter(|(_, k)| !k.is_empty()) {
+        let _ = writeln!(s, "/// The kernels of kernels/{stem}.cu.");
+        let _ = writeln!(s, "pub mod {stem} {{\n    use super::{{Kernel, Module}};");
+        for k in kernels {
+            let _ = writeln!(
+                s,
+                "    pub const {}: Kernel = Kernel {{ module: Module::{}, name: {k:?} }};",
+                k.to_ascii_uppercase(),
+                camel(stem)
+            );
+        }
+        let _ = writeln!(s, "}}\n");
+    }
+}
+
+fn write_index(
+    out_dir: &Path,
+    modules: &[(String, Vec<String>)],
+    names: &[String],
+    archs: &str,
+    ptx: Option<&str>,
+    report: &str,
+) {
     fs::write(out_dir.join("ptxas-report.txt"), report).unwrap();
     let mut s = String::from("// @generated by build.rs\n");
+    write_ids(&mut s, modules);
     let _ = writeln!(s, "/// (module name, fatbin) for every kernels/*.cu that nvcc compiled.");
     let _ = writeln!(s, "pub const FATBINS: &[(&str, &[u8])] = &[");
     for n in names {

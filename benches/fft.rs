@@ -8,8 +8,10 @@
 //! run in the same session on the same card (gpu-pack/run.sh --torch).
 //! CPU: images/s of the reference.
 
+mod common;
+
+use common::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cuda::{fft::CufftPipeline, CudaBackend};
 use dfgpu::backend::fft::{check, FftConfig};
 use dfgpu::rng::Rng;

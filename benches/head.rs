@@ -2,19 +2,22 @@
 //! Ds = 1280, Dq = 256, H = 256 (LayerNorm, SiLU, dropout 0.3, training mode). GPU, CUDA events, median of 50
 //! after 10 warm-up steps, timed in the same run:
 //!   dfgpu: the fused kernels around cuBLAS products;
-//!   baseline: the same cuBLAS products with one simple kernel per step (kernels/head.cu, `bl_*`), as a framework
-//!   without fusion runs it, all buffers allocated beforehand.
+//!   baseline: the same cuBLAS products with one simple kernel per step (benches/head_baseline.cu, `bl_*`,
+//!   compiled at run time with NVRTC), as a framework without fusion runs it, all buffers allocated beforehand.
 //! The bench first checks that both give the same logits, loss and gradients. CPU: the reference's step time.
 
-use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+mod common;
+
+use common::timing::{median_ms, with_gpu};
+use cudarc::driver::{CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, with_gpu};
 use dfgpu::backend::cuda::CudaBackend;
 use dfgpu::backend::head::{HeadConfig, Mode};
 use dfgpu::backend::loss::LossConfig;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Result, Tensor};
+use std::sync::Arc;
 use std::time::Instant;
 
 const SEED: u64 = 42;
@@ -54,14 +57,22 @@ fn zeros(be: &dyn Backend, n: usize) -> Result<Tensor> {
     be.upload(&Tensor::from_vec(&[n], Layout::Plain, vec![0f32; n])?)
 }
 
-/// The unfused baseline's buffers.
+/// The unfused baseline's kernels and buffers.
 struct Baseline {
+    kernels: Arc<CudaModule>,
     bufs: std::collections::HashMap<&'static str, CudaSlice<f32>>,
 }
 
+/// benches/head_baseline.cu, compiled for this GPU; it includes kernels/head.cu, which includes common.cuh.
+fn baseline_kernels(be: &CudaBackend) -> Result<Arc<CudaModule>> {
+    let headers =
+        [("head.cu", include_str!("../kernels/head.cu")), ("common.cuh", include_str!("../kernels/common.cuh"))];
+    common::nvrtc::load(be.stream().context(), "head_baseline.cu", include_str!("head_baseline.cu"), &headers)
+}
+
 macro_rules! launch {
-    ($be:expr, $name:literal, $cfg:expr $(, $arg:expr)*) => {{
-        let f = $be.function("head", $name)?;
+    ($be:expr, $kernels:expr, $name:literal, $cfg:expr $(, $arg:expr)*) => {{
+        let f = $kernels.load_function($name)?;
         let mut l = $be.stream().launch_builder(&f);
         $( l.arg($arg); )*
         // SAFETY: each call below passes the arguments of the kernel's signature, sized by `Baseline::new`.
@@ -70,7 +81,7 @@ macro_rules! launch {
 }
 
 impl Baseline {
-    fn new(be: &CudaBackend, cfg: &HeadConfig, b: usize) -> Result<Self> {
+    fn new(be: &CudaBackend, kernels: Arc<CudaModule>, cfg: &HeadConfig, b: usize) -> Result<Self> {
         let (ds, dq, d, h) = (cfg.ds, cfg.dq, cfg.d(), cfg.hidden);
         let sizes = [
             ("ys", b * ds),
@@ -102,7 +113,7 @@ impl Baseline {
         for (name, n) in sizes {
             bufs.insert(name, be.stream().alloc_zeros::<f32>(n)?);
         }
-        Ok(Baseline { bufs })
+        Ok(Baseline { kernels, bufs })
     }
 
     fn step(&mut self, be: &CudaBackend, x: &Inputs) -> Result<()> {
@@ -127,40 +138,41 @@ impl Baseline {
         let (mut dad, mut da, mut dh, mut dz) = (t("dad"), t("da"), t("dh"), t("dz"));
         let (mut dys, mut dyq, mut dsv, mut dqv) = (t("dys"), t("dyq"), t("ds"), t("dq"));
         let blas = be.blas()?;
+        let k = &self.kernels;
         let (zero, one, gather, p_drop, alpha, gamma) = (0i32, 1i32, 1i32, cfg.dropout, 0.25f32, 2.0f32);
 
         // Forward.
-        launch!(be, "bl_layernorm", rows, s, &gamma_s, &beta_s, &ds, &mut ys, &mut ms, &mut rs);
-        launch!(be, "bl_layernorm", rows, q, &gamma_q, &beta_q, &dq, &mut yq, &mut mq, &mut rq);
-        launch!(be, "bl_copy_cols", ew(b * cfg.ds), &ys, &ds, &mut z, &d, &b32, &ds, &zero, &zero);
-        launch!(be, "bl_copy_cols", ew(b * cfg.dq), &yq, &dq, &mut z, &d, &b32, &dq, &ds, &zero);
+        launch!(be, k, "bl_layernorm", rows, s, &gamma_s, &beta_s, &ds, &mut ys, &mut ms, &mut rs);
+        launch!(be, k, "bl_layernorm", rows, q, &gamma_q, &beta_q, &dq, &mut yq, &mut mq, &mut rq);
+        launch!(be, k, "bl_copy_cols", ew(b * cfg.ds), &ys, &ds, &mut z, &d, &b32, &ds, &zero, &zero);
+        launch!(be, k, "bl_copy_cols", ew(b * cfg.dq), &yq, &dq, &mut z, &d, &b32, &dq, &ds, &zero);
         blas.gemm(false, true, (b, cfg.hidden, cfg.d()), &z, &w1, 0.0, &mut h)?;
-        launch!(be, "bl_bias_add", ew(b * cfg.hidden), &mut h, &b1, &b32, &hid);
-        launch!(be, "bl_silu", ew(b * cfg.hidden), &h, &mut a, &bh);
-        launch!(be, "bl_dropout", ew(b * cfg.hidden), &a, &mut ad, &mut mask, &b32, &hid, &p_drop, &SEED);
+        launch!(be, k, "bl_bias_add", ew(b * cfg.hidden), &mut h, &b1, &b32, &hid);
+        launch!(be, k, "bl_silu", ew(b * cfg.hidden), &h, &mut a, &bh);
+        launch!(be, k, "bl_dropout", ew(b * cfg.hidden), &a, &mut ad, &mut mask, &b32, &hid, &p_drop, &SEED);
         blas.gemm(false, false, (b, 1, cfg.hidden), &ad, &w2, 0.0, &mut logits)?;
-        launch!(be, "bl_bias_add", ew(b), &mut logits, &b2, &b32, &one);
-        launch!(be, "bl_focal", ew(b), &logits, y, &mut loss, &b32, &alpha, &gamma);
+        launch!(be, k, "bl_bias_add", ew(b), &mut logits, &b2, &b32, &one);
+        launch!(be, k, "bl_focal", ew(b), &logits, y, &mut loss, &b32, &alpha, &gamma);
         let inv_b = 1.0f32 / b as f32;
-        launch!(be, "bl_colsum", ew(1), &loss, &b32, &one, &inv_b, &mut loss_mean);
-        launch!(be, "bl_focal_bwd", ew(b), &logits, y, &mut dl, &b32, &alpha, &gamma);
+        launch!(be, k, "bl_colsum", ew(1), &loss, &b32, &one, &inv_b, &mut loss_mean);
+        launch!(be, k, "bl_focal_bwd", ew(b), &logits, y, &mut dl, &b32, &alpha, &gamma);
 
         // Backward.
         let offset = |n: &str| l.get(n).unwrap().range();
         blas.gemm(true, false, (cfg.hidden, 1, b), &ad, &dl, 0.0, &mut gp.slice_mut(offset("fc2.weight")))?;
         let mut g_b2 = gp.slice_mut(offset("fc2.bias"));
-        launch!(be, "bl_colsum", ew(1), &dl, &b32, &one, &1.0f32, &mut g_b2);
+        launch!(be, k, "bl_colsum", ew(1), &dl, &b32, &one, &1.0f32, &mut g_b2);
         blas.gemm(false, false, (b, cfg.hidden, 1), &dl, &w2, 0.0, &mut dad)?;
-        launch!(be, "bl_mul", ew(b * cfg.hidden), &dad, &mask, &mut da, &bh);
-        launch!(be, "bl_silu_bwd", ew(b * cfg.hidden), &da, &h, &mut dh, &bh);
+        launch!(be, k, "bl_mul", ew(b * cfg.hidden), &dad, &mask, &mut da, &bh);
+        launch!(be, k, "bl_silu_bwd", ew(b * cfg.hidden), &da, &h, &mut dh, &bh);
         let mut g_b1 = gp.slice_mut(offset("fc1.bias"));
-        launch!(be, "bl_colsum", ew(cfg.hidden), &dh, &b32, &hid, &1.0f32, &mut g_b1);
+        launch!(be, k, "bl_colsum", ew(cfg.hidden), &dh, &b32, &hid, &1.0f32, &mut g_b1);
         blas.gemm(true, false, (cfg.hidden, cfg.d(), b), &dh, &z, 0.0, &mut gp.slice_mut(offset("fc1.weight")))?;
         blas.gemm(false, false, (b, cfg.d(), cfg.hidden), &dh, &w1, 0.0, &mut dz)?;
-        launch!(be, "bl_copy_cols", ew(b * cfg.ds), &dz, &d, &mut dys, &ds, &b32, &ds, &zero, &gather);
-        launch!(be, "bl_copy_cols", ew(b * cfg.dq), &dz, &d, &mut dyq, &dq, &b32, &dq, &ds, &gather);
-        launch!(be, "bl_layernorm_bwd", rows, &dys, s, &gamma_s, &ms, &rs, &ds, &mut dsv);
-        launch!(be, "bl_layernorm_bwd", rows, &dyq, q, &gamma_q, &mq, &rq, &dq, &mut dqv);
+        launch!(be, k, "bl_copy_cols", ew(b * cfg.ds), &dz, &d, &mut dys, &ds, &b32, &ds, &zero, &gather);
+        launch!(be, k, "bl_copy_cols", ew(b * cfg.dq), &dz, &d, &mut dyq, &dq, &b32, &dq, &ds, &gather);
+        launch!(be, k, "bl_layernorm_bwd", rows, &dys, s, &gamma_s, &ms, &rs, &ds, &mut dsv);
+        launch!(be, k, "bl_layernorm_bwd", rows, &dyq, q, &gamma_q, &mq, &rq, &dq, &mut dqv);
         let (g_s, b_s) = (offset("norm_s.weight"), offset("norm_s.bias"));
         let (g_q, b_q) = (offset("norm_q.weight"), offset("norm_q.bias"));
         // gamma comes before beta in the layout: split there to hold both gradients at once.
@@ -168,7 +180,7 @@ impl Baseline {
         {
             let (mut lo, mut hi) = gp.split_at_mut(bt.start);
             let (mut dg, mut db) = (lo.slice_mut(g), hi.slice_mut(0..bt.len()));
-            launch!(be, "bl_layernorm_params", ew(bt.len()), dy, x, m, r, &b32, cols, &mut dg, &mut db);
+            launch!(be, k, "bl_layernorm_params", ew(bt.len()), dy, x, m, r, &b32, cols, &mut dg, &mut db);
         }
         for (name, buf) in [
             ("ys", ys),
@@ -215,6 +227,7 @@ fn max_rel_diff(a: &[f32], b: &[f32]) -> f64 {
 
 fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
     println!("  Ds 1280, Dq 256, H 256, LayerNorm, SiLU, dropout 0.3, focal loss");
+    let kernels = baseline_kernels(gpu)?;
     for b in [128usize, 256] {
         let host = inputs(b);
         let x = Inputs {
@@ -224,7 +237,7 @@ fn gpu_bench(gpu: &CudaBackend) -> Result<()> {
             q: gpu.upload(&host.q)?,
             y: gpu.upload(&host.y)?,
         };
-        let mut base = Baseline::new(gpu, &x.cfg, b)?;
+        let mut base = Baseline::new(gpu, kernels.clone(), &x.cfg, b)?;
         base.step(gpu, &x)?;
         let mut grads = zeros(gpu, x.p.numel())?;
         let [logits, loss, ds, dq] = fused_step(gpu, &x, &mut grads)?;

@@ -3,8 +3,10 @@
 //! device-to-device copy of the bytes the step must move (read p, g, m, v and the mask, write p, m, v: 29 bytes a
 //! parameter), timed in the same run. CPU: the reference's step time.
 
+mod common;
+
+use common::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::optim::{decay_mask, Optimizer, StepArgs};
 use dfgpu::model::params::ParamLayout;
 use dfgpu::{Backend, Layout, Result, Tensor};

@@ -2,8 +2,10 @@
 //! GPU: milliseconds, images/s and GB/s of the kernel against a device-to-device copy of the same number of
 //! bytes timed in the same run (the memory roofline). CPU: images/s of the reference.
 
+mod common;
+
+use common::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::ChannelNorm;
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};

@@ -13,8 +13,10 @@
 //! (shared/anchors/torch_cpu_tiny.py, the same model) runs in the same run on as many threads as rayon's pool,
 //! and the ratios are printed (above 1: dfgpu is faster).
 
+mod common;
+
+use common::timing::{median_ms, peak_bytes, reset_peak, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::cuda::timing::{median_ms, peak_bytes, reset_peak, with_gpu};
 use dfgpu::backend::optim::StepArgs;
 use dfgpu::model::detector::{Detector, DetectorConfig};
 use dfgpu::model::state::ModelState;

@@ -1,6 +1,6 @@
 //! Launchers for kernels/fft.cu, and the per-size line plans (radices, Bluestein tables) they use.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
 use crate::backend::fft::{check, check_stats, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
 use crate::error::Error;
@@ -113,7 +113,7 @@ pub fn features(be: &CudaBackend, images: &Tensor, cfg: &FftConfig, stats: Optio
 
     let lpb = lines_per_block(rows.line.len as usize);
     let blocks = (spectra * d.h.div_ceil(2)).div_ceil(lpb);
-    let f = be.function("fft", "fft_rows")?;
+    let f = be.function(kernels::fft::FFT_ROWS)?;
     let mut l = stream.launch_builder(&f);
     match images.dtype() {
         DType::U8 => l.arg(&null).arg(images.device::<u8>()?),
@@ -128,7 +128,7 @@ pub fn features(be: &CudaBackend, images: &Tensor, cfg: &FftConfig, stats: Optio
 
     let lpb = lines_per_block(cols.line.len as usize);
     let blocks = spectra * wh.div_ceil(lpb);
-    let f = be.function("fft", "fft_cols")?;
+    let f = be.function(kernels::fft::FFT_COLS)?;
     let mut l = stream.launch_builder(&f);
     l.arg(&spec).arg(&a).arg(&cols.line);
     push_tables(&mut l, &cols, &null);
@@ -180,7 +180,7 @@ pub fn stats_update(be: &CudaBackend, images: &Tensor, stats: &mut FreqStats) ->
     check_stats(stats, &d)?;
     let per_image = (d.planes * d.plane_len()) as i64;
     let (bins, n, count) = (d.stats_len() as i32, d.n as i32, stats.count as f64);
-    let f = be.function("fft", "fft_stats_update")?;
+    let f = be.function(kernels::fft::FFT_STATS_UPDATE)?;
     let cfg = be.grid_stride(d.stats_len(), 256);
     let (mean, m2) = (&mut stats.mean, &mut stats.m2);
     let mut l = be.stream().launch_builder(&f);
@@ -252,7 +252,7 @@ impl CufftPipeline {
         let mut out = be.output::<f32>(d.out_shape().iter().product())?;
         let a = args(images, cfg, &d);
         let null = 0u64;
-        let f = be.function("fft", "fft_features_from_spectrum")?;
+        let f = be.function(kernels::fft::FFT_FEATURES_FROM_SPECTRUM)?;
         let mut l = be.stream().launch_builder(&f);
         l.arg(&self.spec).arg(&a);
         match stats {

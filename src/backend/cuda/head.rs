@@ -1,6 +1,6 @@
 //! Launchers for kernels/head.cu: fused kernels around two cuBLAS products in forward, two in backward.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::head::{check, check_backward, Branches, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
@@ -92,7 +92,7 @@ pub fn forward(
     let b32 = b as i32;
     let stream = be.stream();
 
-    let f = be.function("head", "head_fwd_input")?;
+    let f = be.function(kernels::head::HEAD_FWD_INPUT)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p)
         .arg(s.device::<f32>()?)
@@ -108,7 +108,7 @@ pub fn forward(
     let w1 = cfg.layout().get("fc1.weight")?.range();
     be.blas()?.gemm(false, true, (b, hid, d), &z, &p.slice(w1), 0.0, &mut h)?;
 
-    let f = be.function("head", "head_fwd_output")?;
+    let f = be.function(kernels::head::HEAD_FWD_OUTPUT)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p).arg(&b32).arg(&a).arg(&mut h).arg(&mut logits);
     // SAFETY: as above.
@@ -155,7 +155,7 @@ pub fn backward(
     let (mut ds, mut dq) = (be.output::<f32>(b * cfg.ds)?, be.output::<f32>(b * cfg.dq)?);
     let b32 = b as i32;
 
-    let f = be.function("head", "head_bwd_output")?;
+    let f = be.function(kernels::head::HEAD_BWD_OUTPUT)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p).arg(h).arg(dlogits.device::<f32>()?).arg(&b32).arg(&a).arg(&mut dh).arg(&mut gp);
     // SAFETY: arguments match the kernel; shapes were checked above.
@@ -166,13 +166,13 @@ pub fn backward(
     blas.gemm(true, false, (hid, d, b), &dh, z, 0.0, &mut gp.slice_mut(w1.clone()))?;
     blas.gemm(false, false, (b, d, hid), &dh, &p.slice(w1), 0.0, &mut dz)?;
 
-    let f = be.function("head", "head_bwd_input")?;
+    let f = be.function(kernels::head::HEAD_BWD_INPUT)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p).arg(s).arg(q).arg(stats).arg(gate).arg(&b32).arg(&a).arg(&mut dz).arg(&mut dpre).arg(&mut ds).arg(&mut dq);
     // SAFETY: as above.
     unsafe { l.launch(per_sample(b)) }?;
 
-    let f = be.function("head", "head_bwd_params")?;
+    let f = be.function(kernels::head::HEAD_BWD_PARAMS)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p).arg(s).arg(q).arg(stats).arg(&dz).arg(&dpre).arg(&b32).arg(&a).arg(&mut gp);
     // SAFETY: as above.

@@ -1,6 +1,6 @@
 //! Launchers for kernels/layers.cu, and the linear layer's products on cuBLAS.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same, Act};
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
@@ -14,7 +14,7 @@ fn per_row(rows: usize) -> LaunchConfig {
 pub fn act(be: &CudaBackend, x: &Tensor, a: Act) -> Result<Tensor> {
     let (n, k) = (x.numel() as i64, Act::code(a));
     let mut y = be.output::<f32>(x.numel())?;
-    let f = be.function("layers", "act_forward")?;
+    let f = be.function(kernels::layers::ACT_FORWARD)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(&mut y).arg(&n).arg(&k);
     // SAFETY: arguments match the kernel; y has x's length.
@@ -26,7 +26,7 @@ pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Act) -> Result
     same(x, dy, "activation backward")?;
     let (n, k) = (x.numel() as i64, Act::code(a));
     let mut dx = be.output::<f32>(x.numel())?;
-    let f = be.function("layers", "act_backward")?;
+    let f = be.function(kernels::layers::ACT_BACKWARD)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(&mut dx).arg(&n).arg(&k);
     // SAFETY: as above.
@@ -38,7 +38,7 @@ pub fn avg_pool(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
     let [n, c, hw] = nchw(x, "average pool input")?;
     let mut y = be.output::<f32>(n * c)?;
     let hw32 = hw as i32;
-    let f = be.function("layers", "avg_pool")?;
+    let f = be.function(kernels::layers::AVG_POOL)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(&mut y).arg(&hw32);
     // SAFETY: one block per (n, c) row of hw values.
@@ -53,7 +53,7 @@ pub fn avg_pool_backward(be: &CudaBackend, dy: &Tensor, shape: [usize; 4]) -> Re
     let total = shape.iter().product::<usize>();
     let (t64, hw) = (total as i64, (shape[2] * shape[3]) as i32);
     let mut dx = be.output::<f32>(total)?;
-    let f = be.function("layers", "avg_pool_backward")?;
+    let f = be.function(kernels::layers::AVG_POOL_BACKWARD)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(dy.device::<f32>()?).arg(&mut dx).arg(&t64).arg(&hw);
     // SAFETY: dx holds the whole input shape; dy one value per (n, c).
@@ -65,7 +65,7 @@ pub fn avg_pool_backward(be: &CudaBackend, dy: &Tensor, shape: [usize; 4]) -> Re
 fn scale_groups(be: &CudaBackend, x: &Tensor, s: &CudaSlice<f32>, per: usize) -> Result<Tensor> {
     let (total, per64) = (x.numel() as i64, per as i64);
     let mut y = be.output::<f32>(x.numel())?;
-    let f = be.function("layers", "scale_groups")?;
+    let f = be.function(kernels::layers::SCALE_GROUPS)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(s).arg(&mut y).arg(&total).arg(&per64);
     // SAFETY: s holds numel / per values (checked by the callers).
@@ -84,7 +84,7 @@ pub fn channel_scale_backward(be: &CudaBackend, x: &Tensor, s: &Tensor, dy: &Ten
     let dx = scale_groups(be, dy, s.device::<f32>()?, hw)?;
     let mut ds = be.output::<f32>(n * c)?;
     let hw32 = hw as i32;
-    let f = be.function("layers", "channel_scale_ds")?;
+    let f = be.function(kernels::layers::CHANNEL_SCALE_DS)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(&mut ds).arg(&hw32);
     // SAFETY: one block per (n, c) row of hw values.
@@ -96,7 +96,7 @@ pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     same(a, b, "add")?;
     let n = a.numel() as i64;
     let mut y = be.output::<f32>(a.numel())?;
-    let f = be.function("layers", "add")?;
+    let f = be.function(kernels::layers::ADD)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(a.device::<f32>()?).arg(b.device::<f32>()?).arg(&mut y).arg(&n);
     // SAFETY: a, b and y have the same length.
@@ -120,7 +120,7 @@ pub fn linear(be: &CudaBackend, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> R
     be.blas()?.gemm(false, true, (n, m, k), x.device::<f32>()?, &wv, 0.0, &mut y)?;
     let bv = b.device::<f32>()?;
     let (total, cols) = ((n * m) as i64, m as i32);
-    let f = be.function("layers", "bias_rows")?;
+    let f = be.function(kernels::layers::BIAS_ROWS)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(&mut y).arg(&bv).arg(&total).arg(&cols);
     // SAFETY: y is n x m, b holds m values.
@@ -146,7 +146,7 @@ pub fn linear_backward(
     let g = grads.device_mut::<f32>()?;
     blas.gemm(true, false, (m, k, n), dyd, xd, 0.0, &mut g.slice_mut(dw))?;
     let (rows, cols) = (n as i32, m as i32);
-    let f = be.function("layers", "col_sum")?;
+    let f = be.function(kernels::layers::COL_SUM)?;
     let mut gb = g.slice_mut(db);
     let mut l = be.stream().launch_builder(&f);
     l.arg(dyd).arg(&rows).arg(&cols).arg(&mut gb);

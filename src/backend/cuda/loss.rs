@@ -1,6 +1,6 @@
 //! Launcher for kernels/loss.cu.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::loss::{check, threshold_logit, LossConfig, LossKind, LossOutput};
 use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
@@ -44,7 +44,7 @@ pub fn loss(
     };
     let mut dlogits = be.output::<f32>(n)?;
     let mut stats = be.output::<f32>(5)?;
-    let f = be.function("loss", "loss_fwd_bwd")?;
+    let f = be.function(kernels::loss::LOSS_FWD_BWD)?;
     let threads = n.next_multiple_of(32).min(1024) as u32;
     // One block: the reduction order is fixed, so the loss is the same on every run.
     let cfg_launch = LaunchConfig { grid_dim: (1, 1, 1), block_dim: (threads, 1, 1), shared_mem_bytes: 0 };

@@ -1,11 +1,13 @@
 //! The CUDA backend: a context and stream on one GPU, the kernel modules that build.rs compiled, launchers
-//! (one file per op family), and the cuDNN/cuBLAS/cuFFT wrappers.
+//! (one file per op family), and the cuDNN/cuBLAS/cuFFT wrappers. Finding the driver, the GPUs and the
+//! libraries' versions is driver.rs.
 //!
 //! cudarc panics when a library it needs cannot be loaded, so every entry point here first checks that the
 //! library is present (`is_culib_present`) and turns its absence into an `Error::Device` that says so.
 
 pub mod blas;
 mod conv;
+pub mod driver;
 pub mod emu;
 pub mod fft;
 mod head;
@@ -14,7 +16,6 @@ mod loss;
 mod norm;
 mod optim;
 mod preprocess;
-pub mod timing;
 
 use super::fft::{FftConfig, FreqStats};
 use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
@@ -26,14 +27,26 @@ use crate::model::params::ParamLayout;
 use crate::tensor::Slice;
 use crate::tensor::{DType, Element, Storage, Tensor};
 use blas::Blas;
-use cudarc::driver::{sys, CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
+use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
+use driver::{describe_device, device_count, DeviceInfo};
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
-/// The fatbins that build.rs compiled from kernels/*.cu, and what they were compiled for.
+// What `dfgpu info` (src/info.rs) reports, at the paths it has always had.
+pub use driver::{devices, driver_version, library_versions};
+
+/// The fatbins that build.rs compiled from kernels/*.cu, what they were compiled for, and typed ids for their
+/// modules and kernels (`kernels::head::HEAD_FWD_INPUT`).
 pub mod kernels {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+
+    /// A kernel: a module and the name of one of its `extern "C" __global__` functions.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub struct Kernel {
+        pub module: Module,
+        pub name: &'static str,
+    }
 
     /// "sm_80,sm_86,sm_89,sm_90 + PTX compute_90", or why there are none.
     pub fn describe() -> String {
@@ -43,83 +56,6 @@ pub mod kernels {
             None => SASS_ARCHS.to_string(),
         }
     }
-}
-
-/// Checks that the CUDA driver can be loaded and initialized, and counts the GPUs. Never panics.
-pub fn device_count() -> Result<usize> {
-    // SAFETY: only tries to dlopen libcuda; it calls nothing in it.
-    if !unsafe { sys::is_culib_present() } {
-        return Err(Error::Device("no CUDA driver: libcuda.so could not be loaded".into()));
-    }
-    cudarc::driver::result::init().map_err(|e| Error::Device(format!("the CUDA driver did not initialize: {e}")))?;
-    let n = CudaContext::device_count().map_err(|e| Error::Device(format!("could not count GPUs: {e}")))?;
-    if n == 0 {
-        return Err(Error::Device("the CUDA driver is loaded but sees no GPU".into()));
-    }
-    Ok(n as usize)
-}
-
-/// The CUDA driver's version, e.g. "13.0".
-pub fn driver_version() -> Result<String> {
-    device_count()?;
-    let mut v = 0i32;
-    // SAFETY: the driver is loaded and initialized (device_count), and v is a valid out-pointer.
-    unsafe { sys::cuDriverGetVersion(&mut v) }.result()?;
-    Ok(format!("{}.{}", v / 1000, (v % 1000) / 10))
-}
-
-/// Versions of the CUDA libraries dfgpu uses, or "not found" for each one that cannot be loaded.
-pub fn library_versions() -> Vec<(&'static str, String)> {
-    let missing = || "not found".to_string();
-    // SAFETY (all three): each library is checked for presence first, and the calls only write the out-pointers.
-    let cublas = if unsafe { cudarc::cublas::sys::is_culib_present() } {
-        use cudarc::cublas::sys::{cublasGetProperty, libraryPropertyType as P};
-        let mut v = [0i32; 3];
-        for (slot, p) in v.iter_mut().zip([P::MAJOR_VERSION, P::MINOR_VERSION, P::PATCH_LEVEL]) {
-            unsafe { cublasGetProperty(p, slot) };
-        }
-        format!("{}.{}.{}", v[0], v[1], v[2])
-    } else {
-        missing()
-    };
-    let cudnn = if unsafe { cudarc::cudnn::sys::is_culib_present() } {
-        let v = unsafe { cudarc::cudnn::sys::cudnnGetVersion() };
-        format!("{}.{}.{}", v / 10000, (v % 10000) / 100, v % 100)
-    } else {
-        missing()
-    };
-    let cufft = if unsafe { cudarc::cufft::sys::is_culib_present() } {
-        let mut v = 0i32;
-        unsafe { cudarc::cufft::sys::cufftGetVersion(&mut v) };
-        // cufft.h: CUFFT_VERSION = major * 1000 + minor * 100 + patch (cuDNN's major is * 10000).
-        format!("{}.{}.{}", v / 1000, (v % 1000) / 100, v % 100)
-    } else {
-        missing()
-    };
-    vec![("cuBLAS", cublas), ("cuDNN", cudnn), ("cuFFT", cufft)]
-}
-
-/// One GPU as `dfgpu info` shows it.
-pub struct DeviceInfo {
-    pub ordinal: usize,
-    pub name: String,
-    pub compute: (i32, i32),
-    pub memory_bytes: usize,
-    pub sms: i32,
-}
-
-pub fn devices() -> Result<Vec<DeviceInfo>> {
-    (0..device_count()?).map(|i| describe_device(&CudaContext::new(i)?)).collect()
-}
-
-fn describe_device(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
-    Ok(DeviceInfo {
-        ordinal: ctx.ordinal(),
-        name: ctx.name()?,
-        compute: ctx.compute_capability()?,
-        memory_bytes: ctx.total_mem()?,
-        sms: ctx.attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
-    })
 }
 
 /// The cuDNN handle. cudarc does not mark it Send or Sync; a cuDNN handle may be used from any host thread as
@@ -230,13 +166,14 @@ impl CudaBackend {
         Ok(p)
     }
 
-    /// A kernel by module (the kernels/*.cu file stem) and function name.
-    pub fn function(&self, module: &str, name: &str) -> Result<CudaFunction> {
+    /// A kernel by its typed id (`kernels::head::HEAD_FWD_INPUT`).
+    pub fn function(&self, k: kernels::Kernel) -> Result<CudaFunction> {
+        let module = k.module.name();
         let m = self
             .modules
             .get(module)
             .ok_or_else(|| Error::Device(format!("no kernel module '{module}' was compiled in")))?;
-        m.load_function(name).map_err(|e| Error::Cuda(format!("kernel {module}::{name}: {e}")))
+        m.load_function(k.name).map_err(|e| Error::Cuda(format!("kernel {module}::{}: {e}", k.name)))
     }
 
     /// A grid-stride launch over `n` work items: enough blocks to fill the GPU, no more.

@@ -1,6 +1,6 @@
 //! Launchers for kernels/norm.cu.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::layers::same;
 use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
 use crate::error::Result;
@@ -30,7 +30,7 @@ fn apply(
     let (g, b, m, v) =
         (gamma.device::<f32>()?, beta.device::<f32>()?, mean.device::<f32>()?, scale_src.device::<f32>()?);
     let fv = from_var as i32;
-    let f = be.function("norm", "bn_apply")?;
+    let f = be.function(kernels::norm::BN_APPLY)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?)
         .arg(&g)
@@ -64,7 +64,7 @@ pub fn train(
     let (mut mean, mut invstd) = (be.output::<f32>(c)?, be.output::<f32>(c)?);
     let (n32, c32, hw32) = (n as i32, c as i32, hw as i32);
     let (o_m, o_v) = (running[0].start as i64, running[1].start as i64);
-    let f = be.function("norm", "bn_stats")?;
+    let f = be.function(kernels::norm::BN_STATS)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(&n32).arg(&c32).arg(&hw32).arg(&bn.eps).arg(&bn.momentum);
     l.arg(&mut mean).arg(&mut invstd).arg(state.device_mut::<f32>()?).arg(&o_m).arg(&o_v);
@@ -115,7 +115,7 @@ pub fn backward(
     let (n32, c32, hw32) = (n as i32, c as i32, hw as i32);
     let (o_g, o_b) = (dgamma.start as i64, dbeta.start as i64);
     let (mean, invstd) = (saved.mean.device::<f32>()?, saved.invstd.device::<f32>()?);
-    let f = be.function("norm", "bn_backward_reduce")?;
+    let f = be.function(kernels::norm::BN_BACKWARD_REDUCE)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(mean).arg(invstd).arg(&n32).arg(&c32).arg(&hw32);
     l.arg(grads.device_mut::<f32>()?).arg(&o_g).arg(&o_b);
@@ -124,7 +124,7 @@ pub fn backward(
 
     let mut dx = be.output::<f32>(x.numel())?;
     let g = gamma.device::<f32>()?;
-    let f = be.function("norm", "bn_backward_dx")?;
+    let f = be.function(kernels::norm::BN_BACKWARD_DX)?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(dy.device::<f32>()?).arg(&g).arg(mean).arg(invstd).arg(grads.device::<f32>()?);
     l.arg(&o_g).arg(&o_b).arg(&n32).arg(&c32).arg(&hw32).arg(&mut dx);

@@ -1,6 +1,6 @@
 //! Launchers for kernels/optim.cu.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::cpu::optim::bias_corrections;
 use crate::backend::optim::{check, check_step, norms_len, Optimizer, StepArgs};
 use crate::error::Result;
@@ -79,7 +79,7 @@ fn norms_pass(
     let mut out = be.output::<f32>(norms_len(layout))?;
     let nseg = entries.len() as i32;
 
-    let f = be.function("optim", "param_norms_partial")?;
+    let f = be.function(kernels::optim::PARAM_NORMS_PARTIAL)?;
     let mut l = stream.launch_builder(&f);
     l.arg(a.device::<f32>()?)
         .arg(b.device::<f32>()?)
@@ -93,7 +93,7 @@ fn norms_pass(
     // SAFETY: arguments match the kernel; every segment lies inside the checked buffers.
     unsafe { l.launch(cfg) }?;
 
-    let f = be.function("optim", "param_norms_finish")?;
+    let f = be.function(kernels::optim::PARAM_NORMS_FINISH)?;
     let mut l = stream.launch_builder(&f);
     let max = max_norm.unwrap_or(0.0);
     l.arg(&partial).arg(&start_d).arg(&nseg).arg(&max).arg(&mut out);
@@ -122,7 +122,8 @@ pub fn optimizer_step(
     let n = layout.total();
     let n64 = n as i64;
     let (adam, sgd);
-    let f = be.function("optim", if let Optimizer::AdamW(_) = opt { "adamw_step" } else { "sgd_step" })?;
+    let f =
+        be.function(if let Optimizer::AdamW(_) = opt { kernels::optim::ADAMW_STEP } else { kernels::optim::SGD_STEP })?;
     let mut l = be.stream().launch_builder(&f);
     l.arg(params.device_mut::<f32>()?).arg(grads.device::<f32>()?).arg(m.device_mut::<f32>()?);
     match opt {

@@ -1,6 +1,6 @@
 //! Launcher for kernels/preprocess.cu.
 
-use super::CudaBackend;
+use super::{kernels, CudaBackend};
 use crate::backend::{preprocess::check, ChannelNorm, Preprocessed};
 use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
@@ -27,9 +27,9 @@ pub fn preprocess(be: &CudaBackend, images: &Tensor, norm: &ChannelNorm, want_ra
     // The 4-pixel path needs 12-byte groups that start on a 4-byte boundary: C = 3 and H*W divisible by 4.
     let vec4 = d.c == 3 && hw % 4 == 0;
     let (f, cfg) = if vec4 {
-        (be.function("preprocess", "preprocess_u8_hwc3_x4")?, be.grid_stride(d.n * (d.h * d.w) / 4, 256))
+        (be.function(kernels::preprocess::PREPROCESS_U8_HWC3_X4)?, be.grid_stride(d.n * (d.h * d.w) / 4, 256))
     } else {
-        (be.function("preprocess", "preprocess_u8_hwc")?, be.grid_stride(d.n * d.h * d.w, 256))
+        (be.function(kernels::preprocess::PREPROCESS_U8_HWC)?, be.grid_stride(d.n * d.h * d.w, 256))
     };
     let c = d.c as i32;
     let stream = be.stream();

@@ -1,17 +1,17 @@
 //! GPU timing with CUDA events, for benches: warm-up runs, then the median of many timed runs.
 
-use super::CudaBackend;
-use crate::error::Result;
 use cudarc::driver::{sys::CUevent_flags, CudaStream};
+use dfgpu::backend::cuda::{emu, CudaBackend};
+use dfgpu::{Backend, Result};
 
 /// Runs a bench's GPU part on GPU 0, or prints in one line why it was skipped or where it failed.
 pub fn with_gpu(what: &str, f: impl FnOnce(&CudaBackend) -> Result<()>) {
     match CudaBackend::new(0, Default::default()) {
         Err(e) => println!("{what} gpu: skipped ({})", e.reason()),
         // Host time on an emulated device says nothing about a GPU: no figure is printed rather than a false one.
-        Ok(_) if super::emu::is_emulated() => println!("{what} gpu: skipped (the emulated device: no GPU timings)"),
+        Ok(_) if emu::is_emulated() => println!("{what} gpu: skipped (the emulated device: no GPU timings)"),
         Ok(gpu) => {
-            println!("{what} gpu: {}", crate::Backend::name(&gpu));
+            println!("{what} gpu: {}", gpu.name());
             if let Err(e) = f(&gpu) {
                 println!("{what} gpu: failed: {e}");
             }
