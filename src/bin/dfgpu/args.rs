@@ -1,44 +1,41 @@
-//! The dfgpu command line: parse, then call the library.
+//! The command line: each command's flags (clap), and the configurations they make.
 
-use clap::{FromArgMatches, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use dfgpu::backend::fft::{Magnitude, Phase, SpectrumLayout};
 use dfgpu::backend::head::Branches;
 use dfgpu::backend::layers::Act;
 use dfgpu::backend::loss::{ClassWeighting, LossKind};
 use dfgpu::data::input::{Combine, Input};
 use dfgpu::error::Choice;
-use dfgpu::train::config::{ExistingRun, Loss, OptimizerName, Sampler, TrainConfig, MODEL_FLAGS};
-use dfgpu::train::runlog::rounded;
-use std::path::Path;
-use std::process::ExitCode;
+use dfgpu::train::config::{Loss, OptimizerName, Sampler, TrainConfig};
 
 #[derive(Parser)]
 #[command(name = "dfgpu", version, about = "Train and run two-branch (EfficientNet + FFT) deepfake image detectors")]
-struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
-    command: Command,
+    pub(crate) command: Command,
 }
 
 /// `--device`, taken only by the commands that run on one: the others refuse it rather than ignore it.
 #[derive(clap::Args)]
-struct Device {
+pub(crate) struct Device {
     /// Where to run: auto (the GPU if one is usable, else the CPU), cpu, cuda, or cuda:N.
     #[arg(long, default_value = "auto")]
-    device: String,
+    pub(crate) device: String,
 }
 
 impl Device {
-    fn spec(&self) -> dfgpu::Result<dfgpu::DeviceSpec> {
+    pub(crate) fn spec(&self) -> dfgpu::Result<dfgpu::DeviceSpec> {
         self.device.parse()
     }
 
-    fn select(&self) -> dfgpu::Result<(Box<dyn dfgpu::Backend>, String)> {
+    pub(crate) fn select(&self) -> dfgpu::Result<(Box<dyn dfgpu::Backend>, String)> {
         dfgpu::select(self.spec()?, Default::default())
     }
 }
 
 #[derive(Subcommand)]
-enum Command {
+pub(crate) enum Command {
     /// Trains the two-branch detector; without --data, on the built-in synthetic set.
     Train(TrainArgs),
     /// Can the model fit 5 real and 5 fake images? PASS or FAIL, with what the diagnostics saw.
@@ -227,78 +224,78 @@ enum Command {
 
 /// The model's options, shared by train, sanity and ablate.
 #[derive(clap::Args)]
-struct ModelArgs {
+pub(crate) struct ModelArgs {
     /// EfficientNet variant: tiny, b0 ... b7; auto: b0 on a GPU, tiny on the CPU.
     #[arg(long, default_value = "auto", value_parser = backbone)]
-    backbone: Backbone,
+    pub(crate) backbone: Backbone,
     /// Input size in pixels. Default: the backbone's own (tiny: 64, b0: 224).
     #[arg(long)]
-    size: Option<usize>,
+    pub(crate) size: Option<usize>,
     /// How an image becomes the input: crop (native pixels: a random crop in training, the centre crop in
     /// validation) or resize (squashed to the input size, which low-pass filters the generators' traces).
     #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
-    input: Input,
+    pub(crate) input: Input,
     /// Switch the frequency branch's batch norms off.
     #[arg(long)]
-    no_freq_bn: bool,
+    pub(crate) no_freq_bn: bool,
     /// The frequency branch's stride-2 convolution stages: their output channels.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
-    freq_widths: Vec<usize>,
+    pub(crate) freq_widths: Vec<usize>,
     /// Phase planes: angle (angle / pi) or cos-sin.
     #[arg(long, default_value = "angle", value_parser = choice::<Phase>)]
-    phase: Phase,
+    pub(crate) phase: Phase,
     /// The spectrum fed to the branch: half (H x (W/2+1)) or shifted (full, zero frequency at the centre).
     #[arg(long, default_value = "half", value_parser = choice::<SpectrumLayout>)]
-    spectrum: SpectrumLayout,
+    pub(crate) spectrum: SpectrumLayout,
     /// One spectrum of the luma instead of one per colour channel.
     #[arg(long)]
-    grayscale: bool,
+    pub(crate) grayscale: bool,
     /// The fusion head's hidden units.
     #[arg(long, default_value_t = 256)]
-    head_hidden: usize,
+    pub(crate) head_hidden: usize,
     /// The fusion head's activation: silu or relu.
     #[arg(long, default_value = "silu", value_parser = choice::<Act>)]
-    head_act: Act,
+    pub(crate) head_act: Act,
     /// Switch the head's per-branch LayerNorm off.
     #[arg(long)]
-    no_head_norm: bool,
+    pub(crate) no_head_norm: bool,
     /// Dropout on the head's hidden layer (training only).
     #[arg(long, default_value_t = 0.3)]
-    dropout: f32,
+    pub(crate) dropout: f32,
     /// A learned per-sample gate that weighs the two branches.
     #[arg(long)]
-    gated: bool,
+    pub(crate) gated: bool,
     /// Probability per sample of dropping one branch's features in training.
     #[arg(long, default_value_t = 0.0)]
-    branch_dropout: f32,
+    pub(crate) branch_dropout: f32,
 }
 
 /// How eval and predict score an image larger than the model (a model trained with --input crop).
 #[derive(clap::Args)]
-struct TileArgs {
+pub(crate) struct TileArgs {
     /// Score a grid of N crops spread over the image (N a square: 1, 4, 9, ...; 1: the centre crop).
     #[arg(long, default_value_t = 1)]
-    tiles: usize,
+    pub(crate) tiles: usize,
     /// How the tiles' logits combine: mean, or max (one tile that looks fake is enough).
     #[arg(long, default_value = "mean", value_parser = choice::<Combine>)]
-    tile_combine: Combine,
+    pub(crate) tile_combine: Combine,
 }
 
 /// A clap value parser for a setting chosen by name.
-fn choice<T: Choice>(s: &str) -> Result<T, String> {
+pub(crate) fn choice<T: Choice>(s: &str) -> Result<T, String> {
     T::parse(s, "")
         .map_err(|_| format!("choose one of {}", T::NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")))
 }
 
 /// `--backbone`: an EfficientNet variant, or auto, which the device decides.
 #[derive(Clone)]
-enum Backbone {
+pub(crate) enum Backbone {
     Auto,
     Named(String),
 }
 
 /// A clap value parser for `--backbone`: auto or a variant that the model knows.
-fn backbone(s: &str) -> Result<Backbone, String> {
+pub(crate) fn backbone(s: &str) -> Result<Backbone, String> {
     match s {
         "auto" => Ok(Backbone::Auto),
         _ => dfgpu::model::efficientnet::EfficientNetConfig::named(s)
@@ -309,100 +306,100 @@ fn backbone(s: &str) -> Result<Backbone, String> {
 
 /// The two settings that the ablation varies, fixed for train and sanity.
 #[derive(clap::Args)]
-struct BranchArgs {
+pub(crate) struct BranchArgs {
     /// Frequency magnitudes: raw (|F|, which stalls training), log, or log-std (per-bin z-score).
     #[arg(long, default_value = "log", value_parser = choice::<Magnitude>)]
-    freq_norm: Magnitude,
+    pub(crate) freq_norm: Magnitude,
     /// both, spatial or freq.
     #[arg(long, default_value = "both", value_parser = choice::<Branches>)]
-    branches: Branches,
+    pub(crate) branches: Branches,
 }
 
 /// Training settings, shared by train and ablate.
 #[derive(clap::Args)]
-struct TrainOpts {
+pub(crate) struct TrainOpts {
     #[arg(long, default_value_t = 32)]
-    batch: usize,
+    pub(crate) batch: usize,
     /// Peak learning rate (warm-up, then cosine decay to 1% of it).
     #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
+    pub(crate) lr: f32,
     /// Linear warm-up, in epochs.
     #[arg(long, default_value_t = 1.0)]
-    warmup_epochs: f32,
+    pub(crate) warmup_epochs: f32,
     /// adamw, or sgd (with momentum, as torch.optim.SGD: its steps grow with the gradient's scale, which is
     /// how raw FFT magnitudes can wreck a run; see the README).
     #[arg(long, default_value = "adamw", value_parser = choice::<OptimizerName>)]
-    optimizer: OptimizerName,
+    pub(crate) optimizer: OptimizerName,
     /// SGD's momentum.
     #[arg(long, default_value_t = 0.9)]
-    momentum: f32,
+    pub(crate) momentum: f32,
     /// Weight decay, never on normalization parameters and biases: decoupled for AdamW (default 0.05), L2 for
     /// SGD (default 5e-4).
     #[arg(long)]
-    weight_decay: Option<f32>,
+    pub(crate) weight_decay: Option<f32>,
     /// Clip the gradient's total norm to this; 0: no clipping.
     #[arg(long, default_value_t = 5.0)]
-    max_grad_norm: f32,
+    pub(crate) max_grad_norm: f32,
     /// balanced (half real, half fake per batch) or natural (the data set's own balance).
     #[arg(long, default_value = "balanced", value_parser = choice::<Sampler>)]
-    sampler: Sampler,
+    pub(crate) sampler: Sampler,
     /// Focal loss: the weight of the class labelled 1 (fake); below 0.5 favours the rarer real class.
     #[arg(long, default_value_t = 0.25)]
-    focal_alpha: f32,
+    pub(crate) focal_alpha: f32,
     /// Focal loss: the focusing exponent.
     #[arg(long, default_value_t = 2.0)]
-    focal_gamma: f32,
+    pub(crate) focal_gamma: f32,
     /// Class weights instead of the loss's own (wbce: auto; focal, bce: none): none, auto (n_real / n_fake on
     /// fakes), effective[:BETA] (Cui et al. 2019, beta 0.999), pos:W (W on fakes), or W_REAL,W_FAKE.
     #[arg(long)]
-    class_weights: Option<ClassWeighting>,
+    pub(crate) class_weights: Option<ClassWeighting>,
     /// Label smoothing: labels become label (1 - eps) + eps / 2.
     #[arg(long, default_value_t = 0.0)]
-    label_smoothing: f32,
+    pub(crate) label_smoothing: f32,
     /// Augmentations of the training images: default (flip=0.5), robust (crop=0.25,rescale=0.1,blur=0.1,
     /// jpeg=0.2,flip=0.5), none, or NAME=P,... with NAME among crop, rescale, blur, jpeg, flip and P its
     /// probability.
     #[arg(long, default_value = "default")]
-    augment: String,
+    pub(crate) augment: String,
     /// The probability that a real training image becomes a self-fake, labelled fake: downscaled, upsampled
     /// by a random method (nearest, bilinear, bicubic, transposed convolution, pixel shuffle), maybe only in a
     /// soft region, maybe sharpened or blurred, JPEG-compressed.
     #[arg(long, default_value_t = 0.0)]
-    self_fakes: f32,
+    pub(crate) self_fakes: f32,
     /// Without --val: the share of each class held out for validation.
     #[arg(long, default_value_t = 0.2)]
-    val_fraction: f64,
+    pub(crate) val_fraction: f64,
     /// The gradient report (log lines and grad/step-N.png) every this many steps; 0: never.
     #[arg(long, default_value_t = 25)]
-    grad_report: usize,
+    pub(crate) grad_report: usize,
     /// A progress line every this many steps.
     #[arg(long, default_value_t = 10)]
-    log_every: usize,
+    pub(crate) log_every: usize,
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
 }
 
 /// What one training run is, for train and holdout: the model, its branches, the epochs, the loss and the
 /// training settings.
 #[derive(clap::Args)]
-struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
     #[command(flatten)]
-    branch: BranchArgs,
+    pub(crate) branch: BranchArgs,
     /// Epochs (holdout: per run).
     #[arg(long, default_value_t = 6)]
-    epochs: usize,
+    pub(crate) epochs: usize,
     /// focal (alpha 0.25 on fakes, gamma 2), wbce (BCE weighted n_real / n_fake on fakes), or bce.
     #[arg(long, default_value = "focal", value_parser = choice::<Loss>)]
-    loss: Loss,
+    pub(crate) loss: Loss,
     #[command(flatten)]
-    opts: TrainOpts,
+    pub(crate) opts: TrainOpts,
 }
 
 impl RunArgs {
     /// The training configuration these flags make, on `be`.
-    fn config(&self, be: &dyn dfgpu::Backend) -> dfgpu::Result<TrainConfig> {
+    pub(crate) fn config(&self, be: &dyn dfgpu::Backend) -> dfgpu::Result<TrainConfig> {
         let model = with_branches(model_config(be, &self.model)?, &self.branch);
         let mut cfg = TrainConfig::new(model);
         (cfg.loss, cfg.weighting) = self.loss.config();
@@ -413,33 +410,36 @@ impl RunArgs {
 }
 
 #[derive(clap::Args)]
-struct TrainArgs {
+pub(crate) struct TrainArgs {
     /// Training data: a folder with real/ and fake/, a CSV of path,label, or a pack. Default: the built-in set.
     #[arg(long)]
-    data: Option<std::path::PathBuf>,
+    pub(crate) data: Option<std::path::PathBuf>,
     /// Validation data (folder, CSV or pack). Default: a stratified --val-fraction of the training data.
     #[arg(long)]
-    val: Option<std::path::PathBuf>,
+    pub(crate) val: Option<std::path::PathBuf>,
     /// Run folder for the logs, figures and checkpoints. Default: runs/latest, where an earlier run is first
     /// moved aside to runs/latest-K; a folder named here that holds a run is an error (see --overwrite).
     #[arg(long)]
-    out: Option<std::path::PathBuf>,
+    pub(crate) out: Option<std::path::PathBuf>,
     /// Write over the run that --out holds.
     #[arg(long)]
-    overwrite: bool,
+    pub(crate) overwrite: bool,
     #[command(flatten)]
-    run: RunArgs,
+    pub(crate) run: RunArgs,
     /// Continue a run from its last.safetensors (model settings, weights, optimizer and sampler state).
     #[arg(long)]
-    resume: Option<std::path::PathBuf>,
+    pub(crate) resume: Option<std::path::PathBuf>,
     /// Start the EfficientNet from timm weights: a state_dict exported by scripts/export_timm.py.
     #[arg(long)]
-    pretrained: Option<std::path::PathBuf>,
+    pub(crate) pretrained: Option<std::path::PathBuf>,
     #[command(flatten)]
-    dev: Device,
+    pub(crate) dev: Device,
 }
 
-fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
+pub(crate) fn model_config(
+    be: &dyn dfgpu::Backend,
+    a: &ModelArgs,
+) -> dfgpu::Result<dfgpu::model::detector::DetectorConfig> {
     let backbone = match &a.backbone {
         Backbone::Auto if be.is_cuda() => "b0",
         Backbone::Auto => "tiny",
@@ -468,7 +468,7 @@ fn model_config(be: &dyn dfgpu::Backend, a: &ModelArgs) -> dfgpu::Result<dfgpu::
     Ok(model)
 }
 
-fn with_branches(
+pub(crate) fn with_branches(
     mut model: dfgpu::model::detector::DetectorConfig,
     b: &BranchArgs,
 ) -> dfgpu::model::detector::DetectorConfig {
@@ -477,7 +477,7 @@ fn with_branches(
 }
 
 /// The shared training settings onto a configuration; a value out of range is an error naming its flag.
-fn apply_opts(cfg: &mut TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
+pub(crate) fn apply_opts(cfg: &mut TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
     check_ranges(o)?;
     (cfg.batch, cfg.lr, cfg.warmup_epochs, cfg.seed, cfg.sampler) = (o.batch, o.lr, o.warmup_epochs, o.seed, o.sampler);
     cfg.optimizer = o.optimizer.with(o.momentum, o.weight_decay);
@@ -499,7 +499,7 @@ fn apply_opts(cfg: &mut TrainConfig, o: &TrainOpts) -> dfgpu::Result<()> {
 }
 
 /// The numeric training settings' ranges: the first one outside its range is an error naming its flag.
-fn check_ranges(o: &TrainOpts) -> dfgpu::Result<()> {
+pub(crate) fn check_ranges(o: &TrainOpts) -> dfgpu::Result<()> {
     let at_least_0 = |v: f32| v >= 0.0 && v.is_finite();
     let checks: [(&str, String, bool, &str); 8] = [
         (
@@ -525,310 +525,4 @@ fn check_ranges(o: &TrainOpts) -> dfgpu::Result<()> {
         Some((flag, v, _, want)) => Err(dfgpu::Error::Invalid(format!("{flag} '{v}': {want}"))),
         None => Ok(()),
     }
-}
-
-/// `given` says whether a flag (by its clap id) was on the command line.
-fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
-    use dfgpu::train::trainer;
-    let (be, line) = a.dev.select()?;
-    println!("{line}");
-    let mut cfg = a.run.config(be.as_ref())?;
-    (cfg.data, cfg.val) = (a.data, a.val);
-    cfg.existing = match (&a.out, a.overwrite) {
-        (_, true) => ExistingRun::Overwrite,
-        (Some(_), false) => ExistingRun::Refuse,
-        (None, false) => ExistingRun::MoveAside,
-    };
-    // A resumed run goes on in its own folder unless told otherwise.
-    if let Some(out) = a.out.or_else(|| a.resume.as_ref().map(|r| r.parent().unwrap_or(Path::new("")).to_path_buf())) {
-        cfg.out = out;
-    }
-    (cfg.resume, cfg.pretrained) = (a.resume, a.pretrained);
-    cfg.model_flags = MODEL_FLAGS.iter().map(|(f, _)| *f).filter(|f| given(&f[2..].replace('-', "_"))).collect();
-    let summary = trainer::train(be.as_ref(), &cfg, &mut |l| println!("{l}"))?;
-    if let Some(last) = summary.epochs.last() {
-        println!("final validation ({} epochs on {}):\n{}", last.epoch, summary.device, last.report);
-    }
-    Ok(())
-}
-
-fn holdout(
-    (be, line): Selected,
-    data: Option<std::path::PathBuf>,
-    out: &std::path::Path,
-    test_reals: f64,
-    run: &RunArgs,
-) -> dfgpu::Result<()> {
-    use dfgpu::train::holdout;
-    println!("{line}");
-    let cfg = run.config(be.as_ref())?;
-    let log = &mut |l: &str| println!("{l}");
-    let path = match data {
-        Some(p) => p,
-        None => {
-            // All four families, at twice the model's side: the input geometry matters, as with photographs.
-            let families = dfgpu::data::synth::FAMILIES.map(String::from).to_vec();
-            let size = 2 * cfg.model.size;
-            dfgpu::data::open::builtin_data(
-                &dfgpu::data::synth::SynthConfig { families, size, ..cfg.synth.clone() },
-                log,
-            )?
-        }
-    };
-    let loaded = dfgpu::data::open::open_data(&path, cfg.model.size, cfg.model.input, log)?;
-    println!("data: {} ({})", path.display(), dfgpu::data::folder::describe(loaded.counts()));
-    for s in &loaded.skipped {
-        println!("skipped: {s}");
-    }
-    let rows = holdout::holdout(be.as_ref(), &cfg, &loaded, test_reals, out, log)?;
-    print!("{}", holdout::tables(&rows).0);
-    print_tables(out, "holdout");
-    Ok(())
-}
-
-/// A line of `eval --json`.
-#[derive(serde::Serialize)]
-struct EvalJson<'a> {
-    checkpoint: String,
-    data: String,
-    report: dfgpu::train::metrics::Report,
-    group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
-}
-
-/// A line of `predict --json`: the image and its P(fake), or why it has none.
-#[derive(serde::Serialize)]
-struct PredictJson {
-    path: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    p_fake: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-fn to_json(v: &impl serde::Serialize) -> String {
-    serde_json::to_string(v).expect("strings and numbers serialize")
-}
-
-fn pack(data: &std::path::Path, out: &std::path::Path, size: usize, input: Input) -> dfgpu::Result<()> {
-    if !(16..=1024).contains(&size) {
-        return Err(dfgpu::Error::Invalid(format!("--size {size}: must be from 16 to 1024")));
-    }
-    let ds = dfgpu::data::folder::Dataset::open(data)?;
-    let side = input.side(size);
-    println!(
-        "packing {} ({}) for {size}x{size} inputs by --input {} ({side}x{side} per image) into {}",
-        data.display(),
-        ds.describe(),
-        input.name(),
-        out.display()
-    );
-    let t = std::time::Instant::now();
-    let mut last = 0.0;
-    let p = dfgpu::data::pack::pack(&ds, size, input, out, &mut |done, total| {
-        let s = t.elapsed().as_secs_f64();
-        if s - last >= 5.0 || done == total {
-            last = s;
-            let eta = s / done.max(1) as f64 * (total - done) as f64;
-            println!("  {done}/{total} images, {:.0} images/s, done in {eta:.0} s", done as f64 / s.max(1e-9));
-        }
-    })?;
-    for s in &p.skipped {
-        println!("skipped: {s}");
-    }
-    println!(
-        "wrote {}: {} images ({} skipped), {:.1} MiB, in {:.1} s",
-        out.display(),
-        p.images,
-        p.skipped.len(),
-        p.bytes as f64 / (1 << 20) as f64,
-        t.elapsed().as_secs_f64()
-    );
-    Ok(())
-}
-
-fn main() -> ExitCode {
-    // SAFETY: sets the default disposition of one signal, before any other thread exists.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
-    let matches = <Cli as clap::CommandFactory>::command().get_matches();
-    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-    let given = |id: &str| {
-        let m = matches.subcommand_matches("train");
-        m.and_then(|m| m.value_source(id)) == Some(clap::parser::ValueSource::CommandLine)
-    };
-    match run(cli.command, &given) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dfgpu: {e}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-/// One command. `given` says whether a flag of train (by its clap id) was on the command line.
-fn run(command: Command, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
-    match command {
-        Command::Info { ptxas, dev } => dfgpu::info::run(dev.spec()?, ptxas),
-        Command::Train(a) => train(a, given),
-        Command::Ablate { data, out, branches, freq_norm, loss, epochs, model, opts, dev } => {
-            let grid = (&branches[..], &freq_norm[..], &loss[..]);
-            ablate(dev.select()?, data, &out, grid, epochs, &model, &opts)
-        }
-        Command::Holdout { data, out, test_reals, run, dev } => holdout(dev.select()?, data, &out, test_reals, &run),
-        Command::Spectrum { data, out, size, input, dev } => spectrum(dev.select()?, &data, &out, size, input),
-        Command::Sanity { data, model, branch, steps, dev } => {
-            sanity(dev.select()?, data.as_deref(), &model, &branch, steps)
-        }
-        Command::Eval { ckpt, data, json, tiles, dev } => eval(dev.select()?, &ckpt, &data, json, &tiles),
-        Command::Predict { ckpt, images, json, tiles, dev } => predict(dev.select()?, &ckpt, &images, json, &tiles),
-        Command::Pack { verify: Some(file), .. } => verify_pack(&file),
-        Command::Pack { data: Some(data), out: Some(out), size, input, .. } => pack(&data, &out, size, input),
-        Command::Pack { .. } => unreachable!("clap requires DATA and OUT without --verify"),
-        Command::Curves { run } => curves(&run),
-        Command::TimmExport { ckpt, out } => dfgpu::model::timm::export_from_checkpoint(&ckpt, &out)
-            .map(|()| println!("wrote {} (timm names) from {}", out.display(), ckpt.display())),
-        Command::TimmForward { backbone, weights, input, out, dev } => {
-            let (be, line) = dev.select()?;
-            println!("{line}");
-            let wrote = dfgpu::model::timm::forward_files(be.as_ref(), &backbone, &weights, &input, &out)?;
-            println!("wrote {}: {wrote}", out.display());
-            Ok(())
-        }
-        Command::Synth { out, n_real, n_fake, size, seed, families, from } => {
-            let cfg = dfgpu::data::synth::SynthConfig { n_real, n_fake, size, seed, families, from };
-            let t = std::time::Instant::now();
-            let n = dfgpu::data::synth::write(&cfg, &out)?;
-            println!(
-                "wrote {n} images ({n_real} real, {n_fake} fake, {size}x{size}) to {} in {:.1} s",
-                out.display(),
-                t.elapsed().as_secs_f64()
-            );
-            Ok(())
-        }
-    }
-}
-
-/// A backend and the line that says which device it runs on.
-type Selected = (Box<dyn dfgpu::Backend>, String);
-
-fn ablate(
-    (be, line): Selected,
-    data: Option<std::path::PathBuf>,
-    out: &Path,
-    grid: (&[Branches], &[Magnitude], &[Loss]),
-    epochs: usize,
-    model: &ModelArgs,
-    opts: &TrainOpts,
-) -> dfgpu::Result<()> {
-    println!("{line}");
-    if opts.class_weights.is_some() {
-        return Err(dfgpu::Error::Invalid(
-            "--class-weights: in ablate the --loss grid sets the weights (focal, bce: none; wbce: auto)".into(),
-        ));
-    }
-    let mut cfg = TrainConfig::new(model_config(be.as_ref(), model)?);
-    apply_opts(&mut cfg, opts)?;
-    (cfg.data, cfg.epochs) = (data, epochs);
-    let rows = dfgpu::train::ablate::ablate(be.as_ref(), &cfg, grid, out, &mut |l| println!("{l}"))?;
-    print!("{}", dfgpu::train::ablate::tables(&rows).0);
-    print_tables(out, "ablation");
-    Ok(())
-}
-
-/// Where ablate and holdout wrote their tables and figure: OUT/NAME.md, .csv and .png.
-fn print_tables(out: &Path, name: &str) {
-    let [md, csv, png] = ["md", "csv", "png"].map(|ext| out.join(format!("{name}.{ext}")));
-    println!("tables: {} and {}, figure: {}", md.display(), csv.display(), png.display());
-}
-
-fn spectrum((be, line): Selected, data: &Path, out: &Path, size: usize, input: Input) -> dfgpu::Result<()> {
-    use dfgpu::train::spectrum;
-    println!("{line}");
-    let s = spectrum::spectra(be.as_ref(), data, size, input)?;
-    spectrum::write_png(&s, out)?;
-    println!("{}", spectrum::summary(&s));
-    println!(
-        "figure: {} (mean real, mean fake, fake - real in blue/red, ring averages: real blue, fake red)",
-        out.display()
-    );
-    Ok(())
-}
-
-fn sanity(
-    (be, line): Selected,
-    data: Option<&Path>,
-    model: &ModelArgs,
-    branch: &BranchArgs,
-    steps: usize,
-) -> dfgpu::Result<()> {
-    println!("{line}");
-    let cfg = with_branches(model_config(be.as_ref(), model)?, branch);
-    let r = dfgpu::train::sanity::sanity(be.as_ref(), data, cfg, steps, &mut |l| println!("{l}"))?;
-    if r.passed {
-        Ok(())
-    } else {
-        Err(dfgpu::Error::Invalid("sanity check failed (see above)".into()))
-    }
-}
-
-fn eval((be, line): Selected, ckpt: &Path, data: &Path, json: bool, tiles: &TileArgs) -> dfgpu::Result<()> {
-    eprintln!("{line}");
-    let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
-    let tiles = (tiles.tiles, tiles.tile_combine);
-    let (report, groups) = dfgpu::train::inference::evaluate(be.as_ref(), ckpt, data, tiles, &mut |l| say(l))?;
-    if json {
-        let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
-        let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
-        println!("{}", to_json(&EvalJson { checkpoint, data, report, group_auc }));
-    } else {
-        print!("{report}");
-        groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
-    }
-    Ok(())
-}
-
-fn predict(
-    (be, line): Selected,
-    ckpt: &Path,
-    images: &[std::path::PathBuf],
-    json: bool,
-    tiles: &TileArgs,
-) -> dfgpu::Result<()> {
-    eprintln!("{line}");
-    let tiles = (tiles.tiles, tiles.tile_combine);
-    let failed =
-        dfgpu::train::inference::predict_files(be.as_ref(), ckpt, images, tiles, &mut |f, r| match (r, json) {
-            (r, true) => {
-                let path = f.display().to_string();
-                let (p_fake, error) = match r {
-                    Ok(p) => (rounded(p as f64, 6), None),
-                    Err(e) => (None, Some(e)),
-                };
-                println!("{}", to_json(&PredictJson { path, p_fake, error }))
-            }
-            (Ok(p), false) => println!("{p:.4}  {}", f.display()),
-            (Err(e), false) => eprintln!("skipped: {e}"),
-        })?;
-    if failed > 0 {
-        return Err(dfgpu::Error::Invalid(format!("{failed} image(s) could not be read or scored (listed above)")));
-    }
-    Ok(())
-}
-
-fn verify_pack(file: &Path) -> dfgpu::Result<()> {
-    let t = std::time::Instant::now();
-    let n = dfgpu::data::pack::verify(file, &mut |l| println!("{l}"))?;
-    println!("{}: all {n} images match their checksums ({:.1} s)", file.display(), t.elapsed().as_secs_f64());
-    Ok(())
-}
-
-fn curves(run: &Path) -> dfgpu::Result<()> {
-    let log = run.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&log).map_err(dfgpu::Error::io(&log))?;
-    let lines = dfgpu::train::runlog::parse(&text, &log)?;
-    dfgpu::train::figures::curves(&lines, &run.join("curves.png"))?;
-    println!("wrote {}", run.join("curves.png").display());
-    Ok(())
 }
