@@ -15,6 +15,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "kernels/names.rs"]
+mod names;
+use names::kernel_names;
+
 const DEFAULT_ARCHS: &str = "80,86,89,90";
 
 fn main() {
@@ -175,18 +179,6 @@ fn summarize_ptxas(log: &str) -> String {
         }
     }
     out
-}
-
-/// The names of the `extern "C" __global__ void NAME(` kernels in a .cu file, in order.
-fn kernel_names(text: &str) -> Vec<String> {
-    let key = "extern \"C\" __global__ void ";
-    text.match_indices(key)
-        .map(|(i, _)| {
-            let rest = &text[i + key.len()..];
-            let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-            rest[..end].to_string()
-        })
-        .collect()
 }
 
 /// "preprocess" -> "Preprocess", "my_op" -> "MyOp": a module's enum variant.

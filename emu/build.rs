@@ -9,6 +9,10 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+#[path = "../kernels/names.rs"]
+mod names;
+use names::kernel_names;
+
 fn main() {
     let out = PathBuf::from(env::var("OUT_DIR").unwrap());
     let emu = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -85,15 +89,3 @@ fn main() {
     fs::write(out.join("tables.rs"), tables).unwrap();
 }
 
-/// The names of the `extern "C" __global__` kernels of a .cu file, in order.
-fn kernel_names(text: &str) -> Vec<String> {
-    let key = "extern \"C\" __global__ void ";
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(key) {
-        rest = &rest[i + key.len()..];
-        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(rest.len());
-        names.push(rest[..end].to_string());
-    }
-    names
-}
