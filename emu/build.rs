@@ -88,4 +88,3 @@ fn main() {
     );
     fs::write(out.join("tables.rs"), tables).unwrap();
 }
-
