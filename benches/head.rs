@@ -48,7 +48,8 @@ fn fused_step(be: &dyn Backend, x: &Inputs, grads: &mut Tensor) -> Result<[Tenso
     let h = HeadInputs { cfg: &x.cfg, params: p, s: &x.s, q: &x.q };
     let f = be.head_forward(&h, mode)?;
     let l = be.loss(&LossConfig::focal(), &f.logits, &x.y, 0.5)?;
-    let g = be.head_backward(&h, &f.saved, &l.dlogits, Slots { buf: grads, at: [0..n] })?;
+    let all = 0..n;
+    let g = be.head_backward(&h, &f.saved, &l.dlogits, Slots { buf: grads, at: [all] })?;
     Ok([f.logits, l.stats, g.ds, g.dq])
 }
 

@@ -40,11 +40,12 @@ fn refusals(be: &dyn Backend) -> Vec<(&'static str, String)> {
     let dy = up(&[n, 2, h, w], Layout::Nchw, n * 2 * h * w);
     let bad_dy = up(&[n, 2, h, w - 1], Layout::Nchw, n * 2 * h * (w - 1));
     let mut g = up(&[conv.weight_len()], Layout::Plain, conv.weight_len());
-    let a = ConvBackward { x: &x, w: Slice { buf: &wt, range: 0..conv.weight_len() }, dy: &bad_dy, c: &conv };
-    let slot = Slots { buf: &mut g, at: [0..conv.weight_len()] };
+    let (whole, past_end) = (0..conv.weight_len(), 1..conv.weight_len() + 1);
+    let a = ConvBackward { x: &x, w: Slice { buf: &wt, range: whole.clone() }, dy: &bad_dy, c: &conv };
+    let slot = Slots { buf: &mut g, at: [whole] };
     out.push(("conv backward, dy of the wrong shape", refusal(be.conv2d_backward(&a, slot))));
     let a = ConvBackward { dy: &dy, ..a };
-    let slot = Slots { buf: &mut g, at: [1..conv.weight_len() + 1] };
+    let slot = Slots { buf: &mut g, at: [past_end] };
     out.push(("conv backward, slot past the end", refusal(be.conv2d_backward(&a, slot))));
 
     // Linear backward: overlapping weight and bias slots.
@@ -65,7 +66,8 @@ fn refusals(be: &dyn Backend) -> Vec<(&'static str, String)> {
     let f = be.head_forward(&hx, Mode::Eval).unwrap();
     let mut hg = up(&[np], Layout::Plain, np);
     let dl = up(&[2], Layout::Plain, 2);
-    let slot = Slots { buf: &mut hg, at: [0..np - 1] };
+    let short = 0..np - 1;
+    let slot = Slots { buf: &mut hg, at: [short] };
     out.push(("head backward, short slot", refusal(be.head_backward(&hx, &f.saved, &dl, slot))));
 
     // Optimizer step: norms of another layout.

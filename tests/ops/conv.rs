@@ -186,7 +186,8 @@ fn conv_pass(
     let dyt = t(&[n, c.cout, c.out_size(h), c.out_size(wd)], Layout::Nchw, dy);
     let mut grads = t(&[w.len()], Layout::Plain, &vec![f64::NAN; w.len()]);
     let a = ConvBackward { x: &xt, w: ws, dy: &dyt, c };
-    let dx = be.conv2d_backward(&a, Slots { buf: &mut grads, at: [OFFSET..w.len()] }).unwrap();
+    let slot = OFFSET..w.len();
+    let dx = be.conv2d_backward(&a, Slots { buf: &mut grads, at: [slot] }).unwrap();
     let g = values(f32s, &grads);
     assert!(g[..OFFSET].iter().all(|v| v.is_nan()), "{c:?}: wrote outside its gradient slot");
     [values(f32s, &y), values(f32s, &dx), g[OFFSET..].to_vec()]

@@ -353,7 +353,7 @@ fn fast_adamw_is_the_reference_bit_for_bit() {
                 let opt = Optimizer::AdamW(AdamW::default());
                 be.optimizer_step(
                     &l,
-                    StepBuffers { params: p, grads: &g, m: m, v: v, decay_mask: &mask, norms: &norms },
+                    StepBuffers { params: p, grads: &g, m, v, decay_mask: &mask, norms: &norms },
                     &opt,
                     StepArgs { lr: 1e-2, t },
                 )

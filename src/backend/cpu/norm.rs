@@ -91,7 +91,6 @@ pub(super) fn run_train<F: Real + Element>(
 
 /// Training through `forward_train`, with the reference's arguments and y (every value written) as uninitialized
 /// values: a fast path (fast/norm.rs), or the reference.
-#[allow(clippy::type_complexity)]
 pub(super) fn run_train_with<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
@@ -158,7 +157,6 @@ pub(super) fn run_backward<F: Real + Element>(
 
 /// The backward through `backward`, with the reference's arguments and dx (every value written) as
 /// uninitialized values: a fast path (fast/norm.rs), or the reference.
-#[allow(clippy::type_complexity)]
 pub(super) fn run_backward_with<F: Element>(
     be: &CpuBackend,
     a: &BnBackward,
