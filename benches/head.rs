@@ -12,8 +12,9 @@ use common::timing::{median_ms, with_gpu};
 use cudarc::driver::{CudaModule, CudaSlice, LaunchConfig, PushKernelArg};
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::backend::cuda::CudaBackend;
-use dfgpu::backend::head::{HeadConfig, Mode};
+use dfgpu::backend::head::{HeadConfig, HeadInputs, Mode};
 use dfgpu::backend::loss::LossConfig;
+use dfgpu::backend::Slots;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Result, Tensor};
@@ -47,9 +48,11 @@ fn fused_step(be: &dyn Backend, x: &Inputs, grads: &mut Tensor) -> Result<[Tenso
     let mode = Mode::Train { seed: SEED };
     let n = x.p.numel();
     let p = Slice { buf: &x.p, range: 0..n };
-    let f = be.head_forward(&x.cfg, &p, &x.s, &x.q, mode)?;
+    let h = HeadInputs { cfg: &x.cfg, params: p, s: &x.s, q: &x.q };
+    let f = be.head_forward(&h, mode)?;
     let l = be.loss(&LossConfig::focal(), &f.logits, &x.y, 0.5)?;
-    let g = be.head_backward(&x.cfg, &p, &x.s, &x.q, &f.saved, &l.dlogits, grads, 0..n)?;
+    let all = 0..n;
+    let g = be.head_backward(&h, &f.saved, &l.dlogits, Slots { buf: grads, at: [all] })?;
     Ok([f.logits, l.stats, g.ds, g.dq])
 }
 
@@ -146,11 +149,11 @@ impl Baseline {
         launch!(be, k, "bl_layernorm", rows, q, &gamma_q, &beta_q, &dq, &mut yq, &mut mq, &mut rq);
         launch!(be, k, "bl_copy_cols", ew(b * cfg.ds), &ys, &ds, &mut z, &d, &b32, &ds, &zero, &zero);
         launch!(be, k, "bl_copy_cols", ew(b * cfg.dq), &yq, &dq, &mut z, &d, &b32, &dq, &ds, &zero);
-        blas.gemm(false, true, (b, cfg.hidden, cfg.d()), &z, &w1, 0.0, &mut h)?;
+        blas.gemm((false, true), (b, cfg.hidden, cfg.d()), &z, &w1, 0.0, &mut h)?;
         launch!(be, k, "bl_bias_add", ew(b * cfg.hidden), &mut h, &b1, &b32, &hid);
         launch!(be, k, "bl_silu", ew(b * cfg.hidden), &h, &mut a, &bh);
         launch!(be, k, "bl_dropout", ew(b * cfg.hidden), &a, &mut ad, &mut mask, &b32, &hid, &p_drop, &SEED);
-        blas.gemm(false, false, (b, 1, cfg.hidden), &ad, &w2, 0.0, &mut logits)?;
+        blas.gemm((false, false), (b, 1, cfg.hidden), &ad, &w2, 0.0, &mut logits)?;
         launch!(be, k, "bl_bias_add", ew(b), &mut logits, &b2, &b32, &one);
         launch!(be, k, "bl_focal", ew(b), &logits, y, &mut loss, &b32, &alpha, &gamma);
         let inv_b = 1.0f32 / b as f32;
@@ -159,16 +162,16 @@ impl Baseline {
 
         // Backward.
         let offset = |n: &str| l.get(n).unwrap().range();
-        blas.gemm(true, false, (cfg.hidden, 1, b), &ad, &dl, 0.0, &mut gp.slice_mut(offset("fc2.weight")))?;
+        blas.gemm((true, false), (cfg.hidden, 1, b), &ad, &dl, 0.0, &mut gp.slice_mut(offset("fc2.weight")))?;
         let mut g_b2 = gp.slice_mut(offset("fc2.bias"));
         launch!(be, k, "bl_colsum", ew(1), &dl, &b32, &one, &1.0f32, &mut g_b2);
-        blas.gemm(false, false, (b, cfg.hidden, 1), &dl, &w2, 0.0, &mut dad)?;
+        blas.gemm((false, false), (b, cfg.hidden, 1), &dl, &w2, 0.0, &mut dad)?;
         launch!(be, k, "bl_mul", ew(b * cfg.hidden), &dad, &mask, &mut da, &bh);
         launch!(be, k, "bl_silu_bwd", ew(b * cfg.hidden), &da, &h, &mut dh, &bh);
         let mut g_b1 = gp.slice_mut(offset("fc1.bias"));
         launch!(be, k, "bl_colsum", ew(cfg.hidden), &dh, &b32, &hid, &1.0f32, &mut g_b1);
-        blas.gemm(true, false, (cfg.hidden, cfg.d(), b), &dh, &z, 0.0, &mut gp.slice_mut(offset("fc1.weight")))?;
-        blas.gemm(false, false, (b, cfg.d(), cfg.hidden), &dh, &w1, 0.0, &mut dz)?;
+        blas.gemm((true, false), (cfg.hidden, cfg.d(), b), &dh, &z, 0.0, &mut gp.slice_mut(offset("fc1.weight")))?;
+        blas.gemm((false, false), (b, cfg.d(), cfg.hidden), &dh, &w1, 0.0, &mut dz)?;
         launch!(be, k, "bl_copy_cols", ew(b * cfg.ds), &dz, &d, &mut dys, &ds, &b32, &ds, &zero, &gather);
         launch!(be, k, "bl_copy_cols", ew(b * cfg.dq), &dz, &d, &mut dyq, &dq, &b32, &dq, &ds, &gather);
         launch!(be, k, "bl_layernorm_bwd", rows, &dys, s, &gamma_s, &ms, &rs, &ds, &mut dsv);

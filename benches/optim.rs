@@ -7,7 +7,7 @@ mod common;
 
 use common::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
-use dfgpu::backend::optim::{decay_mask, Optimizer, StepArgs};
+use dfgpu::backend::optim::{decay_mask, Optimizer, StepArgs, StepBuffers};
 use dfgpu::model::params::ParamLayout;
 use dfgpu::{Backend, Layout, Result, Tensor};
 use std::time::Instant;
@@ -38,17 +38,8 @@ fn state(be: &dyn Backend, l: &ParamLayout) -> Result<State> {
 
 fn step(be: &dyn Backend, l: &ParamLayout, s: &mut State, t: u64) -> Result<()> {
     let norms = be.param_norms(l, &s.p, &s.g, Some(1.0))?;
-    be.optimizer_step(
-        l,
-        &mut s.p,
-        &s.g,
-        &mut s.m,
-        &mut s.v,
-        &s.mask,
-        &norms,
-        &Optimizer::default(),
-        StepArgs { lr: 1e-3, t },
-    )
+    let b = StepBuffers { params: &mut s.p, grads: &s.g, m: &mut s.m, v: &mut s.v, decay_mask: &s.mask, norms: &norms };
+    be.optimizer_step(l, b, &Optimizer::default(), StepArgs { lr: 1e-3, t })
 }
 
 fn main() {

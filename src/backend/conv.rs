@@ -3,6 +3,7 @@
 //! ((stride - 1) + (K - 1)) / 2), no bias (a batch norm follows every convolution of the model). Depthwise is
 //! groups = Cin = Cout.
 
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 
@@ -65,4 +66,24 @@ pub fn check(x: &Tensor, w: &Slice, c: &Conv2d) -> Result<ConvDims> {
         shape_err!("conv input {:?} is smaller than the {}x{} kernel", s, c.k, c.k);
     }
     Ok(ConvDims { n: s[0], h: s[2], w: s[3], oh: c.out_size(s[2]), ow: c.out_size(s[3]) })
+}
+
+/// The backward's inputs: the forward's input and weights, and the gradient of its output.
+#[derive(Debug)]
+pub struct ConvBackward<'a> {
+    pub x: &'a Tensor,
+    pub w: Slice<'a>,
+    pub dy: &'a Tensor,
+    pub c: &'a Conv2d,
+}
+
+/// `check`, plus the backward's: dy of the output's shape, and the weight gradient's slot.
+pub fn check_backward(a: &ConvBackward, dw: &Slots<1>) -> Result<ConvDims> {
+    let (c, dy) = (a.c, a.dy);
+    let d = check(a.x, &a.w, c)?;
+    if dy.shape() != [d.n, c.cout, d.oh, d.ow] || dy.dtype() != a.x.dtype() {
+        shape_err!("conv backward: dy {:?} {:?}, output is {:?}", dy.shape(), dy.dtype(), [d.n, c.cout, d.oh, d.ow]);
+    }
+    dw.check("conv weight gradient", [c.weight_len()])?;
+    Ok(d)
 }

@@ -14,11 +14,11 @@
 //! computes the same way: the masks are identical on both backends, and backward recomputes the forward's.
 
 use crate::backend::layers::Act;
+use crate::backend::Slots;
 use crate::error::{Choice, Error, Result};
 use crate::model::params::ParamLayout;
 use crate::rng::{counter_uniform, Rng};
 use crate::tensor::{DType, Layout, Slice, Tensor};
-use std::ops::Range;
 
 pub const LN_EPS: f32 = 1e-5;
 
@@ -196,9 +196,22 @@ pub struct HeadGrads {
     pub dq: Tensor,
 }
 
-/// Boundary checks for forward and backward; returns the batch size.
+/// The head's inputs, the same in forward and backward: its configuration, its parameters (the head's layout)
+/// and the two branches' features.
+#[derive(Debug)]
+pub struct HeadInputs<'a> {
+    pub cfg: &'a HeadConfig,
+    pub params: Slice<'a>,
+    /// B x Ds.
+    pub s: &'a Tensor,
+    /// B x Dq.
+    pub q: &'a Tensor,
+}
+
+/// Boundary checks for forward; returns the batch size.
 /// f32 everywhere; the CPU backend also runs f64 (the whole detector's gradient check), one dtype for all.
-pub fn check(cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor) -> Result<usize> {
+pub fn check(x: &HeadInputs) -> Result<usize> {
+    let HeadInputs { cfg, params, s, q } = x;
     cfg.validate()?;
     let dt = if params.buf.dtype() == DType::F64 { DType::F64 } else { DType::F32 };
     params.buf.expect("head params", dt, Layout::Plain, 1)?;
@@ -221,19 +234,19 @@ pub fn check(cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor) -> Result
     Ok(b)
 }
 
-/// Checks the backward's extra arguments against the forward's batch size, and the gradient slot.
-pub fn check_backward(
-    saved: &HeadSaved,
-    dlogits: &Tensor,
-    cfg: &HeadConfig,
-    b: usize,
-    grads: &Tensor,
-    at: &Range<usize>,
-) -> Result<()> {
-    if at.len() != cfg.layout().total() || at.end > grads.numel() {
-        shape_err!("head gradients: slot {at:?} of {} values for {} parameters", grads.numel(), cfg.layout().total());
+/// `check`, plus the backward's extra arguments against the forward's batch size, and the gradient slot;
+/// returns the batch size.
+pub fn check_backward(x: &HeadInputs, saved: &HeadSaved, dlogits: &Tensor, grads: &Slots<1>) -> Result<usize> {
+    let (b, cfg) = (check(x)?, x.cfg);
+    let [at] = &grads.at;
+    if at.len() != cfg.layout().total() || at.end > grads.buf.numel() {
+        shape_err!(
+            "head gradients: slot {at:?} of {} values for {} parameters",
+            grads.buf.numel(),
+            cfg.layout().total()
+        );
     }
-    dlogits.expect("head dlogits", grads.dtype(), Layout::Plain, 1)?;
+    dlogits.expect("head dlogits", grads.buf.dtype(), Layout::Plain, 1)?;
     if dlogits.numel() != b || saved.z.shape() != [b, cfg.d()] || saved.h.shape() != [b, cfg.hidden] {
         shape_err!(
             "head backward: {} dlogits, saved z {:?} and h {:?} for a batch of {b}",
@@ -242,5 +255,5 @@ pub fn check_backward(
             saved.h.shape()
         );
     }
-    Ok(())
+    Ok(b)
 }

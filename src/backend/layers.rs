@@ -2,6 +2,7 @@
 //! per-channel scaling (squeeze-and-excitation), per-sample scaling (drop-connect), the residual add, and the
 //! fully connected layer with bias (the SE's reduce and expand).
 
+use crate::backend::Slots;
 use crate::error::{Choice, Result};
 use crate::tensor::{Layout, Slice, Tensor};
 
@@ -63,6 +64,30 @@ pub fn check_channel_scale(x: &Tensor, s: &Tensor) -> Result<[usize; 3]> {
     Ok(d)
 }
 
+/// Checks a per-channel scale's backward: `check_channel_scale`, and dy of x's shape.
+pub fn check_channel_scale_backward(x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<[usize; 3]> {
+    let d = check_channel_scale(x, s)?;
+    same(x, dy, "channel scale backward")?;
+    Ok(d)
+}
+
+/// Checks an average pool's backward: dy [n, c] for an input of `shape` (NCHW).
+pub fn check_avg_pool_backward(dy: &Tensor, shape: [usize; 4]) -> Result<()> {
+    if dy.shape() != [shape[0], shape[1]] {
+        shape_err!("average pool backward: dy {:?} for input {shape:?}", dy.shape());
+    }
+    Ok(())
+}
+
+/// Checks one scale per sample of x.
+pub fn check_sample_scale(x: &Tensor, scales: &[f32]) -> Result<()> {
+    let n = x.shape()[0];
+    if scales.len() != n {
+        shape_err!("sample scale: {} factors for a batch of {n}", scales.len());
+    }
+    Ok(())
+}
+
 /// Checks a linear layer: `x [n, k]`, `w [m, k]`, `b [m]`; returns (n, k, m).
 pub fn check_linear(x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<(usize, usize, usize)> {
     let s = x.shape();
@@ -72,31 +97,15 @@ pub fn check_linear(x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<(usize
     Ok((s[0], s[1], m))
 }
 
-/// Checks a linear layer's backward: x [n, k], w [m, k], dy [n, m], gradient slots of m k and m values inside a
-/// buffer of `grads_len`; returns (n, k, m).
-pub fn check_linear_backward(
-    x: &Tensor,
-    w: &Slice,
-    dy: &Tensor,
-    grads_len: usize,
-    dw: &std::ops::Range<usize>,
-    db: &std::ops::Range<usize>,
-) -> Result<(usize, usize, usize)> {
+/// Checks a linear layer's backward: x [n, k], w [m, k], dy [n, m], gradient slots of m k and m values;
+/// returns (n, k, m).
+pub fn check_linear_backward(x: &Tensor, w: &Slice, dy: &Tensor, grads: &Slots<2>) -> Result<(usize, usize, usize)> {
     let s = x.shape();
     let (n, k) = (s[0], if s.len() == 2 { s[1] } else { 0 });
     let m = w.len() / k.max(1);
-    if s.len() != 2
-        || dy.shape() != [n, m]
-        || w.len() != m * k
-        || dw.len() != m * k
-        || db.len() != m
-        || dw.end.max(db.end) > grads_len
-    {
-        shape_err!(
-            "linear backward: dy {:?} for input {s:?}, {} weights, gradient slots {dw:?} and {db:?}",
-            dy.shape(),
-            w.len()
-        );
+    if s.len() != 2 || dy.shape() != [n, m] || w.len() != m * k {
+        shape_err!("linear backward: dy {:?} for input {s:?} and {} weights", dy.shape(), w.len());
     }
+    grads.check("linear backward gradients", [m * k, m])?;
     Ok((n, k, m))
 }

@@ -15,13 +15,13 @@ pub mod preprocess;
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
-pub use conv::Conv2d;
+pub use conv::{Conv2d, ConvBackward};
 pub use fft::{FftConfig, FreqStats};
-pub use head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+pub use head::{HeadConfig, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
 pub use layers::Act;
 pub use loss::{LossConfig, LossOutput, LossStats};
-pub use norm::{BatchNorm, BnSaved};
-pub use optim::{AdamW, Optimizer, Sgd, StepArgs};
+pub use norm::{BatchNorm, BnBackward, BnParams, BnRunning, BnSaved};
+pub use optim::{AdamW, Optimizer, Sgd, StepArgs, StepBuffers};
 pub use preprocess::{ChannelNorm, Preprocessed};
 use std::ops::Range;
 use std::str::FromStr;
@@ -34,6 +34,8 @@ pub struct BackendOptions {
     pub poison_outputs: bool,
 }
 
+/// Every op's arguments are checked once, by its family's `check` (conv.rs, norm.rs, ...), first thing in both
+/// backends' methods: a bad argument gets the same refusal from each (tests/ops/checks.rs).
 pub trait Backend: Send + Sync {
     /// One line: which device, e.g. "cpu (2 rayon threads)" or "cuda:0 NVIDIA H200 (sm_90, 139.8 GiB)".
     fn name(&self) -> String;
@@ -60,23 +62,11 @@ pub trait Backend: Send + Sync {
     fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
-    fn head_forward(&self, cfg: &HeadConfig, params: &Slice, s: &Tensor, q: &Tensor, mode: Mode)
-        -> Result<HeadForward>;
+    fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward>;
 
     /// The fusion head's backward from d loss / d logit: the gradients of both inputs; the parameters'
-    /// gradients (the head's layout) go to `grads[at]`.
-    #[allow(clippy::too_many_arguments)]
-    fn head_backward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Slice,
-        s: &Tensor,
-        q: &Tensor,
-        saved: &HeadSaved,
-        dlogits: &Tensor,
-        grads: &mut Tensor,
-        at: Range<usize>,
-    ) -> Result<HeadGrads>;
+    /// gradients (the head's layout) go to the slot.
+    fn head_backward(&self, x: &HeadInputs, saved: &HeadSaved, dlogits: &Tensor, grads: Slots<1>) -> Result<HeadGrads>;
 
     /// Mean loss over the batch, d loss / d logit per sample, and the confusion counts at `threshold` on
     /// P(fake), in one pass (backend/loss.rs). Labels: 0 real, 1 fake.
@@ -85,53 +75,18 @@ pub trait Backend: Send + Sync {
     /// 2-D convolution (backend/conv.rs). The CPU backend also takes f64 tensors (gradient checks).
     fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor>;
 
-    /// The input gradient; writes the weight gradient into `grads[dw]`.
-    fn conv2d_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        c: &Conv2d,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-    ) -> Result<Tensor>;
+    /// The input gradient; writes the weight gradient into the slot.
+    fn conv2d_backward(&self, a: &ConvBackward, dw: Slots<1>) -> Result<Tensor>;
 
-    /// Batch norm with the batch's statistics; updates the running mean and variance at `state[running[0]]`
-    /// and `state[running[1]]` (backend/norm.rs).
-    #[allow(clippy::too_many_arguments)]
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        state: &mut Tensor,
-        running: [Range<usize>; 2],
-    ) -> Result<(Tensor, BnSaved)>;
+    /// Batch norm with the batch's statistics; updates the running mean and variance in the two slots
+    /// (backend/norm.rs).
+    fn batch_norm_train(&self, x: &Tensor, p: &BnParams, running: Slots<2>) -> Result<(Tensor, BnSaved)>;
 
     /// Batch norm with the running statistics (inference).
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        running_mean: &Slice,
-        running_var: &Slice,
-    ) -> Result<Tensor>;
+    fn batch_norm_eval(&self, x: &Tensor, p: &BnParams, running: &BnRunning) -> Result<Tensor>;
 
-    /// Training-mode backward: the input gradient; d gamma and d beta into `grads[dgamma]`, `grads[dbeta]`.
-    #[allow(clippy::too_many_arguments)]
-    fn batch_norm_backward(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        saved: &BnSaved,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dgamma: Range<usize>,
-        dbeta: Range<usize>,
-    ) -> Result<Tensor>;
+    /// Training-mode backward: the input gradient; d gamma and d beta into the two slots.
+    fn batch_norm_backward(&self, a: &BnBackward, grads: Slots<2>) -> Result<Tensor>;
 
     /// Element-wise activation (backend/layers.rs).
     fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor>;
@@ -151,16 +106,8 @@ pub trait Backend: Send + Sync {
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor>;
     /// `x w^T + b`: `x [N, K]`, `w [M, K]`, `b [M]`.
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor>;
-    /// dx; dw and db into `grads[dw]`, `grads[db]`.
-    fn linear_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-        db: Range<usize>,
-    ) -> Result<Tensor>;
+    /// dx; dw and db into the two slots.
+    fn linear_backward(&self, x: &Tensor, w: &Slice, dy: &Tensor, grads: Slots<2>) -> Result<Tensor>;
 
     /// Per-tensor norms of gradients and values, the total gradient norm and the clip factor, in one pass over
     /// the flat buffers (backend/optim.rs); left on the device.
@@ -180,19 +127,27 @@ pub trait Backend: Send + Sync {
     fn duplicate(&self, t: &Tensor) -> Result<Tensor>;
 
     /// One optimizer step (AdamW or SGD) on the flat buffers, with gradients scaled by the clip factor in `norms`.
-    #[allow(clippy::too_many_arguments)]
-    fn optimizer_step(
-        &self,
-        layout: &ParamLayout,
-        params: &mut Tensor,
-        grads: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        decay_mask: &Tensor,
-        norms: &Tensor,
-        opt: &Optimizer,
-        step: StepArgs,
-    ) -> Result<()>;
+    fn optimizer_step(&self, layout: &ParamLayout, b: StepBuffers, opt: &Optimizer, step: StepArgs) -> Result<()>;
+}
+
+/// Ranges of one flat buffer that an op writes: gradient slots in a model's gradients, or the running statistics
+/// in its state. One `&mut` buffer with N ranges, because a layer's slots share the buffer.
+#[derive(Debug)]
+pub struct Slots<'a, const N: usize> {
+    pub buf: &'a mut Tensor,
+    pub at: [Range<usize>; N],
+}
+
+impl<const N: usize> Slots<'_, N> {
+    /// Checks that slot i holds `lens[i]` values, lies inside the buffer and overlaps no other slot.
+    pub fn check(&self, what: &str, lens: [usize; N]) -> Result<()> {
+        let (at, total) = (&self.at, self.buf.numel());
+        let overlap = |i: usize| (0..i).any(|j| at[i].start < at[j].end && at[j].start < at[i].end);
+        if (0..N).any(|i| at[i].len() != lens[i] || at[i].end > total || overlap(i)) {
+            shape_err!("{what}: slots {at:?} of a {total}-value buffer for {lens:?} values, not overlapping");
+        }
+        Ok(())
+    }
 }
 
 /// Which device to run on: `auto`, `cpu`, `cuda` or `cuda:N`.

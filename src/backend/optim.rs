@@ -139,26 +139,35 @@ pub fn check(layout: &ParamLayout, params: &Tensor, grads: &Tensor) -> Result<()
     Ok(())
 }
 
-pub fn check_step(
-    layout: &ParamLayout,
-    m: &Tensor,
-    v: &Tensor,
-    mask: &Tensor,
-    norms: &Tensor,
-    opt: &Optimizer,
-    s: StepArgs,
-) -> Result<()> {
-    for (what, t, dt) in
-        [("first moments", m, DType::F32), ("second moments", v, DType::F32), ("decay mask", mask, DType::U8)]
-    {
+/// The flat buffers of one optimizer step, each in the parameters' layout but the norms (from `param_norms`):
+/// params, m and v are updated in place (v unused by SGD).
+#[derive(Debug)]
+pub struct StepBuffers<'a> {
+    pub params: &'a mut Tensor,
+    pub grads: &'a Tensor,
+    pub m: &'a mut Tensor,
+    pub v: &'a mut Tensor,
+    /// u8, 1 where a parameter decays (`decay_mask`).
+    pub decay_mask: &'a Tensor,
+    pub norms: &'a Tensor,
+}
+
+/// Boundary checks for `optimizer_step`.
+pub fn check_step(layout: &ParamLayout, b: &StepBuffers, opt: &Optimizer, s: StepArgs) -> Result<()> {
+    check(layout, b.params, b.grads)?;
+    for (what, t, dt) in [
+        ("first moments", &*b.m, DType::F32),
+        ("second moments", &*b.v, DType::F32),
+        ("decay mask", b.decay_mask, DType::U8),
+    ] {
         t.expect(what, dt, Layout::Plain, 1)?;
         if t.numel() != layout.total() {
             shape_err!("{what}: {} values, the layout has {}", t.numel(), layout.total());
         }
     }
-    norms.expect("norms", DType::F32, Layout::Plain, 1)?;
-    if norms.numel() != norms_len(layout) {
-        shape_err!("norms: {} values for {} tensors", norms.numel(), layout.entries().len());
+    b.norms.expect("norms", DType::F32, Layout::Plain, 1)?;
+    if b.norms.numel() != norms_len(layout) {
+        shape_err!("norms: {} values for {} tensors", b.norms.numel(), layout.entries().len());
     }
     if s.t == 0 || !(s.lr >= 0.0 && s.lr.is_finite()) {
         return Err(Error::Invalid(format!(

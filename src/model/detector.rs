@@ -2,7 +2,8 @@
 //! fusion head, one logit per image (P(fake) = sigmoid). One flat parameter buffer (names prefixed spatial.,
 //! freq., head.) and one flat state buffer (batch-norm running statistics).
 
-use crate::backend::head::{Branches, HeadConfig};
+use crate::backend::head::{Branches, HeadConfig, HeadInputs};
+use crate::backend::Slots;
 use crate::data::input::Input;
 use crate::error::{Error, Result};
 use crate::model::efficientnet::{EfficientNet, EfficientNetCache, EfficientNetConfig};
@@ -161,8 +162,13 @@ impl Detector {
             let (q, c) = self.freq.forward(f, raw, stats)?;
             (q, Some(c))
         };
-        let h =
-            f.be.head_forward(&self.head, &Slice { buf: f.params, range: self.head_range.clone() }, &s, &q, f.mode)?;
+        let x = HeadInputs {
+            cfg: &self.head,
+            params: Slice { buf: f.params, range: self.head_range.clone() },
+            s: &s,
+            q: &q,
+        };
+        let h = f.be.head_forward(&x, f.mode)?;
         Ok((h.logits, DetectorCache { spatial, freq, s, q, head: h.saved }))
     }
 
@@ -182,7 +188,8 @@ impl Detector {
 
     pub fn backward(&self, b: &mut Bwd, c: DetectorCache, dlogits: &Tensor) -> Result<()> {
         let p = Slice { buf: b.params, range: self.head_range.clone() };
-        let g = b.be.head_backward(&self.head, &p, &c.s, &c.q, &c.head, dlogits, b.grads, self.head_range.clone())?;
+        let x = HeadInputs { cfg: &self.head, params: p, s: &c.s, q: &c.q };
+        let g = b.be.head_backward(&x, &c.head, dlogits, Slots { buf: b.grads, at: [self.head_range.clone()] })?;
         if let Some(sc) = c.spatial {
             self.spatial.backward(b, sc, &g.ds)?;
         }

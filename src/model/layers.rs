@@ -4,7 +4,7 @@
 //! flat layouts (timm's names, so that timm's weights load by name).
 
 use crate::backend::head::Mode;
-use crate::backend::{Act, Backend, BatchNorm, BnSaved, Conv2d};
+use crate::backend::{Act, Backend, BatchNorm, BnBackward, BnParams, BnRunning, BnSaved, Conv2d, ConvBackward, Slots};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
@@ -107,13 +107,14 @@ impl ConvBnAct {
         let (y, bn) = match &self.norm {
             None => (conv_out, None),
             Some(n) => {
-                let (g, b) = (slice(f.params, &n.gamma), slice(f.params, &n.beta));
+                let p = BnParams { gamma: slice(f.params, &n.gamma), beta: slice(f.params, &n.beta), bn: &n.bn };
                 if f.mode != Mode::Eval {
-                    let (y, s) = f.be.batch_norm_train(&conv_out, &g, &b, &n.bn, f.state, n.running.clone())?;
+                    let running = Slots { buf: f.state, at: n.running.clone() };
+                    let (y, s) = f.be.batch_norm_train(&conv_out, &p, running)?;
                     (y, Some((conv_out, s)))
                 } else {
-                    let (m, v) = (slice(f.state, &n.running[0]), slice(f.state, &n.running[1]));
-                    (f.be.batch_norm_eval(&conv_out, &g, &b, &n.bn, &m, &v)?, None)
+                    let r = BnRunning { mean: slice(f.state, &n.running[0]), var: slice(f.state, &n.running[1]) };
+                    (f.be.batch_norm_eval(&conv_out, &p, &r)?, None)
                 }
             }
         };
@@ -137,14 +138,15 @@ impl ConvBnAct {
         let dconv = match (&self.norm, &c.bn) {
             (None, _) => dy,
             (Some(n), Some((conv_out, saved))) => {
-                let g = slice(b.params, &n.gamma);
+                let a = BnBackward { x: conv_out, gamma: slice(b.params, &n.gamma), saved, dy };
                 through_norm =
-                    b.be.batch_norm_backward(conv_out, &g, saved, dy, b.grads, n.gamma.clone(), n.beta.clone())?;
+                    b.be.batch_norm_backward(&a, Slots { buf: b.grads, at: [n.gamma.clone(), n.beta.clone()] })?;
                 &through_norm
             }
             (Some(_), None) => return Err(crate::Error::Invalid("backward after an inference forward".into())),
         };
-        b.be.conv2d_backward(&c.x, &slice(b.params, &self.w), dconv, &self.conv, b.grads, self.w.clone())
+        let a = ConvBackward { x: &c.x, w: slice(b.params, &self.w), dy: dconv, c: &self.conv };
+        b.be.conv2d_backward(&a, Slots { buf: b.grads, at: [self.w.clone()] })
     }
 }
 
@@ -196,11 +198,11 @@ impl SqueezeExcite {
         let p = b.params;
         let (dx_direct, dgate) = b.be.channel_scale_backward(&c.x, &c.gate, dy)?;
         let dexp = b.be.act_backward(&c.expanded, &dgate, Act::Sigmoid)?;
-        let dact =
-            b.be.linear_backward(&c.activated, &slice(p, &self.w2), &dexp, b.grads, self.w2.clone(), self.b2.clone())?;
+        let g2 = Slots { buf: &mut *b.grads, at: [self.w2.clone(), self.b2.clone()] };
+        let dact = b.be.linear_backward(&c.activated, &slice(p, &self.w2), &dexp, g2)?;
         let dred = b.be.act_backward(&c.reduced, &dact, Act::Silu)?;
-        let dpool =
-            b.be.linear_backward(&c.pooled, &slice(p, &self.w1), &dred, b.grads, self.w1.clone(), self.b1.clone())?;
+        let g1 = Slots { buf: &mut *b.grads, at: [self.w1.clone(), self.b1.clone()] };
+        let dpool = b.be.linear_backward(&c.pooled, &slice(p, &self.w1), &dred, g1)?;
         let s = c.x.shape();
         let dx_pool = b.be.avg_pool_backward(&dpool, [s[0], s[1], s[2], s[3]])?;
         b.be.add(&dx_direct, &dx_pool)

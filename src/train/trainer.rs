@@ -155,17 +155,15 @@ fn step_here(
     det.backward(&mut Bwd { be, params: &ms.params, grads: &mut ms.grads }, cache, &loss.dlogits)?;
     let norms = be.param_norms(&det.params, &ms.params, &ms.grads, cfg.max_grad_norm)?;
     let before = if report { Some(be.duplicate(&ms.params)?) } else { None };
-    be.optimizer_step(
-        &det.params,
-        &mut ms.params,
-        &ms.grads,
-        &mut ms.m,
-        &mut ms.v,
-        &ms.mask,
-        &norms,
-        &cfg.optimizer,
-        args,
-    )?;
+    let bufs = crate::backend::StepBuffers {
+        params: &mut ms.params,
+        grads: &ms.grads,
+        m: &mut ms.m,
+        v: &mut ms.v,
+        decay_mask: &ms.mask,
+        norms: &norms,
+    };
+    be.optimizer_step(&det.params, bufs, &cfg.optimizer, args)?;
     let rows = match before {
         Some(before) => {
             // Two reductions on the device; only two numbers per tensor come back.

@@ -1,7 +1,7 @@
 //! Convolution: the reference against a direct formula, f64 gradient checks, GPU (cuDNN) against CPU.
 
 use crate::common::*;
-use dfgpu::backend::Conv2d;
+use dfgpu::backend::{Conv2d, ConvBackward, Slots};
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
@@ -90,16 +90,9 @@ fn gradients_match_central_differences_in_f64() {
         let cy = normals(&mut rng, y.numel(), 1.0);
         let wt = t64(&[wv.len()], Layout::Plain, wv.clone());
         let mut grads = t64(&[wv.len()], Layout::Plain, vec![f64::NAN; wv.len()]);
-        let dx = be
-            .conv2d_backward(
-                &t64(&[n, cin, h, w], Layout::Nchw, x.clone()),
-                &Slice { buf: &wt, range: range.clone() },
-                &t64(y.shape(), Layout::Nchw, cy.clone()),
-                &c,
-                &mut grads,
-                range.clone(),
-            )
-            .unwrap();
+        let (xt, dyt) = (t64(&[n, cin, h, w], Layout::Nchw, x.clone()), t64(y.shape(), Layout::Nchw, cy.clone()));
+        let a = ConvBackward { x: &xt, w: Slice { buf: &wt, range: range.clone() }, dy: &dyt, c: &c };
+        let dx = be.conv2d_backward(&a, Slots { buf: &mut grads, at: [range.clone()] }).unwrap();
         let tag = format!("{c:?}");
         check_grads(&format!("{tag} dx"), dx.host().unwrap(), &x, 0..x.len(), |xx| dot(&run(xx, &wv), &cy));
         check_grads(&format!("{tag} dw"), grads.host().unwrap(), &wv, range.clone(), |ww| dot(&run(&x, ww), &cy));
@@ -132,18 +125,16 @@ fn gpu_matches_cpu() {
         let y = cpu.conv2d(&x, &Slice { buf: &wt, range: range.clone() }, &c).unwrap();
         let dy = Tensor::from_vec(y.shape(), Layout::Nchw, to_f32(&normals(&mut rng, y.numel(), 1.0))).unwrap();
         let mut gc = Tensor::from_vec(&[wv.len()], Layout::Plain, vec![0f32; wv.len()]).unwrap();
-        let dxc = cpu
-            .conv2d_backward(&x, &Slice { buf: &wt, range: range.clone() }, &dy, &c, &mut gc, range.clone())
-            .unwrap();
+        let a = ConvBackward { x: &x, w: Slice { buf: &wt, range: range.clone() }, dy: &dy, c: &c };
+        let dxc = cpu.conv2d_backward(&a, Slots { buf: &mut gc, at: [range.clone()] }).unwrap();
 
         let tag = format!("{c:?}");
         let got = race_checked(&format!("conv {tag}"), || {
             let (xg, wg, dyg) = (gpu.upload(&x).unwrap(), gpu.upload(&wt).unwrap(), gpu.upload(&dy).unwrap());
             let mut gg = gpu.upload(&gc).unwrap();
             let yg = gpu.conv2d(&xg, &Slice { buf: &wg, range: range.clone() }, &c).unwrap();
-            let dxg = gpu
-                .conv2d_backward(&xg, &Slice { buf: &wg, range: range.clone() }, &dyg, &c, &mut gg, range.clone())
-                .unwrap();
+            let a = ConvBackward { x: &xg, w: Slice { buf: &wg, range: range.clone() }, dy: &dyg, c: &c };
+            let dxg = gpu.conv2d_backward(&a, Slots { buf: &mut gg, at: [range.clone()] }).unwrap();
             [yg, dxg, gg].iter().map(|t| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect::<Vec<_>>()
         });
         let f64s = |t: &Tensor| t.host::<f32>().unwrap().iter().map(|&v| v as f64).collect::<Vec<f64>>();
@@ -194,7 +185,9 @@ fn conv_pass(
     let y = be.conv2d(&xt, &ws, c).unwrap();
     let dyt = t(&[n, c.cout, c.out_size(h), c.out_size(wd)], Layout::Nchw, dy);
     let mut grads = t(&[w.len()], Layout::Plain, &vec![f64::NAN; w.len()]);
-    let dx = be.conv2d_backward(&xt, &ws, &dyt, c, &mut grads, OFFSET..w.len()).unwrap();
+    let a = ConvBackward { x: &xt, w: ws, dy: &dyt, c };
+    let slot = OFFSET..w.len();
+    let dx = be.conv2d_backward(&a, Slots { buf: &mut grads, at: [slot] }).unwrap();
     let g = values(f32s, &grads);
     assert!(g[..OFFSET].iter().all(|v| v.is_nan()), "{c:?}: wrote outside its gradient slot");
     [values(f32s, &y), values(f32s, &dx), g[OFFSET..].to_vec()]

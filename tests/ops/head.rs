@@ -2,9 +2,10 @@
 //! masks, and GPU against CPU.
 
 use crate::common::*;
-use dfgpu::backend::cpu::head::{backward, forward, BackwardOut, ForwardOut};
-use dfgpu::backend::head::{Branches, HeadConfig, Mode};
+use dfgpu::backend::cpu::head::{backward, forward, BackwardIn, BackwardOut, ForwardOut};
+use dfgpu::backend::head::{Branches, HeadConfig, HeadInputs, Mode};
 use dfgpu::backend::layers::Act;
+use dfgpu::backend::Slots;
 use dfgpu::rng::counter_uniform;
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
@@ -82,7 +83,8 @@ fn gradients_match_central_differences_in_f64_in_every_mode() {
         let saved = fwd(&cfg, &p, &s, &q, mode);
         let (mut gp, mut ds, mut dq) = (vec![f64::NAN; p.len()], vec![f64::NAN; s.len()], vec![f64::NAN; q.len()]);
         let out = BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq };
-        backward(&cfg, &p, &s, &q, mode, &saved.z, &saved.h, &saved.gate, &c, out);
+        let input = BackwardIn { mode, z: &saved.z, h: &saved.h, gate: &saved.gate, dlogits: &c };
+        backward(&cfg, &p, &s, &q, input, out);
         let tag = format!("{cfg:?} {mode:?}");
         for e in cfg.layout().entries() {
             let what = format!("{tag}: {} (flat index)", e.name);
@@ -109,18 +111,8 @@ fn head_and_loss_together_match_central_differences() {
     let mut dl = vec![0.0; b];
     loss(&lc, &saved.logits, &labels, 0.0, &mut dl);
     let (mut gp, mut ds, mut dq) = (vec![0.0; p.len()], vec![0.0; s.len()], vec![0.0; q.len()]);
-    backward(
-        &cfg,
-        &p,
-        &s,
-        &q,
-        mode,
-        &saved.z,
-        &saved.h,
-        &saved.gate,
-        &dl,
-        BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq },
-    );
+    let input = BackwardIn { mode, z: &saved.z, h: &saved.h, gate: &saved.gate, dlogits: &dl };
+    backward(&cfg, &p, &s, &q, input, BackwardOut { params: &mut gp, ds: &mut ds, dq: &mut dq });
     check_grads("head + loss params", &gp, &p, cfg.layout().entries().iter().flat_map(|e| e.range()), total);
 }
 
@@ -213,10 +205,12 @@ fn backend_rejects_mismatched_shapes() {
     let s = Tensor::from_vec(&[2, 5], Layout::Plain, vec![0.0f32; 10]).unwrap();
     let q = Tensor::from_vec(&[3, 3], Layout::Plain, vec![0.0f32; 9]).unwrap();
     let all = Slice { buf: &p, range: 0..p.numel() };
-    let e = cpu().head_forward(&cfg, &all, &s, &q, Mode::Eval).unwrap_err().to_string();
+    let e =
+        cpu().head_forward(&HeadInputs { cfg: &cfg, params: all, s: &s, q: &q }, Mode::Eval).unwrap_err().to_string();
     assert!(e.contains("spatial [2, 5] and frequency [3, 3]"), "{e}");
     let short = Slice { buf: &p, range: 0..7 };
-    let e = cpu().head_forward(&cfg, &short, &s, &s, Mode::Eval).unwrap_err().to_string();
+    let e =
+        cpu().head_forward(&HeadInputs { cfg: &cfg, params: short, s: &s, q: &s }, Mode::Eval).unwrap_err().to_string();
     assert!(e.contains("head params: 7 values"), "{e}");
 }
 
@@ -251,8 +245,10 @@ fn gpu_matches_cpu_forward_and_every_gradient() {
             let dl = Tensor::from_vec(&[b], Layout::Plain, to_f32((0..b).map(|_| rng.normal()).collect())).unwrap();
             let ps = Slice { buf: &p, range: at.clone() };
             let mut want_gp = Tensor::from_vec(&[OFFSET + n], Layout::Plain, vec![7f32; OFFSET + n]).unwrap();
-            let want = cpu.head_forward(&cfg, &ps, &s, &q, mode).unwrap();
-            let want_g = cpu.head_backward(&cfg, &ps, &s, &q, &want.saved, &dl, &mut want_gp, at.clone()).unwrap();
+            let x = HeadInputs { cfg: &cfg, params: ps, s: &s, q: &q };
+            let want = cpu.head_forward(&x, mode).unwrap();
+            let want_g =
+                cpu.head_backward(&x, &want.saved, &dl, Slots { buf: &mut want_gp, at: [at.clone()] }).unwrap();
             let got = race_checked(&tag, || {
                 let (pg, sg, qg, dlg) = (
                     gpu.upload(&p).unwrap(),
@@ -260,10 +256,11 @@ fn gpu_matches_cpu_forward_and_every_gradient() {
                     gpu.upload(&q).unwrap(),
                     gpu.upload(&dl).unwrap(),
                 );
-                let pgs = Slice { buf: &pg, range: at.clone() };
+                let x = HeadInputs { cfg: &cfg, params: Slice { buf: &pg, range: at.clone() }, s: &sg, q: &qg };
                 let mut got_gp = gpu.upload(&g0).unwrap();
-                let got = gpu.head_forward(&cfg, &pgs, &sg, &qg, mode).unwrap();
-                let got_g = gpu.head_backward(&cfg, &pgs, &sg, &qg, &got.saved, &dlg, &mut got_gp, at.clone()).unwrap();
+                let got = gpu.head_forward(&x, mode).unwrap();
+                let got_g =
+                    gpu.head_backward(&x, &got.saved, &dlg, Slots { buf: &mut got_gp, at: [at.clone()] }).unwrap();
                 [&got.logits, &got.saved.z, &got.saved.h, &got.saved.gate, &got_gp, &got_g.ds, &got_g.dq]
                     .map(|t| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec())
                     .to_vec()
@@ -308,10 +305,10 @@ fn fast_head_matches_the_reference() {
             let pass = |be: &dyn Backend, f32s: bool| -> Vec<Vec<f64>> {
                 let t = |shape: &[usize], v: &[f64]| host_in(f32s, shape, Layout::Plain, v);
                 let (pt, st, qt, dlt) = (t(&[p.len()], &p), t(&[b, cfg.ds], &s), t(&[b, cfg.dq], &q), t(&[b], &dl));
-                let ps = Slice { buf: &pt, range: at.clone() };
+                let x = HeadInputs { cfg: &cfg, params: Slice { buf: &pt, range: at.clone() }, s: &st, q: &qt };
                 let mut gp = t(&[OFFSET + n], &vec![7.0; OFFSET + n]);
-                let f = be.head_forward(&cfg, &ps, &st, &qt, mode).unwrap();
-                let g = be.head_backward(&cfg, &ps, &st, &qt, &f.saved, &dlt, &mut gp, at.clone()).unwrap();
+                let f = be.head_forward(&x, mode).unwrap();
+                let g = be.head_backward(&x, &f.saved, &dlt, Slots { buf: &mut gp, at: [at.clone()] }).unwrap();
                 [&f.logits, &f.saved.z, &f.saved.h, &f.saved.gate, &gp, &g.ds, &g.dq].map(|t| values(f32s, t)).to_vec()
             };
             let (got, want) = (pass(&fast, true), pass(&reference, false));

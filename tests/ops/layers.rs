@@ -2,7 +2,7 @@
 //! checks, GPU against CPU.
 
 use crate::common::*;
-use dfgpu::backend::Act;
+use dfgpu::backend::{Act, Slots};
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
@@ -104,16 +104,9 @@ fn linear_gradients() {
     let cy = normals(&mut rng, n * m, 1.0);
     let pt = t64(&[p.len()], Layout::Plain, p.clone());
     let mut grads = t64(&[p.len()], Layout::Plain, vec![f64::NAN; p.len()]);
-    let dx = be
-        .linear_backward(
-            &t64(&[n, k], Layout::Plain, x.clone()),
-            &Slice { buf: &pt, range: rw.clone() },
-            &t64(&[n, m], Layout::Plain, cy.clone()),
-            &mut grads,
-            rw.clone(),
-            rb.clone(),
-        )
-        .unwrap();
+    let (xt, dyt) = (t64(&[n, k], Layout::Plain, x.clone()), t64(&[n, m], Layout::Plain, cy.clone()));
+    let slots = Slots { buf: &mut grads, at: [rw.clone(), rb.clone()] };
+    let dx = be.linear_backward(&xt, &Slice { buf: &pt, range: rw.clone() }, &dyt, slots).unwrap();
     check_grads("linear dx", dx.host().unwrap(), &x, 0..x.len(), |xx| dot(&run(xx, &p), &cy));
     check_grads("linear dw db", grads.host().unwrap(), &p, 2..p.len(), |pp| dot(&run(&x, pp), &cy));
 }
@@ -150,7 +143,8 @@ fn gpu_matches_cpu() {
         out.push(be.linear(&pooled_x(be, &x), &w, &b, m).unwrap());
         let mut grads =
             be.upload(&Tensor::from_vec(&[m * k + m], Layout::Plain, vec![0f32; m * k + m]).unwrap()).unwrap();
-        out.push(be.linear_backward(&pooled_x(be, &x), &w, &ldy, &mut grads, 0..m * k, m * k..m * k + m).unwrap());
+        let slots = Slots { buf: &mut grads, at: [0..m * k, m * k..m * k + m] };
+        out.push(be.linear_backward(&pooled_x(be, &x), &w, &ldy, slots).unwrap());
         out.push(grads);
         out.iter().map(|t| be.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect()
     };
@@ -239,7 +233,9 @@ fn fast_linear_matches_the_reference() {
             let (ws, bs) = (Slice { buf: &pt, range: 0..m * k }, Slice { buf: &pt, range: m * k..m * k + m });
             let y = be.linear(&xt, &ws, &bs, m).unwrap();
             let mut grads = t(&[m * k + m], &vec![f64::NAN; m * k + m]);
-            let dx = be.linear_backward(&xt, &ws, &dyt, &mut grads, 0..m * k, m * k..m * k + m).unwrap();
+            let dx = be
+                .linear_backward(&xt, &ws, &dyt, Slots { buf: &mut grads, at: [0..m * k, m * k..m * k + m] })
+                .unwrap();
             vec![values(f32s, &y), values(f32s, &dx), values(f32s, &grads)]
         };
         let abs = |v: &[f64]| v.iter().map(|a| a.abs()).collect::<Vec<f64>>();

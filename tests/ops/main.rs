@@ -5,6 +5,7 @@
 //! on the emulator under forward, reverse and shuffled thread and block orders, which turns races into failures.
 //! One test binary for all op families, so that the GPU machine gets one executable to run.
 
+mod checks;
 mod common;
 mod conv;
 mod fft;

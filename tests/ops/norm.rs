@@ -2,7 +2,7 @@
 //! GPU against CPU.
 
 use crate::common::*;
-use dfgpu::backend::BatchNorm;
+use dfgpu::backend::{BatchNorm, BnBackward, BnParams, BnRunning, Slots};
 use dfgpu::rng::Rng;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
@@ -22,16 +22,8 @@ fn training_normalizes_and_updates_running_statistics_as_pytorch() {
     let p = t64(&[2], Layout::Plain, vec![2.0, 0.5]);
     let mut state = t64(&[2], Layout::Plain, vec![0.0, 1.0]);
     let bn = BatchNorm::new(1);
-    let (y, saved) = be
-        .batch_norm_train(
-            &x,
-            &Slice { buf: &p, range: 0..1 },
-            &Slice { buf: &p, range: 1..2 },
-            &bn,
-            &mut state,
-            [0..1, 1..2],
-        )
-        .unwrap();
+    let bp = BnParams { gamma: Slice { buf: &p, range: 0..1 }, beta: Slice { buf: &p, range: 1..2 }, bn: &bn };
+    let (y, saved) = be.batch_norm_train(&x, &bp, Slots { buf: &mut state, at: [0..1, 1..2] }).unwrap();
     let is = 1.0 / (1.25f64 + 1e-5).sqrt();
     for (i, &v) in y.host::<f64>().unwrap().iter().enumerate() {
         assert!((v - ((i as f64 + 1.0 - 2.5) * is * 2.0 + 0.5)).abs() < 1e-12);
@@ -41,16 +33,8 @@ fn training_normalizes_and_updates_running_statistics_as_pytorch() {
     // momentum is an f32 (0.1 to 1e-8): the comparison allows for it.
     assert!((s[0] - 0.25).abs() < 1e-8 && (s[1] - (0.9 + 0.1 * 5.0 / 3.0)).abs() < 1e-8, "{s:?}");
     // Inference with those running statistics.
-    let y = be
-        .batch_norm_eval(
-            &x,
-            &Slice { buf: &p, range: 0..1 },
-            &Slice { buf: &p, range: 1..2 },
-            &bn,
-            &Slice { buf: &state, range: 0..1 },
-            &Slice { buf: &state, range: 1..2 },
-        )
-        .unwrap();
+    let r = BnRunning { mean: Slice { buf: &state, range: 0..1 }, var: Slice { buf: &state, range: 1..2 } };
+    let y = be.batch_norm_eval(&x, &bp, &r).unwrap();
     let want = (1.0 - s[0]) / (s[1] + 1e-5).sqrt() * 2.0 + 0.5;
     assert!((y.host::<f64>().unwrap()[0] - want).abs() < 1e-12);
 }
@@ -66,25 +50,18 @@ fn training_gradients_match_central_differences_in_f64() {
     let run = |x: &[f64], p: &[f64]| {
         let pt = t64(&[2 * c], Layout::Plain, p.to_vec());
         let mut st = t64(&[2 * c], Layout::Plain, vec![0.0; 2 * c]);
-        let (g, b) = (Slice { buf: &pt, range: 0..c }, Slice { buf: &pt, range: c..2 * c });
-        be.batch_norm_train(&t64(&[n, c, h, w], Layout::Nchw, x.to_vec()), &g, &b, &bn, &mut st, [0..c, c..2 * c])
-            .unwrap()
+        let bp =
+            BnParams { gamma: Slice { buf: &pt, range: 0..c }, beta: Slice { buf: &pt, range: c..2 * c }, bn: &bn };
+        let running = Slots { buf: &mut st, at: [0..c, c..2 * c] };
+        be.batch_norm_train(&t64(&[n, c, h, w], Layout::Nchw, x.to_vec()), &bp, running).unwrap()
     };
     let (y, saved) = run(&x, &p);
     let cy = normals(&mut rng, y.numel(), 1.0);
     let pt = t64(&[2 * c], Layout::Plain, p.clone());
     let mut grads = t64(&[2 * c], Layout::Plain, vec![f64::NAN; 2 * c]);
-    let dx = be
-        .batch_norm_backward(
-            &t64(&[n, c, h, w], Layout::Nchw, x.clone()),
-            &Slice { buf: &pt, range: 0..c },
-            &saved,
-            &t64(y.shape(), Layout::Nchw, cy.clone()),
-            &mut grads,
-            0..c,
-            c..2 * c,
-        )
-        .unwrap();
+    let (xt, dyt) = (t64(&[n, c, h, w], Layout::Nchw, x.clone()), t64(y.shape(), Layout::Nchw, cy.clone()));
+    let a = BnBackward { x: &xt, gamma: Slice { buf: &pt, range: 0..c }, saved: &saved, dy: &dyt };
+    let dx = be.batch_norm_backward(&a, Slots { buf: &mut grads, at: [0..c, c..2 * c] }).unwrap();
     check_grads("bn dx", dx.host().unwrap(), &x, 0..x.len(), |xx| dot(&run(xx, &p).0, &cy));
     check_grads("bn dgamma, dbeta", grads.host().unwrap(), &p, 0..2 * c, |pp| dot(&run(&x, pp).0, &cy));
 }
@@ -103,20 +80,14 @@ fn gpu_matches_cpu() {
         let run = |be: &dyn Backend| -> Vec<Vec<f32>> {
             let (x, p, dy) = (be.upload(&x).unwrap(), be.upload(&p).unwrap(), be.upload(&dy).unwrap());
             let mut st = be.upload(&st0).unwrap();
-            let (g, b) = (Slice { buf: &p, range: 0..c }, Slice { buf: &p, range: c..2 * c });
-            let (y, saved) = be.batch_norm_train(&x, &g, &b, &bn, &mut st, [0..c, c..2 * c]).unwrap();
+            let bp =
+                BnParams { gamma: Slice { buf: &p, range: 0..c }, beta: Slice { buf: &p, range: c..2 * c }, bn: &bn };
+            let (y, saved) = be.batch_norm_train(&x, &bp, Slots { buf: &mut st, at: [0..c, c..2 * c] }).unwrap();
             let mut grads = be.upload(&Tensor::from_vec(&[2 * c], Layout::Plain, vec![0f32; 2 * c]).unwrap()).unwrap();
-            let dx = be.batch_norm_backward(&x, &g, &saved, &dy, &mut grads, 0..c, c..2 * c).unwrap();
-            let ye = be
-                .batch_norm_eval(
-                    &x,
-                    &g,
-                    &b,
-                    &bn,
-                    &Slice { buf: &st, range: 0..c },
-                    &Slice { buf: &st, range: c..2 * c },
-                )
-                .unwrap();
+            let a = BnBackward { x: &x, gamma: bp.gamma.clone(), saved: &saved, dy: &dy };
+            let dx = be.batch_norm_backward(&a, Slots { buf: &mut grads, at: [0..c, c..2 * c] }).unwrap();
+            let r = BnRunning { mean: Slice { buf: &st, range: 0..c }, var: Slice { buf: &st, range: c..2 * c } };
+            let ye = be.batch_norm_eval(&x, &bp, &r).unwrap();
             [y, dx, grads, st, ye].iter().map(|t| be.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect()
         };
         let tag = format!("{n}x{c}x{h}x{w}");
@@ -136,13 +107,14 @@ fn bn_pass(be: &dyn Backend, shape: [usize; 4], x: &[f64], p: &[f64], dy: &[f64]
     let c = shape[1];
     let (xt, pt, dyt) = (t(&shape, Layout::Nchw, x), t(&[2 * c], Layout::Plain, p), t(&shape, Layout::Nchw, dy));
     let mut st = t(&[2 * c], Layout::Plain, &[vec![0.1; c], vec![0.9; c]].concat());
-    let (g, b) = (Slice { buf: &pt, range: 0..c }, Slice { buf: &pt, range: c..2 * c });
     let bn = BatchNorm::new(c);
-    let (y, saved) = be.batch_norm_train(&xt, &g, &b, &bn, &mut st, [0..c, c..2 * c]).unwrap();
+    let bp = BnParams { gamma: Slice { buf: &pt, range: 0..c }, beta: Slice { buf: &pt, range: c..2 * c }, bn: &bn };
+    let (y, saved) = be.batch_norm_train(&xt, &bp, Slots { buf: &mut st, at: [0..c, c..2 * c] }).unwrap();
     let mut grads = t(&[2 * c], Layout::Plain, &vec![f64::NAN; 2 * c]);
-    let dx = be.batch_norm_backward(&xt, &g, &saved, &dyt, &mut grads, 0..c, c..2 * c).unwrap();
-    let (rm, rv) = (Slice { buf: &st, range: 0..c }, Slice { buf: &st, range: c..2 * c });
-    let ye = be.batch_norm_eval(&xt, &g, &b, &bn, &rm, &rv).unwrap();
+    let a = BnBackward { x: &xt, gamma: bp.gamma.clone(), saved: &saved, dy: &dyt };
+    let dx = be.batch_norm_backward(&a, Slots { buf: &mut grads, at: [0..c, c..2 * c] }).unwrap();
+    let r = BnRunning { mean: Slice { buf: &st, range: 0..c }, var: Slice { buf: &st, range: c..2 * c } };
+    let ye = be.batch_norm_eval(&xt, &bp, &r).unwrap();
     [&y, &saved.mean, &saved.invstd, &st, &dx, &grads, &ye].iter().map(|t| values(f32s, t)).collect()
 }
 

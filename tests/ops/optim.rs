@@ -1,7 +1,7 @@
 //! Optimizer: AdamW and SGD against PyTorch's formulas in f64, per-tensor norms and clipping, the schedule, GPU vs CPU.
 
 use crate::common::*;
-use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, Optimizer, Sgd, StepArgs};
+use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, Optimizer, Sgd, StepArgs, StepBuffers};
 use dfgpu::model::params::ParamLayout;
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
@@ -72,8 +72,13 @@ fn adamw_matches_pytorchs_formula_over_several_steps() {
         let norms = be.param_norms(&l, &p, &g, Some(1.0)).unwrap();
         let clip = Norms::read(&norms, &be, &l).unwrap().clip;
         let lr = lr_at(t - 1, 2, 5, 1e-2, 1e-4);
-        be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &Optimizer::AdamW(opt), StepArgs { lr, t })
-            .unwrap();
+        be.optimizer_step(
+            &l,
+            StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+            &Optimizer::AdamW(opt),
+            StepArgs { lr, t },
+        )
+        .unwrap();
         let g64: Vec<f64> = g.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
         adamw_f64(&mut p64, &g64, &mut m64, &mut v64, &mask_v, clip, &opt, lr as f64, t as i32);
     }
@@ -113,8 +118,13 @@ fn sgd_matches_pytorchs_formula_over_several_steps() {
         let norms = be.param_norms(&l, &p, &g, Some(1.0)).unwrap();
         let clip = Norms::read(&norms, &be, &l).unwrap().clip;
         let lr = lr_at(t - 1, 2, 5, 0.1, 1e-3);
-        be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &Optimizer::Sgd(opt), StepArgs { lr, t })
-            .unwrap();
+        be.optimizer_step(
+            &l,
+            StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+            &Optimizer::Sgd(opt),
+            StepArgs { lr, t },
+        )
+        .unwrap();
         let g64: Vec<f64> = g.host::<f32>().unwrap().iter().map(|&x| x as f64).collect();
         sgd_f64(&mut p64, &g64, &mut buf, &mask_v, clip, &opt, lr as f64);
     }
@@ -137,7 +147,13 @@ fn the_first_adam_step_moves_each_weight_by_the_learning_rate() {
     let (mut m, mut v) = (plain(vec![0f32; l.total()]), plain(vec![0f32; l.total()]));
     let norms = be.param_norms(&l, &p, &g, None).unwrap();
     let (mask, opt) = (plain(decay_mask(&l)), Optimizer::AdamW(opt));
-    be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr: 0.01, t: 1 }).unwrap();
+    be.optimizer_step(
+        &l,
+        StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+        &opt,
+        StepArgs { lr: 0.01, t: 1 },
+    )
+    .unwrap();
     let (p1, g) = (p.host::<f32>().unwrap(), g.host::<f32>().unwrap());
     for i in l.entries().iter().flat_map(|e| e.range()) {
         let step = p0[i] - p1[i];
@@ -203,13 +219,28 @@ fn bad_optimizer_arguments_are_errors() {
     let norms = be.param_norms(&l, &p, &g, None).unwrap();
     let mask = plain(decay_mask(&l));
     let adam = Optimizer::default();
-    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &adam, StepArgs { lr: 0.1, t: 1 });
+    let e = be.optimizer_step(
+        &l,
+        StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+        &adam,
+        StepArgs { lr: 0.1, t: 1 },
+    );
     assert!(e.unwrap_err().to_string().contains("second moments: 5 values"));
     let mut v = plain(vec![0f32; l.total()]);
-    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &adam, StepArgs { lr: 0.1, t: 0 });
+    let e = be.optimizer_step(
+        &l,
+        StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+        &adam,
+        StepArgs { lr: 0.1, t: 0 },
+    );
     assert!(e.unwrap_err().to_string().contains("need t >= 1"));
     let sgd = Optimizer::Sgd(Sgd { momentum: 1.0, weight_decay: 0.0 });
-    let e = be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &sgd, StepArgs { lr: 0.1, t: 1 });
+    let e = be.optimizer_step(
+        &l,
+        StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+        &sgd,
+        StepArgs { lr: 0.1, t: 1 },
+    );
     assert!(e.unwrap_err().to_string().contains("optimizer settings out of range"));
 }
 
@@ -270,8 +301,13 @@ fn gpu_matches_cpu() {
             for (t, g) in (1..=3u64).zip(&grads) {
                 let g = be.upload(g).unwrap();
                 let norms = be.param_norms(&l, &p, &g, Some(2.0)).unwrap();
-                be.optimizer_step(&l, &mut p, &g, &mut m, &mut v, &mask, &norms, &opt, StepArgs { lr: 1e-3, t })
-                    .unwrap();
+                be.optimizer_step(
+                    &l,
+                    StepBuffers { params: &mut p, grads: &g, m: &mut m, v: &mut v, decay_mask: &mask, norms: &norms },
+                    &opt,
+                    StepArgs { lr: 1e-3, t },
+                )
+                .unwrap();
                 out.push(be.download(&norms).unwrap().host::<f32>().unwrap().to_vec());
             }
             out.push(be.download(&p).unwrap().host::<f32>().unwrap().to_vec());
@@ -315,7 +351,13 @@ fn fast_adamw_is_the_reference_bit_for_bit() {
             for (be, [p, m, v]) in [&fast, &reference].into_iter().zip(states.iter_mut()) {
                 let norms = be.param_norms(&l, p, &g, Some(1.0)).unwrap();
                 let opt = Optimizer::AdamW(AdamW::default());
-                be.optimizer_step(&l, p, &g, m, v, &mask, &norms, &opt, StepArgs { lr: 1e-2, t }).unwrap();
+                be.optimizer_step(
+                    &l,
+                    StepBuffers { params: p, grads: &g, m, v, decay_mask: &mask, norms: &norms },
+                    &opt,
+                    StepArgs { lr: 1e-2, t },
+                )
+                .unwrap();
             }
         }
         let [got, want] = [&states[0], &states[1]];

@@ -89,14 +89,22 @@ pub fn backward<F: Real>(x: &[F], w: &[F], dy: &[F], c: &Conv2d, d: ConvDims, dx
     });
 }
 
-use super::{out_of, CpuBackend};
-use crate::backend::conv::check;
+use super::CpuBackend;
+use crate::backend::conv::ConvBackward;
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::mem::MaybeUninit;
 
-pub(super) fn run_forward<F: Real + Element>(be: &CpuBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
-    run_forward_with(be, x, w, c, |x, w, c, d, y| forward::<F>(x, w, c, d, be.filled(y)))
+/// The forward on checked arguments (`d` from `check`).
+pub(super) fn run_forward<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    w: &Slice,
+    c: &Conv2d,
+    d: ConvDims,
+) -> Result<Tensor> {
+    run_forward_with(be, x, w, c, d, |x, w, c, d, y| forward::<F>(x, w, c, d, be.filled(y)))
 }
 
 /// The forward through `forward`, which writes every value of y: a fast path (fast/conv.rs), or the reference.
@@ -105,47 +113,36 @@ pub(super) fn run_forward_with<F: Element>(
     x: &Tensor,
     w: &Slice,
     c: &Conv2d,
+    d: ConvDims,
     forward: impl FnOnce(&[F], &[F], &Conv2d, ConvDims, &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
-    let d = check(x, w, c)?;
     let (x, w) = (x.host::<F>()?, w.host::<F>()?);
     // SAFETY: `forward` writes every value of y (the contract of the forwards; the poisoned tests check it).
     let y = unsafe { be.output_with(d.n * c.cout * d.oh * d.ow, |y| forward(x, w, c, d, y)) };
     Tensor::from_vec(&[d.n, c.cout, d.oh, d.ow], Layout::Nchw, y)
 }
 
+/// The backward on checked arguments (`d` from `check_backward`).
 pub(super) fn run_backward<F: Real + Element>(
     be: &CpuBackend,
-    x: &Tensor,
-    w: &Slice,
-    dy: &Tensor,
-    c: &Conv2d,
-    grads: &mut Tensor,
-    dw: std::ops::Range<usize>,
+    a: &ConvBackward,
+    dw: Slots<1>,
+    d: ConvDims,
 ) -> Result<Tensor> {
-    run_backward_with(be, x, w, dy, c, grads, dw, |x, w, dy, c, d, dx, dw| {
-        backward::<F>(x, w, dy, c, d, be.filled(dx), dw)
-    })
+    run_backward_with(be, a, dw, d, |x, w, dy, c, d, dx, dw| backward::<F>(x, w, dy, c, d, be.filled(dx), dw))
 }
 
 /// The backward through `backward`: (x, w, dy) to dx, every value written, and dw, overwritten.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_backward_with<F: Element>(
     be: &CpuBackend,
-    x: &Tensor,
-    w: &Slice,
-    dy: &Tensor,
-    c: &Conv2d,
-    grads: &mut Tensor,
-    dw: std::ops::Range<usize>,
+    a: &ConvBackward,
+    dw: Slots<1>,
+    d: ConvDims,
     backward: impl FnOnce(&[F], &[F], &[F], &Conv2d, ConvDims, &mut [MaybeUninit<F>], &mut [F]),
 ) -> Result<Tensor> {
-    let d = check(x, w, c)?;
-    if dy.shape() != [d.n, c.cout, d.oh, d.ow] {
-        shape_err!("conv backward: dy {:?}, output is {:?}", dy.shape(), [d.n, c.cout, d.oh, d.ow]);
-    }
-    let (xs, ws, dys, dw) = (x.host::<F>()?, w.host::<F>()?, dy.host::<F>()?, out_of::<F>(grads, dw, c.weight_len())?);
+    let Slots { buf, at: [dw] } = dw;
+    let (xs, ws, dys, dw) = (a.x.host::<F>()?, a.w.host::<F>()?, a.dy.host::<F>()?, &mut buf.host_mut::<F>()?[dw]);
     // SAFETY: `backward` writes every value of dx (the contract of the backwards; the poisoned tests check it).
-    let dx = unsafe { be.output_with(x.numel(), |dx| backward(xs, ws, dys, c, d, dx, dw)) };
-    Tensor::from_vec(x.shape(), Layout::Nchw, dx)
+    let dx = unsafe { be.output_with(a.x.numel(), |dx| backward(xs, ws, dys, a.c, d, dx, dw)) };
+    Tensor::from_vec(a.x.shape(), Layout::Nchw, dx)
 }

@@ -3,13 +3,13 @@
 
 use super::layers::{self, act, act_grad};
 use super::real::Real;
-use super::{out_of, CpuBackend};
-use crate::backend::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode, LN_EPS};
+use super::CpuBackend;
+use crate::backend::head::{HeadConfig, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode, LN_EPS};
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::model::params::ParamLayout;
-use crate::tensor::{Element, Layout, Slice, Tensor};
+use crate::tensor::{Element, Layout, Tensor};
 use rayon::prelude::*;
-use std::ops::Range;
 
 /// The forward's outputs, one slice each (shapes as in `HeadSaved`).
 pub struct ForwardOut<'a, F> {
@@ -18,6 +18,16 @@ pub struct ForwardOut<'a, F> {
     pub h: &'a mut [F],
     pub stats: &'a mut [F],
     pub gate: &'a mut [F],
+}
+
+/// What the backward reads besides the parameters and inputs: the forward's mode and saved values (shapes as in
+/// `HeadSaved`), and d loss / d logit.
+pub struct BackwardIn<'a, F> {
+    pub mode: Mode,
+    pub z: &'a [F],
+    pub h: &'a [F],
+    pub gate: &'a [F],
+    pub dlogits: &'a [F],
 }
 
 /// The backward's outputs: parameter gradients (the head's layout) and input gradients.
@@ -48,14 +58,13 @@ fn layer_norm<F: Real>(x: &[F], gamma: Option<(&[F], &[F])>, y: &mut [F]) -> (F,
     (mean, rstd)
 }
 
-/// u = [m_s y_s; m_q y_q] for sample `b`; returns the row's statistics [mean_s, rstd_s, mean_q, rstd_q].
-#[allow(clippy::too_many_arguments)]
+/// u = [m_s y_s; m_q y_q] for sample `b` (rows s and q); returns the row's statistics [mean_s, rstd_s, mean_q,
+/// rstd_q].
 fn fused_input<F: Real>(
     cfg: &HeadConfig,
     l: &ParamLayout,
     p: &[F],
-    s: &[F],
-    q: &[F],
+    (s, q): (&[F], &[F]),
     mode: Mode,
     b: usize,
     u: &mut [F],
@@ -77,15 +86,14 @@ fn fused_input<F: Real>(
 }
 
 /// One branch's backward through its scale m and LayerNorm: dx from du; adds d gamma and d beta into `gp`
-/// at the given offsets. `norm` = (gamma, offset of d gamma, offset of d beta), or None with `norm` off.
-#[allow(clippy::too_many_arguments)]
+/// at the given offsets. `norm` = (gamma, offset of d gamma, offset of d beta), or None with `norm` off; (mean,
+/// rstd) the row's statistics.
 fn branch_backward<F: Real>(
     x: &[F],
     du: &[F],
     m: F,
     norm: Option<(&[F], usize, usize)>,
-    mean: F,
-    rstd: F,
+    (mean, rstd): (F, F),
     dx: &mut [F],
     gp: &mut [F],
 ) {
@@ -133,7 +141,7 @@ pub(super) fn forward_with<F: Real>(
     let ForwardOut { logits, z, h, stats, gate } = out;
     z.par_chunks_mut(d).zip(stats.par_chunks_mut(4)).zip(gate.par_iter_mut()).enumerate().for_each(
         |(b, ((z, st), g))| {
-            let st4 = fused_input(cfg, &l, p, &s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq], mode, b, z);
+            let st4 = fused_input(cfg, &l, p, (&s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq]), mode, b, z);
             st.copy_from_slice(&st4);
             *g = match (gate_w, gate_b) {
                 (Some(w), Some(bias)) => (w.iter().zip(z.iter()).map(|(&w, &u)| w * u).sum::<F>() + bias).sigmoid(),
@@ -155,39 +163,23 @@ pub(super) fn forward_with<F: Real>(
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn backward<F: Real>(
-    cfg: &HeadConfig,
-    p: &[F],
-    s: &[F],
-    q: &[F],
-    mode: Mode,
-    saved_z: &[F],
-    saved_h: &[F],
-    saved_gate: &[F],
-    dlogits: &[F],
-    out: BackwardOut<F>,
-) {
-    backward_with(cfg, p, s, q, mode, saved_z, saved_h, saved_gate, dlogits, out, layers::linear_backward::<F>);
+pub fn backward<F: Real>(cfg: &HeadConfig, p: &[F], s: &[F], q: &[F], input: BackwardIn<F>, out: BackwardOut<F>) {
+    backward_with(cfg, p, s, q, input, out, layers::linear_backward::<F>);
 }
 
 /// `backward` with the hidden layer's products through `linear_backward` (the layers' reference, or their fast
 /// path).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn backward_with<F: Real>(
     cfg: &HeadConfig,
     p: &[F],
     s: &[F],
     q: &[F],
-    mode: Mode,
-    saved_z: &[F],
-    saved_h: &[F],
-    saved_gate: &[F],
-    dlogits: &[F],
+    input: BackwardIn<F>,
     out: BackwardOut<F>,
-    linear_backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
+    linear_backward: impl FnOnce(&[F], &[F], &[F], (usize, usize, usize), &mut [F], &mut [F], &mut [F]),
 ) {
     let l = cfg.layout();
+    let BackwardIn { mode, z: saved_z, h: saved_h, gate: saved_gate, dlogits } = input;
     let (d, hid, nb) = (cfg.d(), cfg.hidden, dlogits.len());
     let w1 = param(p, &l, "fc1.weight").unwrap();
     let w2 = param(p, &l, "fc2.weight").unwrap();
@@ -214,7 +206,7 @@ pub(super) fn backward_with<F: Real>(
     let mut dz = vec![F::ZERO; nb * d];
     {
         let (head, tail) = gp.split_at_mut(o_b1);
-        linear_backward(saved_z, w1, &dh, nb, d, hid, &mut dz, &mut head[o_w1..o_w1 + hid * d], &mut tail[..hid]);
+        linear_backward(saved_z, w1, &dh, (nb, d, hid), &mut dz, &mut head[o_w1..o_w1 + hid * d], &mut tail[..hid]);
     }
 
     // Per sample: the gate, the branch scales, the LayerNorms.
@@ -223,7 +215,7 @@ pub(super) fn backward_with<F: Real>(
     let two = F::of(2.0);
     for b in 0..nb {
         let (sb, qb) = (&s[b * cfg.ds..][..cfg.ds], &q[b * cfg.dq..][..cfg.dq]);
-        let st = fused_input(cfg, &l, p, sb, qb, mode, b, &mut u);
+        let st = fused_input(cfg, &l, p, (sb, qb), mode, b, &mut u);
         let g = saved_gate[b];
         let dzb = &dz[b * d..][..d];
         for k in 0..d {
@@ -246,41 +238,35 @@ pub(super) fn backward_with<F: Real>(
         };
         let (dus, duq) = du.split_at(cfg.ds);
         let dsb = &mut ds[b * cfg.ds..][..cfg.ds];
-        branch_backward(sb, dus, F::of(bs as f64), norm("norm_s", cfg.ds), st[0], st[1], dsb, gp);
+        branch_backward(sb, dus, F::of(bs as f64), norm("norm_s", cfg.ds), (st[0], st[1]), dsb, gp);
         let dqb = &mut dq[b * cfg.dq..][..cfg.dq];
-        branch_backward(qb, duq, F::of(bq as f64), norm("norm_q", cfg.dq), st[2], st[3], dqb, gp);
+        branch_backward(qb, duq, F::of(bq as f64), norm("norm_q", cfg.dq), (st[2], st[3]), dqb, gp);
     }
 }
 
 /// The backend's head_forward for one float type (arguments checked by the caller; `b` is the batch).
 pub(super) fn run_forward<F: Real + Element>(
     be: &CpuBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
+    x: &HeadInputs,
     mode: Mode,
     b: usize,
 ) -> Result<HeadForward> {
-    run_forward_with(be, cfg, params, s, q, mode, b, layers::linear::<F>)
+    run_forward_with(be, x, mode, b, layers::linear::<F>)
 }
 
 /// `run_forward` with the hidden layer's product through `linear` (see `forward_with`).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_forward_with<F: Real + Element>(
     be: &CpuBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
+    x: &HeadInputs,
     mode: Mode,
     b: usize,
     linear: impl FnOnce(&[F], &[F], &[F], usize, usize, &mut [F]),
 ) -> Result<HeadForward> {
+    let cfg = x.cfg;
     let (mut logits, mut z, mut h) = (be.output::<F>(b), be.output::<F>(b * cfg.d()), be.output::<F>(b * cfg.hidden));
     let (mut stats, mut gate) = (be.output::<F>(b * 4), be.output::<F>(b));
     let out = ForwardOut { logits: &mut logits, z: &mut z, h: &mut h, stats: &mut stats, gate: &mut gate };
-    forward_with(cfg, params.host::<F>()?, s.host()?, q.host()?, mode, out, linear);
+    forward_with(cfg, x.params.host::<F>()?, x.s.host()?, x.q.host()?, mode, out, linear);
     let plain = |shape: &[usize], v: Vec<F>| Tensor::from_vec(shape, Layout::Plain, v);
     Ok(HeadForward {
         logits: plain(&[b], logits)?,
@@ -294,44 +280,35 @@ pub(super) fn run_forward_with<F: Real + Element>(
     })
 }
 
-/// The backend's head_backward for one float type (arguments checked by the caller).
-#[allow(clippy::too_many_arguments)]
+/// The backend's head_backward for one float type (arguments checked by the caller; `b` is the batch).
 pub(super) fn run_backward<F: Real + Element>(
     be: &CpuBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
+    x: &HeadInputs,
     saved: &HeadSaved,
     dlogits: &Tensor,
-    grads: &mut Tensor,
-    at: Range<usize>,
+    grads: Slots<1>,
     b: usize,
 ) -> Result<HeadGrads> {
-    run_backward_with(be, cfg, params, s, q, saved, dlogits, grads, at, b, layers::linear_backward::<F>)
+    run_backward_with(be, x, saved, dlogits, grads, b, layers::linear_backward::<F>)
 }
 
 /// `run_backward` with the hidden layer's products through `linear_backward` (see `backward_with`).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_backward_with<F: Real + Element>(
     be: &CpuBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
+    x: &HeadInputs,
     saved: &HeadSaved,
     dlogits: &Tensor,
-    grads: &mut Tensor,
-    at: Range<usize>,
+    grads: Slots<1>,
     b: usize,
-    linear_backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
+    linear_backward: impl FnOnce(&[F], &[F], &[F], (usize, usize, usize), &mut [F], &mut [F], &mut [F]),
 ) -> Result<HeadGrads> {
+    let cfg = x.cfg;
     let (mut ds, mut dq) = (be.output::<F>(b * cfg.ds), be.output::<F>(b * cfg.dq));
-    let n = at.len();
-    let out = BackwardOut { params: out_of::<F>(grads, at, n)?, ds: &mut ds, dq: &mut dq };
+    let Slots { buf, at: [at] } = grads;
+    let out = BackwardOut { params: &mut buf.host_mut::<F>()?[at], ds: &mut ds, dq: &mut dq };
     let (z, h, gate) = (saved.z.host()?, saved.h.host()?, saved.gate.host()?);
-    let (p, mode, dl) = (params.host::<F>()?, saved.mode, dlogits.host()?);
-    backward_with(cfg, p, s.host()?, q.host()?, mode, z, h, gate, dl, out, linear_backward);
+    let input = BackwardIn { mode: saved.mode, z, h, gate, dlogits: dlogits.host()? };
+    backward_with(cfg, x.params.host::<F>()?, x.s.host()?, x.q.host()?, input, out, linear_backward);
     Ok(HeadGrads {
         ds: Tensor::from_vec(&[b, cfg.ds], Layout::Plain, ds)?,
         dq: Tensor::from_vec(&[b, cfg.dq], Layout::Plain, dq)?,

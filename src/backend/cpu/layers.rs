@@ -63,15 +63,12 @@ pub fn linear<F: Real>(x: &[F], w: &[F], b: &[F], k: usize, m: usize, y: &mut [F
     });
 }
 
-/// dx = dy w, dw = dy^T x, db = sum over rows of dy (dw and db overwritten).
-#[allow(clippy::too_many_arguments)]
+/// dx = dy w, dw = dy^T x, db = sum over rows of dy (dw and db overwritten); x [n, k], w [m, k].
 pub fn linear_backward<F: Real>(
     x: &[F],
     w: &[F],
     dy: &[F],
-    n: usize,
-    k: usize,
-    m: usize,
+    (n, k, m): (usize, usize, usize),
     dx: &mut [F],
     dw: &mut [F],
     db: &mut [F],
@@ -93,11 +90,10 @@ pub fn linear_backward<F: Real>(
 }
 
 use super::CpuBackend;
-use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same};
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 /// y = act(x), element-wise.
 pub fn act_forward<F: Real>(kind: Act, x: &[F], y: &mut [F]) {
@@ -144,15 +140,13 @@ pub(super) fn run_act_backward_with<F: Element>(
     kind: Act,
     backward: impl FnOnce(Act, &[F], &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
-    same(x, dy, "activation backward")?;
     let (xs, dys) = (x.host::<F>()?, dy.host::<F>()?);
     // SAFETY: `backward` writes every value of dx (the contract of the activations; the poisoned tests check it).
     let dx = unsafe { be.output_with(x.numel(), |dx| backward(kind, xs, dys, dx)) };
     Tensor::from_vec(x.shape(), x.layout(), dx)
 }
 
-pub(super) fn run_avg_pool<F: Real + Element>(be: &CpuBackend, x: &Tensor) -> Result<Tensor> {
-    let [n, c, hw] = nchw(x, "average pool input")?;
+pub(super) fn run_avg_pool<F: Real + Element>(be: &CpuBackend, x: &Tensor, [n, c, hw]: [usize; 3]) -> Result<Tensor> {
     let mut y = be.output::<F>(n * c);
     avg_pool(x.host::<F>()?, hw, &mut y);
     Tensor::from_vec(&[n, c], Layout::Plain, y)
@@ -163,16 +157,17 @@ pub(super) fn run_avg_pool_backward<F: Real + Element>(
     dy: &Tensor,
     shape: [usize; 4],
 ) -> Result<Tensor> {
-    if dy.shape() != [shape[0], shape[1]] {
-        shape_err!("average pool backward: dy {:?} for input {shape:?}", dy.shape());
-    }
     let mut dx = be.output::<F>(shape.iter().product());
     avg_pool_backward(dy.host::<F>()?, shape[2] * shape[3], &mut dx);
     Tensor::from_vec(&shape, Layout::Nchw, dx)
 }
 
-pub(super) fn run_channel_scale<F: Real + Element>(be: &CpuBackend, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-    let [_, _, hw] = check_channel_scale(x, s)?;
+pub(super) fn run_channel_scale<F: Real + Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    s: &Tensor,
+    hw: usize,
+) -> Result<Tensor> {
     let mut y = be.output::<F>(x.numel());
     channel_scale(x.host::<F>()?, s.host()?, hw, &mut y);
     Tensor::from_vec(x.shape(), Layout::Nchw, y)
@@ -183,27 +178,21 @@ pub(super) fn run_channel_scale_backward<F: Real + Element>(
     x: &Tensor,
     s: &Tensor,
     dy: &Tensor,
+    hw: usize,
 ) -> Result<(Tensor, Tensor)> {
-    let [_, _, hw] = check_channel_scale(x, s)?;
-    same(x, dy, "channel scale backward")?;
     let (mut dx, mut ds) = (be.output::<F>(x.numel()), be.output::<F>(s.numel()));
     channel_scale_backward(x.host::<F>()?, s.host()?, dy.host()?, hw, &mut dx, &mut ds);
     Ok((Tensor::from_vec(x.shape(), Layout::Nchw, dx)?, Tensor::from_vec(s.shape(), Layout::Plain, ds)?))
 }
 
 pub(super) fn run_add<F: Real + Element>(be: &CpuBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    same(a, b, "add")?;
     let mut y = be.output::<F>(a.numel());
     y.par_iter_mut().zip(a.host::<F>()?.par_iter()).zip(b.host::<F>()?.par_iter()).for_each(|((o, &u), &v)| *o = u + v);
     Tensor::from_vec(a.shape(), a.layout(), y)
 }
 
 pub(super) fn run_sample_scale<F: Real + Element>(be: &CpuBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
-    let n = x.shape()[0];
-    if scales.len() != n {
-        shape_err!("sample scale: {} factors for a batch of {n}", scales.len());
-    }
-    let per = x.numel() / n.max(1);
+    let per = x.numel() / scales.len().max(1);
     let mut y = be.output::<F>(x.numel());
     y.par_chunks_mut(per).zip(x.host::<F>()?.par_chunks(per)).zip(scales.par_iter()).for_each(|((o, v), &k)| {
         o.iter_mut().zip(v).for_each(|(o, &v)| *o = v * F::of(k as f64));
@@ -216,9 +205,9 @@ pub(super) fn run_linear<F: Real + Element>(
     x: &Tensor,
     w: &Slice,
     b: &Slice,
-    m: usize,
+    d: (usize, usize, usize),
 ) -> Result<Tensor> {
-    run_linear_with(be, x, w, b, m, linear::<F>)
+    run_linear_with(be, x, w, b, d, linear::<F>)
 }
 
 /// The layer through `linear` (this file's, or the fast path's, with its contract).
@@ -227,45 +216,42 @@ pub(super) fn run_linear_with<F: Element>(
     x: &Tensor,
     w: &Slice,
     b: &Slice,
-    m: usize,
+    (n, k, m): (usize, usize, usize),
     linear: impl FnOnce(&[F], &[F], &[F], usize, usize, &mut [F]),
 ) -> Result<Tensor> {
-    let (n, k, m) = check_linear(x, w, b, m)?;
     let mut y = be.output::<F>(n * m);
     linear(x.host::<F>()?, w.host()?, b.host()?, k, m, &mut y);
     Tensor::from_vec(&[n, m], Layout::Plain, y)
 }
 
+/// The layer's backward on checked arguments (`d` = (n, k, m) from `check_linear_backward`).
 pub(super) fn run_linear_backward<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
     w: &Slice,
     dy: &Tensor,
-    grads: &mut Tensor,
-    dw: Range<usize>,
-    db: Range<usize>,
+    grads: Slots<2>,
+    d: (usize, usize, usize),
 ) -> Result<Tensor> {
-    run_linear_backward_with(be, x, w, dy, grads, dw, db, linear_backward::<F>)
+    run_linear_backward_with(be, x, w, dy, grads, d, linear_backward::<F>)
 }
 
 /// The layer's backward through `backward` (this file's `linear_backward`, or the fast path's).
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_linear_backward_with<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
     w: &Slice,
     dy: &Tensor,
-    grads: &mut Tensor,
-    dw: Range<usize>,
-    db: Range<usize>,
-    backward: impl FnOnce(&[F], &[F], &[F], usize, usize, usize, &mut [F], &mut [F], &mut [F]),
+    grads: Slots<2>,
+    (n, k, m): (usize, usize, usize),
+    backward: impl FnOnce(&[F], &[F], &[F], (usize, usize, usize), &mut [F], &mut [F], &mut [F]),
 ) -> Result<Tensor> {
-    let (n, k, m) = check_linear_backward(x, w, dy, grads.numel(), &dw, &db)?;
     let mut dx = be.output::<F>(n * k);
     // dw and db are different lengths: take them one after the other.
     let (mut gw, mut gb) = (vec![F::ZERO; m * k], vec![F::ZERO; m]);
-    backward(x.host::<F>()?, w.host()?, dy.host()?, n, k, m, &mut dx, &mut gw, &mut gb);
-    let g = grads.host_mut::<F>()?;
+    backward(x.host::<F>()?, w.host()?, dy.host()?, (n, k, m), &mut dx, &mut gw, &mut gb);
+    let Slots { buf, at: [dw, db] } = grads;
+    let g = buf.host_mut::<F>()?;
     g[dw].copy_from_slice(&gw);
     g[db].copy_from_slice(&gb);
     Tensor::from_vec(&[n, k], Layout::Plain, dx)

@@ -11,16 +11,18 @@ pub mod optim;
 mod preprocess;
 pub mod real;
 
+use super::conv::{self as conv_op, Conv2d, ConvBackward};
 use super::fft::{self as fft_op, FftConfig, FreqStats};
-use super::head::{self as head_op, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+use super::head::{self as head_op, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
+use super::layers::{self as layers_op, Act};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
-use super::optim::{self as optim_op, norms_len, Optimizer, StepArgs};
-use super::{Act, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
+use super::norm::{self as norm_op, BnBackward, BnParams, BnRunning, BnSaved};
+use super::optim::{self as optim_op, norms_len, Optimizer, StepArgs, StepBuffers};
+use super::{Backend, BackendOptions, ChannelNorm, Preprocessed, Slots};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Element, HostData, Layout, Slice, Storage, Tensor};
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
 pub struct CpuBackend {
     opts: BackendOptions,
@@ -120,37 +122,16 @@ macro_rules! by_real {
     };
 }
 
-/// `grads[range]` as a mutable slice of `len` values of type F.
-pub(crate) fn out_of<F: Element>(grads: &mut Tensor, range: std::ops::Range<usize>, len: usize) -> Result<&mut [F]> {
-    if range.len() != len {
-        shape_err!("gradient slot {range:?} for {len} values");
-    }
-    let v = grads.host_mut::<F>()?;
-    let n = v.len();
-    v.get_mut(range.clone())
-        .ok_or_else(|| crate::Error::Shape(format!("gradient slot {range:?} of a {n}-value buffer")))
-}
-
-/// Two disjoint slots of one buffer, mutable at once.
-pub(crate) fn two_of<F: Element>(
-    buf: &mut Tensor,
-    a: std::ops::Range<usize>,
-    b: std::ops::Range<usize>,
-    len: usize,
-) -> Result<(&mut [F], &mut [F])> {
-    if a.len() != len || b.len() != len || (a.start < b.end && b.start < a.end) {
-        shape_err!("slots {a:?} and {b:?} must hold {len} values each and not overlap");
-    }
+/// Two checked slots (`Slots::check`: disjoint, inside the buffer) as values of type F, mutable at once.
+pub(crate) fn two_of<'a, F: Element>(slots: Slots<'a, 2>) -> Result<(&'a mut [F], &'a mut [F])> {
+    let Slots { buf, at: [a, b] } = slots;
     let v = buf.host_mut::<F>()?;
-    if a.end.max(b.end) > v.len() {
-        shape_err!("slots {a:?}, {b:?} of a {}-value buffer", v.len());
-    }
     if a.start < b.start {
         let (lo, hi) = v.split_at_mut(b.start);
-        Ok((&mut lo[a], &mut hi[..len]))
+        Ok((&mut lo[a], &mut hi[..b.len()]))
     } else {
         let (lo, hi) = v.split_at_mut(a.start);
-        Ok((&mut hi[..len], &mut lo[b]))
+        Ok((&mut hi[..a.len()], &mut lo[b]))
     }
 }
 
@@ -226,39 +207,20 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn head_forward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Slice,
-        s: &Tensor,
-        q: &Tensor,
-        mode: Mode,
-    ) -> Result<HeadForward> {
-        let b = head_op::check(cfg, params, s, q)?;
-        if self.fast_f32(s) {
-            return head::run_forward_with(self, cfg, params, s, q, mode, b, fast::layers::linear);
+    fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
+        let b = head_op::check(x)?;
+        if self.fast_f32(x.s) {
+            return head::run_forward_with(self, x, mode, b, fast::layers::linear);
         }
-        by_real!(s.dtype(), head::run_forward, (self, cfg, params, s, q, mode, b))
+        by_real!(x.s.dtype(), head::run_forward, (self, x, mode, b))
     }
 
-    fn head_backward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Slice,
-        s: &Tensor,
-        q: &Tensor,
-        saved: &HeadSaved,
-        dlogits: &Tensor,
-        grads: &mut Tensor,
-        at: Range<usize>,
-    ) -> Result<HeadGrads> {
-        let b = head_op::check(cfg, params, s, q)?;
-        head_op::check_backward(saved, dlogits, cfg, b, grads, &at)?;
-        if self.fast_f32(s) {
-            let linear_backward = fast::layers::linear_backward;
-            return head::run_backward_with(self, cfg, params, s, q, saved, dlogits, grads, at, b, linear_backward);
+    fn head_backward(&self, x: &HeadInputs, saved: &HeadSaved, dlogits: &Tensor, grads: Slots<1>) -> Result<HeadGrads> {
+        let b = head_op::check_backward(x, saved, dlogits, &grads)?;
+        if self.fast_f32(x.s) {
+            return head::run_backward_with(self, x, saved, dlogits, grads, b, fast::layers::linear_backward);
         }
-        by_real!(s.dtype(), head::run_backward, (self, cfg, params, s, q, saved, dlogits, grads, at, b))
+        by_real!(x.s.dtype(), head::run_backward, (self, x, saved, dlogits, grads, b))
     }
 
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
@@ -297,26 +259,14 @@ impl Backend for CpuBackend {
         self.download(t)
     }
 
-    fn optimizer_step(
-        &self,
-        layout: &ParamLayout,
-        params: &mut Tensor,
-        grads: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        decay_mask: &Tensor,
-        norms: &Tensor,
-        opt: &Optimizer,
-        step: StepArgs,
-    ) -> Result<()> {
-        optim_op::check(layout, params, grads)?;
-        optim_op::check_step(layout, m, v, decay_mask, norms, opt, step)?;
-        let clip = *norms.host::<f32>()?.last().unwrap();
-        let (p, g, m, mask) = (params.host_mut()?, grads.host()?, m.host_mut()?, decay_mask.host()?);
+    fn optimizer_step(&self, layout: &ParamLayout, b: StepBuffers, opt: &Optimizer, step: StepArgs) -> Result<()> {
+        optim_op::check_step(layout, &b, opt, step)?;
+        let clip = *b.norms.host::<f32>()?.last().unwrap();
+        let (p, g, m, mask) = (b.params.host_mut()?, b.grads.host()?, b.m.host_mut()?, b.decay_mask.host()?);
         match opt {
             Optimizer::AdamW(a) => {
                 let adamw = if self.fast { fast::optim::adamw } else { optim::adamw };
-                adamw(p, g, m, v.host_mut()?, mask, clip, a, step)
+                adamw(p, g, m, b.v.host_mut()?, mask, &optim::AdamWStep::new(a, clip, step))
             }
             Optimizer::Sgd(s) => optim::sgd(p, g, m, mask, clip, s, step),
         }
@@ -324,67 +274,39 @@ impl Backend for CpuBackend {
     }
 
     fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
+        let d = conv_op::check(x, w, c)?;
         if self.fast_f32(x) {
-            return conv::run_forward_with(self, x, w, c, fast::conv::forward);
+            return conv::run_forward_with(self, x, w, c, d, fast::conv::forward);
         }
-        by_real!(x.dtype(), conv::run_forward, (self, x, w, c))
+        by_real!(x.dtype(), conv::run_forward, (self, x, w, c, d))
     }
-    fn conv2d_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        c: &Conv2d,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-    ) -> Result<Tensor> {
-        if self.fast_f32(x) {
-            return conv::run_backward_with(self, x, w, dy, c, grads, dw, fast::conv::backward);
+    fn conv2d_backward(&self, a: &ConvBackward, dw: Slots<1>) -> Result<Tensor> {
+        let d = conv_op::check_backward(a, &dw)?;
+        if self.fast_f32(a.x) {
+            return conv::run_backward_with(self, a, dw, d, fast::conv::backward);
         }
-        by_real!(x.dtype(), conv::run_backward, (self, x, w, dy, c, grads, dw))
+        by_real!(a.x.dtype(), conv::run_backward, (self, a, dw, d))
     }
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        state: &mut Tensor,
-        running: [Range<usize>; 2],
-    ) -> Result<(Tensor, BnSaved)> {
+    fn batch_norm_train(&self, x: &Tensor, p: &BnParams, running: Slots<2>) -> Result<(Tensor, BnSaved)> {
+        let d = norm_op::check_train(x, p, &running)?;
         if self.fast_f32(x) {
-            return norm::run_train_with(self, x, gamma, beta, bn, state, running, fast::norm::forward_train);
+            return norm::run_train_with(self, x, p, running, d, fast::norm::forward_train);
         }
-        by_real!(x.dtype(), norm::run_train, (self, x, gamma, beta, bn, state, running))
+        by_real!(x.dtype(), norm::run_train, (self, x, p, running, d))
     }
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        running_mean: &Slice,
-        running_var: &Slice,
-    ) -> Result<Tensor> {
+    fn batch_norm_eval(&self, x: &Tensor, p: &BnParams, running: &BnRunning) -> Result<Tensor> {
+        let d = norm_op::check_eval(x, p, running)?;
         if self.fast_f32(x) {
-            return norm::run_eval_with(self, x, gamma, beta, bn, running_mean, running_var, fast::norm::apply);
+            return norm::run_eval_with(self, x, p, running, d, fast::norm::apply);
         }
-        by_real!(x.dtype(), norm::run_eval, (self, x, gamma, beta, bn, running_mean, running_var))
+        by_real!(x.dtype(), norm::run_eval, (self, x, p, running, d))
     }
-    fn batch_norm_backward(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        saved: &BnSaved,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dgamma: Range<usize>,
-        dbeta: Range<usize>,
-    ) -> Result<Tensor> {
-        if self.fast_f32(x) {
-            return norm::run_backward_with(self, x, gamma, saved, dy, grads, dgamma, dbeta, fast::norm::backward);
+    fn batch_norm_backward(&self, a: &BnBackward, grads: Slots<2>) -> Result<Tensor> {
+        let d = norm_op::check_backward(a, &grads)?;
+        if self.fast_f32(a.x) {
+            return norm::run_backward_with(self, a, grads, d, fast::norm::backward);
         }
-        by_real!(x.dtype(), norm::run_backward, (self, x, gamma, saved, dy, grads, dgamma, dbeta))
+        by_real!(a.x.dtype(), norm::run_backward, (self, a, grads, d))
     }
     fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor> {
         if self.fast_f32(x) {
@@ -393,47 +315,48 @@ impl Backend for CpuBackend {
         by_real!(x.dtype(), layers::run_act, (self, x, kind))
     }
     fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Act) -> Result<Tensor> {
+        layers_op::same(x, dy, "activation backward")?;
         if self.fast_f32(x) {
             return layers::run_act_backward_with(self, x, dy, kind, fast::layers::act_backward);
         }
         by_real!(x.dtype(), layers::run_act_backward, (self, x, dy, kind))
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
-        by_real!(x.dtype(), layers::run_avg_pool, (self, x))
+        let d = layers_op::nchw(x, "average pool input")?;
+        by_real!(x.dtype(), layers::run_avg_pool, (self, x, d))
     }
     fn avg_pool_backward(&self, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+        layers_op::check_avg_pool_backward(dy, shape)?;
         by_real!(dy.dtype(), layers::run_avg_pool_backward, (self, dy, shape))
     }
     fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-        by_real!(x.dtype(), layers::run_channel_scale, (self, x, s))
+        let [_, _, hw] = layers_op::check_channel_scale(x, s)?;
+        by_real!(x.dtype(), layers::run_channel_scale, (self, x, s, hw))
     }
     fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-        by_real!(x.dtype(), layers::run_channel_scale_backward, (self, x, s, dy))
+        let [_, _, hw] = layers_op::check_channel_scale_backward(x, s, dy)?;
+        by_real!(x.dtype(), layers::run_channel_scale_backward, (self, x, s, dy, hw))
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        layers_op::same(a, b, "add")?;
         by_real!(a.dtype(), layers::run_add, (self, a, b))
     }
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+        layers_op::check_sample_scale(x, scales)?;
         by_real!(x.dtype(), layers::run_sample_scale, (self, x, scales))
     }
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
+        let d = layers_op::check_linear(x, w, b, m)?;
         if self.fast_f32(x) {
-            return layers::run_linear_with(self, x, w, b, m, fast::layers::linear);
+            return layers::run_linear_with(self, x, w, b, d, fast::layers::linear);
         }
-        by_real!(x.dtype(), layers::run_linear, (self, x, w, b, m))
+        by_real!(x.dtype(), layers::run_linear, (self, x, w, b, d))
     }
-    fn linear_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-        db: Range<usize>,
-    ) -> Result<Tensor> {
+    fn linear_backward(&self, x: &Tensor, w: &Slice, dy: &Tensor, grads: Slots<2>) -> Result<Tensor> {
+        let d = layers_op::check_linear_backward(x, w, dy, &grads)?;
         if self.fast_f32(x) {
-            return layers::run_linear_backward_with(self, x, w, dy, grads, dw, db, fast::layers::linear_backward);
+            return layers::run_linear_backward_with(self, x, w, dy, grads, d, fast::layers::linear_backward);
         }
-        by_real!(x.dtype(), layers::run_linear_backward, (self, x, w, dy, grads, dw, db))
+        by_real!(x.dtype(), layers::run_linear_backward, (self, x, w, dy, grads, d))
     }
 }

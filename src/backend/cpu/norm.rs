@@ -5,19 +5,14 @@ use rayon::prelude::*;
 
 /// Training: y from the batch statistics; writes mean and invstd per channel, and updates the running
 /// statistics (unbiased variance) with `momentum`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward_train<F: Real>(
     x: &[F],
     gamma: &[F],
     beta: &[F],
     [n, c, hw]: [usize; 3],
-    eps: F,
-    momentum: F,
+    (eps, momentum): (F, F),
     y: &mut [F],
-    mean: &mut [F],
-    invstd: &mut [F],
-    running_mean: &mut [F],
-    running_var: &mut [F],
+    [mean, invstd, running_mean, running_var]: [&mut [F]; 4],
 ) {
     let count = F::of((n * hw) as f64);
     for ch in 0..c {
@@ -41,18 +36,15 @@ pub fn apply<F: Real>(x: &[F], gamma: &[F], beta: &[F], [_, c, hw]: [usize; 3], 
     });
 }
 
-/// Training-mode backward: dx, and d gamma, d beta (overwritten).
-#[allow(clippy::too_many_arguments)]
+/// Training-mode backward from the batch's (mean, invstd): dx, and (d gamma, d beta) (overwritten).
 pub fn backward<F: Real>(
     x: &[F],
     gamma: &[F],
-    mean: &[F],
-    invstd: &[F],
+    (mean, invstd): (&[F], &[F]),
     dy: &[F],
     [n, c, hw]: [usize; 3],
     dx: &mut [F],
-    dgamma: &mut [F],
-    dbeta: &mut [F],
+    (dgamma, dbeta): (&mut [F], &mut [F]),
 ) {
     let count = F::of((n * hw) as f64);
     for ch in 0..c {
@@ -78,61 +70,43 @@ pub fn backward<F: Real>(
 }
 
 use super::{two_of, CpuBackend};
-use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
+use crate::backend::norm::{BnBackward, BnParams, BnRunning, BnSaved};
+use crate::backend::Slots;
 use crate::error::Result;
-use crate::tensor::{Element, Layout, Slice, Tensor};
+use crate::tensor::{Element, Layout, Tensor};
 use std::mem::MaybeUninit;
-use std::ops::Range;
 
+/// Training on checked arguments (`d` from `check_train`).
 pub(super) fn run_train<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    state: &mut Tensor,
-    running: [Range<usize>; 2],
+    p: &BnParams,
+    running: Slots<2>,
+    d: [usize; 3],
 ) -> Result<(Tensor, BnSaved)> {
-    run_train_with(be, x, gamma, beta, bn, state, running, |x, g, b, d, eps, mom, y, mean, invstd, rm, rv| {
-        forward_train::<F>(x, g, b, d, eps, mom, be.filled(y), mean, invstd, rm, rv)
+    run_train_with(be, x, p, running, d, |x, g, b, d, eps_mom, y, stats| {
+        forward_train::<F>(x, g, b, d, eps_mom, be.filled(y), stats)
     })
 }
 
 /// Training through `forward_train`, with the reference's arguments and y (every value written) as uninitialized
 /// values: a fast path (fast/norm.rs), or the reference.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn run_train_with<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    state: &mut Tensor,
-    running: [Range<usize>; 2],
-    forward_train: impl FnOnce(
-        &[F],
-        &[F],
-        &[F],
-        [usize; 3],
-        F,
-        F,
-        &mut [MaybeUninit<F>],
-        &mut [F],
-        &mut [F],
-        &mut [F],
-        &mut [F],
-    ),
+    p: &BnParams,
+    running: Slots<2>,
+    d: [usize; 3],
+    forward_train: impl FnOnce(&[F], &[F], &[F], [usize; 3], (F, F), &mut [MaybeUninit<F>], [&mut [F]; 4]),
 ) -> Result<(Tensor, BnSaved)> {
-    let d = check_train(x, gamma, beta, bn)?;
+    let bn = p.bn;
     let (mut mean, mut invstd) = (be.output::<F>(bn.c), be.output::<F>(bn.c));
-    let [rm, rv] = running;
-    let (rmean, rvar) = two_of::<F>(state, rm, rv, bn.c)?;
-    let (eps, mom) = (F::of(bn.eps as f64), F::of(bn.momentum as f64));
-    let (xs, g, b) = (x.host::<F>()?, gamma.host()?, beta.host()?);
+    let (rmean, rvar) = two_of::<F>(running)?;
+    let eps_mom = (F::of(bn.eps as f64), F::of(bn.momentum as f64));
+    let (xs, g, b) = (x.host::<F>()?, p.gamma.host()?, p.beta.host()?);
+    let stats = [&mut mean[..], &mut invstd[..], rmean, rvar];
     // SAFETY: `forward_train` writes every value of y (its contract; the poisoned tests check it).
-    let y = unsafe {
-        be.output_with(x.numel(), |y| forward_train(xs, g, b, d, eps, mom, y, &mut mean, &mut invstd, rmean, rvar))
-    };
+    let y = unsafe { be.output_with(x.numel(), |y| forward_train(xs, g, b, d, eps_mom, y, stats)) };
     let saved = BnSaved {
         mean: Tensor::from_vec(&[bn.c], Layout::Plain, mean)?,
         invstd: Tensor::from_vec(&[bn.c], Layout::Plain, invstd)?,
@@ -140,78 +114,61 @@ pub(super) fn run_train_with<F: Real + Element>(
     Ok((Tensor::from_vec(x.shape(), Layout::Nchw, y)?, saved))
 }
 
+/// Inference on checked arguments (`d` from `check_eval`).
 pub(super) fn run_eval<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    running_mean: &Slice,
-    running_var: &Slice,
+    p: &BnParams,
+    r: &BnRunning,
+    d: [usize; 3],
 ) -> Result<Tensor> {
-    run_eval_with(be, x, gamma, beta, bn, running_mean, running_var, |x, g, b, d, m, is, y| {
-        apply::<F>(x, g, b, d, m, is, be.filled(y))
-    })
+    run_eval_with(be, x, p, r, d, |x, g, b, d, m, is, y| apply::<F>(x, g, b, d, m, is, be.filled(y)))
 }
 
 /// Inference through `apply`, with the reference's arguments and y (every value written) as uninitialized
 /// values: a fast path (fast/norm.rs), or the reference.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn run_eval_with<F: Real + Element>(
     be: &CpuBackend,
     x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    running_mean: &Slice,
-    running_var: &Slice,
+    p: &BnParams,
+    r: &BnRunning,
+    d: [usize; 3],
     apply: impl FnOnce(&[F], &[F], &[F], [usize; 3], &[F], &[F], &mut [MaybeUninit<F>]),
 ) -> Result<Tensor> {
-    let d = check(x, gamma, beta, bn)?;
-    let eps = F::of(bn.eps as f64);
-    let invstd: Vec<F> = running_var.host::<F>()?.iter().map(|&v| F::ONE / (v + eps).sqrt()).collect();
-    let (xs, g, b, m) = (x.host::<F>()?, gamma.host()?, beta.host()?, running_mean.host()?);
+    let eps = F::of(p.bn.eps as f64);
+    let invstd: Vec<F> = r.var.host::<F>()?.iter().map(|&v| F::ONE / (v + eps).sqrt()).collect();
+    let (xs, g, b, m) = (x.host::<F>()?, p.gamma.host()?, p.beta.host()?, r.mean.host()?);
     // SAFETY: `apply` writes every value of y (its contract; the poisoned tests check it).
     let y = unsafe { be.output_with(x.numel(), |y| apply(xs, g, b, d, m, &invstd, y)) };
     Tensor::from_vec(x.shape(), Layout::Nchw, y)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backward on checked arguments (`d` from `check_backward`).
 pub(super) fn run_backward<F: Real + Element>(
     be: &CpuBackend,
-    x: &Tensor,
-    gamma: &Slice,
-    saved: &BnSaved,
-    dy: &Tensor,
-    grads: &mut Tensor,
-    dgamma: Range<usize>,
-    dbeta: Range<usize>,
+    a: &BnBackward,
+    grads: Slots<2>,
+    d: [usize; 3],
 ) -> Result<Tensor> {
-    run_backward_with(be, x, gamma, saved, dy, grads, dgamma, dbeta, |x, g, m, is, dy, d, dx, dg, db| {
-        backward::<F>(x, g, m, is, dy, d, be.filled(dx), dg, db)
+    run_backward_with(be, a, grads, d, |x, g, stats, dy, d, dx, dparams| {
+        backward::<F>(x, g, stats, dy, d, be.filled(dx), dparams)
     })
 }
 
 /// The backward through `backward`, with the reference's arguments and dx (every value written) as
 /// uninitialized values: a fast path (fast/norm.rs), or the reference.
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
 pub(super) fn run_backward_with<F: Element>(
     be: &CpuBackend,
-    x: &Tensor,
-    gamma: &Slice,
-    saved: &BnSaved,
-    dy: &Tensor,
-    grads: &mut Tensor,
-    dgamma: Range<usize>,
-    dbeta: Range<usize>,
-    backward: impl FnOnce(&[F], &[F], &[F], &[F], &[F], [usize; 3], &mut [MaybeUninit<F>], &mut [F], &mut [F]),
+    a: &BnBackward,
+    grads: Slots<2>,
+    d: [usize; 3],
+    backward: impl FnOnce(&[F], &[F], (&[F], &[F]), &[F], [usize; 3], &mut [MaybeUninit<F>], (&mut [F], &mut [F])),
 ) -> Result<Tensor> {
-    let c = gamma.len();
-    let d = check(x, gamma, gamma, &BatchNorm::new(c))?;
-    crate::backend::layers::same(x, dy, "batch norm backward")?;
-    let (dg, db) = two_of::<F>(grads, dgamma, dbeta, c)?;
-    let (xs, g, m, is, dys) = (x.host::<F>()?, gamma.host()?, saved.mean.host()?, saved.invstd.host()?, dy.host()?);
+    let dparams = two_of::<F>(grads)?;
+    let (x, dy, saved) = (a.x, a.dy, a.saved);
+    let stats = (saved.mean.host()?, saved.invstd.host()?);
+    let (xs, g, dys) = (x.host::<F>()?, a.gamma.host()?, dy.host()?);
     // SAFETY: `backward` writes every value of dx (its contract; the poisoned tests check it).
-    let dx = unsafe { be.output_with(x.numel(), |dx| backward(xs, g, m, is, dys, d, dx, dg, db)) };
+    let dx = unsafe { be.output_with(x.numel(), |dx| backward(xs, g, stats, dys, d, dx, dparams)) };
     Tensor::from_vec(x.shape(), Layout::Nchw, dx)
 }

@@ -41,16 +41,15 @@ fn norms_pass(layout: &ParamLayout, a: &[f32], b: &[f32], sub: f32, max_norm: Op
     out[2 * n + 1] = max_norm.map_or(1.0, |m| (m as f64 / (total + 1e-6)).min(1.0) as f32);
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], clip: f32, opt: &AdamW, s: StepArgs) {
-    let k = AdamWStep::new(opt, clip, s);
+/// AdamW with the step's constants `k`.
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], k: &AdamWStep) {
     p.par_iter_mut().zip(m.par_iter_mut()).zip(v.par_iter_mut()).enumerate().for_each(|(i, ((p, m), v))| {
         k.update(p, m, v, g[i], mask[i]);
     });
 }
 
 /// One AdamW step's constants, and its update of one parameter (shared with the fast path, fast/optim.rs).
-pub(super) struct AdamWStep {
+pub struct AdamWStep {
     opt: AdamW,
     clip: f32,
     step_size: f32,
@@ -59,7 +58,7 @@ pub(super) struct AdamWStep {
 }
 
 impl AdamWStep {
-    pub(super) fn new(opt: &AdamW, clip: f32, s: StepArgs) -> Self {
+    pub fn new(opt: &AdamW, clip: f32, s: StepArgs) -> Self {
         let (bc1, bc2_sqrt) = bias_corrections(opt, s.t);
         AdamWStep { opt: *opt, clip, step_size: s.lr / bc1, decay: 1.0 - s.lr * opt.weight_decay, bc2_sqrt }
     }

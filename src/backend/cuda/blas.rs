@@ -19,11 +19,9 @@ impl Blas {
 
     /// Row-major C (m x n) = op(A) op(B) + beta C, op(A) m x k, op(B) k x n. `ta`: A is stored k x m and used
     /// transposed; `tb`: B is stored n x k and used transposed. fp32 throughout (no TF32).
-    #[allow(clippy::too_many_arguments)]
     pub fn gemm<A: DevicePtr<f32>, B: DevicePtr<f32>, C: DevicePtrMut<f32>>(
         &self,
-        ta: bool,
-        tb: bool,
+        (ta, tb): (bool, bool),
         (m, n, k): (usize, usize, usize),
         a: &A,
         b: &B,

@@ -2,7 +2,8 @@
 //! algorithm and its workspace, planned once per shape and cached. FMA math (no TF32): results in plain fp32, as the CPU reference computes them.
 
 use super::CudaBackend;
-use crate::backend::conv::{check, Conv2d, ConvDims};
+use crate::backend::conv::{Conv2d, ConvBackward, ConvDims};
+use crate::backend::Slots;
 use crate::error::{Error, Result};
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::cudnn::{
@@ -10,7 +11,6 @@ use cudarc::cudnn::{
 };
 use cudarc::driver::CudaSlice;
 use std::collections::hash_map::{Entry, HashMap};
-use std::ops::Range;
 use std::sync::Arc;
 
 fn err(what: &str) -> impl FnOnce(cudarc::cudnn::CudnnError) -> Error + '_ {
@@ -98,8 +98,8 @@ fn descriptors(dnn: &Arc<cudarc::cudnn::Cudnn>, c: &Conv2d, d: ConvDims) -> Resu
     Ok(Descs { x, y, w, conv })
 }
 
-pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
-    let d = check(x, w, c)?;
+/// The forward on checked arguments (`d` from `check`).
+pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d, d: ConvDims) -> Result<Tensor> {
     let mut guard = be.cudnn()?;
     let h = &mut *guard;
     let plan = plan_of(&mut h.convs.plans, &h.dnn, c, d)?;
@@ -109,24 +109,14 @@ pub fn forward(be: &CudaBackend, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Te
     let ws = workspace(&mut h.convs.workspace, be, bytes)?;
     let mut y = be.output::<f32>(d.n * c.cout * d.oh * d.ow)?;
     let wv = w.device::<f32>()?;
-    // SAFETY: the descriptors describe exactly these buffers (sizes checked by `check`).
+    // SAFETY: the descriptors describe exactly these buffers (sizes checked by the caller, `check`).
     unsafe { op.launch(algo, Some(ws), (1.0, 0.0), x.device::<f32>()?, &wv, &mut y) }.map_err(err("forward"))?;
     Tensor::from_device(&[d.n, c.cout, d.oh, d.ow], Layout::Nchw, y)
 }
 
-pub fn backward(
-    be: &CudaBackend,
-    x: &Tensor,
-    w: &Slice,
-    dy: &Tensor,
-    c: &Conv2d,
-    grads: &mut Tensor,
-    dw: Range<usize>,
-) -> Result<Tensor> {
-    let d = check(x, w, c)?;
-    if dy.shape() != [d.n, c.cout, d.oh, d.ow] || dw.len() != c.weight_len() {
-        shape_err!("conv backward: dy {:?} (output {:?}), gradient slot {dw:?}", dy.shape(), [d.n, c.cout, d.oh, d.ow]);
-    }
+/// The backward on checked arguments (`d` from `check_backward`).
+pub fn backward(be: &CudaBackend, a: &ConvBackward, dw: Slots<1>, d: ConvDims) -> Result<Tensor> {
+    let (ConvBackward { x, w, dy, c }, Slots { buf: grads, at: [dw] }) = (a, dw);
     let mut guard = be.cudnn()?;
     let h = &mut *guard;
     let wv = w.device::<f32>()?;

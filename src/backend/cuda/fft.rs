@@ -2,7 +2,7 @@
 
 use super::{kernels, CudaBackend};
 use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
-use crate::backend::fft::{check, check_stats, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
+use crate::backend::fft::{check, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
 use crate::error::Error;
 use crate::error::Result;
 use crate::tensor::{DType, Layout, Tensor};
@@ -100,8 +100,14 @@ fn launch_cfg(blocks: usize, len: usize, lines: usize) -> LaunchConfig {
     }
 }
 
-pub fn features(be: &CudaBackend, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor> {
-    let d = check(images, cfg, stats)?;
+/// The features of checked arguments (`d` from `check`).
+pub fn features(
+    be: &CudaBackend,
+    images: &Tensor,
+    cfg: &FftConfig,
+    stats: Option<&Tensor>,
+    d: FftDims,
+) -> Result<Tensor> {
     let (rows, cols) = (be.fft_plan(d.w)?, be.fft_plan(d.h)?);
     let a = args(images, cfg, &d);
     let wh = d.w / 2 + 1;
@@ -174,10 +180,8 @@ fn args(images: &Tensor, cfg: &FftConfig, d: &FftDims) -> FftArgs {
     }
 }
 
-pub fn stats_update(be: &CudaBackend, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
-    let feats = features(be, images, &stats.cfg, None)?;
-    let d = check(images, &stats.cfg, None)?;
-    check_stats(stats, &d)?;
+/// Adds the features `feats` of checked images (`d` from `check` and `check_stats`) to the statistics.
+pub fn stats_update(be: &CudaBackend, feats: &Tensor, stats: &mut FreqStats, d: FftDims) -> Result<()> {
     let per_image = (d.planes * d.plane_len()) as i64;
     let (bins, n, count) = (d.stats_len() as i32, d.n as i32, stats.count as f64);
     let f = be.function(kernels::fft::FFT_STATS_UPDATE)?;

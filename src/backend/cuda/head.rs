@@ -1,11 +1,11 @@
 //! Launchers for kernels/head.cu: fused kernels around two cuBLAS products in forward, two in backward.
 
 use super::{kernels, CudaBackend};
-use crate::backend::head::{check, check_backward, Branches, HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
+use crate::backend::head::{Branches, HeadConfig, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
+use crate::backend::Slots;
 use crate::error::Result;
-use crate::tensor::{Layout, Slice, Tensor};
+use crate::tensor::{Layout, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
-use std::ops::Range;
 
 /// Matches `struct HeadArgs` in kernels/head.cu.
 #[repr(C)]
@@ -75,15 +75,9 @@ fn per_column(n: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (n.div_ceil(128) as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
 }
 
-pub fn forward(
-    be: &CudaBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
-    mode: Mode,
-) -> Result<HeadForward> {
-    let b = check(cfg, params, s, q)?;
+/// The forward of checked inputs (`b` is the batch).
+pub fn forward(be: &CudaBackend, x: &HeadInputs, mode: Mode, b: usize) -> Result<HeadForward> {
+    let HeadInputs { cfg, params, s, q } = x;
     let (d, hid) = (cfg.d(), cfg.hidden);
     let a = args(cfg, mode);
     let p = &params.device::<f32>()?;
@@ -106,7 +100,7 @@ pub fn forward(
     unsafe { l.launch(per_sample(b)) }?;
 
     let w1 = cfg.layout().get("fc1.weight")?.range();
-    be.blas()?.gemm(false, true, (b, hid, d), &z, &p.slice(w1), 0.0, &mut h)?;
+    be.blas()?.gemm((false, true), (b, hid, d), &z, &p.slice(w1), 0.0, &mut h)?;
 
     let f = be.function(kernels::head::HEAD_FWD_OUTPUT)?;
     let mut l = stream.launch_builder(&f);
@@ -127,29 +121,26 @@ pub fn forward(
     })
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The backward of checked arguments (`b` is the batch).
 pub fn backward(
     be: &CudaBackend,
-    cfg: &HeadConfig,
-    params: &Slice,
-    s: &Tensor,
-    q: &Tensor,
+    x: &HeadInputs,
     saved: &HeadSaved,
     dlogits: &Tensor,
-    grads: &mut Tensor,
-    at: Range<usize>,
+    grads: Slots<1>,
+    b: usize,
 ) -> Result<HeadGrads> {
-    let b = check(cfg, params, s, q)?;
-    check_backward(saved, dlogits, cfg, b, grads, &at)?;
+    let (cfg, params) = (x.cfg, &x.params);
     let (d, hid) = (cfg.d(), cfg.hidden);
     let a = args(cfg, saved.mode);
     let p = &params.device::<f32>()?;
-    let (s, q) = (s.device::<f32>()?, q.device::<f32>()?);
+    let (s, q) = (x.s.device::<f32>()?, x.q.device::<f32>()?);
     let (z, h, stats, gate) =
         (saved.z.device::<f32>()?, saved.h.device::<f32>()?, saved.stats.device::<f32>()?, saved.gate.device::<f32>()?);
     let stream = be.stream();
     // Zeroed, not poisoned: the alignment padding between parameters is no kernel's to write.
-    let mut gp = grads.device_mut::<f32>()?.slice_mut(at);
+    let Slots { buf, at: [at] } = grads;
+    let mut gp = buf.device_mut::<f32>()?.slice_mut(at);
     stream.memset_zeros(&mut gp)?;
     let (mut dh, mut dz, mut dpre) = (be.output::<f32>(b * hid)?, be.output::<f32>(b * d)?, be.output::<f32>(b)?);
     let (mut ds, mut dq) = (be.output::<f32>(b * cfg.ds)?, be.output::<f32>(b * cfg.dq)?);
@@ -158,13 +149,13 @@ pub fn backward(
     let f = be.function(kernels::head::HEAD_BWD_OUTPUT)?;
     let mut l = stream.launch_builder(&f);
     l.arg(p).arg(h).arg(dlogits.device::<f32>()?).arg(&b32).arg(&a).arg(&mut dh).arg(&mut gp);
-    // SAFETY: arguments match the kernel; shapes were checked above.
+    // SAFETY: arguments match the kernel; shapes were checked by the caller (`check_backward`).
     unsafe { l.launch(per_column(hid)) }?;
 
     let w1 = cfg.layout().get("fc1.weight")?.range();
     let blas = be.blas()?;
-    blas.gemm(true, false, (hid, d, b), &dh, z, 0.0, &mut gp.slice_mut(w1.clone()))?;
-    blas.gemm(false, false, (b, d, hid), &dh, &p.slice(w1), 0.0, &mut dz)?;
+    blas.gemm((true, false), (hid, d, b), &dh, z, 0.0, &mut gp.slice_mut(w1.clone()))?;
+    blas.gemm((false, false), (b, d, hid), &dh, &p.slice(w1), 0.0, &mut dz)?;
 
     let f = be.function(kernels::head::HEAD_BWD_INPUT)?;
     let mut l = stream.launch_builder(&f);

@@ -1,11 +1,11 @@
 //! Launchers for kernels/layers.cu, and the linear layer's products on cuBLAS.
 
 use super::{kernels, CudaBackend};
-use crate::backend::layers::{check_channel_scale, check_linear, check_linear_backward, nchw, same, Act};
+use crate::backend::layers::Act;
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
-use std::ops::Range;
 
 fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
@@ -23,7 +23,6 @@ pub fn act(be: &CudaBackend, x: &Tensor, a: Act) -> Result<Tensor> {
 }
 
 pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Act) -> Result<Tensor> {
-    same(x, dy, "activation backward")?;
     let (n, k) = (x.numel() as i64, Act::code(a));
     let mut dx = be.output::<f32>(x.numel())?;
     let f = be.function(kernels::layers::ACT_BACKWARD)?;
@@ -34,8 +33,7 @@ pub fn act_backward(be: &CudaBackend, x: &Tensor, dy: &Tensor, a: Act) -> Result
     Tensor::from_device(x.shape(), x.layout(), dx)
 }
 
-pub fn avg_pool(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
-    let [n, c, hw] = nchw(x, "average pool input")?;
+pub fn avg_pool(be: &CudaBackend, x: &Tensor, [n, c, hw]: [usize; 3]) -> Result<Tensor> {
     let mut y = be.output::<f32>(n * c)?;
     let hw32 = hw as i32;
     let f = be.function(kernels::layers::AVG_POOL)?;
@@ -47,9 +45,6 @@ pub fn avg_pool(be: &CudaBackend, x: &Tensor) -> Result<Tensor> {
 }
 
 pub fn avg_pool_backward(be: &CudaBackend, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
-    if dy.shape() != [shape[0], shape[1]] {
-        shape_err!("average pool backward: dy {:?} for input {shape:?}", dy.shape());
-    }
     let total = shape.iter().product::<usize>();
     let (t64, hw) = (total as i64, (shape[2] * shape[3]) as i32);
     let mut dx = be.output::<f32>(total)?;
@@ -73,14 +68,17 @@ fn scale_groups(be: &CudaBackend, x: &Tensor, s: &CudaSlice<f32>, per: usize) ->
     Tensor::from_device(x.shape(), x.layout(), y)
 }
 
-pub fn channel_scale(be: &CudaBackend, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-    let [_, _, hw] = check_channel_scale(x, s)?;
+pub fn channel_scale(be: &CudaBackend, x: &Tensor, s: &Tensor, hw: usize) -> Result<Tensor> {
     scale_groups(be, x, s.device::<f32>()?, hw)
 }
 
-pub fn channel_scale_backward(be: &CudaBackend, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-    let [n, c, hw] = check_channel_scale(x, s)?;
-    same(x, dy, "channel scale backward")?;
+pub fn channel_scale_backward(
+    be: &CudaBackend,
+    x: &Tensor,
+    s: &Tensor,
+    dy: &Tensor,
+    [n, c, hw]: [usize; 3],
+) -> Result<(Tensor, Tensor)> {
     let dx = scale_groups(be, dy, s.device::<f32>()?, hw)?;
     let mut ds = be.output::<f32>(n * c)?;
     let hw32 = hw as i32;
@@ -93,7 +91,6 @@ pub fn channel_scale_backward(be: &CudaBackend, x: &Tensor, s: &Tensor, dy: &Ten
 }
 
 pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
-    same(a, b, "add")?;
     let n = a.numel() as i64;
     let mut y = be.output::<f32>(a.numel())?;
     let f = be.function(kernels::layers::ADD)?;
@@ -105,19 +102,14 @@ pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 pub fn sample_scale(be: &CudaBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
-    let n = x.shape()[0];
-    if scales.len() != n {
-        shape_err!("sample scale: {} factors for a batch of {n}", scales.len());
-    }
     let s = be.stream().clone_htod(scales)?;
-    scale_groups(be, x, &s, x.numel() / n.max(1))
+    scale_groups(be, x, &s, x.numel() / scales.len().max(1))
 }
 
-pub fn linear(be: &CudaBackend, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
-    let (n, k, m) = check_linear(x, w, b, m)?;
+pub fn linear(be: &CudaBackend, x: &Tensor, w: &Slice, b: &Slice, (n, k, m): (usize, usize, usize)) -> Result<Tensor> {
     let mut y = be.output::<f32>(n * m)?;
     let wv = w.device::<f32>()?;
-    be.blas()?.gemm(false, true, (n, m, k), x.device::<f32>()?, &wv, 0.0, &mut y)?;
+    be.blas()?.gemm((false, true), (n, m, k), x.device::<f32>()?, &wv, 0.0, &mut y)?;
     let bv = b.device::<f32>()?;
     let (total, cols) = ((n * m) as i64, m as i32);
     let f = be.function(kernels::layers::BIAS_ROWS)?;
@@ -128,23 +120,23 @@ pub fn linear(be: &CudaBackend, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> R
     Tensor::from_device(&[n, m], Layout::Plain, y)
 }
 
+/// The layer's backward on checked arguments (`check_linear_backward`).
 pub fn linear_backward(
     be: &CudaBackend,
     x: &Tensor,
     w: &Slice,
     dy: &Tensor,
-    grads: &mut Tensor,
-    dw: Range<usize>,
-    db: Range<usize>,
+    grads: Slots<2>,
+    (n, k, m): (usize, usize, usize),
 ) -> Result<Tensor> {
-    let (n, k, m) = check_linear_backward(x, w, dy, grads.numel(), &dw, &db)?;
+    let Slots { buf: grads, at: [dw, db] } = grads;
     let blas = be.blas()?;
     let (xd, dyd) = (x.device::<f32>()?, dy.device::<f32>()?);
     let wv = w.device::<f32>()?;
     let mut dx = be.output::<f32>(n * k)?;
-    blas.gemm(false, false, (n, k, m), dyd, &wv, 0.0, &mut dx)?;
+    blas.gemm((false, false), (n, k, m), dyd, &wv, 0.0, &mut dx)?;
     let g = grads.device_mut::<f32>()?;
-    blas.gemm(true, false, (m, k, n), dyd, xd, 0.0, &mut g.slice_mut(dw))?;
+    blas.gemm((true, false), (m, k, n), dyd, xd, 0.0, &mut g.slice_mut(dw))?;
     let (rows, cols) = (n as i32, m as i32);
     let f = be.function(kernels::layers::COL_SUM)?;
     let mut gb = g.slice_mut(db);

@@ -1,7 +1,7 @@
 //! Launcher for kernels/loss.cu.
 
 use super::{kernels, CudaBackend};
-use crate::backend::loss::{check, threshold_logit, LossConfig, LossKind, LossOutput};
+use crate::backend::loss::{threshold_logit, LossConfig, LossKind, LossOutput};
 use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
@@ -21,14 +21,15 @@ struct LossArgs {
 // SAFETY: plain old data with the kernel parameter's C layout.
 unsafe impl DeviceRepr for LossArgs {}
 
+/// The loss of checked arguments (`n` logits, from `check`).
 pub fn loss(
     be: &CudaBackend,
     cfg: &LossConfig,
     logits: &Tensor,
     labels: &Tensor,
     threshold: f32,
+    n: usize,
 ) -> Result<LossOutput> {
-    let n = check(logits, labels, cfg, threshold)?;
     let (focal, alpha, gamma) = match cfg.kind {
         LossKind::Bce => (0, 0.0, 0.0),
         LossKind::Focal { alpha, gamma } => (1, alpha, gamma),

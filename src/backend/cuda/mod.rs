@@ -17,11 +17,14 @@ mod norm;
 mod optim;
 mod preprocess;
 
-use super::fft::{FftConfig, FreqStats};
-use super::head::{HeadConfig, HeadForward, HeadGrads, HeadSaved, Mode};
-use super::loss::{LossConfig, LossOutput};
-use super::optim::{Optimizer, StepArgs};
-use super::{Act, Backend, BackendOptions, BatchNorm, BnSaved, ChannelNorm, Conv2d, Preprocessed};
+use super::conv::{self as conv_op, Conv2d, ConvBackward};
+use super::fft::{self as fft_op, FftConfig, FreqStats};
+use super::head::{self as head_op, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
+use super::layers::{self as layers_op, Act};
+use super::loss::{self as loss_op, LossConfig, LossOutput};
+use super::norm::{self as norm_op, BnBackward, BnParams, BnRunning, BnSaved};
+use super::optim::{self as optim_op, Optimizer, StepArgs, StepBuffers};
+use super::{Backend, BackendOptions, ChannelNorm, Preprocessed, Slots};
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
 use crate::tensor::Slice;
@@ -30,7 +33,6 @@ use blas::Blas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use driver::{describe_device, device_count, DeviceInfo};
 use std::collections::HashMap;
-use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 // What `dfgpu info` (src/info.rs) reports, at the paths it has always had.
@@ -252,44 +254,35 @@ impl Backend for CudaBackend {
     }
 
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed> {
-        preprocess::preprocess(self, images, norm, want_raw)
+        let d = super::preprocess::check(images, norm)?;
+        preprocess::preprocess(self, images, norm, want_raw, d)
     }
 
     fn fft_features(&self, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor> {
-        fft::features(self, images, cfg, stats)
+        let d = fft_op::check(images, cfg, stats)?;
+        fft::features(self, images, cfg, stats, d)
     }
 
     fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
-        fft::stats_update(self, images, stats)
+        let feats = self.fft_features(images, &stats.cfg, None)?;
+        let d = fft_op::check(images, &stats.cfg, None)?;
+        fft_op::check_stats(stats, &d)?;
+        fft::stats_update(self, &feats, stats, d)
     }
 
-    fn head_forward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Slice,
-        s: &Tensor,
-        q: &Tensor,
-        mode: Mode,
-    ) -> Result<HeadForward> {
-        head::forward(self, cfg, params, s, q, mode)
+    fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
+        let b = head_op::check(x)?;
+        head::forward(self, x, mode, b)
     }
 
-    fn head_backward(
-        &self,
-        cfg: &HeadConfig,
-        params: &Slice,
-        s: &Tensor,
-        q: &Tensor,
-        saved: &HeadSaved,
-        dlogits: &Tensor,
-        grads: &mut Tensor,
-        at: Range<usize>,
-    ) -> Result<HeadGrads> {
-        head::backward(self, cfg, params, s, q, saved, dlogits, grads, at)
+    fn head_backward(&self, x: &HeadInputs, saved: &HeadSaved, dlogits: &Tensor, grads: Slots<1>) -> Result<HeadGrads> {
+        let b = head_op::check_backward(x, saved, dlogits, &grads)?;
+        head::backward(self, x, saved, dlogits, grads, b)
     }
 
     fn loss(&self, cfg: &LossConfig, logits: &Tensor, labels: &Tensor, threshold: f32) -> Result<LossOutput> {
-        loss::loss(self, cfg, logits, labels, threshold)
+        let n = loss_op::check(logits, labels, cfg, threshold)?;
+        loss::loss(self, cfg, logits, labels, threshold, n)
     }
 
     fn param_norms(
@@ -299,10 +292,12 @@ impl Backend for CudaBackend {
         grads: &Tensor,
         max_norm: Option<f32>,
     ) -> Result<Tensor> {
+        optim_op::check(layout, params, grads)?;
         optim::param_norms(self, layout, params, grads, max_norm)
     }
 
     fn step_norms(&self, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor> {
+        optim_op::check(layout, before, after)?;
         optim::step_norms(self, layout, before, after)
     }
 
@@ -318,105 +313,68 @@ impl Backend for CudaBackend {
         }
     }
 
-    fn optimizer_step(
-        &self,
-        layout: &ParamLayout,
-        params: &mut Tensor,
-        grads: &Tensor,
-        m: &mut Tensor,
-        v: &mut Tensor,
-        decay_mask: &Tensor,
-        norms: &Tensor,
-        opt: &Optimizer,
-        step: StepArgs,
-    ) -> Result<()> {
-        optim::optimizer_step(self, layout, params, grads, m, v, decay_mask, norms, opt, step)
+    fn optimizer_step(&self, layout: &ParamLayout, b: StepBuffers, opt: &Optimizer, step: StepArgs) -> Result<()> {
+        optim_op::check_step(layout, &b, opt, step)?;
+        optim::optimizer_step(self, layout, b, opt, step)
     }
 
     fn conv2d(&self, x: &Tensor, w: &Slice, c: &Conv2d) -> Result<Tensor> {
-        conv::forward(self, x, w, c)
+        let d = conv_op::check(x, w, c)?;
+        conv::forward(self, x, w, c, d)
     }
-    fn conv2d_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        c: &Conv2d,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-    ) -> Result<Tensor> {
-        conv::backward(self, x, w, dy, c, grads, dw)
+    fn conv2d_backward(&self, a: &ConvBackward, dw: Slots<1>) -> Result<Tensor> {
+        let d = conv_op::check_backward(a, &dw)?;
+        conv::backward(self, a, dw, d)
     }
-    fn batch_norm_train(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        state: &mut Tensor,
-        running: [Range<usize>; 2],
-    ) -> Result<(Tensor, BnSaved)> {
-        norm::train(self, x, gamma, beta, bn, state, running)
+    fn batch_norm_train(&self, x: &Tensor, p: &BnParams, running: Slots<2>) -> Result<(Tensor, BnSaved)> {
+        let d = norm_op::check_train(x, p, &running)?;
+        norm::train(self, x, p, running, d)
     }
-    fn batch_norm_eval(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        beta: &Slice,
-        bn: &BatchNorm,
-        running_mean: &Slice,
-        running_var: &Slice,
-    ) -> Result<Tensor> {
-        norm::eval(self, x, gamma, beta, bn, running_mean, running_var)
+    fn batch_norm_eval(&self, x: &Tensor, p: &BnParams, running: &BnRunning) -> Result<Tensor> {
+        norm_op::check_eval(x, p, running)?;
+        norm::eval(self, x, p, running)
     }
-    fn batch_norm_backward(
-        &self,
-        x: &Tensor,
-        gamma: &Slice,
-        saved: &BnSaved,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dgamma: Range<usize>,
-        dbeta: Range<usize>,
-    ) -> Result<Tensor> {
-        norm::backward(self, x, gamma, saved, dy, grads, dgamma, dbeta)
+    fn batch_norm_backward(&self, a: &BnBackward, grads: Slots<2>) -> Result<Tensor> {
+        let d = norm_op::check_backward(a, &grads)?;
+        norm::backward(self, a, grads, d)
     }
     fn act(&self, x: &Tensor, kind: Act) -> Result<Tensor> {
         layers::act(self, x, kind)
     }
     fn act_backward(&self, x: &Tensor, dy: &Tensor, kind: Act) -> Result<Tensor> {
+        layers_op::same(x, dy, "activation backward")?;
         layers::act_backward(self, x, dy, kind)
     }
     fn avg_pool(&self, x: &Tensor) -> Result<Tensor> {
-        layers::avg_pool(self, x)
+        let d = layers_op::nchw(x, "average pool input")?;
+        layers::avg_pool(self, x, d)
     }
     fn avg_pool_backward(&self, dy: &Tensor, shape: [usize; 4]) -> Result<Tensor> {
+        layers_op::check_avg_pool_backward(dy, shape)?;
         layers::avg_pool_backward(self, dy, shape)
     }
     fn channel_scale(&self, x: &Tensor, s: &Tensor) -> Result<Tensor> {
-        layers::channel_scale(self, x, s)
+        let [_, _, hw] = layers_op::check_channel_scale(x, s)?;
+        layers::channel_scale(self, x, s, hw)
     }
     fn channel_scale_backward(&self, x: &Tensor, s: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor)> {
-        layers::channel_scale_backward(self, x, s, dy)
+        let d = layers_op::check_channel_scale_backward(x, s, dy)?;
+        layers::channel_scale_backward(self, x, s, dy, d)
     }
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        layers_op::same(a, b, "add")?;
         layers::add(self, a, b)
     }
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
+        layers_op::check_sample_scale(x, scales)?;
         layers::sample_scale(self, x, scales)
     }
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
-        layers::linear(self, x, w, b, m)
+        let d = layers_op::check_linear(x, w, b, m)?;
+        layers::linear(self, x, w, b, d)
     }
-    fn linear_backward(
-        &self,
-        x: &Tensor,
-        w: &Slice,
-        dy: &Tensor,
-        grads: &mut Tensor,
-        dw: Range<usize>,
-        db: Range<usize>,
-    ) -> Result<Tensor> {
-        layers::linear_backward(self, x, w, dy, grads, dw, db)
+    fn linear_backward(&self, x: &Tensor, w: &Slice, dy: &Tensor, grads: Slots<2>) -> Result<Tensor> {
+        let d = layers_op::check_linear_backward(x, w, dy, &grads)?;
+        layers::linear_backward(self, x, w, dy, grads, d)
     }
 }

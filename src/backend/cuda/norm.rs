@@ -1,29 +1,19 @@
 //! Launchers for kernels/norm.cu.
 
 use super::{kernels, CudaBackend};
-use crate::backend::layers::same;
-use crate::backend::norm::{check, check_train, BatchNorm, BnSaved};
+use crate::backend::norm::{BnBackward, BnParams, BnRunning, BnSaved};
+use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{LaunchConfig, PushKernelArg};
-use std::ops::Range;
 
 fn per_channel(c: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (c as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
 }
 
-/// `bn_apply` with `scale_src` holding invstd (from_var 0) or variances (1).
-#[allow(clippy::too_many_arguments)]
-fn apply(
-    be: &CudaBackend,
-    x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    mean: &Slice,
-    scale_src: &Slice,
-    from_var: bool,
-    eps: f32,
-) -> Result<Tensor> {
+/// `bn_apply` with `stats.var` holding invstd (from_var 0) or variances (1).
+fn apply(be: &CudaBackend, x: &Tensor, p: &BnParams, stats: &BnRunning, from_var: bool) -> Result<Tensor> {
+    let (gamma, beta, mean, scale_src, eps) = (&p.gamma, &p.beta, &stats.mean, &stats.var, p.bn.eps);
     let s = x.shape();
     let (total, c, hw) = (x.numel() as i64, s[1] as i32, (s[2] * s[3]) as i32);
     let mut y = be.output::<f32>(x.numel())?;
@@ -48,19 +38,15 @@ fn apply(
     Tensor::from_device(s, Layout::Nchw, y)
 }
 
+/// Training on checked arguments (`check_train`).
 pub fn train(
     be: &CudaBackend,
     x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    state: &mut Tensor,
-    running: [Range<usize>; 2],
+    p: &BnParams,
+    running: Slots<2>,
+    [n, c, hw]: [usize; 3],
 ) -> Result<(Tensor, BnSaved)> {
-    let [n, c, hw] = check_train(x, gamma, beta, bn)?;
-    if running.iter().any(|r| r.len() != c || r.end > state.numel()) {
-        shape_err!("batch norm running statistics at {running:?} of a {}-value state for {c} channels", state.numel());
-    }
+    let (bn, Slots { buf: state, at: running }) = (p.bn, running);
     let (mut mean, mut invstd) = (be.output::<f32>(c)?, be.output::<f32>(c)?);
     let (n32, c32, hw32) = (n as i32, c as i32, hw as i32);
     let (o_m, o_v) = (running[0].start as i64, running[1].start as i64);
@@ -68,50 +54,25 @@ pub fn train(
     let mut l = be.stream().launch_builder(&f);
     l.arg(x.device::<f32>()?).arg(&n32).arg(&c32).arg(&hw32).arg(&bn.eps).arg(&bn.momentum);
     l.arg(&mut mean).arg(&mut invstd).arg(state.device_mut::<f32>()?).arg(&o_m).arg(&o_v);
-    // SAFETY: arguments match the kernel; the running slots lie inside `state` (checked above).
+    // SAFETY: arguments match the kernel; the running slots lie inside `state` (checked by the caller).
     unsafe { l.launch(per_channel(c)) }?;
     let saved = BnSaved {
         mean: Tensor::from_device(&[c], Layout::Plain, mean)?,
         invstd: Tensor::from_device(&[c], Layout::Plain, invstd)?,
     };
     let (m, s) = (Slice { buf: &saved.mean, range: 0..c }, Slice { buf: &saved.invstd, range: 0..c });
-    let y = apply(be, x, gamma, beta, &m, &s, false, bn.eps)?;
+    let y = apply(be, x, p, &BnRunning { mean: m, var: s }, false)?;
     Ok((y, saved))
 }
 
-pub fn eval(
-    be: &CudaBackend,
-    x: &Tensor,
-    gamma: &Slice,
-    beta: &Slice,
-    bn: &BatchNorm,
-    rmean: &Slice,
-    rvar: &Slice,
-) -> Result<Tensor> {
-    check(x, gamma, beta, bn)?;
-    if rmean.len() != bn.c || rvar.len() != bn.c {
-        shape_err!("batch norm: {} running means and {} variances for {} channels", rmean.len(), rvar.len(), bn.c);
-    }
-    apply(be, x, gamma, beta, rmean, rvar, true, bn.eps)
+/// Inference on checked arguments (`check_eval`).
+pub fn eval(be: &CudaBackend, x: &Tensor, p: &BnParams, r: &BnRunning) -> Result<Tensor> {
+    apply(be, x, p, r, true)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn backward(
-    be: &CudaBackend,
-    x: &Tensor,
-    gamma: &Slice,
-    saved: &BnSaved,
-    dy: &Tensor,
-    grads: &mut Tensor,
-    dgamma: Range<usize>,
-    dbeta: Range<usize>,
-) -> Result<Tensor> {
-    let c = gamma.len();
-    let [n, _, hw] = check(x, gamma, gamma, &BatchNorm::new(c))?;
-    same(x, dy, "batch norm backward")?;
-    if dgamma.len() != c || dbeta.len() != c || dgamma.end.max(dbeta.end) > grads.numel() {
-        shape_err!("batch norm gradient slots {dgamma:?}, {dbeta:?} for {c} channels");
-    }
+/// The backward on checked arguments (`check_backward`).
+pub fn backward(be: &CudaBackend, a: &BnBackward, grads: Slots<2>, [n, c, hw]: [usize; 3]) -> Result<Tensor> {
+    let (BnBackward { x, gamma, saved, dy }, Slots { buf: grads, at: [dgamma, dbeta] }) = (a, grads);
     let (n32, c32, hw32) = (n as i32, c as i32, hw as i32);
     let (o_g, o_b) = (dgamma.start as i64, dbeta.start as i64);
     let (mean, invstd) = (saved.mean.device::<f32>()?, saved.invstd.device::<f32>()?);

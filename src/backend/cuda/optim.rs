@@ -2,7 +2,7 @@
 
 use super::{kernels, CudaBackend};
 use crate::backend::cpu::optim::bias_corrections;
-use crate::backend::optim::{check, check_step, norms_len, Optimizer, StepArgs};
+use crate::backend::optim::{norms_len, Optimizer, StepArgs, StepBuffers};
 use crate::error::Result;
 use crate::model::params::ParamLayout;
 use crate::tensor::{Layout, Tensor};
@@ -46,12 +46,10 @@ pub fn param_norms(
     grads: &Tensor,
     max_norm: Option<f32>,
 ) -> Result<Tensor> {
-    check(layout, params, grads)?;
     norms_pass(be, layout, grads, params, 0.0, max_norm)
 }
 
 pub fn step_norms(be: &CudaBackend, layout: &ParamLayout, before: &Tensor, after: &Tensor) -> Result<Tensor> {
-    check(layout, before, after)?;
     norms_pass(be, layout, after, before, 1.0, None)
 }
 
@@ -103,21 +101,15 @@ fn norms_pass(
     Tensor::from_device(&[norms_len(layout)], Layout::Plain, out)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One step on checked buffers (`check_step`).
 pub fn optimizer_step(
     be: &CudaBackend,
     layout: &ParamLayout,
-    params: &mut Tensor,
-    grads: &Tensor,
-    m: &mut Tensor,
-    v: &mut Tensor,
-    mask: &Tensor,
-    norms: &Tensor,
+    b: StepBuffers,
     opt: &Optimizer,
     s: StepArgs,
 ) -> Result<()> {
-    check(layout, params, grads)?;
-    check_step(layout, m, v, mask, norms, opt, s)?;
+    let StepBuffers { params, grads, m, v, decay_mask: mask, norms } = b;
     let clip_index = (norms_len(layout) - 1) as i32;
     let n = layout.total();
     let n64 = n as i64;

@@ -1,7 +1,7 @@
 //! Launcher for kernels/preprocess.cu.
 
 use super::{kernels, CudaBackend};
-use crate::backend::{preprocess::check, ChannelNorm, Preprocessed};
+use crate::backend::preprocess::{ChannelNorm, Dims, Preprocessed};
 use crate::error::Result;
 use crate::tensor::{Layout, Tensor};
 use cudarc::driver::{DeviceRepr, PushKernelArg};
@@ -13,8 +13,14 @@ struct Chan4([f32; 4]);
 // SAFETY: plain old data with the C layout of the kernel's parameter.
 unsafe impl DeviceRepr for Chan4 {}
 
-pub fn preprocess(be: &CudaBackend, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed> {
-    let d = check(images, norm)?;
+/// Checked images (`d` from `check`) to f32 NCHW.
+pub fn preprocess(
+    be: &CudaBackend,
+    images: &Tensor,
+    norm: &ChannelNorm,
+    want_raw: bool,
+    d: Dims,
+) -> Result<Preprocessed> {
     let input = images.device::<u8>()?;
     let (scale, bias) = norm.scale_bias();
     let (scale, bias) = (Chan4(scale), Chan4(bias));

@@ -82,14 +82,13 @@ fn pointwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [May
     let xs = side_by_side(x, d.n, c.cin, hw);
     let mut prod = vec![0f32; c.cout * cols];
     prod.par_chunks_mut(ROWS * cols).zip(w.par_chunks(ROWS * c.cin)).for_each(|(p, wr)| {
-        sgemm((p.len() / cols, c.cin, cols), wr, (c.cin, 1), &xs, (cols, 1), 0.0, p, cols);
+        sgemm((p.len() / cols, c.cin, cols), wr, (c.cin, 1), &xs, (cols, 1), 0.0, (p, cols));
     });
     back_in_place(&prod, d.n, c.cout, hw, y);
 }
 
 /// The backward of `pointwise_forward`: dX = W^T dY and dW = dY X^T with the images side by side, rows in
 /// parallel (each value's sum has one order, whatever the threads).
-#[allow(clippy::too_many_arguments)]
 fn pointwise_backward(
     x: &[f32],
     w: &[f32],
@@ -103,11 +102,11 @@ fn pointwise_backward(
     let (xs, gs) = (side_by_side(x, d.n, c.cin, hw), side_by_side(dy, d.n, c.cout, hw));
     let mut dxs = vec![0f32; c.cin * cols];
     dxs.par_chunks_mut(ROWS * cols).enumerate().for_each(|(b, p)| {
-        sgemm((p.len() / cols, c.cout, cols), &w[b * ROWS..], (1, c.cin), &gs, (cols, 1), 0.0, p, cols);
+        sgemm((p.len() / cols, c.cout, cols), &w[b * ROWS..], (1, c.cin), &gs, (cols, 1), 0.0, (p, cols));
     });
     back_in_place(&dxs, d.n, c.cin, hw, dx);
     dw.par_chunks_mut(ROWS * c.cin).zip(gs.par_chunks(ROWS * cols)).for_each(|(dwr, g)| {
-        sgemm((dwr.len() / c.cin, cols, c.cin), g, (cols, 1), &xs, (1, cols), 0.0, dwr, c.cin);
+        sgemm((dwr.len() / c.cin, cols, c.cin), g, (cols, 1), &xs, (1, cols), 0.0, (dwr, c.cin));
     });
 }
 
@@ -198,11 +197,11 @@ pub fn forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUnin
             let wg = &w[g * cout_g * kk..][..cout_g * kk];
             let yg = &mut yn[g * cout_g * ohw..][..cout_g * ohw];
             if is_plain(c) {
-                sgemm((cout_g, kk, ohw), wg, (kk, 1), xg, (ohw, 1), 0.0, yg, ohw);
+                sgemm((cout_g, kk, ohw), wg, (kk, 1), xg, (ohw, 1), 0.0, (yg, ohw));
             } else {
                 with_col(kk * ohw, |col| {
                     im2col(xg, cin_g, c, d, col);
-                    sgemm((cout_g, kk, ohw), wg, (kk, 1), col, (ohw, 1), 0.0, yg, ohw);
+                    sgemm((cout_g, kk, ohw), wg, (kk, 1), col, (ohw, 1), 0.0, (yg, ohw));
                 });
             }
         }
@@ -210,7 +209,6 @@ pub fn forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [MaybeUnin
 }
 
 /// dx (every value written) and dw (overwritten) from dy.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     w: &[f32],
@@ -239,10 +237,10 @@ pub fn backward(
             let dyg = &dy[(n * c.cout + g * cout_g) * ohw..][..cout_g * ohw];
             let dxg = &mut dxn[g * cin_g * hw..][..cin_g * hw];
             if is_plain(c) {
-                sgemm((kk, cout_g, ohw), wg, (1, kk), dyg, (ohw, 1), 0.0, dxg, ohw);
+                sgemm((kk, cout_g, ohw), wg, (1, kk), dyg, (ohw, 1), 0.0, (dxg, ohw));
             } else {
                 with_col(kk * ohw, |col| {
-                    sgemm((kk, cout_g, ohw), wg, (1, kk), dyg, (ohw, 1), 0.0, col, ohw);
+                    sgemm((kk, cout_g, ohw), wg, (1, kk), dyg, (ohw, 1), 0.0, (col, ohw));
                     col2im(col, cin_g, c, d, zeroed(dxg));
                 });
             }
@@ -259,11 +257,11 @@ pub fn backward(
                     let dyg = &dy[(n * c.cout + g * cout_g) * ohw..][..cout_g * ohw];
                     let accg = &mut acc[g * cout_g * kk..][..cout_g * kk];
                     if is_plain(c) {
-                        sgemm((cout_g, ohw, kk), dyg, (ohw, 1), xg, (1, ohw), 1.0, accg, kk);
+                        sgemm((cout_g, ohw, kk), dyg, (ohw, 1), xg, (1, ohw), 1.0, (accg, kk));
                     } else {
                         with_col(kk * ohw, |col| {
                             im2col(xg, cin_g, c, d, col);
-                            sgemm((cout_g, ohw, kk), dyg, (ohw, 1), col, (1, ohw), 1.0, accg, kk);
+                            sgemm((cout_g, ohw, kk), dyg, (ohw, 1), col, (1, ohw), 1.0, (accg, kk));
                         });
                     }
                 }
@@ -393,7 +391,6 @@ fn depthwise_forward(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [May
     });
 }
 
-#[allow(clippy::too_many_arguments)]
 fn depthwise_backward(
     x: &[f32],
     w: &[f32],
@@ -489,7 +486,6 @@ fn depthwise_forward_cl(x: &[f32], w: &[f32], c: &Conv2d, d: ConvDims, y: &mut [
 
 /// The backward of `depthwise_forward_cl`: dx per image; dw summed over the images of each chunk, then over the
 /// chunks in order.
-#[allow(clippy::too_many_arguments)]
 fn depthwise_backward_cl(
     x: &[f32],
     w: &[f32],

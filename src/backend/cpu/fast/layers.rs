@@ -78,25 +78,22 @@ pub fn act_backward(kind: Act, x: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>
 /// Same contract as the reference's `linear`: y = x w^T + b, x [n, k], w [m, k]. The reference's dot products
 /// are sequential sums, which do not vectorize; here one matrix product.
 pub fn linear(x: &[f32], w: &[f32], b: &[f32], k: usize, m: usize, y: &mut [f32]) {
-    sgemm((x.len() / k, k, m), x, (k, 1), w, (1, k), 0.0, y, m);
+    sgemm((x.len() / k, k, m), x, (k, 1), w, (1, k), 0.0, (y, m));
     y.chunks_exact_mut(m).for_each(|row| row.iter_mut().zip(b).for_each(|(v, &b)| *v += b));
 }
 
 /// Same contract as the reference's `linear_backward`: dx = dy w, dw = dy^T x, db = the sum of dy's rows.
-#[allow(clippy::too_many_arguments)]
 pub fn linear_backward(
     x: &[f32],
     w: &[f32],
     dy: &[f32],
-    n: usize,
-    k: usize,
-    m: usize,
+    (n, k, m): (usize, usize, usize),
     dx: &mut [f32],
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    sgemm((n, m, k), dy, (m, 1), w, (k, 1), 0.0, dx, k);
-    sgemm((m, n, k), dy, (1, m), x, (k, 1), 0.0, dw, k);
+    sgemm((n, m, k), dy, (m, 1), w, (k, 1), 0.0, (dx, k));
+    sgemm((m, n, k), dy, (1, m), x, (k, 1), 0.0, (dw, k));
     db.fill(0.0);
     dy.chunks_exact(m).for_each(|row| db.iter_mut().zip(row).for_each(|(s, &v)| *s += v));
 }

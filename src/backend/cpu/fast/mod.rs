@@ -45,7 +45,6 @@ impl Dest for [MaybeUninit<f32>] {
 }
 
 /// C (m x n, row stride ldc) = A (m x k) B (k x n) + beta C, with A and B given by (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
 fn sgemm<C: Dest + ?Sized>(
     (m, k, n): (usize, usize, usize),
     a: &[f32],
@@ -53,8 +52,7 @@ fn sgemm<C: Dest + ?Sized>(
     b: &[f32],
     (rsb, csb): (usize, usize),
     beta: f32,
-    c: &mut C,
-    ldc: usize,
+    (c, ldc): (&mut C, usize),
 ) {
     let (cp, clen) = c.raw();
     assert!(m == 0 || (m - 1) * rsa + (k.max(1) - 1) * csa < a.len().max(1));

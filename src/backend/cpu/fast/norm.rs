@@ -42,19 +42,14 @@ fn planes(x: &[f32], [n, c, hw]: [usize; 3], ch: usize) -> impl Iterator<Item = 
 }
 
 /// Same contract as the reference's `forward_train`.
-#[allow(clippy::too_many_arguments)]
 pub fn forward_train(
     x: &[f32],
     gamma: &[f32],
     beta: &[f32],
     d: [usize; 3],
-    eps: f32,
-    momentum: f32,
+    (eps, momentum): (f32, f32),
     y: &mut [MaybeUninit<f32>],
-    mean: &mut [f32],
-    invstd: &mut [f32],
-    running_mean: &mut [f32],
-    running_var: &mut [f32],
+    [mean, invstd, running_mean, running_var]: [&mut [f32]; 4],
 ) {
     let count = (d[0] * d[2]) as f64;
     let stats: Vec<(f32, f64)> = (0..d[1])
@@ -96,17 +91,14 @@ pub fn apply(
 }
 
 /// Same contract as the reference's `backward`.
-#[allow(clippy::too_many_arguments)]
 pub fn backward(
     x: &[f32],
     gamma: &[f32],
-    mean: &[f32],
-    invstd: &[f32],
+    (mean, invstd): (&[f32], &[f32]),
     dy: &[f32],
     d: [usize; 3],
     dx: &mut [MaybeUninit<f32>],
-    dgamma: &mut [f32],
-    dbeta: &mut [f32],
+    (dgamma, dbeta): (&mut [f32], &mut [f32]),
 ) {
     let [_, c, hw] = d;
     // Per channel: sum dy and sum dy (x - mean), then dx = gamma invstd (dy - mean(dy) - xhat mean(dy xhat)) as

@@ -4,16 +4,13 @@
 
 use super::super::optim::AdamWStep;
 use super::{widest, GRAIN};
-use crate::backend::optim::{AdamW, StepArgs};
 use rayon::prelude::*;
 
 /// Same contract as the reference's `adamw`.
-#[allow(clippy::too_many_arguments)]
-pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], clip: f32, opt: &AdamW, s: StepArgs) {
-    let k = AdamWStep::new(opt, clip, s);
+pub fn adamw(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], mask: &[u8], k: &AdamWStep) {
     let chunks = p.par_chunks_mut(GRAIN).zip(m.par_chunks_mut(GRAIN)).zip(v.par_chunks_mut(GRAIN));
     chunks.zip(g.par_chunks(GRAIN).zip(mask.par_chunks(GRAIN))).for_each(|(((p, m), v), (g, mask))| {
-        update(&k, p, m, v, g, mask);
+        update(k, p, m, v, g, mask);
     });
 }
 
