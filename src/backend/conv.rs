@@ -51,7 +51,9 @@ pub fn check(x: &Tensor, w: &Slice, c: &Conv2d) -> Result<ConvDims> {
     }
     if c.groups == 0 || !c.cin.is_multiple_of(c.groups) || !c.cout.is_multiple_of(c.groups) || c.k == 0 || c.stride == 0
     {
-        shape_err!("conv {c:?}: channels must divide by groups, kernel and stride be positive");
+        return Err(crate::Error::Invalid(format!(
+            "conv {c:?}: channels must divide by groups, kernel and stride be positive"
+        )));
     }
     if w.len() != c.weight_len() || w.buf.dtype() != x.dtype() {
         shape_err!(

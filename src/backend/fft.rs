@@ -8,7 +8,7 @@
 //! - `log`: (ln(|F| / sqrt(HW) + eps) - LOG_CENTER) / LOG_SCALE. Dividing by sqrt(HW) (the "ortho"
 //!   normalization) makes the range independent of the image size; the fixed affine maps it to about unit range.
 //! - `log-std`: the `log` value standardized per frequency bin, (v - mean) / std, with mean and std gathered over
-//!   the training set (Frank et al. 2020) by `FreqStats` (Welford, in f64), and saved with the model.
+//!   the training set (Frank et al. 2020) by `FftStats` (Welford, in f64), and saved with the model.
 //!
 //! Phase modes: angle / pi in [-1, 1], or the pair (cos, sin) of the angle ((1, 0) where |F| = 0).
 //! Layouts: `half`, the H x (W/2 + 1) half spectrum of a real input (as torch.fft.rfft2, no redundancy), and
@@ -158,7 +158,7 @@ pub fn check(images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result
     match (cfg.magnitude, stats) {
         (Magnitude::LogStd, None) => {
             return Err(Error::Invalid(
-                "log-std magnitudes need the training set's per-bin statistics: gather them first (FreqStats)".into(),
+                "log-std magnitudes need the training set's per-bin statistics: gather them first (FftStats)".into(),
             ))
         }
         (Magnitude::LogStd, Some(t)) => {
@@ -182,7 +182,7 @@ pub fn check(images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result
 /// Running per-bin statistics of the `log` magnitudes over a data set (Welford's update, merged batch by batch
 /// with Chan's formula, in f64). `mean` and `m2` live on the backend that gathers them.
 #[derive(Debug)]
-pub struct FreqStats {
+pub struct FftStats {
     pub cfg: FftConfig,
     /// [S, out_h, out_w] of the spectra these were gathered for.
     pub shape: [usize; 3],
@@ -191,14 +191,14 @@ pub struct FreqStats {
     pub m2: Tensor,
 }
 
-impl FreqStats {
+impl FftStats {
     /// Empty statistics on backend `be` for images of `channels` x `h` x `w`. They are gathered over `log`
     /// magnitudes whatever `cfg.magnitude` says: log-std standardizes exactly those.
     pub fn new(be: &dyn Backend, cfg: FftConfig, channels: usize, h: usize, w: usize) -> Result<Self> {
         let cfg = FftConfig { magnitude: Magnitude::Log, ..cfg };
         let d = FftDims::new(&cfg, 1, channels, h, w);
         let zeros = || be.upload(&Tensor::from_vec(&[d.stats_len()], Layout::Plain, vec![0f64; d.stats_len()])?);
-        Ok(FreqStats { cfg, shape: [d.s, d.out_h, d.out_w], count: 0, mean: zeros()?, m2: zeros()? })
+        Ok(FftStats { cfg, shape: [d.s, d.out_h, d.out_w], count: 0, mean: zeros()?, m2: zeros()? })
     }
 
     /// Per-bin mean and std (population, floored at STD_FLOOR) as the [2, S, out_h, out_w] f32 tensor that
@@ -218,7 +218,7 @@ impl FreqStats {
 }
 
 /// Checks that `stats` were started for these dims.
-pub fn check_stats(stats: &FreqStats, d: &FftDims) -> Result<()> {
+pub fn check_stats(stats: &FftStats, d: &FftDims) -> Result<()> {
     let want = [d.s, d.out_h, d.out_w];
     if stats.shape != want {
         shape_err!("fft statistics for spectra {:?}, but these images give {want:?}", stats.shape);

@@ -41,7 +41,7 @@ pub struct HeadConfig {
     pub dq: usize,
     pub hidden: usize,
     /// Per-branch LayerNorm with learned scale and shift (on by default).
-    pub norm: bool,
+    pub layer_norm: bool,
     pub act: Act,
     /// Dropout on the hidden layer, training only.
     pub dropout: f32,
@@ -67,7 +67,7 @@ impl HeadConfig {
             ds,
             dq,
             hidden,
-            norm: true,
+            layer_norm: true,
             act: Act::Silu,
             dropout: 0.3,
             gated: false,
@@ -83,7 +83,7 @@ impl HeadConfig {
     /// The head's parameters in its flat buffer, named as in PyTorch's state_dict of the same head.
     pub fn layout(&self) -> ParamLayout {
         let mut l = ParamLayout::default();
-        if self.norm {
+        if self.layer_norm {
             l.push("norm_s.weight", &[self.ds], true);
             l.push("norm_s.bias", &[self.ds], true);
             l.push("norm_q.weight", &[self.dq], true);

@@ -16,6 +16,7 @@
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::tensor::{DType, Layout, Tensor};
+use std::str::FromStr;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum LossKind {
@@ -176,4 +177,64 @@ pub fn check(logits: &Tensor, labels: &Tensor, cfg: &LossConfig, threshold: f32)
     }
     cfg.validate()?;
     Ok(logits.numel())
+}
+
+/// `--class-weights`: none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE.
+impl FromStr for ClassWeighting {
+    type Err = Error;
+
+    fn from_str(w: &str) -> Result<Self> {
+        let num = |v: &str| v.trim().parse::<f32>().ok().filter(|x| x.is_finite() && *x >= 0.0);
+        let parsed = match w {
+            "none" => Some(ClassWeighting::None),
+            "auto" => Some(ClassWeighting::Auto),
+            "effective" => Some(ClassWeighting::Effective { beta: 0.999 }),
+            _ => match (w.split_once(':'), w.split_once(',')) {
+                (Some(("effective", b)), _) => b
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|b| (0.0..1.0).contains(b))
+                    .map(|beta| ClassWeighting::Effective { beta }),
+                (Some(("pos", v)), _) => num(v).map(ClassWeighting::PosWeight),
+                (None, Some((a, b))) => match (num(a), num(b)) {
+                    (Some(a), Some(b)) if a + b > 0.0 => Some(ClassWeighting::PerClass([a, b])),
+                    _ => None,
+                },
+                _ => None,
+            },
+        };
+        parsed.ok_or_else(|| {
+            Error::Invalid(
+                "choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE (weights >= 0, not both 0, BETA in [0, 1))"
+                    .into(),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn class_weights_parse() {
+        let ok = |s: &str| s.parse::<ClassWeighting>().unwrap();
+        assert_eq!(ok("none"), ClassWeighting::None);
+        assert_eq!(ok("auto"), ClassWeighting::Auto);
+        assert_eq!(ok("effective"), ClassWeighting::Effective { beta: 0.999 });
+        assert_eq!(ok("effective:0.9"), ClassWeighting::Effective { beta: 0.9 });
+        assert_eq!(ok("pos:2.5"), ClassWeighting::PosWeight(2.5));
+        assert_eq!(ok("1, 0.25"), ClassWeighting::PerClass([1.0, 0.25]));
+        assert_eq!(ok("0,3"), ClassWeighting::PerClass([0.0, 3.0]));
+    }
+
+    #[test]
+    fn bad_class_weights_list_the_grammar() {
+        for bad in
+            ["", "Auto", "pos:x", "pos:-1", "pos:inf", "0,0", "1,-2", "1,2,3", "effective:1", "effective:-0.1", "neg:2"]
+        {
+            let e = bad.parse::<ClassWeighting>().unwrap_err().to_string();
+            assert!(e.starts_with("choose none, auto, effective[:BETA], pos:W or W_REAL,W_FAKE"), "{bad}: {e}");
+        }
+    }
 }

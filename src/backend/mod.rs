@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
 pub use conv::{Conv2d, ConvBackward};
-pub use fft::{FftConfig, FreqStats};
+pub use fft::{FftConfig, FftStats};
 pub use head::{HeadConfig, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
 pub use layers::Act;
 pub use loss::{LossConfig, LossOutput, LossStats};
@@ -55,11 +55,11 @@ pub trait Backend: Send + Sync {
     fn preprocess(&self, images: &Tensor, norm: &ChannelNorm, want_raw: bool) -> Result<Preprocessed>;
 
     /// The frequency features (backend/fft.rs): images (f32 NCHW in [0, 1] or u8 NHWC) to N x planes x out_h x
-    /// out_w magnitude and phase planes. `stats` (from `FreqStats::finish`) is needed by log-std only.
+    /// out_w magnitude and phase planes. `stats` (from `FftStats::finish`) is needed by log-std only.
     fn fft_features(&self, images: &Tensor, cfg: &FftConfig, stats: Option<&Tensor>) -> Result<Tensor>;
 
     /// Adds a batch of images to running per-bin statistics of the `log` magnitudes.
-    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()>;
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FftStats) -> Result<()>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward>;

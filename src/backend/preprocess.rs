@@ -30,10 +30,10 @@ impl ChannelNorm {
     }
 }
 
-/// The outputs: `norm` for the spatial branch, `raw` (x / 255) for the frequency branch.
+/// The outputs: `normalized` for the spatial branch, `raw` (x / 255) for the frequency branch.
 #[derive(Debug)]
 pub struct Preprocessed {
-    pub norm: Tensor,
+    pub normalized: Tensor,
     pub raw: Option<Tensor>,
 }
 

@@ -132,13 +132,13 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
         ("dfgpu.size", cfg.size.to_string()),
         ("dfgpu.input", cfg.input.name().into()),
         ("dfgpu.freq.widths", widths.join(",")),
-        ("dfgpu.freq.norm", f.norm.to_string()),
+        ("dfgpu.freq.norm", f.batch_norm.to_string()),
         ("dfgpu.fft.layout", f.fft.layout.name().into()),
         ("dfgpu.fft.magnitude", f.fft.magnitude.name().into()),
         ("dfgpu.fft.phase", f.fft.phase.name().into()),
         ("dfgpu.fft.grayscale", f.fft.grayscale.to_string()),
         ("dfgpu.head.hidden", h.hidden.to_string()),
-        ("dfgpu.head.norm", h.norm.to_string()),
+        ("dfgpu.head.norm", h.layer_norm.to_string()),
         ("dfgpu.head.act", h.act.name().into()),
         ("dfgpu.head.dropout", h.dropout.to_string()),
         ("dfgpu.head.gated", h.gated.to_string()),
@@ -186,7 +186,7 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         .split(',')
         .map(|w| w.parse().map_err(|_| bad("dfgpu.freq.widths", w)))
         .collect::<Result<_>>()?;
-    cfg.freq.norm = flag("dfgpu.freq.norm")?;
+    cfg.freq.batch_norm = flag("dfgpu.freq.norm")?;
     cfg.freq.fft = FftConfig {
         layout: pick(meta, path, "dfgpu.fft.layout")?,
         magnitude: pick(meta, path, "dfgpu.fft.magnitude")?,
@@ -195,7 +195,7 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
     };
     let h = &mut cfg.head;
     h.hidden = num("dfgpu.head.hidden")? as usize;
-    h.norm = flag("dfgpu.head.norm")?;
+    h.layer_norm = flag("dfgpu.head.norm")?;
     h.act = pick(meta, path, "dfgpu.head.act")?;
     h.dropout = num("dfgpu.head.dropout")? as f32;
     h.gated = flag("dfgpu.head.gated")?;

@@ -15,12 +15,12 @@ pub struct FreqConfig {
     /// Output channels of each stage (stride 2, 3x3).
     pub widths: Vec<usize>,
     /// Batch norm after each convolution (on by default).
-    pub norm: bool,
+    pub batch_norm: bool,
 }
 
 impl Default for FreqConfig {
     fn default() -> Self {
-        FreqConfig { fft: FftConfig::default(), widths: vec![32, 64, 128], norm: true }
+        FreqConfig { fft: FftConfig::default(), widths: vec![32, 64, 128], batch_norm: true }
     }
 }
 
@@ -42,7 +42,7 @@ impl FreqBranch {
         let mut stages = Vec::new();
         for (i, &w) in cfg.widths.iter().enumerate() {
             let bn = format!("{prefix}stages.{i}.bn");
-            let bn = cfg.norm.then_some(bn.as_str());
+            let bn = cfg.batch_norm.then_some(bn.as_str());
             stages.push(ConvBnAct::new(
                 b,
                 &format!("{prefix}stages.{i}.conv"),

@@ -51,7 +51,7 @@ pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) 
         let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
         let raw = pre.raw.expect("asked for");
         let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, mode: Mode::Eval };
-        Ok(det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?.0)
+        Ok(det.forward(&mut f, Arc::new(pre.normalized), &raw, ms.freq_stats.as_ref())?.0)
     })
 }
 

@@ -169,7 +169,7 @@ fn verdict(fit: &Fit, said_fake: usize, (lo, hi): (f64, f64), model: &DetectorCo
     verdict += &format!(
         "\n  frequency branch input: {lo:.3e} to {hi:.3e} ('{}' magnitudes{})",
         model.freq.fft.magnitude.name(),
-        if model.freq.norm { "" } else { ", no batch norm" }
+        if model.freq.batch_norm { "" } else { ", no batch norm" }
     );
     if fit.seen.is_empty() {
         verdict += "\n  gradient report: no tensor flagged, branch scales within 100x";

@@ -3,7 +3,7 @@
 //! with warm-up and cosine decay, and validation metrics after every epoch. Without --data it trains on the
 //! built-in synthetic set, generated once into a cache folder.
 
-use crate::backend::fft::{FreqStats, Magnitude};
+use crate::backend::fft::{FftStats, Magnitude};
 use crate::backend::head::{Branches, Mode};
 use crate::backend::loss::LossConfig;
 use crate::backend::optim::{Norms, StepArgs};
@@ -144,7 +144,7 @@ fn step_here(
         state: &mut ms.state,
         mode: Mode::Train { seed: cfg.seed.wrapping_add(args.t) ^ 0x9E37 },
     };
-    let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), &raw, ms.freq_stats.as_ref())?;
+    let (logits, cache) = det.forward(&mut f, Arc::new(pre.normalized), &raw, ms.freq_stats.as_ref())?;
     let loss = be.loss(loss_cfg, &logits, &y, 0.5)?;
     let scales = if report {
         let (sf, qf) = det.branch_features(&cache);
@@ -314,7 +314,7 @@ pub(crate) fn fit_freq_stats(
     if det.cfg.freq.fft.magnitude != Magnitude::LogStd || ms.freq_stats.is_some() {
         return Ok(None);
     }
-    let mut st = FreqStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
+    let mut st = FftStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
     let idx: Vec<usize> = (0..set.len()).collect();
     for chunk in idx.chunks(64) {
         be.fft_stats_update(&be.upload(&set.batch(chunk, None)?.0)?, &mut st)?;

@@ -17,7 +17,7 @@ fn step(be: &dyn Backend, det: &Detector, images: &Tensor, c: &[f32]) -> (Vec<f3
         .unwrap();
     let pre = be.preprocess(&be.upload(images).unwrap(), &ChannelNorm::imagenet(), true).unwrap();
     let mut f = Fwd { be, params: &p, state: &mut st, mode: Mode::Train { seed: 11 } };
-    let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
+    let (logits, cache) = det.forward(&mut f, Arc::new(pre.normalized), pre.raw.as_ref().unwrap(), None).unwrap();
     let dl = be.upload(&Tensor::from_vec(&[c.len()], Layout::Plain, c.to_vec()).unwrap()).unwrap();
     det.backward(&mut Bwd { be, params: &p, grads: &mut g }, cache, &dl).unwrap();
     let host = |t: &Tensor| be.download(t).unwrap().host::<f32>().unwrap().to_vec();
@@ -62,7 +62,7 @@ fn a_switched_off_branch_is_neither_run_nor_trained() {
 #[test]
 fn the_frequency_branch_can_run_without_batch_norm() {
     let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
-    cfg.freq.norm = false;
+    cfg.freq.batch_norm = false;
     let det = Detector::new(cfg).unwrap();
     assert!(det.params.entries().iter().all(|e| !e.name.starts_with("freq.stages.0.bn")));
     let (logits, _) = step(&cpu(), &det, &images(2, 64, 3), &[1.0, 1.0]);
@@ -107,7 +107,7 @@ fn whole_detector_gradients_match_central_differences_in_f64() {
     let p: Vec<f64> = det.init_params(3).iter().map(|&v| v as f64 + 0.05 * rng.normal()).collect();
     let x = images(2, 64, 5);
     let pre = be.preprocess(&x, &ChannelNorm::imagenet(), false).unwrap();
-    let norm = Arc::new(pre.norm.to_f64().unwrap());
+    let norm = Arc::new(pre.normalized.to_f64().unwrap());
     let state0: Vec<f64> = det.init_state().iter().map(|&v| v as f64).collect();
     let run = |p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());

@@ -41,9 +41,9 @@ fn spatial_features(be: &dyn Backend, det: &Detector, p: &[f32], s: &[f32], n: u
     let pre = be.preprocess(&be.upload(&x).unwrap(), &ChannelNorm::imagenet(), true).unwrap();
     let params = be.upload(&Tensor::from_vec(&[p.len()], Layout::Plain, p.to_vec()).unwrap()).unwrap();
     let mut state = be.upload(&Tensor::from_vec(&[s.len()], Layout::Plain, s.to_vec()).unwrap()).unwrap();
-    let norm = be.download(&pre.norm).unwrap();
+    let norm = be.download(&pre.normalized).unwrap();
     let mut f = Fwd { be, params: &params, state: &mut state, mode: Mode::Eval };
-    let (_, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
+    let (_, cache) = det.forward(&mut f, Arc::new(pre.normalized), pre.raw.as_ref().unwrap(), None).unwrap();
     let feats = be.download(det.branch_features(&cache).0).unwrap().host::<f32>().unwrap().to_vec();
     (feats, norm)
 }

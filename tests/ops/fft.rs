@@ -4,13 +4,13 @@
 
 use crate::common::*;
 use dfgpu::backend::cpu::fft::{Fft1d, C64};
-use dfgpu::backend::fft::{FftConfig, FreqStats, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE};
+use dfgpu::backend::fft::{FftConfig, FftStats, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE};
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
 use rustfft::num_complex::Complex64;
 use std::f64::consts::PI;
 
-/// The sizes the issue lists: fast-path sizes, Bluestein sizes (299 = 13 x 23, 380 = 4 x 5 x 19), non-square.
+/// The sizes: fast-path sizes, Bluestein sizes (299 = 13 x 23, 380 = 4 x 5 x 19), non-square.
 const SIZES: [(usize, usize); 11] = [
     (16, 16),
     (224, 224),
@@ -334,7 +334,7 @@ fn gather_welford(be: &dyn Backend) -> (Vec<Vec<f32>>, Vec<Vec<f64>>) {
     let mut rng = Rng::new(6);
     let (c, h, w) = (3, 20, 16);
     let cfg = FftConfig::default();
-    let mut stats = FreqStats::new(be, cfg, c, h, w).unwrap();
+    let mut stats = FftStats::new(be, cfg, c, h, w).unwrap();
     let mut out = Vec::new();
     for n in [3, 1, 5] {
         let (images, _) = random_images(&mut rng, n, c, h, w);
@@ -530,7 +530,7 @@ fn check_gpu_against_cpu(sizes: &[(usize, usize)], seed: u64) {
                 let dev = gpu.upload(&images).unwrap();
                 let mut out = Vec::new();
                 for group in &groups {
-                    let mut stats = FreqStats::new(&gpu, group[0], 3, h, w).unwrap();
+                    let mut stats = FftStats::new(&gpu, group[0], 3, h, w).unwrap();
                     gpu.fft_stats_update(&dev, &mut stats).unwrap();
                     let st = stats.finish(&gpu).unwrap();
                     let st_dev = gpu.upload(&st).unwrap();
@@ -650,7 +650,7 @@ fn fast_features_match_the_reference() {
     for (h, w) in [(64, 64), (16, 16), (17, 31), (48, 80)] {
         for (tag, images) in test_images(&mut rng, h, w) {
             for group in test_configs() {
-                let mut stats = FreqStats::new(&reference, group[0], 3, h, w).unwrap();
+                let mut stats = FftStats::new(&reference, group[0], 3, h, w).unwrap();
                 reference.fft_stats_update(&images, &mut stats).unwrap();
                 let st = stats.finish(&reference).unwrap();
                 let mut mags = Vec::new();

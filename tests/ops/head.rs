@@ -14,11 +14,11 @@ use dfgpu::{Backend, Layout, Tensor};
 /// Where the head's parameters start inside the test's larger buffers.
 const OFFSET: usize = 4;
 
-fn small(norm: bool, act: Act, gated: bool, branches: Branches, dropout: f32, branch_dropout: f32) -> HeadConfig {
-    HeadConfig { norm, act, gated, branches, dropout, branch_dropout, ..HeadConfig::new(5, 3, 4) }
+fn small(layer_norm: bool, act: Act, gated: bool, branches: Branches, dropout: f32, branch_dropout: f32) -> HeadConfig {
+    HeadConfig { layer_norm, act, gated, branches, dropout, branch_dropout, ..HeadConfig::new(5, 3, 4) }
 }
 
-/// Every mode the issue lists: normalized or not, SiLU/ReLU, gated, branch switches, dropout, branch dropout.
+/// Every mode: with LayerNorm or without, SiLU/ReLU, gated, branch switches, dropout, branch dropout.
 fn modes() -> Vec<(HeadConfig, Mode)> {
     let train = Mode::Train { seed: 17 };
     vec![

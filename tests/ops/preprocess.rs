@@ -44,11 +44,11 @@ fn cpu_matches_f64_formula() {
         let images = Tensor::from_vec(&shape, Layout::Nhwc, px.clone()).unwrap();
         let p = be.preprocess(&images, &norm, true).unwrap();
         let [n, h, w, c] = shape;
-        assert_eq!(p.norm.shape(), &[n, c, h, w]);
-        assert_eq!((p.norm.dtype(), p.norm.layout()), (DType::F32, Layout::Nchw));
+        assert_eq!(p.normalized.shape(), &[n, c, h, w]);
+        assert_eq!((p.normalized.dtype(), p.normalized.layout()), (DType::F32, Layout::Nchw));
         let (want, want_raw) = reference(&px, shape, &norm);
         // f32 output of an f64 formula: a few ulps (the constants are rounded to f32 once).
-        assert_close(&format!("norm {shape:?}"), p.norm.host::<f32>().unwrap(), &want, 1e-6, 1e-6);
+        assert_close(&format!("norm {shape:?}"), p.normalized.host::<f32>().unwrap(), &want, 1e-6, 1e-6);
         assert_close(&format!("raw {shape:?}"), p.raw.unwrap().host::<f32>().unwrap(), &want_raw, 1e-7, 0.0);
     }
 }
@@ -102,10 +102,10 @@ fn gpu_matches_cpu_bitwise() {
             let got = race_checked(&format!("preprocess {shape:?} raw={want_raw}"), || {
                 let got = gpu.preprocess(&gpu.upload(&host).unwrap(), &norm, want_raw).unwrap();
                 let down = |t: &Tensor| gpu.download(t).unwrap().host::<f32>().unwrap().to_vec();
-                [Some(&got.norm), got.raw.as_ref()].into_iter().flatten().map(down).collect::<Vec<_>>()
+                [Some(&got.normalized), got.raw.as_ref()].into_iter().flatten().map(down).collect::<Vec<_>>()
             });
             // Same f32 constants and one fused multiply-add on both sides: equal to the last bit.
-            assert_bitwise(&format!("norm {shape:?}"), &got[0], want.norm.host().unwrap());
+            assert_bitwise(&format!("norm {shape:?}"), &got[0], want.normalized.host().unwrap());
             assert_eq!(got.len() == 2, want_raw);
             if let (Some(g), Some(w)) = (got.get(1), want.raw) {
                 assert_bitwise(&format!("raw {shape:?}"), g, w.host().unwrap());
@@ -134,7 +134,7 @@ fn fast_preprocessing_is_the_reference_bit_for_bit() {
         let images = Tensor::from_vec(&shape, Layout::Nhwc, random_u8(&mut rng, shape.iter().product())).unwrap();
         let (got, want) =
             (fast.preprocess(&images, &norm, true).unwrap(), reference.preprocess(&images, &norm, true).unwrap());
-        assert_bitwise(&format!("norm {shape:?}"), got.norm.host().unwrap(), want.norm.host().unwrap());
+        assert_bitwise(&format!("norm {shape:?}"), got.normalized.host().unwrap(), want.normalized.host().unwrap());
         assert_bitwise(&format!("raw {shape:?}"), got.raw.unwrap().host().unwrap(), want.raw.unwrap().host().unwrap());
     }
 }

@@ -25,7 +25,7 @@ fn the_gradient_report_flags_a_layer_with_no_gradient_by_construction() {
         .preprocess(&Tensor::from_vec(&[8, 64, 64, 3], Layout::Nhwc, px).unwrap(), &ChannelNorm::imagenet(), true)
         .unwrap();
     let mut f = Fwd { be: &be, params: &ms.params, state: &mut ms.state, mode: Mode::Train { seed: 1 } };
-    let (logits, cache) = det.forward(&mut f, Arc::new(pre.norm), pre.raw.as_ref().unwrap(), None).unwrap();
+    let (logits, cache) = det.forward(&mut f, Arc::new(pre.normalized), pre.raw.as_ref().unwrap(), None).unwrap();
     let dl = Tensor::from_vec(&[8], Layout::Plain, vec![0.1f32; 8]).unwrap();
     det.backward(&mut Bwd { be: &be, params: &ms.params, grads: &mut ms.grads }, cache, &dl).unwrap();
     assert_eq!(logits.numel(), 8);

@@ -70,7 +70,7 @@ fn fused_input<F: Real>(
     u: &mut [F],
 ) -> [F; 4] {
     let norm = |name: &str| {
-        if cfg.norm {
+        if cfg.layer_norm {
             param(p, l, &format!("{name}.weight")).zip(param(p, l, &format!("{name}.bias")))
         } else {
             None

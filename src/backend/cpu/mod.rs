@@ -12,7 +12,7 @@ mod preprocess;
 pub mod real;
 
 use super::conv::{self as conv_op, Conv2d, ConvBackward};
-use super::fft::{self as fft_op, FftConfig, FreqStats};
+use super::fft::{self as fft_op, FftConfig, FftStats};
 use super::head::{self as head_op, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
 use super::layers::{self as layers_op, Act};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
@@ -184,7 +184,7 @@ impl Backend for CpuBackend {
             false => preprocess::preprocess(px, d, norm, &mut out, raw_out),
         }
         Ok(Preprocessed {
-            norm: Tensor::from_vec(&d.nchw(), Layout::Nchw, out)?,
+            normalized: Tensor::from_vec(&d.nchw(), Layout::Nchw, out)?,
             raw: raw.map(|r| Tensor::from_vec(&d.nchw(), Layout::Nchw, r)).transpose()?,
         })
     }
@@ -198,7 +198,7 @@ impl Backend for CpuBackend {
         Tensor::from_vec(&d.out_shape(), Layout::Nchw, out)
     }
 
-    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FftStats) -> Result<()> {
         let feats = self.fft_features(images, &stats.cfg, None)?;
         let d = fft_op::check(images, &stats.cfg, None)?;
         fft_op::check_stats(stats, &d)?;

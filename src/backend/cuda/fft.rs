@@ -2,7 +2,7 @@
 
 use super::{kernels, CudaBackend};
 use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
-use crate::backend::fft::{check, FftConfig, FftDims, FreqStats, Magnitude, Phase, SpectrumLayout};
+use crate::backend::fft::{check, FftConfig, FftDims, FftStats, Magnitude, Phase, SpectrumLayout};
 use crate::error::Error;
 use crate::error::Result;
 use crate::tensor::{DType, Layout, Tensor};
@@ -181,7 +181,7 @@ fn args(images: &Tensor, cfg: &FftConfig, d: &FftDims) -> FftArgs {
 }
 
 /// Adds the features `feats` of checked images (`d` from `check` and `check_stats`) to the statistics.
-pub fn stats_update(be: &CudaBackend, feats: &Tensor, stats: &mut FreqStats, d: FftDims) -> Result<()> {
+pub fn stats_update(be: &CudaBackend, feats: &Tensor, stats: &mut FftStats, d: FftDims) -> Result<()> {
     let per_image = (d.planes * d.plane_len()) as i64;
     let (bins, n, count) = (d.stats_len() as i32, d.n as i32, stats.count as f64);
     let f = be.function(kernels::fft::FFT_STATS_UPDATE)?;

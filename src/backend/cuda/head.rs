@@ -51,7 +51,7 @@ fn args(cfg: &HeadConfig, mode: Mode) -> HeadArgs {
         ds: cfg.ds as i32,
         dq: cfg.dq as i32,
         hidden: cfg.hidden as i32,
-        norm: cfg.norm as i32,
+        norm: cfg.layer_norm as i32,
         act: cfg.act.code(),
         gated: cfg.gated as i32,
         branches: match cfg.branches {

@@ -18,7 +18,7 @@ mod optim;
 mod preprocess;
 
 use super::conv::{self as conv_op, Conv2d, ConvBackward};
-use super::fft::{self as fft_op, FftConfig, FreqStats};
+use super::fft::{self as fft_op, FftConfig, FftStats};
 use super::head::{self as head_op, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode};
 use super::layers::{self as layers_op, Act};
 use super::loss::{self as loss_op, LossConfig, LossOutput};
@@ -263,7 +263,7 @@ impl Backend for CudaBackend {
         fft::features(self, images, cfg, stats, d)
     }
 
-    fn fft_stats_update(&self, images: &Tensor, stats: &mut FreqStats) -> Result<()> {
+    fn fft_stats_update(&self, images: &Tensor, stats: &mut FftStats) -> Result<()> {
         let feats = self.fft_features(images, &stats.cfg, None)?;
         let d = fft_op::check(images, &stats.cfg, None)?;
         fft_op::check_stats(stats, &d)?;

@@ -55,7 +55,7 @@ pub fn preprocess(
     unsafe { b.launch(cfg) }?;
     let shape = d.nchw();
     Ok(Preprocessed {
-        norm: Tensor::from_device(&shape, Layout::Nchw, out)?,
+        normalized: Tensor::from_device(&shape, Layout::Nchw, out)?,
         raw: raw.map(|r| Tensor::from_device(&shape, Layout::Nchw, r)).transpose()?,
     })
 }

@@ -253,7 +253,7 @@ pub(crate) struct ModelArgs {
     /// The fusion head's hidden units.
     #[arg(long, default_value_t = 256)]
     pub(crate) head_hidden: usize,
-    /// The fusion head's activation: silu or relu.
+    /// The fusion head's activation: silu, relu or sigmoid.
     #[arg(long, default_value = "silu", value_parser = choice::<Act>)]
     pub(crate) head_act: Act,
     /// Switch the head's per-branch LayerNorm off.
@@ -458,11 +458,11 @@ pub(crate) fn model_config(
         )));
     }
     let f = &mut model.freq;
-    f.norm = !a.no_freq_bn;
+    f.batch_norm = !a.no_freq_bn;
     f.widths = a.freq_widths.clone();
     (f.fft.phase, f.fft.layout, f.fft.grayscale) = (a.phase, a.spectrum, a.grayscale);
     let h = &mut model.head;
-    (h.hidden, h.norm, h.dropout, h.gated, h.branch_dropout) =
+    (h.hidden, h.layer_norm, h.dropout, h.gated, h.branch_dropout) =
         (a.head_hidden, !a.no_head_norm, a.dropout, a.gated, a.branch_dropout);
     h.act = a.head_act;
     Ok(model)
