@@ -8,7 +8,7 @@ mod common;
 use common::timing::{copy_ms, median_ms, with_gpu};
 use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::backend::optim::{decay_mask, Optimizer, StepArgs, StepBuffers};
-use dfgpu::model::params::ParamLayout;
+use dfgpu::params::ParamLayout;
 use dfgpu::{Backend, Layout, Result, Tensor};
 use std::time::Instant;
 

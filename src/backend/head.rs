@@ -16,7 +16,7 @@
 use crate::backend::layers::Act;
 use crate::backend::Slots;
 use crate::error::{Choice, Error, Result};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::rng::{counter_uniform, Rng};
 use crate::tensor::{DType, Layout, Slice, Tensor};
 

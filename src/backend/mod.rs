@@ -13,7 +13,7 @@ pub mod optim;
 pub mod preprocess;
 
 use crate::error::{Error, Result};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
 pub use conv::{Conv2d, ConvBackward};
 pub use fft::{FftConfig, FftStats};

@@ -19,7 +19,7 @@
 //! input's scale (raw FFT magnitudes), where AdamW's steps stay about lr whatever the scale.
 
 use crate::error::{Error, Result};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{DType, Layout, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq)]

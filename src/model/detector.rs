@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::model::efficientnet::{EfficientNet, EfficientNetCache, EfficientNetConfig};
 use crate::model::freq::{FreqBranch, FreqCache, FreqConfig};
 use crate::model::layers::{Builder, Bwd, Fwd};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::rng::Rng;
 use crate::tensor::{DType, Layout, Slice, Tensor};
 use std::ops::Range;

@@ -6,7 +6,7 @@
 use crate::backend::head::Mode;
 use crate::backend::{Act, Backend, BatchNorm, BnBackward, BnParams, BnRunning, BnSaved, Conv2d, ConvBackward, Slots};
 use crate::error::Result;
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{Slice, Tensor};
 use std::ops::Range;
 use std::sync::Arc;

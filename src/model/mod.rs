@@ -5,6 +5,5 @@ pub mod detector;
 pub mod efficientnet;
 pub mod freq;
 pub mod layers;
-pub mod params;
 pub mod state;
 pub mod timm;

@@ -3,7 +3,7 @@
 //! predictions to one class, with the likely causes and what the run's own numbers say about each.
 
 use crate::backend::optim::Norms;
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use std::fmt::Write as _;
 
 /// Gradients under this norm, or under VANISHING_RELATIVE of the model's largest tensor gradient, are flagged as

@@ -5,7 +5,7 @@ use crate::common::*;
 use dfgpu::backend::head::{HeadConfig, HeadInputs, Mode};
 use dfgpu::backend::optim::{decay_mask, norms_len, Optimizer, StepArgs, StepBuffers};
 use dfgpu::backend::{BatchNorm, BnParams, BnRunning, Conv2d, ConvBackward, Slots};
-use dfgpu::model::params::ParamLayout;
+use dfgpu::params::ParamLayout;
 use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Result, Tensor};
 

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use dfgpu::backend::optim::{decay_mask, lr_at, norms_len, AdamW, Norms, Optimizer, Sgd, StepArgs, StepBuffers};
-use dfgpu::model::params::ParamLayout;
+use dfgpu::params::ParamLayout;
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
 

@@ -119,7 +119,7 @@ fn branch_scales_far_apart_are_flagged() {
 /// Weights that one step moves by more than LARGE_STEP of their norm are flagged; biases and norms are not.
 #[test]
 fn large_steps_on_weights_are_flagged() {
-    let mut l = dfgpu::model::params::ParamLayout::default();
+    let mut l = dfgpu::params::ParamLayout::default();
     l.push("conv.weight", &[4], false);
     l.push("conv.bias", &[4], true);
     l.push("fc.weight", &[4], false);
@@ -132,7 +132,7 @@ fn large_steps_on_weights_are_flagged() {
 }
 
 fn grad_rows_like(rows: Vec<GradRow>) -> Vec<GradRow> {
-    let mut l = dfgpu::model::params::ParamLayout::default();
+    let mut l = dfgpu::params::ParamLayout::default();
     rows.iter().for_each(|r| l.push(&r.name, &[1], false));
     let norms =
         |f: &dyn Fn(&GradRow) -> (f64, f64)| Norms { per_tensor: rows.iter().map(f).collect(), total: 0.0, clip: 1.0 };

@@ -7,7 +7,7 @@ use super::CpuBackend;
 use crate::backend::head::{HeadConfig, HeadForward, HeadGrads, HeadInputs, HeadSaved, Mode, LN_EPS};
 use crate::backend::Slots;
 use crate::error::Result;
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{Element, Layout, Tensor};
 use rayon::prelude::*;
 

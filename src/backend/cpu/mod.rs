@@ -20,7 +20,7 @@ use super::norm::{self as norm_op, BnBackward, BnParams, BnRunning, BnSaved};
 use super::optim::{self as optim_op, norms_len, Optimizer, StepArgs, StepBuffers};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed, Slots};
 use crate::error::Result;
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{Element, HostData, Layout, Slice, Storage, Tensor};
 use std::mem::MaybeUninit;
 
@@ -152,7 +152,7 @@ impl Backend for CpuBackend {
         false
     }
     fn free_memory(&self) -> Option<u64> {
-        crate::data::loaded::available_memory()
+        crate::memory::available_memory()
     }
     fn upload(&self, t: &Tensor) -> Result<Tensor> {
         self.download(t)

@@ -2,7 +2,7 @@
 //! order of operations, so that the two backends and PyTorch agree to rounding.
 
 use crate::backend::optim::{AdamW, Sgd, StepArgs};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use rayon::prelude::*;
 
 /// Writes per tensor the sums of squares of gradient and values, then the total gradient norm and the clipping

@@ -26,7 +26,7 @@ use super::norm::{self as norm_op, BnBackward, BnParams, BnRunning, BnSaved};
 use super::optim::{self as optim_op, Optimizer, StepArgs, StepBuffers};
 use super::{Backend, BackendOptions, ChannelNorm, Preprocessed, Slots};
 use crate::error::{Error, Result};
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::Slice;
 use crate::tensor::{DType, Element, Storage, Tensor};
 use blas::Blas;

@@ -4,7 +4,7 @@ use super::{kernels, CudaBackend};
 use crate::backend::cpu::optim::bias_corrections;
 use crate::backend::optim::{norms_len, Optimizer, StepArgs, StepBuffers};
 use crate::error::Result;
-use crate::model::params::ParamLayout;
+use crate::params::ParamLayout;
 use crate::tensor::{Layout, Tensor};
 use cudarc::driver::{DeviceRepr, LaunchConfig, PushKernelArg};
 

@@ -327,7 +327,7 @@ pub(crate) struct TrainOpts {
     #[arg(long, default_value_t = 1.0)]
     pub(crate) warmup_epochs: f32,
     /// adamw, or sgd (with momentum, as torch.optim.SGD: its steps grow with the gradient's scale, which is
-    /// how raw FFT magnitudes can wreck a run; see the README).
+    /// how raw FFT magnitudes can wreck a run: docs/collapse-study.md).
     #[arg(long, default_value = "adamw", value_parser = choice::<OptimizerName>)]
     pub(crate) optimizer: OptimizerName,
     /// SGD's momentum.
