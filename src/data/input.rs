@@ -58,6 +58,17 @@ impl Own {
     }
 }
 
+/// `items` decoded in parallel `chunk` at a time, so that memory stays bounded whatever their number: each chunk
+/// as (item, result) pairs in order. Used by every path that decodes a set (loading, packing, predicting).
+pub fn decoded_chunks<'a, T: Sync, R: Send>(
+    items: &'a [T],
+    chunk: usize,
+    decode: impl Fn(&T) -> Result<R> + Sync + 'a,
+) -> impl Iterator<Item = Vec<(&'a T, Result<R>)>> + 'a {
+    use rayon::prelude::*;
+    items.chunks(chunk).map(move |c| c.iter().zip(c.par_iter().map(&decode).collect::<Vec<_>>()).collect())
+}
+
 /// Decodes an image file to RGB at its own resolution. The error names the file, so that a long run can skip
 /// it and say which.
 pub fn decode(path: &Path) -> Result<RgbImage> {

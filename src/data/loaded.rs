@@ -90,9 +90,8 @@ impl Loaded {
         let (mut px, mut own, mut labels, mut groups, mut skipped) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (start, mut last) = (Instant::now(), Instant::now());
-        for chunk in ds.samples.chunks(1024) {
-            let decoded: Vec<_> = chunk.par_iter().map(|s| input::load(&s.path, size, input)).collect();
-            for (s, r) in chunk.iter().zip(decoded) {
+        for decoded in input::decoded_chunks(&ds.samples, 1024, |s| input::load(&s.path, size, input)) {
+            for (s, r) in decoded {
                 match r {
                     Ok(k) => {
                         px.extend(k.px);

@@ -120,10 +120,10 @@ pub fn pack(
     w.write_all(MAGIC).map_err(Error::io(&tmp))?;
     let (mut labels, mut groups, mut paths, mut skipped) = (Vec::new(), Vec::new(), Vec::new(), ds.skipped.clone());
     let (mut own, mut crc) = (Vec::new(), Vec::new());
-    for (c, chunk) in ds.samples.chunks(CHUNK).enumerate() {
-        let decoded: Vec<_> =
-            chunk.par_iter().map(|s| input::load(&s.path, size, input).map(|k| (crc32fast::hash(&k.px), k))).collect();
-        for (s, r) in chunk.iter().zip(decoded) {
+    let load = |s: &crate::data::folder::Sample| input::load(&s.path, size, input).map(|k| (crc32fast::hash(&k.px), k));
+    for (c, decoded) in input::decoded_chunks(&ds.samples, CHUNK, load).enumerate() {
+        let in_chunk = decoded.len();
+        for (s, r) in decoded {
             match r {
                 Ok((sum, k)) => {
                     w.write_all(&k.px).map_err(Error::io(&tmp))?;
@@ -137,7 +137,7 @@ pub fn pack(
                 Err(e) => skipped.push(e.to_string()),
             }
         }
-        progress((c * CHUNK + chunk.len()).min(ds.samples.len()), ds.samples.len());
+        progress((c * CHUNK + in_chunk).min(ds.samples.len()), ds.samples.len());
     }
     if input != Input::Crop {
         own.clear();

@@ -16,7 +16,6 @@ use crate::model::state::ModelState;
 use crate::tensor::Tensor;
 use crate::train::metrics::{auc, Report};
 use crate::GIB;
-use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -159,11 +158,10 @@ pub fn predict_files(
     let (size, input, per) = (det.cfg.size, det.cfg.input, tiles.k * tiles.k);
     // Each file's crops are images of their own here, combined per file below.
     let mut failed = 0;
-    for chunk in files.chunks(256) {
-        let decoded: Vec<_> = chunk.par_iter().map(|f| tiles.of_file(f, size, input)).collect();
+    for decoded in crate::data::input::decoded_chunks(&files, 256, |f| tiles.of_file(f, size, input)) {
         let mut ok = Vec::new();
         let mut pixels = Vec::new();
-        for (f, r) in chunk.iter().zip(decoded) {
+        for (f, r) in decoded {
             match r {
                 Ok(px) => {
                     pixels.extend(px);
