@@ -54,6 +54,8 @@ cat > "$out/run.sh" <<'RUN'
 # pass/fail summary at the end. One device call is at most 10 minutes: tests+benches+torch+parity fit in one,
 # train+ablate in another.
 here=$(cd "$(dirname "$0")" && pwd)
+# From the repository root, as cargo runs the tests (a test reads tests/fixtures/).
+cd "$here/.."
 log=${OUT:-$here}/gpu-run.log
 runs=${OUT:-$here}/runs
 data=/tmp/dfgpu-synth-224

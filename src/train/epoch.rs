@@ -20,7 +20,7 @@ use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::figures;
 use crate::train::inference::{group_aucs, predict_logits};
 use crate::train::metrics::{auc, Report};
-use crate::train::rundir::{self};
+use crate::train::rundir;
 use crate::train::runlog::{self, EpochLine};
 use crate::train::trainer::{branch_scale_warning, epoch_batches, flagged, step, EpochResult, ResumePoint, PREFETCH};
 use std::fmt::Write as _;
@@ -190,7 +190,7 @@ impl<'a> Run<'a> {
     /// a warning naming the flagged tensors.
     fn grad_report(&mut self, rows: Vec<GradRow>, log: &mut dyn FnMut(&str)) {
         let t = self.t;
-        let png = self.cfg.out.join("grad").join(format!("step-{t:06}.png"));
+        let png = self.cfg.out.join(rundir::GRAD_DIR).join(format!("step-{t:06}.png"));
         let (chart, title) = (rows.clone(), format!("GRADIENT REPORT, STEP {t}"));
         self.charts.push(std::thread::spawn(move || figures::grad_report(&chart, &title, &png)));
         self.evidence.flagged = flagged(&rows);

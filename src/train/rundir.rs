@@ -24,14 +24,18 @@ pub enum ExistingRun {
 /// Files whose presence means a folder holds a run.
 const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safetensors"];
 
+/// Every file a run writes besides `RUN_FILES`, and the folder of its gradient charts (grad/step-N.png).
+const RUN_OUTPUTS: [&str; 3] = ["metrics.csv", "curves.png", "roc.png"];
+pub const GRAD_DIR: &str = "grad";
+
 /// The lock file: it holds the id of the process that writes into the folder.
 pub const LOCK: &str = "dfgpu.lock";
 
 /// A run folder that this process holds: locked until dropped.
 pub struct RunDir {
     pub dir: PathBuf,
-    /// The earlier run it holds, to be moved aside (`move_aside`).
-    held: bool,
+    /// What becomes of the earlier run it holds (`clear_earlier`): MoveAside or Overwrite; None when it holds none.
+    earlier: Option<ExistingRun>,
     /// Whether this run made the folder: dropped empty (an error before the first file), it goes too.
     created: bool,
 }
@@ -43,13 +47,13 @@ fn alive(pid: u32) -> bool {
 
 impl RunDir {
     /// Creates and locks `dir`, then checks it: a folder that holds an earlier run is an error (`Refuse`) or noted
-    /// for `move_aside`, unless `resume` is a checkpoint in it (that run goes on). Stale temporary files go.
+    /// for `clear_earlier`, unless `resume` is a checkpoint in it (that run goes on). Stale temporary files go.
     pub fn open(dir: &Path, existing: ExistingRun, resume: Option<&Path>, log: &mut dyn FnMut(&str)) -> Result<RunDir> {
         let created = !dir.exists();
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
         lock(dir, log)?;
         // Only now: a RunDir removes the lock when dropped.
-        let mut run = RunDir { dir: dir.to_path_buf(), held: false, created };
+        let mut run = RunDir { dir: dir.to_path_buf(), earlier: None, created };
         let held: Vec<&str> = RUN_FILES.iter().filter(|f| dir.join(f).exists()).copied().collect();
         // Resuming into the checkpoint's own folder continues that run; any other folder is a run of its own.
         let own = |ckpt: &Path| {
@@ -76,7 +80,7 @@ impl RunDir {
                     held.join(", ")
                 )));
             }
-            run.held = existing == ExistingRun::MoveAside;
+            run.earlier = Some(existing);
         }
         for e in std::fs::read_dir(dir).map_err(Error::io(dir))? {
             let p = e.map_err(Error::io(dir))?.path();
@@ -88,12 +92,18 @@ impl RunDir {
         Ok(run)
     }
 
-    /// Moves the earlier run found by `open` (every file but the lock) to the first free `NAME-K` beside the
-    /// folder: done once the data is in, so that bad data leaves the earlier run where it was.
-    pub fn move_aside(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
-        if !std::mem::take(&mut self.held) {
-            return Ok(());
+    /// The earlier run found by `open`, once the data is in (bad data leaves it where it was): moved to the first
+    /// free `NAME-K` beside the folder (every file but the lock), or, with --overwrite, its files removed, so that
+    /// a run killed before its first epoch ends leaves none of the earlier run's files beside its own.
+    pub fn clear_earlier(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        match self.earlier.take() {
+            Some(ExistingRun::MoveAside) => self.move_aside(log),
+            Some(ExistingRun::Overwrite) => self.remove_earlier(log),
+            _ => Ok(()),
         }
+    }
+
+    fn move_aside(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
         let dir = &self.dir;
         let name = dir.file_name().map_or("run".into(), |n| n.to_string_lossy().into_owned());
         let aside = (1..).map(|k| dir.with_file_name(format!("{name}-{k}"))).find(|p| !p.exists()).unwrap();
@@ -105,6 +115,36 @@ impl RunDir {
             }
         }
         log(&format!("{} held an earlier run: moved it to {}", dir.display(), aside.display()));
+        Ok(())
+    }
+
+    /// Removes the files a run writes (and only those: anything else in the folder is the user's).
+    fn remove_earlier(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let mut removed = Vec::new();
+        for name in RUN_FILES.iter().chain(&RUN_OUTPUTS) {
+            let p = self.dir.join(name);
+            if p.is_file() {
+                std::fs::remove_file(&p).map_err(Error::io(&p))?;
+                removed.push(name.to_string());
+            }
+        }
+        let grad = self.dir.join(GRAD_DIR);
+        if grad.is_dir() {
+            let mut charts = 0;
+            for e in std::fs::read_dir(&grad).map_err(Error::io(&grad))? {
+                let p = e.map_err(Error::io(&grad))?.path();
+                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                if p.is_file() && name.starts_with("step-") && name.ends_with(".png") {
+                    std::fs::remove_file(&p).map_err(Error::io(&p))?;
+                    charts += 1;
+                }
+            }
+            let _ = std::fs::remove_dir(&grad); // only if empty
+            if charts > 0 {
+                removed.push(format!("{charts} gradient charts"));
+            }
+        }
+        log(&format!("{}: written over: removed the earlier run's {}", self.dir.display(), removed.join(", ")));
         Ok(())
     }
 }

@@ -24,7 +24,7 @@ use crate::train::diagnostics::{self, Evidence, GradFlag, GradRow};
 use crate::train::epoch::Run;
 use crate::train::inference::on_compute_threads;
 use crate::train::metrics::Report;
-use crate::train::rundir::RunDir;
+use crate::train::rundir::{self, RunDir};
 use crate::GIB;
 use std::path::Path;
 use std::sync::Arc;
@@ -267,13 +267,13 @@ fn run(
     };
     let cfg = &bounded_batch(cfg, train.len(), log);
     check_memory(be, &det, cfg)?;
-    dir.move_aside(log)?;
+    dir.clear_earlier(log)?;
     if let Some(n) = fit_freq_stats(be, &det, &mut ms, train)? {
         log(&format!("frequency statistics gathered over {n} training images"));
     }
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;
     if cfg.grad_report > 0 {
-        let grad_dir = cfg.out.join("grad");
+        let grad_dir = cfg.out.join(rundir::GRAD_DIR);
         std::fs::create_dir_all(&grad_dir).map_err(Error::io(&grad_dir))?;
     }
     let mut run = Run::new(be, cfg, (det, ms), loss_cfg, evidence, train.len());

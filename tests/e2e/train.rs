@@ -250,7 +250,18 @@ fn an_earlier_run_is_kept() {
     );
     assert!(stderr.contains("--resume") && stderr.contains("--overwrite"), "{stderr}");
     assert_eq!(std::fs::read(out.join("last.safetensors")).unwrap(), before, "the earlier run is untouched");
-    assert!(dfgpu(&[&quick[..], &["--out", o, "--seed", "9", "--overwrite"]].concat()).status.success());
+    // --overwrite removes the earlier run's files before the first epoch, so that none of them (here its gradient
+    // charts, which this run does not draw) stays beside the new run's.
+    let charts = [&quick[..], &["--out", o, "--seed", "3", "--overwrite", "--grad-report", "1"]].concat();
+    assert!(dfgpu(&charts).status.success());
+    assert!(out.join("grad").join("step-000001.png").is_file());
+    let r = dfgpu(&[&quick[..], &["--out", o, "--seed", "9", "--overwrite", "--grad-report", "0"]].concat());
+    let (stdout, stderr) = text(&r);
+    assert!(r.status.success(), "{stderr}");
+    let cleared = stdout.find("written over: removed the earlier run's metrics.jsonl, last.safetensors");
+    assert!(cleared.is_some_and(|at| at < stdout.find("epoch 1").unwrap()), "{stdout}");
+    assert!(stdout.contains("gradient charts"), "{stdout}");
+    assert!(!out.join("grad").exists(), "the earlier run's gradient charts are gone");
     assert_ne!(std::fs::read(out.join("last.safetensors")).unwrap(), before);
 
     // What a kill in the first epoch leaves (its best.safetensors and log, written before last.safetensors):

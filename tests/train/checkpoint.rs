@@ -222,9 +222,11 @@ fn a_reloaded_detector_predicts_the_same() {
 /// that) and all its metadata, written again by that build's `checkpoint::write`, the writer of every checkpoint.
 #[test]
 fn a_checkpoint_from_before_the_crate_reads() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/checkpoint-before-crate.safetensors");
-    let (tensors, meta) = checkpoint::read(&path).unwrap();
-    let cfg = checkpoint::config_from_meta(&meta, &path).unwrap();
+    // Relative: cargo runs a test from the package root, and gpu-pack/run.sh from the repository root, where the
+    // build machine's absolute path does not exist.
+    let path = Path::new("tests/fixtures/checkpoint-before-crate.safetensors");
+    let (tensors, meta) = checkpoint::read(path).unwrap();
+    let cfg = checkpoint::config_from_meta(&meta, path).unwrap();
     assert_eq!(
         (cfg.backbone.name.as_str(), cfg.size, &cfg.freq.widths[..], cfg.head.hidden),
         ("tiny", 16, &[4][..], 4)
