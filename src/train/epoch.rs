@@ -46,6 +46,7 @@ pub(crate) struct Run<'a> {
     /// Steps done.
     t: u64,
     best_auc: f64,
+    best_loss: f64,
     pub(crate) first_epoch: usize,
     /// The learning-rate schedule: warm-up and total steps.
     warmup: u64,
@@ -88,6 +89,7 @@ impl<'a> Run<'a> {
             rng: Rng::new(cfg.seed ^ 0xA5A5),
             t: 0,
             best_auc: f64::NEG_INFINITY,
+            best_loss: f64::INFINITY,
             first_epoch: 1,
             warmup: (cfg.warmup_epochs * steps_per_epoch as f32) as u64,
             total: (steps_per_epoch * cfg.epochs) as u64,
@@ -102,7 +104,8 @@ impl<'a> Run<'a> {
         meta: &checkpoint::Meta,
         log: &mut dyn FnMut(&str),
     ) -> Result<()> {
-        (self.t, self.best_auc, self.first_epoch, self.rng) = (r.t, r.best_auc, r.epoch + 1, Rng::new(r.rng));
+        (self.t, self.best_auc, self.best_loss) = (r.t, r.best_auc, r.best_loss);
+        (self.first_epoch, self.rng) = (r.epoch + 1, Rng::new(r.rng));
         // Keep the log of the epochs before the checkpoint, and what a kill between the epoch's files lost.
         self.lines = rundir::resumed_log(ckpt, r.epoch, meta, log);
         rundir::restore_best(ckpt, meta, &self.cfg.out, log)?;
@@ -322,7 +325,7 @@ impl<'a> Run<'a> {
         Ok((r, scores, tensors))
     }
 
-    /// The epoch's files: best.safetensors when its AUC is the best so far, the logs, the figures, and
+    /// The epoch's files: best.safetensors when its AUC is the best so far (ties: the lower validation loss), the logs, the figures, and
     /// last.safetensors.
     fn save(
         &mut self,
@@ -334,10 +337,12 @@ impl<'a> Run<'a> {
     ) -> Result<()> {
         let (cfg, epoch) = (self.cfg, r.epoch);
         let auc_now = r.report.auc.unwrap_or(0.0);
-        let is_best = auc_now > self.best_auc;
-        self.best_auc = self.best_auc.max(auc_now);
-        let mut meta =
-            ResumePoint { epoch, t: self.t, rng: self.rng.state(), best_auc: self.best_auc }.to_meta(auc_now);
+        let is_best = outranks((auc_now, r.val_loss), (self.best_auc, self.best_loss));
+        if is_best {
+            (self.best_auc, self.best_loss) = (auc_now, r.val_loss);
+        }
+        let (best_auc, best_loss) = (self.best_auc, self.best_loss);
+        let mut meta = ResumePoint { epoch, t: self.t, rng: self.rng.state(), best_auc, best_loss }.to_meta(auc_now);
         // The epoch's validation figures travel with the weights (the metrics.jsonl line).
         meta.insert("dfgpu.metrics".into(), EpochLine::new(r, false).json());
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
@@ -360,5 +365,28 @@ impl<'a> Run<'a> {
         }
         checkpoint::write_detector(&cfg.out.join("last.safetensors"), tensors, &self.det.cfg, &meta)?;
         Ok(())
+    }
+}
+
+/// Whether an epoch's (validation AUC, validation loss) beats the best so far: the higher AUC, and of equal AUCs
+/// the lower loss, so that a run whose AUC reaches 1.000 early keeps its most confident epoch, not its first.
+fn outranks((auc, loss): (f64, f64), (best_auc, best_loss): (f64, f64)) -> bool {
+    auc > best_auc || (auc == best_auc && loss < best_loss)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::outranks;
+
+    #[test]
+    fn the_higher_auc_then_the_lower_loss_is_best() {
+        assert!(outranks((0.5, 0.7), (f64::NEG_INFINITY, f64::INFINITY)), "a first epoch is the best so far");
+        assert!(outranks((0.91, 0.9), (0.9, 0.1)), "a higher AUC wins whatever its loss");
+        assert!(!outranks((0.9, 0.05), (0.91, 0.1)), "a lower AUC loses whatever its loss");
+        assert!(outranks((1.0, 0.05), (1.0, 0.1)), "of equal AUCs the lower loss wins");
+        assert!(!outranks((1.0, 0.1), (1.0, 0.1)) && !outranks((1.0, 0.2), (1.0, 0.1)));
+        assert!(!outranks((1.0, f64::NAN), (1.0, 0.1)), "a NaN loss wins no tie");
+        // A checkpoint from before the tie-break resumes with NEG_INFINITY: its best is kept on a tie, as before.
+        assert!(!outranks((1.0, 0.0), (1.0, f64::NEG_INFINITY)));
     }
 }

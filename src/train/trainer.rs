@@ -440,6 +440,9 @@ pub struct ResumePoint {
     /// The sampler's and the augmentations' generator state.
     pub rng: u64,
     pub best_auc: f64,
+    /// The validation loss of the best epoch: of two epochs with the same AUC (1.000 is common on easy data), the
+    /// one with the lower loss is kept.
+    pub best_loss: f64,
 }
 
 impl ResumePoint {
@@ -449,6 +452,7 @@ impl ResumePoint {
             ("dfgpu.step", self.t.to_string()),
             ("dfgpu.rng", self.rng.to_string()),
             ("dfgpu.best_auc", format!("{}", self.best_auc)),
+            ("dfgpu.best_loss", format!("{}", self.best_loss)),
             ("dfgpu.val_auc", format!("{val_auc:.6}")),
         ]
         .into_iter()
@@ -468,6 +472,11 @@ impl ResumePoint {
             t: get("dfgpu.step")?.parse().map_err(|_| bad("dfgpu.step"))?,
             rng: get("dfgpu.rng")?.parse().map_err(|_| bad("dfgpu.rng"))?,
             best_auc: get("dfgpu.best_auc")?.parse().map_err(|_| bad("dfgpu.best_auc"))?,
+            // Checkpoints from before the tie-break have none: no later tie replaces their best, as before.
+            best_loss: match meta.get("dfgpu.best_loss") {
+                Some(v) => v.parse().map_err(|_| bad("dfgpu.best_loss"))?,
+                None => f64::NEG_INFINITY,
+            },
         })
     }
 }
