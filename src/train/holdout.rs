@@ -12,7 +12,7 @@ use crate::model::checkpoint;
 use crate::rng::Rng;
 use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
-use crate::train::inference::predict;
+use crate::train::inference::{group_aucs, predict};
 use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
 use crate::train::trainer;
 use std::fmt::Write as _;
@@ -32,6 +32,10 @@ pub struct Row {
     pub threshold: f32,
     pub n_real: usize,
     pub n_fake: usize,
+    /// The seen group the kept checkpoint separates worst on the validation split, with its AUC (its fakes
+    /// against the validation reals): a low one says the model did not learn that generator even while training
+    /// on it, so its held-out score says nothing of generalization. None when no seen group has both classes.
+    pub weakest_seen: Option<(String, f64)>,
 }
 
 /// The held-out runs. `test_reals`: the share of the reals kept apart for testing (the same reals in every run).
@@ -88,9 +92,11 @@ pub fn holdout(
             threshold,
             n_real: test.counts()[0],
             n_fake: test.counts()[1],
+            weakest_seen: group_aucs(&val_scores, &val).into_iter().min_by(|a, b| a.1.total_cmp(&b.1)),
         };
+        let weakest = row.weakest_seen.as_ref().map_or(String::new(), |(w, a)| format!("; weakest seen: {w} {a:.4}"));
         log(&format!(
-            "    {g}: AUC {:.4}, AP {:.4}, balanced accuracy {:.4} at {threshold:.4} (validation AUC {:.4})",
+            "    {g}: AUC {:.4}, AP {:.4}, balanced accuracy {:.4} at {threshold:.4} (validation AUC {:.4}{weakest})",
             row.auc, row.ap, row.balanced_acc, row.val_auc
         ));
         rows.push(row);
@@ -163,33 +169,34 @@ pub fn mean_and_worst(rows: &[Row]) -> (f64, f64) {
     (mean, rows.iter().map(|r| r.auc).fold(f64::INFINITY, f64::min))
 }
 
-/// The markdown table (with the mean and the worst AUC under it) and the CSV one.
+/// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, every text quoted).
 pub fn tables(rows: &[Row]) -> (String, String) {
     let mut md = String::from(
-        "| held-out group | test real | test fake | validation AUC (seen) | AUC | AP | balanced acc | threshold |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| held-out group | test real | test fake | validation AUC (seen) | weakest seen group | AUC | AP | \
+         balanced acc | threshold |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
-    let mut csv = String::from("group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold\n");
+    let mut csv = csv::WriterBuilder::new().quote_style(csv::QuoteStyle::NonNumeric).from_writer(Vec::new());
+    let header = ["group", "n_real", "n_fake", "val_auc", "auc", "ap", "balanced_acc", "threshold"];
+    csv.write_record(header.iter().chain(&["weakest_seen", "weakest_seen_auc"])).expect("writes to memory");
     for r in rows {
+        let (weakest, weakest_auc) = match &r.weakest_seen {
+            Some((g, a)) => (format!("{g} {a:.4}"), format!("{a:.6}")),
+            None => ("-".into(), String::new()),
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            "| {} | {} | {} | {:.4} | {weakest} | {:.4} | {:.4} | {:.4} | {:.4} |",
             r.group, r.n_real, r.n_fake, r.val_auc, r.auc, r.ap, r.balanced_acc, r.threshold
         );
-        let _ = writeln!(
-            csv,
-            "\"{}\",{},{},{:.6},{:.6},{:.6},{:.6},{:.6}",
-            r.group.replace('"', "\"\""),
-            r.n_real,
-            r.n_fake,
-            r.val_auc,
-            r.auc,
-            r.ap,
-            r.balanced_acc,
-            r.threshold
-        );
+        let name = r.weakest_seen.as_ref().map_or("", |w| w.0.as_str());
+        let f6 = |v: f64| format!("{v:.6}");
+        let (n_real, n_fake) = (r.n_real.to_string(), r.n_fake.to_string());
+        let (val, auc, ap, bacc, t) = (f6(r.val_auc), f6(r.auc), f6(r.ap), f6(r.balanced_acc), f6(r.threshold as f64));
+        let record = [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc];
+        csv.write_record(record).expect("writes to memory");
     }
     let (mean, worst) = mean_and_worst(rows);
     let _ = writeln!(md, "\nheld-out AUC: mean {mean:.4}, worst {worst:.4}");
+    let csv = String::from_utf8(csv.into_inner().expect("writes to memory")).expect("the texts are UTF-8");
     (md, csv)
 }

@@ -34,6 +34,9 @@ fn holdout_trains_without_each_group_and_tests_on_it() {
         assert!(line.starts_with(&format!("\"{g}\",4,12,")), "{csv}");
         let auc: f64 = line.split(',').nth(4).unwrap().parse().unwrap();
         assert!((0.0..=1.0).contains(&auc), "{csv}");
+        // The seen group the model separates worst on validation: one it trained on, never the held-out one.
+        let weakest = line.split(',').nth(8).unwrap().trim_matches('"');
+        assert!(weakest != g && ["nearest", "periodic", "upconv"].contains(&weakest), "{csv}");
         assert!(out.join(format!("heldout-{g}/best.safetensors")).is_file());
     }
     assert!(stdout.contains("held-out AUC: mean ") && stdout.contains(", worst "), "{stdout}");

@@ -53,7 +53,7 @@ fn holdout_refuses_sets_it_cannot_split() {
 
 #[test]
 fn the_table_gives_the_mean_and_the_worst_auc() {
-    let row = |group: &str, auc: f64| Row {
+    let row = |group: &str, auc: f64, weakest_seen: Option<(String, f64)>| Row {
         group: group.into(),
         val_auc: 0.99,
         auc,
@@ -62,12 +62,21 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
         threshold: 0.5,
         n_real: 3,
         n_fake: 5,
+        weakest_seen,
     };
-    let rows = [row("a", 0.9), row("b\"x", 0.6)];
+    let rows = [row("a", 0.9, Some(("b\"x".into(), 0.5))), row("b\"x", 0.6, None)];
     let (mean, worst) = mean_and_worst(&rows);
     assert!((mean - 0.75).abs() < 1e-12 && worst == 0.6);
     let (md, csv) = tables(&rows);
-    assert!(md.contains("| a | 3 | 5 | 0.9900 | 0.9000 |") && md.contains("mean 0.7500, worst 0.6000"), "{md}");
-    // A quote in a group name is doubled, as RFC 4180 says.
-    assert!(csv.lines().nth(2).unwrap().starts_with("\"b\"\"x\",3,5,0.990000,0.600000,"), "{csv}");
+    assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 |"), "{md}");
+    assert!(md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 |") && md.contains("mean 0.7500, worst 0.6000"), "{md}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "\"group\",\"n_real\",\"n_fake\",\"val_auc\",\"auc\",\"ap\",\"balanced_acc\",\"threshold\",\"weakest_seen\",\
+         \"weakest_seen_auc\""
+    );
+    // A quote in a group name is doubled, as RFC 4180 says; numbers are not quoted.
+    assert_eq!(lines[1], "\"a\",3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000");
+    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,\"\",\"\"");
 }
