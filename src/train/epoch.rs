@@ -325,7 +325,7 @@ impl<'a> Run<'a> {
         Ok((r, scores, tensors))
     }
 
-    /// The epoch's files: best.safetensors when its AUC is the best so far (ties: the lower validation loss), the logs, the figures, and
+    /// The epoch's files: best.safetensors when it `outranks` the best so far, the logs, the figures, and
     /// last.safetensors.
     fn save(
         &mut self,
@@ -338,6 +338,7 @@ impl<'a> Run<'a> {
         let (cfg, epoch) = (self.cfg, r.epoch);
         let auc_now = r.report.auc.unwrap_or(0.0);
         let is_best = outranks((auc_now, r.val_loss), (self.best_auc, self.best_loss));
+        let tie = is_best && auc_now == self.best_auc;
         if is_best {
             (self.best_auc, self.best_loss) = (auc_now, r.val_loss);
         }
@@ -352,7 +353,8 @@ impl<'a> Run<'a> {
         // writes the same files again, and a kill after it has lost nothing.
         if is_best {
             checkpoint::write_detector(&cfg.out.join("best.safetensors"), tensors, &self.det.cfg, &meta)?;
-            log(&format!("best validation AUC so far: {}", cfg.out.join("best.safetensors").display()));
+            let why = if tie { " (the same AUC, a lower validation loss)" } else { "" };
+            log(&format!("best validation AUC so far{why}: {}", cfg.out.join("best.safetensors").display()));
         }
         self.lines.push(EpochLine::new(r, true));
         // Both logs are rewritten whole each epoch, through a temporary file: a crash never leaves a torn log.
@@ -370,8 +372,10 @@ impl<'a> Run<'a> {
 
 /// Whether an epoch's (validation AUC, validation loss) beats the best so far: the higher AUC, and of equal AUCs
 /// the lower loss, so that a run whose AUC reaches 1.000 early keeps its most confident epoch, not its first.
+/// Without both classes in validation there is no AUC (0 here): the lowest loss wins. A NaN best loss loses
+/// every tie.
 fn outranks((auc, loss): (f64, f64), (best_auc, best_loss): (f64, f64)) -> bool {
-    auc > best_auc || (auc == best_auc && loss < best_loss)
+    auc > best_auc || (auc == best_auc && (loss < best_loss || best_loss.is_nan()))
 }
 
 #[cfg(test)]
@@ -386,6 +390,7 @@ mod tests {
         assert!(outranks((1.0, 0.05), (1.0, 0.1)), "of equal AUCs the lower loss wins");
         assert!(!outranks((1.0, 0.1), (1.0, 0.1)) && !outranks((1.0, 0.2), (1.0, 0.1)));
         assert!(!outranks((1.0, f64::NAN), (1.0, 0.1)), "a NaN loss wins no tie");
+        assert!(outranks((1.0, 0.3), (1.0, f64::NAN)), "and a NaN best loses every tie");
         // A checkpoint from before the tie-break resumes with NEG_INFINITY: its best is kept on a tie, as before.
         assert!(!outranks((1.0, 0.0), (1.0, f64::NEG_INFINITY)));
     }

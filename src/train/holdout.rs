@@ -92,7 +92,7 @@ pub fn holdout(
             threshold,
             n_real: test.counts()[0],
             n_fake: test.counts()[1],
-            weakest_seen: group_aucs(&val_scores, &val).into_iter().min_by(|a, b| a.1.total_cmp(&b.1)),
+            weakest_seen: weakest(group_aucs(&val_scores, &val)),
         };
         let weakest = row.weakest_seen.as_ref().map_or(String::new(), |(w, a)| format!("; weakest seen: {w} {a:.4}"));
         log(&format!(
@@ -163,21 +163,37 @@ fn folder_name(group: &str) -> String {
     format!("heldout-{name}")
 }
 
+/// The group with the lowest AUC (the first of equals, in name order), None for none.
+pub fn weakest(group_aucs: Vec<(String, f64)>) -> Option<(String, f64)> {
+    group_aucs.into_iter().reduce(|w, g| if g.1 < w.1 { g } else { w })
+}
+
 /// The mean and the worst held-out AUC.
 pub fn mean_and_worst(rows: &[Row]) -> (f64, f64) {
     let mean = rows.iter().map(|r| r.auc).sum::<f64>() / rows.len() as f64;
     (mean, rows.iter().map(|r| r.auc).fold(f64::INFINITY, f64::min))
 }
 
-/// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, every text quoted).
+/// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, as metrics.csv).
 pub fn tables(rows: &[Row]) -> (String, String) {
     let mut md = String::from(
         "| held-out group | test real | test fake | validation AUC (seen) | weakest seen group | AUC | AP | \
          balanced acc | threshold |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
-    let mut csv = csv::WriterBuilder::new().quote_style(csv::QuoteStyle::NonNumeric).from_writer(Vec::new());
-    let header = ["group", "n_real", "n_fake", "val_auc", "auc", "ap", "balanced_acc", "threshold"];
-    csv.write_record(header.iter().chain(&["weakest_seen", "weakest_seen_auc"])).expect("writes to memory");
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let header = [
+        "group",
+        "n_real",
+        "n_fake",
+        "val_auc",
+        "auc",
+        "ap",
+        "balanced_acc",
+        "threshold",
+        "weakest_seen",
+        "weakest_seen_auc",
+    ];
+    csv.write_record(header).expect("writes to memory");
     for r in rows {
         let (weakest, weakest_auc) = match &r.weakest_seen {
             Some((g, a)) => (format!("{g} {a:.4}"), format!("{a:.6}")),

@@ -17,7 +17,8 @@ pub enum ExistingRun {
     Refuse,
     /// The earlier run is moved to the first free `NAME-K` beside it: the default folder, reused by every run.
     MoveAside,
-    /// Written over (--overwrite, and each run of an ablation, whose folder it owns).
+    /// Written over: the files a run writes are removed (--overwrite, and each run of an ablation or a holdout,
+    /// whose folder it owns).
     Overwrite,
 }
 
@@ -92,15 +93,29 @@ impl RunDir {
         Ok(run)
     }
 
-    /// The earlier run found by `open`, once the data is in (bad data leaves it where it was): moved to the first
-    /// free `NAME-K` beside the folder (every file but the lock), or, with --overwrite, its files removed, so that
-    /// a run killed before its first epoch ends leaves none of the earlier run's files beside its own.
-    pub fn clear_earlier(&mut self, log: &mut dyn FnMut(&str)) -> Result<()> {
-        match self.earlier.take() {
-            Some(ExistingRun::MoveAside) => self.move_aside(log),
-            Some(ExistingRun::Overwrite) => self.remove_earlier(log),
-            _ => Ok(()),
+    /// The earlier run found by `open`, once the data is in and the model runs (a failure before leaves it where
+    /// it was): moved to the first free `NAME-K` beside the folder (every file but the lock), or, with --overwrite,
+    /// its files removed, so that a run killed before its first epoch ends leaves none of the earlier run's files
+    /// beside its own. Then the folder of the gradient charts, if `grad_charts`; a `grad` that is not a folder is
+    /// refused first, with the earlier run untouched.
+    pub fn clear_earlier(&mut self, grad_charts: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
+        let grad = self.dir.join(GRAD_DIR);
+        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
+        if grad_charts && grad.symlink_metadata().is_ok() && !is_dir(&grad) {
+            return Err(Error::Invalid(format!(
+                "{} is not a folder: the gradient charts (--grad-report) go there; move it, or pass --grad-report 0",
+                grad.display()
+            )));
         }
+        match self.earlier.take() {
+            Some(ExistingRun::MoveAside) => self.move_aside(log)?,
+            Some(ExistingRun::Overwrite) => self.remove_earlier(log)?,
+            _ => {}
+        }
+        if grad_charts {
+            std::fs::create_dir_all(&grad).map_err(Error::io(&grad))?;
+        }
+        Ok(())
     }
 
     fn move_aside(&self, log: &mut dyn FnMut(&str)) -> Result<()> {
@@ -128,20 +143,23 @@ impl RunDir {
                 removed.push(name.to_string());
             }
         }
+        // The charts in a real grad folder: never through a link, which may lead out of the run's folder.
         let grad = self.dir.join(GRAD_DIR);
-        if grad.is_dir() {
+        if std::fs::symlink_metadata(&grad).is_ok_and(|m| m.is_dir()) {
             let mut charts = 0;
             for e in std::fs::read_dir(&grad).map_err(Error::io(&grad))? {
-                let p = e.map_err(Error::io(&grad))?.path();
-                let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                if p.is_file() && name.starts_with("step-") && name.ends_with(".png") {
-                    std::fs::remove_file(&p).map_err(Error::io(&p))?;
+                let e = e.map_err(Error::io(&grad))?;
+                let name = e.file_name().to_string_lossy().into_owned();
+                let step = name.strip_prefix("step-").and_then(|n| n.strip_suffix(".png"));
+                let chart = step.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                if chart && e.file_type().is_ok_and(|t| t.is_file()) {
+                    std::fs::remove_file(e.path()).map_err(Error::io(&e.path()))?;
                     charts += 1;
                 }
             }
             let _ = std::fs::remove_dir(&grad); // only if empty
             if charts > 0 {
-                removed.push(format!("{charts} gradient charts"));
+                removed.push(format!("{charts} gradient chart{}", if charts == 1 { "" } else { "s" }));
             }
         }
         log(&format!("{}: written over: removed the earlier run's {}", self.dir.display(), removed.join(", ")));

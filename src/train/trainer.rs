@@ -24,7 +24,7 @@ use crate::train::diagnostics::{self, Evidence, GradFlag, GradRow};
 use crate::train::epoch::Run;
 use crate::train::inference::on_compute_threads;
 use crate::train::metrics::Report;
-use crate::train::rundir::{self, RunDir};
+use crate::train::rundir::RunDir;
 use crate::GIB;
 use std::path::Path;
 use std::sync::Arc;
@@ -267,15 +267,11 @@ fn run(
     };
     let cfg = &bounded_batch(cfg, train.len(), log);
     check_memory(be, &det, cfg)?;
-    dir.clear_earlier(log)?;
     if let Some(n) = fit_freq_stats(be, &det, &mut ms, train)? {
         log(&format!("frequency statistics gathered over {n} training images"));
     }
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;
-    if cfg.grad_report > 0 {
-        let grad_dir = cfg.out.join(rundir::GRAD_DIR);
-        std::fs::create_dir_all(&grad_dir).map_err(Error::io(&grad_dir))?;
-    }
+    dir.clear_earlier(cfg.grad_report > 0, log)?;
     let mut run = Run::new(be, cfg, (det, ms), loss_cfg, evidence, train.len());
     if let (Some((point, meta)), Some(ckpt)) = (&resumed, &cfg.resume) {
         run.resume(ckpt, point, meta, log)?;
@@ -478,5 +474,24 @@ impl ResumePoint {
                 None => f64::NEG_INFINITY,
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ResumePoint;
+    use std::path::Path;
+
+    #[test]
+    fn a_resume_point_reads_back_and_one_from_before_the_tie_break_keeps_its_best() {
+        let p = ResumePoint { epoch: 3, t: 71, rng: u64::MAX, best_auc: 1.0, best_loss: 0.012_345_678_9 };
+        let mut meta = p.to_meta(0.5);
+        assert_eq!(ResumePoint::from_meta(&meta, Path::new("x")).unwrap(), p, "{meta:?}");
+        meta.remove("dfgpu.best_loss");
+        let old = ResumePoint::from_meta(&meta, Path::new("x")).unwrap();
+        assert_eq!(old.best_loss, f64::NEG_INFINITY);
+        meta.insert("dfgpu.best_loss".into(), "low".into());
+        let e = ResumePoint::from_meta(&meta, Path::new("run/last.safetensors")).unwrap_err().to_string();
+        assert!(e.contains("run/last.safetensors") && e.contains("'dfgpu.best_loss' is not a number"), "{e}");
     }
 }

@@ -260,9 +260,25 @@ fn an_earlier_run_is_kept() {
     assert!(r.status.success(), "{stderr}");
     let cleared = stdout.find("written over: removed the earlier run's metrics.jsonl, last.safetensors");
     assert!(cleared.is_some_and(|at| at < stdout.find("epoch 1").unwrap()), "{stdout}");
-    assert!(stdout.contains("gradient charts"), "{stdout}");
+    assert!(stdout.contains("gradient chart"), "{stdout}");
     assert!(!out.join("grad").exists(), "the earlier run's gradient charts are gone");
     assert_ne!(std::fs::read(out.join("last.safetensors")).unwrap(), before);
+    // A `grad` that is not a folder is refused before anything is removed; one that is a link is not followed.
+    let before = std::fs::read(out.join("last.safetensors")).unwrap();
+    std::fs::write(out.join("grad"), "the user's notes").unwrap();
+    let r = dfgpu(&charts);
+    let (_, stderr) = text(&r);
+    assert!(!r.status.success() && stderr.contains("grad is not a folder: the gradient charts"), "{stderr}");
+    assert_eq!(std::fs::read(out.join("last.safetensors")).unwrap(), before, "the earlier run is untouched");
+    assert_eq!(std::fs::read_to_string(out.join("grad")).unwrap(), "the user's notes");
+    std::fs::remove_file(out.join("grad")).unwrap();
+    let elsewhere = tmp("train-keep-elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("step-000001.png"), "not the run's").unwrap();
+    std::os::unix::fs::symlink(&elsewhere, out.join("grad")).unwrap();
+    assert!(dfgpu(&[&quick[..], &["--out", o, "--overwrite", "--grad-report", "0"]].concat()).status.success());
+    assert!(elsewhere.join("step-000001.png").is_file(), "nothing is removed through a link");
+    std::fs::remove_file(out.join("grad")).unwrap();
 
     // What a kill in the first epoch leaves (its best.safetensors and log, written before last.safetensors):
     // nothing to resume, which the error says, and kept until --overwrite.

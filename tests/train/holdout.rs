@@ -1,5 +1,5 @@
 use dfgpu::data::loaded::{Loaded, Pixels};
-use dfgpu::train::holdout::{folds, mean_and_worst, tables, Row};
+use dfgpu::train::holdout::{folds, mean_and_worst, tables, weakest, Row};
 
 /// 10 reals and 6 fakes: two in group a, three in b, one without a group.
 fn set() -> Loaded {
@@ -71,12 +71,18 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
     assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 |"), "{md}");
     assert!(md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 |") && md.contains("mean 0.7500, worst 0.6000"), "{md}");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(
-        lines[0],
-        "\"group\",\"n_real\",\"n_fake\",\"val_auc\",\"auc\",\"ap\",\"balanced_acc\",\"threshold\",\"weakest_seen\",\
-         \"weakest_seen_auc\""
-    );
-    // A quote in a group name is doubled, as RFC 4180 says; numbers are not quoted.
-    assert_eq!(lines[1], "\"a\",3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000");
-    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,\"\",\"\"");
+    assert_eq!(lines[0], "group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold,weakest_seen,weakest_seen_auc");
+    // A quote in a group name is doubled, and the field quoted, as RFC 4180 says.
+    assert_eq!(lines[1], "a,3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000");
+    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,");
+    let back: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes()).records().map(Result::unwrap).collect();
+    assert_eq!((&back[0][8], &back[1][0]), ("b\"x", "b\"x"), "a CSV reader gets the names back");
+}
+
+#[test]
+fn the_weakest_group_is_the_lowest_auc_the_first_of_equals() {
+    let g = |n: &str, a: f64| (n.to_string(), a);
+    assert_eq!(weakest(vec![g("a", 0.9), g("b", 0.4), g("c", 0.4), g("d", 1.0)]), Some(g("b", 0.4)));
+    assert_eq!(weakest(vec![g("a", 0.2)]), Some(g("a", 0.2)));
+    assert_eq!(weakest(vec![]), None);
 }
