@@ -193,7 +193,7 @@ impl<'a> Run<'a> {
     /// a warning naming the flagged tensors.
     fn grad_report(&mut self, rows: Vec<GradRow>, log: &mut dyn FnMut(&str)) {
         let t = self.t;
-        let png = self.cfg.out.join(rundir::GRAD_DIR).join(format!("step-{t:06}.png"));
+        let png = rundir::grad_chart(&self.cfg.out, t);
         let (chart, title) = (rows.clone(), format!("GRADIENT REPORT, STEP {t}"));
         self.charts.push(std::thread::spawn(move || figures::grad_report(&chart, &title, &png)));
         self.evidence.flagged = flagged(&rows);

@@ -25,9 +25,21 @@ pub enum ExistingRun {
 /// Files whose presence means a folder holds a run.
 const RUN_FILES: [&str; 3] = ["metrics.jsonl", "last.safetensors", "best.safetensors"];
 
-/// Every file a run writes besides `RUN_FILES`, and the folder of its gradient charts (grad/step-N.png).
+/// Every other file a run writes at the top of its folder.
 const RUN_OUTPUTS: [&str; 3] = ["metrics.csv", "curves.png", "roc.png"];
-pub const GRAD_DIR: &str = "grad";
+/// The folder of the gradient charts (`grad_chart`).
+const GRAD_DIR: &str = "grad";
+
+/// Where the gradient chart of step `t` goes: GRAD_DIR/step-NNNNNN.png.
+pub fn grad_chart(out: &Path, t: u64) -> PathBuf {
+    out.join(GRAD_DIR).join(format!("step-{t:06}.png"))
+}
+
+/// Whether a file name is one that `grad_chart` gives.
+fn is_grad_chart(name: &str) -> bool {
+    let step = name.strip_prefix("step-").and_then(|n| n.strip_suffix(".png"));
+    step.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
 
 /// The lock file: it holds the id of the process that writes into the folder.
 pub const LOCK: &str = "dfgpu.lock";
@@ -100,8 +112,7 @@ impl RunDir {
     /// refused first, with the earlier run untouched.
     pub fn clear_earlier(&mut self, grad_charts: bool, log: &mut dyn FnMut(&str)) -> Result<()> {
         let grad = self.dir.join(GRAD_DIR);
-        let is_dir = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir());
-        if grad_charts && grad.symlink_metadata().is_ok() && !is_dir(&grad) {
+        if grad_charts && grad.symlink_metadata().is_ok_and(|m| !m.is_dir()) {
             return Err(Error::Invalid(format!(
                 "{} is not a folder: the gradient charts (--grad-report) go there; move it, or pass --grad-report 0",
                 grad.display()
@@ -149,10 +160,7 @@ impl RunDir {
             let mut charts = 0;
             for e in std::fs::read_dir(&grad).map_err(Error::io(&grad))? {
                 let e = e.map_err(Error::io(&grad))?;
-                let name = e.file_name().to_string_lossy().into_owned();
-                let step = name.strip_prefix("step-").and_then(|n| n.strip_suffix(".png"));
-                let chart = step.is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-                if chart && e.file_type().is_ok_and(|t| t.is_file()) {
+                if is_grad_chart(&e.file_name().to_string_lossy()) && e.file_type().is_ok_and(|t| t.is_file()) {
                     std::fs::remove_file(e.path()).map_err(Error::io(&e.path()))?;
                     charts += 1;
                 }
