@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The README's held-out table: `dfgpu holdout` on the built-in set (all four families, images twice the model's
-# side) for each setting below; one line per setting with the mean and the worst held-out AUC and each family's.
+# side) for each setting below; one line per setting with the mean and the worst held-out AUC and each family's,
+# and one per input geometry for the spectral baseline that each run fits beside the detector (the same in every
+# run of that geometry: it sees neither the model's settings nor the augmentations).
 # CPU by default (DEVICE to change), tiny EfficientNet at 64, 6 epochs, seed 0; each run's tables and figure stay
 # in $OUT/<setting>/.
 set -euo pipefail
@@ -18,6 +20,13 @@ settings=(
     "crop, self-fakes 0.3, spatial branch only:--input crop --self-fakes 0.3 --branches spatial"
 )
 header=""
+baselines=""
+row() { # name, then the held-out AUCs one per line
+    local mean worst
+    mean=$(echo "$2" | awk '{s+=$1} END {printf "%.3f", s/NR}')
+    worst=$(echo "$2" | sort -n | head -1)
+    echo "| $1 | $mean | $worst | $(echo "$2" | paste -sd'|' | sed 's/|/ | /g') |"
+}
 for s in "${settings[@]}"; do
     name=${s%%:*}
     flags=${s#*:}
@@ -29,8 +38,10 @@ for s in "${settings[@]}"; do
         echo "| setting | mean | worst | $header |"
         echo "|$(printf ' --- |%.0s' $(seq 1 $((3 + $(tail -n +2 "$dir/holdout.csv" | wc -l)))))"
     fi
-    aucs=$(tail -n +2 "$dir/holdout.csv" | cut -d, -f5 | xargs printf '%.3f\n')
-    mean=$(echo "$aucs" | awk '{s+=$1} END {printf "%.3f", s/NR}')
-    worst=$(echo "$aucs" | sort -n | head -1)
-    echo "| $name | $mean | $worst | $(echo "$aucs" | paste -sd'|' | sed 's/|/ | /g') |"
+    row "$name" "$(tail -n +2 "$dir/holdout.csv" | cut -d, -f5 | xargs printf '%.3f\n')"
+    input=$(echo "$flags" | sed -n 's/.*--input \([a-z]*\).*/\1/p')
+    if [ -n "$input" ] && ! echo "$baselines" | grep -q "spectral baseline, $input "; then
+        baselines+=$(row "spectral baseline, $input" "$(tail -n +2 "$dir/holdout.csv" | cut -d, -f11 | xargs printf '%.3f\n')")$'\n'
+    fi
 done
+printf '%s' "$baselines"

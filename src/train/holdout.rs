@@ -2,7 +2,8 @@
 //! subfolder of fake/, or the CSV's third column): train on the other groups' fakes and the reals' training
 //! share, choose the checkpoint and the decision threshold on a validation split of that same training data (seen
 //! generators only), then test on G's fakes against reals that no run trained or validated on. One table: per
-//! held-out group its AUC, AP and balanced accuracy at the validation-tuned threshold, then the mean and the worst.
+//! held-out group its AUC, AP and balanced accuracy at the validation-tuned threshold, then the mean and the worst;
+//! beside each AUC, the spectral baseline's (train/baseline.rs) fitted on the same training images.
 
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
@@ -10,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::rng::Rng;
+use crate::train::baseline::{self, Logistic};
 use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
 use crate::train::inference::{group_aucs, predict};
@@ -36,6 +38,8 @@ pub struct Row {
     /// against the validation reals): a low one says the model did not learn that generator even while training
     /// on it, so its held-out score says nothing of generalization. None when no seen group has both classes.
     pub weakest_seen: Option<(String, f64)>,
+    /// The spectral baseline's AUC on the same test images, fitted on the same training images.
+    pub baseline_auc: f64,
 }
 
 /// The held-out runs. `test_reals`: the share of the reals kept apart for testing (the same reals in every run).
@@ -93,11 +97,13 @@ pub fn holdout(
             n_real: test.counts()[0],
             n_fake: test.counts()[1],
             weakest_seen: weakest(group_aucs(&val_scores, &val)),
+            baseline_auc: baseline_auc(be, &train, &test)?,
         };
         let weakest = row.weakest_seen.as_ref().map_or(String::new(), |(w, a)| format!("; weakest seen: {w} {a:.4}"));
         log(&format!(
-            "    {g}: AUC {:.4}, AP {:.4}, balanced accuracy {:.4} at {threshold:.4} (validation AUC {:.4}{weakest})",
-            row.auc, row.ap, row.balanced_acc, row.val_auc
+            "    {g}: AUC {:.4} (spectral baseline {:.4}), AP {:.4}, balanced accuracy {:.4} at {threshold:.4} \
+             (validation AUC {:.4}{weakest})",
+            row.auc, row.baseline_auc, row.ap, row.balanced_acc, row.val_auc
         ));
         rows.push(row);
     }
@@ -108,6 +114,13 @@ pub fn holdout(
     }
     figures::holdout(&rows, &out.join("holdout.png"))?;
     Ok(rows)
+}
+
+/// The spectral baseline's test AUC, fitted on `train`.
+fn baseline_auc(be: &dyn Backend, train: &Loaded, test: &Loaded) -> Result<f64> {
+    let fit = Logistic::fit(&baseline::features(be, train)?, &train.labels)?;
+    let scores: Vec<f32> = baseline::features(be, test)?.iter().map(|x| fit.score(x) as f32).collect();
+    Ok(auc(&scores, &test.labels).unwrap_or(f64::NAN))
 }
 
 /// One held-out run: the images it trains and validates on (`pool`), and those it is tested on.
@@ -168,17 +181,17 @@ pub fn weakest(group_aucs: Vec<(String, f64)>) -> Option<(String, f64)> {
     group_aucs.into_iter().reduce(|w, g| if g.1 < w.1 { g } else { w })
 }
 
-/// The mean and the worst held-out AUC.
-pub fn mean_and_worst(rows: &[Row]) -> (f64, f64) {
-    let mean = rows.iter().map(|r| r.auc).sum::<f64>() / rows.len() as f64;
-    (mean, rows.iter().map(|r| r.auc).fold(f64::INFINITY, f64::min))
+/// The mean and the worst of the held-out AUCs `auc` picks (the detector's, or the baseline's).
+pub fn mean_and_worst(rows: &[Row], auc: impl Fn(&Row) -> f64) -> (f64, f64) {
+    let mean = rows.iter().map(&auc).sum::<f64>() / rows.len() as f64;
+    (mean, rows.iter().map(auc).fold(f64::INFINITY, f64::min))
 }
 
 /// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, as metrics.csv).
 pub fn tables(rows: &[Row]) -> (String, String) {
     let mut md = String::from(
-        "| held-out group | test real | test fake | validation AUC (seen) | weakest seen group | AUC | AP | \
-         balanced acc | threshold |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| held-out group | test real | test fake | validation AUC (seen) | weakest seen group | AUC | spectral \
+         baseline AUC | AP | balanced acc | threshold |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut csv = csv::Writer::from_writer(Vec::new());
     let header = [
@@ -192,6 +205,7 @@ pub fn tables(rows: &[Row]) -> (String, String) {
         "threshold",
         "weakest_seen",
         "weakest_seen_auc",
+        "baseline_auc",
     ];
     csv.write_record(header).expect("writes to memory");
     for r in rows {
@@ -201,18 +215,21 @@ pub fn tables(rows: &[Row]) -> (String, String) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.4} | {weakest} | {:.4} | {:.4} | {:.4} | {:.4} |",
-            r.group, r.n_real, r.n_fake, r.val_auc, r.auc, r.ap, r.balanced_acc, r.threshold
+            "| {} | {} | {} | {:.4} | {weakest} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            r.group, r.n_real, r.n_fake, r.val_auc, r.auc, r.baseline_auc, r.ap, r.balanced_acc, r.threshold
         );
         let name = r.weakest_seen.as_ref().map_or("", |w| w.0.as_str());
         let f6 = |v: f64| format!("{v:.6}");
         let (n_real, n_fake) = (r.n_real.to_string(), r.n_fake.to_string());
         let (val, auc, ap, bacc, t) = (f6(r.val_auc), f6(r.auc), f6(r.ap), f6(r.balanced_acc), f6(r.threshold as f64));
-        let record = [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc];
+        let base = f6(r.baseline_auc);
+        let record = [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc, &base];
         csv.write_record(record).expect("writes to memory");
     }
-    let (mean, worst) = mean_and_worst(rows);
+    let (mean, worst) = mean_and_worst(rows, |r| r.auc);
+    let (base_mean, base_worst) = mean_and_worst(rows, |r| r.baseline_auc);
     let _ = writeln!(md, "\nheld-out AUC: mean {mean:.4}, worst {worst:.4}");
+    let _ = writeln!(md, "spectral baseline (Durall et al. 2020): mean {base_mean:.4}, worst {base_worst:.4}");
     let csv = String::from_utf8(csv.into_inner().expect("writes to memory")).expect("the texts are UTF-8");
     (md, csv)
 }

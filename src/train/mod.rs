@@ -1,7 +1,8 @@
 //! Training: the loop, the run folder and its log, metrics, diagnostics, figures, sanity, spectrum, ablation,
-//! holdout.
+//! holdout and its spectral baseline.
 
 pub mod ablate;
+pub mod baseline;
 pub mod config;
 pub mod diagnostics;
 pub mod epoch;

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::plot::{self, Canvas, Series};
 
 use crate::data::input::Input;
+use crate::data::loaded::Loaded;
 use crate::data::open::open_data;
 use std::path::Path;
 
@@ -28,27 +29,36 @@ pub struct Spectra {
 /// by `input`.
 pub fn spectra(be: &dyn Backend, data: &Path, size: usize, input: Input) -> Result<Spectra> {
     let loaded = open_data(data, size, input, &mut |l| println!("{l}"))?;
-    let cfg =
-        FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
     let plane = size * size;
     let mut sum = [vec![0f64; plane], vec![0f64; plane]];
     let mut counts = [0usize; 2];
-    let all: Vec<usize> = (0..loaded.len()).collect();
-    for (chunk_i, idx) in all.chunks(64).enumerate() {
-        let chunk = &loaded.labels[chunk_i * 64..][..idx.len()];
-        let x = be.upload(&loaded.batch(idx, None)?.0)?;
-        let f = be.download(&be.fft_features(&x, &cfg, None)?)?;
-        let v = f.host::<f32>()?;
-        // Planes per image: the luma's magnitude, then its phase.
-        for (i, &label) in chunk.iter().enumerate() {
-            let c = label as usize;
-            counts[c] += 1;
-            sum[c].iter_mut().zip(&v[i * 2 * plane..][..plane]).for_each(|(s, &m)| *s += m as f64);
-        }
-    }
+    each_spectrum(be, &loaded, |i, spectrum| {
+        let c = loaded.labels[i] as usize;
+        counts[c] += 1;
+        sum[c].iter_mut().zip(spectrum).for_each(|(s, &m)| *s += m as f64);
+    })?;
     let mean = [0, 1].map(|c| sum[c].iter().map(|s| s / counts[c].max(1) as f64).collect::<Vec<f64>>());
     let radial = [0, 1].map(|c| radial_mean(&mean[c], size));
     Ok(Spectra { size, mean, radial, counts })
+}
+
+/// Hands `f` each image's log-magnitude spectrum of its luma (size x size, zero frequency at the centre), image
+/// after image, computed with the training FFT op on the images' validation input (the centre crop, or resized).
+pub fn each_spectrum(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+    let cfg =
+        FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
+    let plane = loaded.size * loaded.size;
+    let all: Vec<usize> = (0..loaded.len()).collect();
+    for idx in all.chunks(64) {
+        let x = be.upload(&loaded.batch(idx, None)?.0)?;
+        let out = be.download(&be.fft_features(&x, &cfg, None)?)?;
+        let v = out.host::<f32>()?;
+        // Planes per image: the luma's magnitude, then its phase.
+        for (k, &i) in idx.iter().enumerate() {
+            f(i, &v[k * 2 * plane..][..plane]);
+        }
+    }
+    Ok(())
 }
 
 /// The mean over rings of integer radius around the centre (size / 2, size / 2).

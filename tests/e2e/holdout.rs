@@ -38,9 +38,12 @@ fn holdout_trains_without_each_group_and_tests_on_it() {
         let weakest: Vec<&str> = line.split(',').skip(8).collect();
         assert!(weakest[0] != g && ["nearest", "periodic", "upconv"].contains(&weakest[0]), "{csv}");
         assert!((0.0..=1.0).contains(&weakest[1].parse::<f64>().unwrap()), "{csv}");
+        // The spectral baseline's AUC on the same test images, last.
+        assert!((0.0..=1.0).contains(&weakest[2].parse::<f64>().unwrap()), "{csv}");
         assert!(out.join(format!("heldout-{g}/best.safetensors")).is_file());
     }
     assert!(stdout.contains("held-out AUC: mean ") && stdout.contains(", worst "), "{stdout}");
+    assert!(stdout.contains("spectral baseline (Durall et al. 2020): mean "), "{stdout}");
     assert!(std::fs::read_to_string(out.join("holdout.md")).unwrap().contains("| periodic | 4 | 12 |"));
     assert!(out.join("holdout.png").is_file());
     // A set with one group cannot be held out.

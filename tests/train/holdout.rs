@@ -53,7 +53,7 @@ fn holdout_refuses_sets_it_cannot_split() {
 
 #[test]
 fn the_table_gives_the_mean_and_the_worst_auc() {
-    let row = |group: &str, auc: f64, weakest_seen: Option<(String, f64)>| Row {
+    let row = |group: &str, auc: f64, weakest_seen: Option<(String, f64)>, baseline_auc: f64| Row {
         group: group.into(),
         val_auc: 0.99,
         auc,
@@ -63,18 +63,28 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
         n_real: 3,
         n_fake: 5,
         weakest_seen,
+        baseline_auc,
     };
-    let rows = [row("a", 0.9, Some(("b\"x".into(), 0.5))), row("b\"x", 0.6, None)];
-    let (mean, worst) = mean_and_worst(&rows);
+    let rows = [row("a", 0.9, Some(("b\"x".into(), 0.5)), 0.7), row("b\"x", 0.6, None, 0.95)];
+    let (mean, worst) = mean_and_worst(&rows, |r| r.auc);
     assert!((mean - 0.75).abs() < 1e-12 && worst == 0.6);
+    let (mean, worst) = mean_and_worst(&rows, |r| r.baseline_auc);
+    assert!((mean - 0.825).abs() < 1e-12 && worst == 0.7);
     let (md, csv) = tables(&rows);
-    assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 |"), "{md}");
-    assert!(md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 |") && md.contains("mean 0.7500, worst 0.6000"), "{md}");
+    assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 | 0.7000 |"), "{md}");
+    assert!(
+        md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 | 0.9500 |") && md.contains("mean 0.7500, worst 0.6000"),
+        "{md}"
+    );
+    assert!(md.contains("spectral baseline (Durall et al. 2020): mean 0.8250, worst 0.7000"), "{md}");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold,weakest_seen,weakest_seen_auc");
+    assert_eq!(
+        lines[0],
+        "group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold,weakest_seen,weakest_seen_auc,baseline_auc"
+    );
     // A quote in a group name is doubled, and the field quoted, as RFC 4180 says.
-    assert_eq!(lines[1], "a,3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000");
-    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,");
+    assert_eq!(lines[1], "a,3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000,0.700000");
+    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,,0.950000");
     let back: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes()).records().map(Result::unwrap).collect();
     assert_eq!((&back[0][8], &back[1][0]), ("b\"x", "b\"x"), "a CSV reader gets the names back");
 }
