@@ -21,6 +21,11 @@
 //! (S angle planes, or S cos planes then S sin planes), as the PyTorch peer's torch.cat([log|F|, angle]).
 //! Grayscale uses the BT.601 luma 0.299 R + 0.587 G + 0.114 B.
 //! Forward only: the FFT sees the raw images, which need no gradient.
+//!
+//! The ring profile (`fft_profile`) reads the features back: per image and magnitude plane, the mean over each
+//! ring of bins whose frequency radius rounds to r = 0, 1, ..., R - 1 (Durall et al. 2020's azimuthal average).
+//! A convolution over the spectrum sees a few neighbouring bins and not where they are; the profile says how the
+//! energy falls with frequency, the trace of a generator's upsampling that a linear model reads off it.
 
 use crate::backend::Backend;
 use crate::error::{Choice, Error, Result};
@@ -215,6 +220,81 @@ impl FftStats {
         let [s, h, w] = self.shape;
         Tensor::from_vec(&[2, s, h, w], Layout::Plain, out)
     }
+}
+
+/// The ring of the signed frequency (fy, fx): round(sqrt(fy^2 + fx^2)), in integers (the square root of an
+/// integer is never halfway between two), so that both backends and `spectrum` agree on every bin.
+pub fn ring_of(fy: i64, fx: i64) -> usize {
+    let n4 = 4 * (fy * fy + fx * fx);
+    let mut k = ((fy * fy + fx * fx) as f64).sqrt() as i64;
+    while (2 * k + 1) * (2 * k + 1) < n4 {
+        k += 1;
+    }
+    while k > 0 && (2 * k - 1) * (2 * k - 1) > n4 {
+        k -= 1;
+    }
+    k as usize
+}
+
+/// The signed frequency of bin (ky, kx) of an out_h x out_w spectrum in `layout`: numpy's fftfreq order for
+/// `half` (kx is never negative there), centred for `shifted`.
+pub fn bin_frequency(layout: SpectrumLayout, out_h: usize, out_w: usize, ky: usize, kx: usize) -> (i64, i64) {
+    let (ky, kx, h, w) = (ky as i64, kx as i64, out_h as i64, out_w as i64);
+    match layout {
+        SpectrumLayout::Half => (if ky < (h + 1) / 2 { ky } else { ky - h }, kx),
+        SpectrumLayout::Shifted => (ky - h / 2, kx - w / 2),
+    }
+}
+
+/// The rings of a `size` x `size` image's profile, in either layout: up to the corner frequency (size/2, size/2).
+pub fn rings(size: usize) -> usize {
+    ring_of(size as i64 / 2, size as i64 / 2) + 1
+}
+
+/// The sizes of a ring profile, checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProfileDims {
+    pub n: usize,
+    /// Planes per image in the features, of which the first `s` are magnitudes.
+    pub planes: usize,
+    pub s: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub rings: usize,
+    pub layout: SpectrumLayout,
+}
+
+impl ProfileDims {
+    /// [n, s * rings, 1, 1]: one channel per (magnitude plane, ring), as batch norm takes it.
+    pub fn out_shape(&self) -> [usize; 4] {
+        [self.n, self.s * self.rings, 1, 1]
+    }
+    /// Each bin's ring, row by row.
+    pub fn ring_per_bin(&self) -> Vec<usize> {
+        let (h, w) = (self.out_h, self.out_w);
+        (0..h * w).map(|i| bin_frequency(self.layout, h, w, i / w, i % w)).map(|(fy, fx)| ring_of(fy, fx)).collect()
+    }
+}
+
+/// Checks features that `fft_features` made with `cfg` from square images (NCHW, f32, or f64 on the CPU).
+pub fn check_profile(feats: &Tensor, cfg: &FftConfig) -> Result<ProfileDims> {
+    let s = feats.shape();
+    if feats.layout() != Layout::Nchw || s.len() != 4 || s[0] == 0 {
+        shape_err!("fft profile: expected NCHW features, got {:?} {s:?}", feats.layout());
+    }
+    let (n, planes, out_h, out_w) = (s[0], s[1], s[2], s[3]);
+    let size = out_h;
+    let want = FftDims::new(cfg, n, 3, size, size);
+    if (want.planes, want.out_h, want.out_w) != (planes, out_h, out_w) {
+        shape_err!(
+            "fft profile: features {s:?} are not those of square RGB images with {cfg:?} (expected [{n}, {}, \
+             {}, {}])",
+            want.planes,
+            want.out_h,
+            want.out_w
+        );
+    }
+    Ok(ProfileDims { n, planes, s: want.s, out_h, out_w, rings: rings(size), layout: cfg.layout })
 }
 
 /// Checks that `stats` were started for these dims.

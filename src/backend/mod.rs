@@ -61,6 +61,10 @@ pub trait Backend: Send + Sync {
     /// Adds a batch of images to running per-bin statistics of the `log` magnitudes.
     fn fft_stats_update(&self, images: &Tensor, stats: &mut FftStats) -> Result<()>;
 
+    /// The ring profile (backend/fft.rs) of features that `fft_features` made with `cfg` from square images:
+    /// [N, S * R, 1, 1], each magnitude plane's mean over rings 0 .. R - 1.
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor>;
+
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward>;
 

@@ -133,6 +133,7 @@ pub fn config_meta(cfg: &DetectorConfig) -> Meta {
         ("dfgpu.input", cfg.input.name().into()),
         ("dfgpu.freq.widths", widths.join(",")),
         ("dfgpu.freq.norm", f.batch_norm.to_string()),
+        ("dfgpu.freq.profile", f.profile.to_string()),
         ("dfgpu.fft.layout", f.fft.layout.name().into()),
         ("dfgpu.fft.magnitude", f.fft.magnitude.name().into()),
         ("dfgpu.fft.phase", f.fft.phase.name().into()),
@@ -187,6 +188,8 @@ pub fn config_from_meta(meta: &Meta, path: &Path) -> Result<DetectorConfig> {
         .map(|w| w.parse().map_err(|_| bad("dfgpu.freq.widths", w)))
         .collect::<Result<_>>()?;
     cfg.freq.batch_norm = flag("dfgpu.freq.norm")?;
+    // Checkpoints from before --freq-profile have none.
+    cfg.freq.profile = meta.contains_key("dfgpu.freq.profile") && flag("dfgpu.freq.profile")?;
     cfg.freq.fft = FftConfig {
         layout: pick(meta, path, "dfgpu.fft.layout")?,
         magnitude: pick(meta, path, "dfgpu.fft.magnitude")?,

@@ -66,7 +66,7 @@ impl Detector {
         }
         let mut b = Builder::default();
         let spatial = EfficientNet::new(&mut b, cfg.backbone.clone(), "spatial.");
-        let freq = FreqBranch::new(&mut b, cfg.freq.clone(), "freq.");
+        let freq = FreqBranch::new(&mut b, cfg.freq.clone(), cfg.size, "freq.");
         let head = HeadConfig { ds: spatial.features, dq: freq.features, ..cfg.head.clone() };
         head.validate()?;
         // The head's tensors, contiguous and in its own order: its kernels address them by relative offsets.

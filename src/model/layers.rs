@@ -1,5 +1,5 @@
 //! The units the networks are built from, each with an explicit forward that returns what its backward needs
-//! (no tape), written once against the Backend trait: conv + batch norm (+ activation), and
+//! (no tape), written once against the Backend trait: conv + batch norm (+ activation), batch norm + linear, and
 //! squeeze-and-excitation. Parameters and batch-norm running statistics are registered by name in the model's
 //! flat layouts (timm's names, so that timm's weights load by name).
 
@@ -7,7 +7,7 @@ use crate::backend::head::Mode;
 use crate::backend::{Act, Backend, BatchNorm, BnBackward, BnParams, BnRunning, BnSaved, Conv2d, ConvBackward, Slots};
 use crate::error::Result;
 use crate::params::ParamLayout;
-use crate::tensor::{Slice, Tensor};
+use crate::tensor::{Layout, Slice, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -59,6 +59,37 @@ struct Norm {
     running: [Range<usize>; 2],
 }
 
+impl Norm {
+    /// `c` channels under `name` (timm's names: NAME.weight, .bias, .running_mean, .running_var).
+    fn new(b: &mut Builder, name: &str, c: usize) -> Norm {
+        Norm {
+            bn: BatchNorm::new(c),
+            gamma: b.param(&format!("{name}.weight"), &[c], true),
+            beta: b.param(&format!("{name}.bias"), &[c], true),
+            running: [b.state(&format!("{name}.running_mean"), c), b.state(&format!("{name}.running_var"), c)],
+        }
+    }
+
+    /// Batch statistics in training (with what the backward needs), running ones in inference.
+    fn forward(&self, f: &mut Fwd, x: &Tensor) -> Result<(Tensor, Option<BnSaved>)> {
+        let p = BnParams { gamma: slice(f.params, &self.gamma), beta: slice(f.params, &self.beta), bn: &self.bn };
+        if f.mode != Mode::Eval {
+            let running = Slots { buf: f.state, at: self.running.clone() };
+            let (y, s) = f.be.batch_norm_train(x, &p, running)?;
+            Ok((y, Some(s)))
+        } else {
+            let r = BnRunning { mean: slice(f.state, &self.running[0]), var: slice(f.state, &self.running[1]) };
+            Ok((f.be.batch_norm_eval(x, &p, &r)?, None))
+        }
+    }
+
+    /// The input's gradient; the scale's and shift's land in the gradient buffer.
+    fn backward(&self, b: &mut Bwd, x: &Tensor, saved: &BnSaved, dy: &Tensor) -> Result<Tensor> {
+        let a = BnBackward { x, gamma: slice(b.params, &self.gamma), saved, dy };
+        b.be.batch_norm_backward(&a, Slots { buf: b.grads, at: [self.gamma.clone(), self.beta.clone()] })
+    }
+}
+
 /// Convolution, batch norm (optional: the frequency branch can do without, to reproduce a failure), and an
 /// optional activation.
 #[derive(Clone, Debug)]
@@ -90,15 +121,7 @@ impl ConvBnAct {
     /// "bn1"); no batch norm without one.
     pub fn new(b: &mut Builder, conv_name: &str, bn_name: Option<&str>, conv: Conv2d, act: Option<Act>) -> Self {
         let w = b.param(&format!("{conv_name}.weight"), &conv.weight_shape(), false);
-        let norm = bn_name.map(|n| Norm {
-            bn: BatchNorm::new(conv.cout),
-            gamma: b.param(&format!("{n}.weight"), &[conv.cout], true),
-            beta: b.param(&format!("{n}.bias"), &[conv.cout], true),
-            running: [
-                b.state(&format!("{n}.running_mean"), conv.cout),
-                b.state(&format!("{n}.running_var"), conv.cout),
-            ],
-        });
+        let norm = bn_name.map(|n| Norm::new(b, n, conv.cout));
         ConvBnAct { conv, w, norm, act }
     }
 
@@ -107,15 +130,8 @@ impl ConvBnAct {
         let (y, bn) = match &self.norm {
             None => (conv_out, None),
             Some(n) => {
-                let p = BnParams { gamma: slice(f.params, &n.gamma), beta: slice(f.params, &n.beta), bn: &n.bn };
-                if f.mode != Mode::Eval {
-                    let running = Slots { buf: f.state, at: n.running.clone() };
-                    let (y, s) = f.be.batch_norm_train(&conv_out, &p, running)?;
-                    (y, Some((conv_out, s)))
-                } else {
-                    let r = BnRunning { mean: slice(f.state, &n.running[0]), var: slice(f.state, &n.running[1]) };
-                    (f.be.batch_norm_eval(&conv_out, &p, &r)?, None)
-                }
+                let (y, saved) = n.forward(f, &conv_out)?;
+                (y, saved.map(|s| (conv_out, s)))
             }
         };
         let (out, act_in) = match self.act {
@@ -138,15 +154,63 @@ impl ConvBnAct {
         let dconv = match (&self.norm, &c.bn) {
             (None, _) => dy,
             (Some(n), Some((conv_out, saved))) => {
-                let a = BnBackward { x: conv_out, gamma: slice(b.params, &n.gamma), saved, dy };
-                through_norm =
-                    b.be.batch_norm_backward(&a, Slots { buf: b.grads, at: [n.gamma.clone(), n.beta.clone()] })?;
+                through_norm = n.backward(b, conv_out, saved, dy)?;
                 &through_norm
             }
             (Some(_), None) => return Err(crate::Error::Invalid("backward after an inference forward".into())),
         };
         let a = ConvBackward { x: &c.x, w: slice(b.params, &self.w), dy: dconv, c: &self.conv };
         b.be.conv2d_backward(&a, Slots { buf: b.grads, at: [self.w.clone()] })
+    }
+}
+
+/// Batch norm, then a linear map: W bn(x) + b, from [N, K, 1, 1] features (one channel each) to [N, M]. For
+/// features of very different scales, standardized before they are mixed.
+#[derive(Clone, Debug)]
+pub struct NormLinear {
+    norm: Norm,
+    k: usize,
+    m: usize,
+    w: Range<usize>,
+    bias: Range<usize>,
+}
+
+pub struct NormLinearCache {
+    x: Tensor,
+    saved: BnSaved,
+    normed: Tensor,
+}
+
+impl NormLinear {
+    /// NAME.bn (K channels) and NAME.fc (weight [M, K, 1, 1], He-initialized as a 1 x 1 convolution, and bias).
+    pub fn new(b: &mut Builder, name: &str, k: usize, m: usize) -> Self {
+        let norm = Norm::new(b, &format!("{name}.bn"), k);
+        let w = b.param(&format!("{name}.fc.weight"), &[m, k, 1, 1], false);
+        let bias = b.param(&format!("{name}.fc.bias"), &[m], true);
+        NormLinear { norm, k, m, w, bias }
+    }
+
+    /// Values per image its training forward keeps: the input and the normalized input.
+    pub fn kept(&self) -> usize {
+        2 * self.k
+    }
+
+    /// The output, and in training what the backward needs (None in inference).
+    pub fn forward(&self, f: &mut Fwd, x: Tensor) -> Result<(Tensor, Option<NormLinearCache>)> {
+        let n = x.shape()[0];
+        let (normed, saved) = self.norm.forward(f, &x)?;
+        let flat = normed.reshape(&[n, self.k], Layout::Plain)?;
+        let y = f.be.linear(&flat, &slice(f.params, &self.w), &slice(f.params, &self.bias), self.m)?;
+        Ok((y, saved.map(|saved| NormLinearCache { x, saved, normed: flat })))
+    }
+
+    /// Gradients of its parameters; the input needs none (it is computed from the images).
+    pub fn backward(&self, b: &mut Bwd, c: NormLinearCache, dy: &Tensor) -> Result<()> {
+        let g = Slots { buf: &mut *b.grads, at: [self.w.clone(), self.bias.clone()] };
+        let dnormed = b.be.linear_backward(&c.normed, &slice(b.params, &self.w), dy, g)?;
+        let dnormed = dnormed.reshape(c.x.shape(), Layout::Nchw)?;
+        self.norm.backward(b, &c.x, &c.saved, &dnormed)?;
+        Ok(())
     }
 }
 

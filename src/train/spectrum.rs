@@ -6,7 +6,7 @@
 //! fake - real (blue: fakes weaker there, red: stronger), and the azimuthal averages from the centre (left) to
 //! the corner frequencies (right), real in blue and fake in red.
 
-use crate::backend::fft::{FftConfig, Magnitude, Phase, SpectrumLayout};
+use crate::backend::fft::{bin_frequency, ring_of, rings, FftConfig, Magnitude, Phase, SpectrumLayout};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::plot::{self, Canvas, Series};
@@ -61,14 +61,14 @@ pub fn each_spectrum(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(usize,
     Ok(())
 }
 
-/// The mean over rings of integer radius around the centre (size / 2, size / 2).
+/// The mean over each ring (`fft::ring_of`: the frequency radius rounded) of a size x size plane with the zero
+/// frequency at the centre (size / 2, size / 2), rings 0 to `fft::rings(size)` - 1.
 pub fn radial_mean(plane: &[f64], size: usize) -> Vec<f64> {
-    let c = (size / 2) as f64;
-    let rmax = (2.0f64.sqrt() * c).ceil() as usize + 1;
-    let (mut s, mut n) = (vec![0.0; rmax], vec![0usize; rmax]);
+    let (mut s, mut n) = (vec![0.0; rings(size)], vec![0usize; rings(size)]);
     for y in 0..size {
         for x in 0..size {
-            let r = ((y as f64 - c).hypot(x as f64 - c)).round() as usize;
+            let (fy, fx) = bin_frequency(SpectrumLayout::Shifted, size, size, y, x);
+            let r = ring_of(fy, fx);
             s[r] += plane[y * size + x];
             n[r] += 1;
         }

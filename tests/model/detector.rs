@@ -72,7 +72,9 @@ fn the_frequency_branch_can_run_without_batch_norm() {
 #[test]
 #[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu_for_the_whole_tiny_detector() {
-    let det = Detector::new(DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() }).unwrap();
+    let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
+    cfg.freq.profile = true;
+    let det = Detector::new(cfg).unwrap();
     let x = images(8, 64, 4);
     let c: Vec<f32> = (0..8).map(|i| (i as f32 - 3.5) / 4.0).collect();
     let (lc, gc) = step(&cpu(), &det, &x, &c);
@@ -92,15 +94,15 @@ fn gpu_matches_cpu_for_the_whole_tiny_detector() {
     }
 }
 
-/// The whole detector (both branches, per-branch LayerNorm, gated head with dropout and branch dropout, masks
-/// fixed by the step's seed) against central differences in f64, on the CPU backend's f64 mode: every
+/// The whole detector (both branches, the frequency branch's ring profile, per-branch LayerNorm, gated head with
+/// dropout and branch dropout, masks fixed by the step's seed) against central differences in f64, on the CPU backend's f64 mode: every
 /// parameter tensor, one coordinate each. The frequency branch's ReLUs make the objective piecewise smooth;
 /// the inputs are seeded, so a coordinate whose difference crosses a kink would fail the same way every run.
 #[test]
 fn whole_detector_gradients_match_central_differences_in_f64() {
     let be = cpu();
     let mut cfg = DetectorConfig { size: 64, ..DetectorConfig::new("tiny").unwrap() };
-    cfg.freq.widths = vec![8, 16];
+    (cfg.freq.widths, cfg.freq.profile) = (vec![8, 16], true);
     (cfg.head.hidden, cfg.head.gated, cfg.head.branch_dropout) = (16, true, 0.25);
     let det = Detector::new(cfg).unwrap();
     let mut rng = Rng::new(8);

@@ -4,7 +4,9 @@
 
 use crate::common::*;
 use dfgpu::backend::cpu::fft::{Fft1d, C64};
-use dfgpu::backend::fft::{FftConfig, FftStats, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE};
+use dfgpu::backend::fft::{
+    rings, FftConfig, FftDims, FftStats, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE,
+};
 use dfgpu::rng::Rng;
 use dfgpu::{Backend, Layout, Tensor};
 use rustfft::num_complex::Complex64;
@@ -668,6 +670,98 @@ fn fast_features_match_the_reference() {
                     compare_features(&format!("{tag} {cfg:?} fast"), cfg, (h, w), shape, got, want, &mags, st, 2.4e-7);
                 }
             }
+        }
+    }
+}
+
+/// Features of `n` random `size` x `size` RGB images as `cfg` lays them out, with values in [-4, 4]: the profile
+/// only reads the planes.
+fn random_features(rng: &mut Rng, cfg: &FftConfig, n: usize, size: usize) -> Tensor {
+    let d = FftDims::new(cfg, n, 3, size, size);
+    let v: Vec<f32> = (0..n * d.planes * d.plane_len()).map(|_| 8.0 * rng.uniform() - 4.0).collect();
+    Tensor::from_vec(&[n, d.planes, d.out_h, d.out_w], Layout::Nchw, v).unwrap()
+}
+
+/// The configurations the profile is checked on: both layouts, per channel and luma.
+fn profile_configs() -> Vec<FftConfig> {
+    let layouts = [SpectrumLayout::Half, SpectrumLayout::Shifted];
+    layouts
+        .into_iter()
+        .flat_map(|layout| [false, true].map(|grayscale| FftConfig { layout, grayscale, ..FftConfig::default() }))
+        .collect()
+}
+
+#[test]
+fn profile_is_the_mean_of_each_ring() {
+    let mut rng = Rng::new(21);
+    for size in [16, 17, 24, 31, 64] {
+        for cfg in profile_configs() {
+            let feats = random_features(&mut rng, &cfg, 2, size);
+            let got = cpu().fft_profile(&feats, &cfg).unwrap();
+            let (s, r) = (if cfg.grayscale { 1 } else { 3 }, rings(size));
+            assert_eq!(got.shape(), [2, s * r, 1, 1], "{size} {cfg:?}");
+            let [_, planes, oh, ow] = [feats.shape()[0], feats.shape()[1], feats.shape()[2], feats.shape()[3]];
+            let v = feats.host::<f32>().unwrap();
+            let got = got.host::<f32>().unwrap();
+            for img in 0..2 {
+                for p in 0..s {
+                    // The definition in f64: the signed frequency of each bin, its radius rounded.
+                    let (mut sum, mut count) = (vec![0f64; r], vec![0usize; r]);
+                    for ky in 0..oh {
+                        for kx in 0..ow {
+                            let (fy, fx) = match cfg.layout {
+                                SpectrumLayout::Half => {
+                                    (if 2 * ky < size { ky as f64 } else { ky as f64 - size as f64 }, kx as f64)
+                                }
+                                SpectrumLayout::Shifted => {
+                                    ((ky as f64) - (size / 2) as f64, (kx as f64) - (size / 2) as f64)
+                                }
+                            };
+                            let ring = fy.hypot(fx).round() as usize;
+                            sum[ring] += v[((img * planes + p) * oh + ky) * ow + kx] as f64;
+                            count[ring] += 1;
+                        }
+                    }
+                    assert!(count.iter().all(|&c| c > 0), "{size} {cfg:?}: an empty ring in {count:?}");
+                    for k in 0..r {
+                        let want = sum[k] / count[k] as f64;
+                        let g = got[(img * s + p) * r + k] as f64;
+                        approx::assert_abs_diff_eq!(g, want, epsilon = 1e-6 * (1.0 + want.abs()));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn profile_refuses_features_of_another_configuration() {
+    let mut rng = Rng::new(22);
+    let half = FftConfig::default();
+    let feats = random_features(&mut rng, &half, 1, 32);
+    let shifted = FftConfig { layout: SpectrumLayout::Shifted, ..half };
+    let e = cpu().fft_profile(&feats, &shifted).unwrap_err().to_string();
+    assert!(e.contains("fft profile") && e.contains("[1, 6, 32, 17]"), "{e}");
+    let flat = Tensor::from_vec(&[2, 8], Layout::Plain, vec![0f32; 16]).unwrap();
+    assert!(cpu().fft_profile(&flat, &half).is_err());
+}
+
+#[test]
+#[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
+fn gpu_profile_matches_cpu_bit_for_bit() {
+    let gpu = gpu();
+    let mut rng = Rng::new(23);
+    for size in [16, 17, 32] {
+        for cfg in profile_configs() {
+            let feats = random_features(&mut rng, &cfg, 3, size);
+            let want = cpu().fft_profile(&feats, &cfg).unwrap();
+            let got = race_checked(&format!("profile {size} {cfg:?}"), || {
+                let t = gpu.fft_profile(&gpu.upload(&feats).unwrap(), &cfg).unwrap();
+                assert_eq!(t.shape(), want.shape());
+                gpu.download(&t).unwrap().host::<f32>().unwrap().to_vec()
+            });
+            // Each ring summed in the same order in f32, then one division: the same bits.
+            assert_bitwise(&format!("profile {size} {cfg:?}"), &got, want.host().unwrap());
         }
     }
 }

@@ -178,7 +178,7 @@ fn images(n: usize, size: usize) -> Loaded {
 fn a_reloaded_detector_predicts_the_same() {
     let be = CpuBackend::new(Default::default());
     let mut cfg = DetectorConfig { size: 32, ..DetectorConfig::new("tiny").unwrap() };
-    cfg.freq.widths = vec![8, 16];
+    (cfg.freq.widths, cfg.freq.profile) = (vec![8, 16], true);
     cfg.head.gated = true;
     let det = Detector::new(cfg).unwrap();
     let mut ms = ModelState::new(&be, &det, 4).unwrap();
@@ -231,6 +231,7 @@ fn a_checkpoint_from_before_the_crate_reads() {
         (cfg.backbone.name.as_str(), cfg.size, &cfg.freq.widths[..], cfg.head.hidden),
         ("tiny", 16, &[4][..], 4)
     );
+    assert!(!cfg.freq.profile, "a checkpoint from before --freq-profile has none");
     for (k, v) in
         [("dfgpu.epoch", "1"), ("dfgpu.step", "1"), ("dfgpu.rng", "10372713005361070689"), ("dfgpu.input", "crop")]
     {

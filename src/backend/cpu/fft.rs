@@ -1,8 +1,14 @@
 //! Reference for kernels/fft.cu: the 2-D DFT of each image plane in f64 (mixed-radix Stockham for sizes whose
 //! prime factors are 2, 3, 5 and 7; Bluestein's chirp-z for the rest), the magnitude and phase planes of every
-//! mode and layout (backend/fft.rs), and the per-bin Welford statistics. Rayon over the images.
+//! mode and layout (backend/fft.rs), the per-bin Welford statistics, and the ring profile. Rayon over the images.
 
-use crate::backend::fft::{FftConfig, FftDims, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE};
+use crate::backend::cpu::real::Real;
+use crate::backend::cpu::CpuBackend;
+use crate::backend::fft::{
+    FftConfig, FftDims, Magnitude, Phase, ProfileDims, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE,
+};
+use crate::error::Result;
+use crate::tensor::{Element, Layout, Tensor};
 use rayon::prelude::*;
 use std::f64::consts::PI;
 use std::ops::{Add, Mul, Sub};
@@ -292,5 +298,33 @@ pub fn stats_update(feats: &[f32], d: &FftDims, count: u64, mean: &mut [f64], m2
         let delta = bm - *mean;
         *mean += delta * nb / (na + nb);
         *m2 += bm2 + delta * delta * na * nb / (na + nb);
+    });
+}
+
+/// `profile` as an op: a new [N, S * R, 1, 1] tensor.
+pub(super) fn run_profile<F: Real + Element>(be: &CpuBackend, feats: &Tensor, d: &ProfileDims) -> Result<Tensor> {
+    let mut out = be.output::<F>(d.out_shape().iter().product());
+    profile(feats.host::<F>()?, d, &mut out);
+    Tensor::from_vec(&d.out_shape(), Layout::Nchw, out)
+}
+
+/// The ring profile of checked features: each ring's bins summed in row-major order, in F (the kernel's order and
+/// precision, so that f32 gives the kernel's bits), then divided by their count.
+pub fn profile<F: Real>(feats: &[F], d: &ProfileDims, out: &mut [F]) {
+    let ring = d.ring_per_bin();
+    let mut count = vec![0usize; d.rings];
+    ring.iter().for_each(|&r| count[r] += 1);
+    let plane = d.out_h * d.out_w;
+    out.par_chunks_mut(d.s * d.rings).enumerate().for_each(|(img, o)| {
+        for (p, rings) in o.chunks_mut(d.rings).enumerate() {
+            let v = &feats[(img * d.planes + p) * plane..][..plane];
+            rings.fill(F::ZERO);
+            for (&x, &r) in v.iter().zip(&ring) {
+                rings[r] += x;
+            }
+            for (m, &c) in rings.iter_mut().zip(&count) {
+                *m = if c == 0 { F::ZERO } else { *m / F::of(c as f64) };
+            }
+        }
     });
 }

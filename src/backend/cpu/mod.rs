@@ -207,6 +207,11 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor> {
+        let d = fft_op::check_profile(feats, cfg)?;
+        by_real!(feats.dtype(), fft::run_profile, (self, feats, &d))
+    }
+
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
         let b = head_op::check(x)?;
         if self.fast_f32(x.s) {

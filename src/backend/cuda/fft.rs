@@ -2,7 +2,7 @@
 
 use super::{kernels, CudaBackend};
 use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
-use crate::backend::fft::{check, FftConfig, FftDims, FftStats, Magnitude, Phase, SpectrumLayout};
+use crate::backend::fft::{check, FftConfig, FftDims, FftStats, Magnitude, Phase, ProfileDims, SpectrumLayout};
 use crate::error::Error;
 use crate::error::Result;
 use crate::tensor::{DType, Layout, Tensor};
@@ -194,6 +194,22 @@ pub fn stats_update(be: &CudaBackend, feats: &Tensor, stats: &mut FftStats, d: F
     unsafe { l.launch(cfg) }?;
     stats.count += d.n as u64;
     Ok(())
+}
+
+/// The ring profile of checked features (`check_profile`).
+pub fn profile(be: &CudaBackend, feats: &Tensor, d: ProfileDims) -> Result<Tensor> {
+    feats.expect("fft profile features", DType::F32, Layout::Nchw, 4)?;
+    let len = d.out_shape().iter().product();
+    let mut out = be.output::<f32>(len)?;
+    let f = be.function(kernels::fft::FFT_PROFILE)?;
+    let dims = [d.n, d.planes, d.s, d.out_h, d.out_w, (d.layout == SpectrumLayout::Shifted) as usize, d.rings];
+    let [n, planes, s, h, w, shifted, rings] = dims.map(|v| v as i32);
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(feats.device::<f32>()?).arg(&n).arg(&planes).arg(&s).arg(&h).arg(&w).arg(&shifted).arg(&rings);
+    l.arg(&mut out);
+    // SAFETY: arguments match the kernel; feats holds n images of `planes` planes (check_profile), out n s rings.
+    unsafe { l.launch(be.grid_stride(len, 128)) }?;
+    Tensor::from_device(&d.out_shape(), Layout::Nchw, out)
 }
 
 /// The baseline the bench times against: cuFFT's batched R2C transform, then dfgpu's features kernel on its

@@ -270,6 +270,11 @@ impl Backend for CudaBackend {
         fft::stats_update(self, &feats, stats, d)
     }
 
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor> {
+        let d = fft_op::check_profile(feats, cfg)?;
+        fft::profile(self, feats, d)
+    }
+
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
         let b = head_op::check(x)?;
         head::forward(self, x, mode, b)

@@ -238,6 +238,11 @@ pub(crate) struct ModelArgs {
     /// Switch the frequency branch's batch norms off.
     #[arg(long)]
     pub(crate) no_freq_bn: bool,
+    /// Add the ring profile of the magnitudes (the mean log magnitude per frequency ring, Durall et al. 2020)
+    /// to the frequency branch's features: what its convolutions, which do not see where in the spectrum they
+    /// are, cannot read.
+    #[arg(long)]
+    pub(crate) freq_profile: bool,
     /// The frequency branch's stride-2 convolution stages: their output channels.
     #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
     pub(crate) freq_widths: Vec<usize>,
@@ -459,6 +464,7 @@ pub(crate) fn model_config(
     }
     let f = &mut model.freq;
     f.batch_norm = !a.no_freq_bn;
+    f.profile = a.freq_profile;
     f.widths = a.freq_widths.clone();
     (f.fft.phase, f.fft.layout, f.fft.grayscale) = (a.phase, a.spectrum, a.grayscale);
     let h = &mut model.head;
