@@ -280,36 +280,19 @@ extern "C" __global__ void fft_features_from_spectrum(const float2* __restrict__
     }
 }
 
-// The ring of the signed frequency (fy, fx): round(sqrt(fy^2 + fx^2)) in integers, as backend/fft.rs ring_of.
-__device__ int ring_of(int fy, int fx) {
-    const long long n4 = 4LL * ((long long)fy * fy + (long long)fx * fx);
-    long long k = (long long)sqrt((double)(n4 / 4));
-    while ((2 * k + 1) * (2 * k + 1) < n4) ++k;
-    while (k > 0 && (2 * k - 1) * (2 * k - 1) > n4) --k;
-    return (int)k;
-}
-
 // The ring profile (backend/fft.rs): one thread per (image, magnitude plane, ring), summing its ring's bins in
-// row-major order, the CPU reference's order, so that both give the same bits. Each thread reads the whole
-// plane (from cache: a plane is at most 1024 x 1024 floats, and the profile is a small part of a step).
-extern "C" __global__ void fft_profile(const float* __restrict__ feats, int n_img, int planes, int s, int out_h,
-                                       int out_w, int shifted, int rings, float* __restrict__ out) {
+// the order `order` lists them (row-major within a ring, as the CPU reference adds them, so that both give the
+// same bits); `starts` says where each ring's bins begin. Each bin of a plane is read once.
+extern "C" __global__ void fft_profile(const float* __restrict__ feats, int n_img, int planes, int s,
+                                       long long plane_len, int rings, const unsigned* __restrict__ order,
+                                       const unsigned* __restrict__ starts, float* __restrict__ out) {
     GRID_STRIDE(i, (long long)n_img * s * rings) {
         const int r = (int)(i % rings), p = (int)((i / rings) % s);
         const long long img = i / ((long long)rings * s);
-        const float* plane = feats + (img * planes + p) * (long long)out_h * out_w;
+        const float* plane = feats + (img * planes + p) * plane_len;
         float sum = 0.0f;
-        int count = 0;
-        for (int ky = 0; ky < out_h; ++ky) {
-            const int fy = shifted ? ky - out_h / 2 : (ky < (out_h + 1) / 2 ? ky : ky - out_h);
-            for (int kx = 0; kx < out_w; ++kx) {
-                const int fx = shifted ? kx - out_w / 2 : kx;
-                if (ring_of(fy, fx) == r) {
-                    sum += plane[(long long)ky * out_w + kx];
-                    ++count;
-                }
-            }
-        }
+        for (unsigned j = starts[r]; j < starts[r + 1]; ++j) sum += plane[order[j]];
+        const unsigned count = starts[r + 1] - starts[r];
         out[i] = count > 0 ? sum / (float)count : 0.0f;
     }
 }

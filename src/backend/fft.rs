@@ -223,7 +223,7 @@ impl FftStats {
 }
 
 /// The ring of the signed frequency (fy, fx): round(sqrt(fy^2 + fx^2)), in integers (the square root of an
-/// integer is never halfway between two), so that both backends and `spectrum` agree on every bin.
+/// integer is never halfway between two), so that the profile and `spectrum` agree on every bin.
 pub fn ring_of(fy: i64, fx: i64) -> usize {
     let n4 = 4 * (fy * fy + fx * fx);
     let mut k = ((fy * fy + fx * fx) as f64).sqrt() as i64;
@@ -273,6 +273,23 @@ impl ProfileDims {
     pub fn ring_per_bin(&self) -> Vec<usize> {
         let (h, w) = (self.out_h, self.out_w);
         (0..h * w).map(|i| bin_frequency(self.layout, h, w, i / w, i % w)).map(|(fy, fx)| ring_of(fy, fx)).collect()
+    }
+
+    /// The bins ring by ring, row-major within each (the order in which both backends add a ring up), and where
+    /// each ring starts in that list (rings + 1 values, the last the number of bins).
+    pub fn ring_order(&self) -> (Vec<u32>, Vec<u32>) {
+        let ring = self.ring_per_bin();
+        let mut starts = vec![0u32; self.rings + 1];
+        ring.iter().for_each(|&r| starts[r + 1] += 1);
+        for r in 0..self.rings {
+            starts[r + 1] += starts[r];
+        }
+        let (mut next, mut order) = (starts.clone(), vec![0u32; ring.len()]);
+        for (bin, &r) in ring.iter().enumerate() {
+            order[next[r] as usize] = bin as u32;
+            next[r] += 1;
+        }
+        (order, starts)
     }
 }
 

@@ -82,7 +82,8 @@ impl Detector {
     }
 
     /// Initial parameters: convolutions He-normal by fan-out (timm's EfficientNet init), batch norm scale 1 and
-    /// shift 0, SE biases 0, the head as `HeadConfig::init`.
+    /// shift 0, SE biases 0, the head as `HeadConfig::init`. Linear maps ([M, K]: the frequency branch's profile)
+    /// start at zero, so that what they add to the pooled features starts as nothing.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut p = vec![0f32; self.params.total()];
         let mut rng = Rng::new(seed);
@@ -97,7 +98,7 @@ impl Detector {
                     if e.shape[1] == 1 { e.shape[2] * e.shape[3] } else { e.shape[0] * e.shape[2] * e.shape[3] };
                 let std = (2.0 / fan_out as f64).sqrt();
                 slot.iter_mut().for_each(|v| *v = (std * rng.normal()) as f32);
-            } else if e.name.ends_with("weight") {
+            } else if e.shape.len() == 1 && e.name.ends_with("weight") {
                 slot.fill(1.0);
             }
         }

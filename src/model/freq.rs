@@ -3,13 +3,13 @@
 //! can be switched off, to reproduce the failure of a branch fed raw magnitudes without normalization.
 //!
 //! With `profile` (`--freq-profile`), the ring profile of the magnitudes (`fft_profile`: the mean log magnitude
-//! per frequency ring) goes through batch norm and a linear map to the branch's width and is added to the pooled
-//! features. The convolutions see a few neighbouring bins and not where they are; the profile says how the
+//! per frequency ring) goes through batch norm and a linear map to the branch's width (starting at zero) and is
+//! added to the pooled features. The convolutions see a few neighbouring bins and not where they are; the profile says how the
 //! energy falls with frequency, what the spectral baseline of `dfgpu holdout` reads.
 
-use crate::backend::fft::{rings, FftConfig, FftDims};
+use crate::backend::fft::{check, rings, FftConfig, FftDims};
 use crate::backend::{Act, Conv2d};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd, NormLinear, NormLinearCache};
 use crate::tensor::{DType, Tensor};
 use std::sync::Arc;
@@ -33,6 +33,8 @@ impl Default for FreqConfig {
 
 pub struct FreqBranch {
     pub cfg: FreqConfig,
+    /// The image side the profile's rings were counted for.
+    size: usize,
     stages: Vec<ConvBnAct>,
     profile: Option<NormLinear>,
     pub features: usize,
@@ -63,11 +65,11 @@ impl FreqBranch {
         }
         let profile_len = FftDims::new(&cfg.fft, 1, 3, 16, 16).s * rings(size);
         let profile = cfg.profile.then(|| NormLinear::new(b, &format!("{prefix}profile"), profile_len, cin));
-        FreqBranch { features: cin, cfg, stages, profile }
+        FreqBranch { features: cin, cfg, size, stages, profile }
     }
 
-    /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, then
-    /// each stage's outputs).
+    /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, the
+    /// profile's, then each stage's outputs).
     pub fn kept(&self, size: usize) -> usize {
         let d = FftDims::new(&self.cfg.fft, 1, 3, size, size);
         let profile = self.profile.as_ref().map_or(0, NormLinear::kept);
@@ -87,7 +89,18 @@ impl FreqBranch {
             feats = feats.to_f64()?; // the FFT is f32 only; the CPU backend's f64 gradient checks take it widened
         }
         let profile = match &self.profile {
-            Some(p) => Some(p.forward(f, f.be.fft_profile(&feats, &self.cfg.fft)?)?),
+            Some(p) => {
+                let d = check(raw, &self.cfg.fft, stats)?;
+                if (d.h, d.w) != (self.size, self.size) {
+                    return Err(Error::Invalid(format!(
+                        "--freq-profile: the model counts its rings for {s} x {s} images, these are {} x {}",
+                        d.h,
+                        d.w,
+                        s = self.size
+                    )));
+                }
+                Some(p.forward(f, f.be.fft_profile(&feats, &self.cfg.fft)?)?)
+            }
             None => None,
         };
         let mut h = Arc::new(feats);
@@ -108,8 +121,10 @@ impl FreqBranch {
     }
 
     pub fn backward(&self, b: &mut Bwd, c: FreqCache, dfeat: &Tensor) -> Result<()> {
-        if let (Some(p), Some(cache)) = (&self.profile, c.profile) {
-            p.backward(b, cache, dfeat)?;
+        match (&self.profile, c.profile) {
+            (Some(p), Some(cache)) => p.backward(b, cache, dfeat)?,
+            (Some(_), None) => return Err(Error::Invalid("backward after an inference forward".into())),
+            (None, _) => {}
         }
         let mut dh = b.be.avg_pool_backward(dfeat, c.last_shape)?;
         for (s, cache) in self.stages.iter().zip(c.stages).rev() {

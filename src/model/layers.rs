@@ -182,10 +182,10 @@ pub struct NormLinearCache {
 }
 
 impl NormLinear {
-    /// NAME.bn (K channels) and NAME.fc (weight [M, K, 1, 1], He-initialized as a 1 x 1 convolution, and bias).
+    /// NAME.bn (K channels) and NAME.fc (weight [M, K], and bias).
     pub fn new(b: &mut Builder, name: &str, k: usize, m: usize) -> Self {
         let norm = Norm::new(b, &format!("{name}.bn"), k);
-        let w = b.param(&format!("{name}.fc.weight"), &[m, k, 1, 1], false);
+        let w = b.param(&format!("{name}.fc.weight"), &[m, k], false);
         let bias = b.param(&format!("{name}.fc.bias"), &[m], true);
         NormLinear { norm, k, m, w, bias }
     }

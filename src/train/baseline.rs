@@ -1,8 +1,8 @@
 //! The spectral baseline that `dfgpu holdout` scores beside the detector on every held-out group: a logistic
 //! regression on each image's azimuthally averaged log spectrum (Durall et al. 2020), of the luma of the input
-//! the detector validates on (the centre crop, or the image resized). It is fitted on the run's training images,
-//! each class weighing half, with scikit-learn's default L2 penalty (C = 1), so that the figure can be set beside
-//! one made elsewhere. A detector that scores below it on a generator it never saw has learned its training
+//! the detector validates on (the centre crop, or the image resized). It is fitted on the run's training images:
+//! standardized features, each class weighing half, an L2 penalty of C = 1 (scikit-learn's StandardScaler, then
+//! LogisticRegression(class_weight="balanced")), so that the figure can be set beside one made that way. A detector that scores below it on a generator it never saw has learned its training
 //! generators rather than what they have in common.
 
 use crate::backend::Backend;

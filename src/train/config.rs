@@ -62,12 +62,13 @@ pub struct TrainConfig {
 }
 
 /// Each model flag and the checkpoint metadata key that stores its setting.
-pub const MODEL_FLAGS: [(&str, &str); 16] = [
+pub const MODEL_FLAGS: [(&str, &str); 17] = [
     ("--backbone", "dfgpu.backbone"),
     ("--size", "dfgpu.size"),
     ("--input", "dfgpu.input"),
     ("--freq-widths", "dfgpu.freq.widths"),
     ("--no-freq-bn", "dfgpu.freq.norm"),
+    ("--freq-profile", "dfgpu.freq.profile"),
     ("--spectrum", "dfgpu.fft.layout"),
     ("--freq-norm", "dfgpu.fft.magnitude"),
     ("--phase", "dfgpu.fft.phase"),

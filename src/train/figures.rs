@@ -96,16 +96,18 @@ pub fn ablation(rows: &[Row], path: &Path) -> Result<()> {
     )
 }
 
-/// The held-out groups: per group, the AUC on its fakes (blue), the spectral baseline's (grey), and the balanced
+/// The held-out groups: per group, the AUC on its fakes (blue), the spectral baseline's (orange), and the balanced
 /// accuracy at the validation-tuned threshold (green), against chance.
 pub fn holdout(rows: &[crate::train::holdout::Row], path: &Path) -> Result<()> {
     let bars: Vec<BarRow> = rows
         .iter()
-        .map(|r| (r.group.to_uppercase(), BLACK, vec![(r.auc, BLUE), (r.baseline_auc, GREY), (r.balanced_acc, GREEN)]))
+        .map(|r| {
+            (r.group.to_uppercase(), BLACK, vec![(r.auc, BLUE), (r.baseline_auc, ORANGE), (r.balanced_acc, GREEN)])
+        })
         .collect();
     bars_against_chance(
         "HELD-OUT GENERATORS: TRAINED ON THE OTHERS",
-        "AUC (BLUE), SPECTRAL BASELINE AUC (GREY), BALANCED ACC. AT THE VALIDATION THRESHOLD (GREEN); LINE: CHANCE",
+        "AUC (BLUE), SPECTRAL BASELINE AUC (ORANGE), BALANCED ACC. AT THE VALIDATION THRESHOLD (GREEN); LINE: CHANCE",
         &bars,
         path,
     )

@@ -75,6 +75,8 @@ pub fn holdout(
             test.counts()[0],
             test.counts()[1]
         ));
+        // The baseline first: a set it cannot fit fails before the fold's training, not after it.
+        let baseline_auc = baseline_auc(be, &train, &test)?;
         trainer::train_on(be, &cfg, &train, &val, &mut |line| {
             let note = line.starts_with("COLLAPSE") || line.starts_with("--batch");
             if note || line.starts_with("epoch") && line.contains("validation") {
@@ -97,7 +99,7 @@ pub fn holdout(
             n_real: test.counts()[0],
             n_fake: test.counts()[1],
             weakest_seen: weakest(group_aucs(&val_scores, &val)),
-            baseline_auc: baseline_auc(be, &train, &test)?,
+            baseline_auc,
         };
         let weakest = row.weakest_seen.as_ref().map_or(String::new(), |(w, a)| format!("; weakest seen: {w} {a:.4}"));
         log(&format!(

@@ -457,6 +457,9 @@ fn resume_keeps_other_runs_and_the_checkpoints_model() {
     assert!(stderr.contains("--size (size 64) contradicts the checkpoint's size 32"), "{stderr}");
     let r = dfgpu(&[&resume[..], &["--gated"]].concat());
     assert!(text(&r).1.contains("--gated (head.gated true) contradicts the checkpoint's head.gated false"));
+    let r = dfgpu(&[&resume[..], &["--freq-profile"]].concat());
+    let e = text(&r).1;
+    assert!(e.contains("--freq-profile (freq.profile true) contradicts the checkpoint's freq.profile false"), "{e}");
 
     // No --size and no --out: the checkpoint's size, in the checkpoint's folder.
     let r = dfgpu(&resume);

@@ -598,8 +598,8 @@ fn gpu_fused_kernels_match_cufft() {
     let mut rng = Rng::new(8);
     // On the emulated device cuFFT is the emulator's own transform, and the gpu_matches_cpu tests already hold
     // the fused kernels to the f64 reference on every size: there the cross-check takes one size of each kind
-    // (the smallest, the model's, non-square and Bluestein's in both directions), a GPU takes them all. The
-    // whole list under the sanitizers was a third of CI's time.
+    // (the smallest, the model's, Bluestein's in both directions, a long Bluestein line), a GPU takes them all.
+    // The whole list under the sanitizers was a third of CI's time.
     let emulated: &[(usize, usize)] = &[(16, 16), (224, 224), (17, 31), (1021, 16)];
     let sizes = if dfgpu::backend::cuda::emu::is_emulated() { emulated } else { &SIZES[..] };
     for &(h, w) in sizes {
@@ -735,6 +735,28 @@ fn profile_is_the_mean_of_each_ring() {
                         approx::assert_abs_diff_eq!(g, want, epsilon = 1e-6 * (1.0 + want.abs()));
                     }
                 }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_ring_order_lists_every_bin_once_ring_by_ring() {
+    let mut rng = Rng::new(24);
+    for size in [16, 17] {
+        for cfg in profile_configs() {
+            let feats = random_features(&mut rng, &cfg, 1, size);
+            let d = dfgpu::backend::fft::check_profile(&feats, &cfg).unwrap();
+            let (order, starts) = d.ring_order();
+            let ring = d.ring_per_bin();
+            assert_eq!((starts[0], starts[d.rings] as usize, starts.len()), (0, ring.len(), d.rings + 1));
+            let mut seen = order.clone();
+            seen.sort_unstable();
+            assert!(seen.iter().enumerate().all(|(i, &b)| b as usize == i), "every bin once");
+            for r in 0..d.rings {
+                let bins = &order[starts[r] as usize..starts[r + 1] as usize];
+                assert!(!bins.is_empty() && bins.iter().all(|&b| ring[b as usize] == r), "ring {r}");
+                assert!(bins.windows(2).all(|w| w[0] < w[1]), "ring {r} in row-major order");
             }
         }
     }

@@ -196,18 +196,33 @@ pub fn stats_update(be: &CudaBackend, feats: &Tensor, stats: &mut FftStats, d: F
     Ok(())
 }
 
+/// The ring order of one spectrum shape (`ProfileDims::ring_order`) on the device, made once per shape.
+pub struct RingIndex {
+    order: CudaSlice<u32>,
+    starts: CudaSlice<u32>,
+}
+
+impl RingIndex {
+    pub fn new(be: &CudaBackend, d: &ProfileDims) -> Result<Self> {
+        let (order, starts) = d.ring_order();
+        Ok(RingIndex { order: be.stream().clone_htod(&order)?, starts: be.stream().clone_htod(&starts)? })
+    }
+}
+
 /// The ring profile of checked features (`check_profile`).
 pub fn profile(be: &CudaBackend, feats: &Tensor, d: ProfileDims) -> Result<Tensor> {
     feats.expect("fft profile features", DType::F32, Layout::Nchw, 4)?;
+    let index = be.ring_index(&d)?;
     let len = d.out_shape().iter().product();
     let mut out = be.output::<f32>(len)?;
     let f = be.function(kernels::fft::FFT_PROFILE)?;
-    let dims = [d.n, d.planes, d.s, d.out_h, d.out_w, (d.layout == SpectrumLayout::Shifted) as usize, d.rings];
-    let [n, planes, s, h, w, shifted, rings] = dims.map(|v| v as i32);
+    let [n, planes, s, rings] = [d.n, d.planes, d.s, d.rings].map(|v| v as i32);
+    let plane_len = (d.out_h * d.out_w) as i64;
     let mut l = be.stream().launch_builder(&f);
-    l.arg(feats.device::<f32>()?).arg(&n).arg(&planes).arg(&s).arg(&h).arg(&w).arg(&shifted).arg(&rings);
-    l.arg(&mut out);
-    // SAFETY: arguments match the kernel; feats holds n images of `planes` planes (check_profile), out n s rings.
+    l.arg(feats.device::<f32>()?).arg(&n).arg(&planes).arg(&s).arg(&plane_len).arg(&rings);
+    l.arg(&index.order).arg(&index.starts).arg(&mut out);
+    // SAFETY: arguments match the kernel; feats holds n images of `planes` planes (check_profile), the index
+    // covers one plane of this shape, out holds n s rings.
     unsafe { l.launch(be.grid_stride(len, 128)) }?;
     Tensor::from_device(&d.out_shape(), Layout::Nchw, out)
 }

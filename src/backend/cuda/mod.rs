@@ -80,6 +80,8 @@ pub struct CudaBackend {
     cudnn: OnceLock<std::result::Result<Mutex<DnnHandle>, String>>,
     /// FFT line plans by transform size (Bluestein's tables are uploaded once per size).
     fft_plans: Mutex<HashMap<usize, fft::SharedPlan>>,
+    /// The ring profile's bin order by spectrum shape (out_h, out_w, shifted).
+    ring_indices: Mutex<HashMap<(usize, usize, bool), Arc<fft::RingIndex>>>,
 }
 
 impl CudaBackend {
@@ -124,6 +126,7 @@ impl CudaBackend {
             blas: OnceLock::new(),
             cudnn: OnceLock::new(),
             fft_plans: Mutex::new(HashMap::new()),
+            ring_indices: Mutex::new(HashMap::new()),
         })
     }
 
@@ -166,6 +169,18 @@ impl CudaBackend {
         let p = Arc::new(fft::plan(self, n)?);
         plans.insert(n, p.clone());
         Ok(p)
+    }
+
+    /// The ring profile's bin order for this spectrum shape, made on first use.
+    fn ring_index(&self, d: &crate::backend::fft::ProfileDims) -> Result<Arc<fft::RingIndex>> {
+        let key = (d.out_h, d.out_w, d.layout == crate::backend::fft::SpectrumLayout::Shifted);
+        let mut indices = self.ring_indices.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = indices.get(&key) {
+            return Ok(i.clone());
+        }
+        let i = Arc::new(fft::RingIndex::new(self, d)?);
+        indices.insert(key, i.clone());
+        Ok(i)
     }
 
     /// A kernel by its typed id (`kernels::head::HEAD_FWD_INPUT`).

@@ -235,7 +235,8 @@ pub(crate) struct ModelArgs {
     /// validation) or resize (squashed to the input size, which low-pass filters the generators' traces).
     #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
     pub(crate) input: Input,
-    /// Switch the frequency branch's batch norms off.
+    /// Switch the batch norms of the frequency branch's convolutions off (the ring profile's, with
+    /// --freq-profile, stays on).
     #[arg(long)]
     pub(crate) no_freq_bn: bool,
     /// Add the ring profile of the magnitudes (the mean log magnitude per frequency ring, Durall et al. 2020)
