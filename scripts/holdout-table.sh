@@ -18,6 +18,8 @@ settings=(
     "crop, self-fakes 0.3:--input crop --self-fakes 0.3"
     "crop, self-fakes 0.3, freq branch only:--input crop --self-fakes 0.3 --branches freq"
     "crop, self-fakes 0.3, spatial branch only:--input crop --self-fakes 0.3 --branches spatial"
+    "resize, freq profile:--input resize --freq-profile"
+    "crop, freq profile:--input crop --freq-profile"
 )
 header=""
 baselines=""
