@@ -4,8 +4,8 @@
 //!
 //! With `profile` (`--freq-profile`), the ring profile of the magnitudes (`fft_profile`: the mean log magnitude
 //! per frequency ring) goes through batch norm and a linear map to the branch's width (starting at zero) and is
-//! added to the pooled features. The convolutions see a few neighbouring bins and not where they are; the profile says how the
-//! energy falls with frequency, what the spectral baseline of `dfgpu holdout` reads.
+//! added to the pooled features. The convolutions see a few neighbouring bins and not where they are; the
+//! profile says how the energy falls with frequency, what the spectral baseline of `dfgpu holdout` reads.
 
 use crate::backend::fft::{check, rings, FftConfig, FftDims};
 use crate::backend::{Act, Conv2d};
@@ -49,7 +49,8 @@ pub struct FreqCache {
 impl FreqBranch {
     /// For 3-channel `size` x `size` images; parameters under `prefix` (e.g. "freq.").
     pub fn new(b: &mut Builder, cfg: FreqConfig, size: usize, prefix: &str) -> Self {
-        let mut cin = FftDims::new(&cfg.fft, 1, 3, 16, 16).planes;
+        let planes = FftDims::new(&cfg.fft, 1, 3, 16, 16);
+        let mut cin = planes.planes;
         let mut stages = Vec::new();
         for (i, &w) in cfg.widths.iter().enumerate() {
             let bn = format!("{prefix}stages.{i}.bn");
@@ -63,7 +64,7 @@ impl FreqBranch {
             ));
             cin = w;
         }
-        let profile_len = FftDims::new(&cfg.fft, 1, 3, 16, 16).s * rings(size);
+        let profile_len = planes.s * rings(size);
         let profile = cfg.profile.then(|| NormLinear::new(b, &format!("{prefix}profile"), profile_len, cin));
         FreqBranch { features: cin, cfg, size, stages, profile }
     }

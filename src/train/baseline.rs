@@ -2,9 +2,11 @@
 //! regression on each image's azimuthally averaged log spectrum (Durall et al. 2020), of the luma of the input
 //! the detector validates on (the centre crop, or the image resized). It is fitted on the run's training images:
 //! standardized features, each class weighing half, an L2 penalty of C = 1 (scikit-learn's StandardScaler, then
-//! LogisticRegression(class_weight="balanced")), so that the figure can be set beside one made that way. A detector that scores below it on a generator it never saw has learned its training
-//! generators rather than what they have in common.
+//! LogisticRegression(class_weight="balanced")), so that the figure can be set beside one made that way. A
+//! detector that scores below it on a generator it never saw has learned its training generators rather than
+//! what they have in common.
 
+use crate::backend::cpu::real::Real;
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
@@ -27,15 +29,6 @@ pub struct Logistic {
     /// 1 / standard deviation; 0 for a feature that does not vary.
     inv_std: Vec<f64>,
     w: Vec<f64>,
-}
-
-fn sigmoid(t: f64) -> f64 {
-    1.0 / (1.0 + (-t).exp())
-}
-
-/// log(1 + e^t) without overflow.
-fn softplus(t: f64) -> f64 {
-    t.max(0.0) + (-t.abs()).exp().ln_1p()
 }
 
 impl Logistic {
@@ -114,7 +107,7 @@ fn objective(w: &[f64], z: &[Vec<f64>], labels: &[u8], weight: [f64; 2]) -> f64 
         .map(|(zi, &y)| {
             let t: f64 = zi.iter().zip(w).map(|(a, b)| a * b).sum();
             // BCE with logits: softplus(t) - y t.
-            weight[y as usize] * (softplus(t) - y as f64 * t)
+            weight[y as usize] * (t.softplus() - y as f64 * t)
         })
         .sum();
     data + penalty
@@ -128,7 +121,7 @@ fn gradient_and_hessian(w: &[f64], z: &[Vec<f64>], labels: &[u8], weight: [f64; 
     let mut h = vec![0.0; k * k];
     (0..k - 1).for_each(|j| h[j * k + j] = 1.0);
     for (zi, &y) in z.iter().zip(labels) {
-        let p = sigmoid(zi.iter().zip(w).map(|(a, b)| a * b).sum());
+        let p = zi.iter().zip(w).map(|(a, b)| a * b).sum::<f64>().sigmoid();
         let c = weight[y as usize];
         let (gi, hi) = (c * (p - y as f64), c * p * (1.0 - p));
         for a in 0..k {

@@ -6,8 +6,7 @@
 //! fake - real (blue: fakes weaker there, red: stronger), and the azimuthal averages from the centre (left) to
 //! the corner frequencies (right), real in blue and fake in red.
 
-use crate::backend::fft::SpectrumLayout::{self, Shifted};
-use crate::backend::fft::{rings, FftConfig, Magnitude, Phase, ProfileDims};
+use crate::backend::fft::{rings, FftConfig, Magnitude, Phase, ProfileDims, SpectrumLayout};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::plot::{self, Canvas, Series};
@@ -65,7 +64,15 @@ pub fn each_spectrum(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(usize,
 /// The mean over each ring (`fft::ring_of`: the frequency radius rounded) of a size x size plane with the zero
 /// frequency at the centre (size / 2, size / 2), rings 0 to `fft::rings(size)` - 1.
 pub fn radial_mean(plane: &[f64], size: usize) -> Vec<f64> {
-    let d = ProfileDims { n: 1, planes: 1, s: 1, out_h: size, out_w: size, rings: rings(size), layout: Shifted };
+    let d = ProfileDims {
+        n: 1,
+        planes: 1,
+        s: 1,
+        out_h: size,
+        out_w: size,
+        rings: rings(size),
+        layout: SpectrumLayout::Shifted,
+    };
     let (mut s, mut n) = (vec![0.0; d.rings], vec![0usize; d.rings]);
     for (&v, r) in plane.iter().zip(d.ring_per_bin()) {
         s[r] += v;
