@@ -51,7 +51,7 @@ fn gpu_bench(gpu: &CudaBackend) -> dfgpu::Result<()> {
             100.0 * copy / fused
         );
         let feats = gpu.fft_features(&x, &cfg, None)?;
-        let profile = median_ms(gpu.stream(), 10, 50, || gpu.fft_profile(&feats, &cfg).map(drop))?;
+        let profile = median_ms(gpu.stream(), 10, 50, || gpu.fft_profile(&feats, &cfg, None).map(drop))?;
         let magnitudes = (n * d.s * d.plane_len() * 4) as f64;
         let copy = copy_ms(gpu.stream(), magnitudes)?;
         println!(
@@ -80,7 +80,7 @@ fn main() {
     let feats = cpu.fft_features(&x, &cfg, None).unwrap();
     let t = Instant::now();
     for _ in 0..reps {
-        cpu.fft_profile(&feats, &cfg).unwrap();
+        cpu.fft_profile(&feats, &cfg, None).unwrap();
     }
     let p = t.elapsed().as_secs_f64() / reps as f64;
     println!("  ring profile: {:.2} ms, {:.1}% of the features' time", p * 1e3, 100.0 * p / s);

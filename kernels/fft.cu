@@ -282,17 +282,25 @@ extern "C" __global__ void fft_features_from_spectrum(const float2* __restrict__
 
 // The ring profile (backend/fft.rs): one thread per (image, magnitude plane, ring), summing its ring's bins in
 // the order `order` lists them (row-major within a ring, as the CPU reference adds them, so that both give the
-// same bits); `starts` says where each ring's bins begin. Each bin of a plane is read once.
+// same bits); `starts` says where each ring's bins begin. Each bin of a plane is read once. With `standardize`,
+// stats holds s * rings means then as many standard deviations.
 extern "C" __global__ void fft_profile(const float* __restrict__ feats, int n_img, int planes, int s,
                                        long long plane_len, int rings, const unsigned* __restrict__ order,
-                                       const unsigned* __restrict__ starts, float* __restrict__ out) {
-    GRID_STRIDE(i, (long long)n_img * s * rings) {
+                                       const unsigned* __restrict__ starts, int standardize,
+                                       const float* __restrict__ stats, float* __restrict__ out) {
+    const int k = s * rings;
+    GRID_STRIDE(i, (long long)n_img * k) {
         const int r = (int)(i % rings), p = (int)((i / rings) % s);
-        const long long img = i / ((long long)rings * s);
+        const long long img = i / k;
         const float* plane = feats + (img * planes + p) * plane_len;
         float sum = 0.0f;
         for (unsigned j = starts[r]; j < starts[r + 1]; ++j) sum += plane[order[j]];
         const unsigned count = starts[r + 1] - starts[r];
-        out[i] = count > 0 ? sum / (float)count : 0.0f;
+        float m = count > 0 ? sum / (float)count : 0.0f;
+        if (standardize) {
+            const int j = (int)(i % k);
+            m = (m - stats[j]) / stats[k + j];
+        }
+        out[i] = m;
     }
 }

@@ -1,6 +1,6 @@
 // The backbone's small layers (src/backend/layers.rs; src/backend/cpu/layers.rs is the reference): activations,
-// global average pooling, channel and sample scaling, the residual add, and the linear layer's bias and its
-// gradient (its products run on cuBLAS).
+// global average pooling, channel and sample scaling, the residual add, the linear layer's bias and its
+// gradient (its products run on cuBLAS), and columns copied between matrices.
 #include "common.cuh"
 
 extern "C" __global__ void act_forward(const float* __restrict__ x, float* __restrict__ y, long long n, int kind) {
@@ -46,6 +46,16 @@ extern "C" __global__ void channel_scale_ds(const float* __restrict__ x, const f
 
 extern "C" __global__ void add(const float* __restrict__ a, const float* __restrict__ b, float* __restrict__ y, long long n) {
     GRID_STRIDE(i, n) y[i] = a[i] + b[i];
+}
+
+// dst[r][dst_at + j] = src[r][src_at + j] for j < width: matrices side by side, and back.
+extern "C" __global__ void copy_columns(const float* __restrict__ src, int src_cols, int src_at,
+                                        float* __restrict__ dst, int dst_cols, int dst_at, int width, long long total) {
+    GRID_STRIDE(i, total) {
+        const long long r = i / width;
+        const int j = (int)(i % width);
+        dst[r * dst_cols + dst_at + j] = src[r * src_cols + src_at + j];
+    }
 }
 
 // y[r][j] += b[j].

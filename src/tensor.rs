@@ -138,15 +138,6 @@ impl Tensor {
         Ok(Tensor { shape: shape.to_vec(), layout, dtype: T::DTYPE, storage: Storage::Cuda(T::wrap_device(data)) })
     }
 
-    /// The same elements under another shape and layout, without a copy.
-    pub fn reshape(self, shape: &[usize], layout: Layout) -> Result<Tensor> {
-        check_layout(shape, layout)?;
-        if shape.iter().product::<usize>() != self.numel() {
-            shape_err!("cannot view {:?} ({} elements) as {shape:?}", self.shape, self.numel());
-        }
-        Ok(Tensor { shape: shape.to_vec(), layout, ..self })
-    }
-
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }

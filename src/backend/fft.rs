@@ -29,7 +29,7 @@
 
 use crate::backend::Backend;
 use crate::error::{Choice, Error, Result};
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::{DType, Layout, Slice, Tensor};
 
 pub const LOG_EPS: f32 = 1e-6;
 pub const LOG_CENTER: f32 = -3.0;
@@ -265,9 +265,9 @@ pub struct ProfileDims {
 }
 
 impl ProfileDims {
-    /// [n, s * rings, 1, 1]: one channel per (magnitude plane, ring), as batch norm takes it.
-    pub fn out_shape(&self) -> [usize; 4] {
-        [self.n, self.s * self.rings, 1, 1]
+    /// [n, s * rings]: per image, each magnitude plane's rings.
+    pub fn out_shape(&self) -> [usize; 2] {
+        [self.n, self.s * self.rings]
     }
     /// Each bin's ring, row by row.
     pub fn ring_per_bin(&self) -> Vec<usize> {
@@ -293,8 +293,9 @@ impl ProfileDims {
     }
 }
 
-/// Checks features that `fft_features` made with `cfg` from square images (NCHW, f32, or f64 on the CPU).
-pub fn check_profile(feats: &Tensor, cfg: &FftConfig) -> Result<ProfileDims> {
+/// Checks features that `fft_features` made with `cfg` from square images (NCHW, f32, or f64 on the CPU), and
+/// the standardizing statistics if any (2 S R values).
+pub fn check_profile(feats: &Tensor, cfg: &FftConfig, stats: Option<&Slice>) -> Result<ProfileDims> {
     let s = feats.shape();
     if feats.layout() != Layout::Nchw || s.len() != 4 || s[0] == 0 {
         shape_err!("fft profile: expected NCHW features, got {:?} {s:?}", feats.layout());
@@ -311,7 +312,19 @@ pub fn check_profile(feats: &Tensor, cfg: &FftConfig) -> Result<ProfileDims> {
             want.out_w
         );
     }
-    Ok(ProfileDims { n, planes, s: want.s, out_h, out_w, rings: rings(size), layout: cfg.layout })
+    let d = ProfileDims { n, planes, s: want.s, out_h, out_w, rings: rings(size), layout: cfg.layout };
+    if let Some(st) = stats {
+        if st.len() != 2 * d.s * d.rings || st.buf.dtype() != feats.dtype() {
+            shape_err!(
+                "fft profile: {} {:?} statistics for {} {:?} rings (a mean and a std each)",
+                st.len(),
+                st.buf.dtype(),
+                d.s * d.rings,
+                feats.dtype()
+            );
+        }
+    }
+    Ok(d)
 }
 
 /// Checks that `stats` were started for these dims.

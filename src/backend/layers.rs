@@ -1,10 +1,12 @@
 //! The backbone's small layers, shared contract: activations (SiLU, ReLU, sigmoid), global average pooling,
-//! per-channel scaling (squeeze-and-excitation), per-sample scaling (drop-connect), the residual add, and the
-//! fully connected layer with bias (the SE's reduce and expand).
+//! per-channel scaling (squeeze-and-excitation), per-sample scaling (drop-connect), the residual add, the
+//! fully connected layer with bias (the SE's reduce and expand), and columns side by side and back (the frequency
+//! branch's features and profile).
 
 use crate::backend::Slots;
 use crate::error::{Choice, Result};
 use crate::tensor::{Layout, Slice, Tensor};
+use std::ops::Range;
 
 /// An activation: of the backbone's layers, the SE gate (sigmoid) and the fusion head's hidden layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,4 +110,30 @@ pub fn check_linear_backward(x: &Tensor, w: &Slice, dy: &Tensor, grads: &Slots<2
     }
     grads.check("linear backward gradients", [m * k, m])?;
     Ok((n, k, m))
+}
+
+/// [n, c] of a plain matrix.
+fn matrix(x: &Tensor, what: &str) -> Result<[usize; 2]> {
+    match *x.shape() {
+        [n, c] if x.layout() == Layout::Plain => Ok([n, c]),
+        _ => shape_err!("{what}: expected an [N, C] matrix, got {:?} {:?}", x.layout(), x.shape()),
+    }
+}
+
+/// Checks two matrices of as many rows and one dtype; returns (rows, a's columns, b's).
+pub fn check_concat_columns(a: &Tensor, b: &Tensor) -> Result<[usize; 3]> {
+    let ([n, p], [m, q]) = (matrix(a, "concat columns")?, matrix(b, "concat columns")?);
+    if n != m || a.dtype() != b.dtype() {
+        shape_err!("concat columns: {:?} {:?} and {:?} {:?}", a.shape(), a.dtype(), b.shape(), b.dtype());
+    }
+    Ok([n, p, q])
+}
+
+/// Checks that `cols` are columns of `x`; returns its rows and columns.
+pub fn check_columns(x: &Tensor, cols: &Range<usize>) -> Result<[usize; 2]> {
+    let [n, c] = matrix(x, "columns")?;
+    if cols.start > cols.end || cols.end > c {
+        shape_err!("columns {cols:?} of a matrix of {c} columns");
+    }
+    Ok([n, c])
 }

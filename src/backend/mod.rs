@@ -62,8 +62,9 @@ pub trait Backend: Send + Sync {
     fn fft_stats_update(&self, images: &Tensor, stats: &mut FftStats) -> Result<()>;
 
     /// The ring profile (backend/fft.rs) of features that `fft_features` made with `cfg` from square images:
-    /// [N, S * R, 1, 1], each magnitude plane's mean over rings 0 .. R - 1.
-    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor>;
+    /// [N, S * R], each magnitude plane's mean over rings 0 .. R - 1. With `stats` (S R means, then S R standard
+    /// deviations), each value standardized: (mean - stats mean) / stats std.
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig, stats: Option<&Slice>) -> Result<Tensor>;
 
     /// The fusion head's forward (backend/head.rs): B logits, and what backward needs.
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward>;
@@ -108,6 +109,10 @@ pub trait Backend: Send + Sync {
     fn add(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
     /// `x[n] * scales[n]` (drop-connect: 0 or 1 / keep probability per sample); its own backward.
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor>;
+    /// `[N, P]` and `[N, Q]` side by side: `[N, P + Q]` (the frequency branch's pooled features and its profile).
+    fn concat_columns(&self, a: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// Columns `cols` of `x [N, C]`: `[N, cols.len()]` (concat_columns's backward).
+    fn columns(&self, x: &Tensor, cols: Range<usize>) -> Result<Tensor>;
     /// `x w^T + b`: `x [N, K]`, `w [M, K]`, `b [M]`.
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor>;
     /// dx; dw and db into the two slots.

@@ -82,8 +82,7 @@ impl Detector {
     }
 
     /// Initial parameters: convolutions He-normal by fan-out (timm's EfficientNet init), batch norm scale 1 and
-    /// shift 0, SE biases 0, the head as `HeadConfig::init`. Linear maps ([M, K]: the frequency branch's profile)
-    /// start at zero, so that what they add to the pooled features starts as nothing.
+    /// shift 0, SE biases 0, the head as `HeadConfig::init`.
     pub fn init_params(&self, seed: u64) -> Vec<f32> {
         let mut p = vec![0f32; self.params.total()];
         let mut rng = Rng::new(seed);
@@ -98,7 +97,7 @@ impl Detector {
                     if e.shape[1] == 1 { e.shape[2] * e.shape[3] } else { e.shape[0] * e.shape[2] * e.shape[3] };
                 let std = (2.0 / fan_out as f64).sqrt();
                 slot.iter_mut().for_each(|v| *v = (std * rng.normal()) as f32);
-            } else if e.shape.len() == 1 && e.name.ends_with("weight") {
+            } else if e.name.ends_with("weight") {
                 slot.fill(1.0);
             }
         }
@@ -106,11 +105,17 @@ impl Detector {
         p
     }
 
-    /// Running means 0, variances 1.
+    /// Running means 0, variances 1; standardizing statistics (means, then standard deviations) 0 and 1 until
+    /// they are gathered.
     pub fn init_state(&self) -> Vec<f32> {
         let mut s = vec![0f32; self.state.total()];
-        for e in self.state.entries().iter().filter(|e| e.name.ends_with("running_var")) {
-            s[e.range()].fill(1.0);
+        for e in self.state.entries() {
+            let r = e.range();
+            if e.name.ends_with("running_var") {
+                s[r].fill(1.0);
+            } else if e.name.ends_with(".stats") {
+                s[r.start + r.len() / 2..r.end].fill(1.0);
+            }
         }
         s
     }

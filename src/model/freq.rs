@@ -2,17 +2,26 @@
 //! conv - batch norm - ReLU stages and global average pooling, as the PyTorch peer's FreqBranch. Its batch norms
 //! can be switched off, to reproduce the failure of a branch fed raw magnitudes without normalization.
 //!
-//! With `profile` (`--freq-profile`), the ring profile of the magnitudes (`fft_profile`: the mean log magnitude
-//! per frequency ring) goes through batch norm and a linear map to the branch's width (starting at zero) and is
-//! added to the pooled features. The convolutions see a few neighbouring bins and not where they are; the
-//! profile says how the energy falls with frequency, what the spectral baseline of `dfgpu holdout` reads.
+//! With `profile` (`--freq-profile`), the ring profile of the luma spectrum (`fft_profile`: the mean log
+//! magnitude per frequency ring), standardized by the training set's mean and standard deviation of each ring, is
+//! put beside the pooled features: the head reads it as it reads them. The convolutions see a few neighbouring
+//! bins and not where they are; the profile says how the energy falls with frequency, what the spectral baseline
+//! of `dfgpu holdout` reads. Its statistics are gathered once before training (`profile_stats`), as log-std's, not
+//! per batch: they are the same in training and inference, and need no gradient.
 
-use crate::backend::fft::{check, rings, FftConfig, FftDims};
-use crate::backend::{Act, Conv2d};
+use crate::backend::fft::{check, rings, FftConfig, FftDims, Magnitude, Phase, SpectrumLayout};
+use crate::backend::{Act, Backend, Conv2d};
 use crate::error::{Error, Result};
-use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd, NormLinear, NormLinearCache};
-use crate::tensor::{DType, Tensor};
+use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd};
+use crate::tensor::{DType, Slice, Tensor};
+use std::ops::Range;
 use std::sync::Arc;
+
+/// The profile's spectrum: the luma's, full and centred, log magnitudes: the feature of the spectral baseline
+/// (Durall et al. 2020's azimuthal average). Per colour channel, and on the half spectrum (which weighs the
+/// columns kx = 0 and W/2 twice), the held-out AUCs were lower (docs/generalization-study.md).
+const PROFILE_FFT: FftConfig =
+    FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FreqConfig {
@@ -36,21 +45,21 @@ pub struct FreqBranch {
     /// The image side the profile's rings were counted for.
     size: usize,
     stages: Vec<ConvBnAct>,
-    profile: Option<NormLinear>,
+    /// With a profile: where its statistics are in the model's state (R means, then R standard deviations).
+    profile: Option<Range<usize>>,
+    /// The pooled features', then the profile's.
     pub features: usize,
 }
 
 pub struct FreqCache {
     stages: Vec<ConvBnActCache>,
-    profile: Option<NormLinearCache>,
     last_shape: [usize; 4],
 }
 
 impl FreqBranch {
     /// For 3-channel `size` x `size` images; parameters under `prefix` (e.g. "freq.").
     pub fn new(b: &mut Builder, cfg: FreqConfig, size: usize, prefix: &str) -> Self {
-        let planes = FftDims::new(&cfg.fft, 1, 3, 16, 16);
-        let mut cin = planes.planes;
+        let mut cin = FftDims::new(&cfg.fft, 1, 3, 16, 16).planes;
         let mut stages = Vec::new();
         for (i, &w) in cfg.widths.iter().enumerate() {
             let bn = format!("{prefix}stages.{i}.bn");
@@ -64,17 +73,33 @@ impl FreqBranch {
             ));
             cin = w;
         }
-        let profile_len = planes.s * rings(size);
-        let profile = cfg.profile.then(|| NormLinear::new(b, &format!("{prefix}profile"), profile_len, cin));
-        FreqBranch { features: cin, cfg, size, stages, profile }
+        let k = rings(size);
+        let profile = cfg.profile.then(|| b.state(&format!("{prefix}profile.stats"), 2 * k));
+        let features = cin + if cfg.profile { k } else { 0 };
+        FreqBranch { features, cfg, size, stages, profile }
     }
 
-    /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, the
-    /// profile's, then each stage's outputs).
+    /// Where the profile's statistics are in the model's state (R means, then R standard deviations): gathered
+    /// over the training set before training (train/trainer.rs `fit_freq_stats`). None without a profile.
+    pub fn profile_stats(&self) -> Option<Range<usize>> {
+        self.profile.clone()
+    }
+
+    /// The ring profile of raw images, standardized by `stats` if given, in `dtype` (f64 for the CPU backend's
+    /// gradient checks). Taken over the luma's full spectrum (`PROFILE_FFT`), whatever the branch's own settings.
+    pub fn profile(&self, be: &dyn Backend, raw: &Tensor, stats: Option<&Slice>, dtype: DType) -> Result<Tensor> {
+        let mut feats = be.fft_features(raw, &PROFILE_FFT, None)?;
+        if dtype == DType::F64 {
+            feats = feats.to_f64()?;
+        }
+        be.fft_profile(&feats, &PROFILE_FFT, stats)
+    }
+
+    /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, then
+    /// each stage's outputs).
     pub fn kept(&self, size: usize) -> usize {
         let d = FftDims::new(&self.cfg.fft, 1, 3, size, size);
-        let profile = self.profile.as_ref().map_or(0, NormLinear::kept);
-        let (mut total, mut hw) = (d.planes * d.out_h * d.out_w + profile, (d.out_h, d.out_w));
+        let (mut total, mut hw) = (d.planes * d.out_h * d.out_w, (d.out_h, d.out_w));
         for s in &self.stages {
             let (k, h, w) = s.kept(hw.0, hw.1);
             total += k;
@@ -90,7 +115,7 @@ impl FreqBranch {
             feats = feats.to_f64()?; // the FFT is f32 only; the CPU backend's f64 gradient checks take it widened
         }
         let profile = match &self.profile {
-            Some(p) => {
+            Some(at) => {
                 let d = check(raw, &self.cfg.fft, stats)?;
                 if (d.h, d.w) != (self.size, self.size) {
                     return Err(Error::Invalid(format!(
@@ -100,7 +125,8 @@ impl FreqBranch {
                         s = self.size
                     )));
                 }
-                Some(p.forward(f, f.be.fft_profile(&feats, &self.cfg.fft)?)?)
+                let stats = Slice { buf: &*f.state, range: at.clone() };
+                Some(self.profile(f.be, raw, Some(&stats), f.params.dtype())?)
             }
             None => None,
         };
@@ -114,20 +140,24 @@ impl FreqBranch {
         let s = h.shape();
         let last_shape = [s[0], s[1], s[2], s[3]];
         let pooled = f.be.avg_pool(&h)?;
-        let (out, profile) = match profile {
-            Some((p, cache)) => (f.be.add(&pooled, &p)?, cache),
-            None => (pooled, None),
+        let out = match profile {
+            Some(p) => f.be.concat_columns(&pooled, &p)?,
+            None => pooled,
         };
-        Ok((out, FreqCache { stages: caches, profile, last_shape }))
+        Ok((out, FreqCache { stages: caches, last_shape }))
     }
 
     pub fn backward(&self, b: &mut Bwd, c: FreqCache, dfeat: &Tensor) -> Result<()> {
-        match (&self.profile, c.profile) {
-            (Some(p), Some(cache)) => p.backward(b, cache, dfeat)?,
-            (Some(_), None) => return Err(Error::Invalid("backward after an inference forward".into())),
-            (None, _) => {}
-        }
-        let mut dh = b.be.avg_pool_backward(dfeat, c.last_shape)?;
+        // The profile's columns are computed from the images: they need no gradient.
+        let pooled;
+        let dpooled = match self.profile {
+            Some(_) => {
+                pooled = b.be.columns(dfeat, 0..c.last_shape[1])?;
+                &pooled
+            }
+            None => dfeat,
+        };
+        let mut dh = b.be.avg_pool_backward(dpooled, c.last_shape)?;
         for (s, cache) in self.stages.iter().zip(c.stages).rev() {
             dh = s.backward(b, cache, &dh)?;
         }

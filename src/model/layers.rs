@@ -1,5 +1,5 @@
 //! The units the networks are built from, each with an explicit forward that returns what its backward needs
-//! (no tape), written once against the Backend trait: conv + batch norm (+ activation), batch norm + linear, and
+//! (no tape), written once against the Backend trait: conv + batch norm (+ activation) and
 //! squeeze-and-excitation. Parameters and batch-norm running statistics are registered by name in the model's
 //! flat layouts (timm's names, so that timm's weights load by name).
 
@@ -7,7 +7,7 @@ use crate::backend::head::Mode;
 use crate::backend::{Act, Backend, BatchNorm, BnBackward, BnParams, BnRunning, BnSaved, Conv2d, ConvBackward, Slots};
 use crate::error::Result;
 use crate::params::ParamLayout;
-use crate::tensor::{Layout, Slice, Tensor};
+use crate::tensor::{Slice, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ impl Builder {
         self.params.push(name, shape, no_decay);
         self.params.get(name).unwrap().range()
     }
-    fn state(&mut self, name: &str, len: usize) -> Range<usize> {
+    pub(crate) fn state(&mut self, name: &str, len: usize) -> Range<usize> {
         self.state.push(name, &[len], true);
         self.state.get(name).unwrap().range()
     }
@@ -161,56 +161,6 @@ impl ConvBnAct {
         };
         let a = ConvBackward { x: &c.x, w: slice(b.params, &self.w), dy: dconv, c: &self.conv };
         b.be.conv2d_backward(&a, Slots { buf: b.grads, at: [self.w.clone()] })
-    }
-}
-
-/// Batch norm, then a linear map: W bn(x) + b, from [N, K, 1, 1] features (one channel each) to [N, M]. For
-/// features of very different scales, standardized before they are mixed.
-#[derive(Clone, Debug)]
-pub struct NormLinear {
-    norm: Norm,
-    k: usize,
-    m: usize,
-    w: Range<usize>,
-    bias: Range<usize>,
-}
-
-pub struct NormLinearCache {
-    x: Tensor,
-    saved: BnSaved,
-    normed: Tensor,
-}
-
-impl NormLinear {
-    /// NAME.bn (K channels) and NAME.fc (weight [M, K], and bias).
-    pub fn new(b: &mut Builder, name: &str, k: usize, m: usize) -> Self {
-        let norm = Norm::new(b, &format!("{name}.bn"), k);
-        let w = b.param(&format!("{name}.fc.weight"), &[m, k], false);
-        let bias = b.param(&format!("{name}.fc.bias"), &[m], true);
-        NormLinear { norm, k, m, w, bias }
-    }
-
-    /// Values per image its training forward keeps: the input and the normalized input.
-    pub fn kept(&self) -> usize {
-        2 * self.k
-    }
-
-    /// The output, and in training what the backward needs (None in inference).
-    pub fn forward(&self, f: &mut Fwd, x: Tensor) -> Result<(Tensor, Option<NormLinearCache>)> {
-        let n = x.shape()[0];
-        let (normed, saved) = self.norm.forward(f, &x)?;
-        let flat = normed.reshape(&[n, self.k], Layout::Plain)?;
-        let y = f.be.linear(&flat, &slice(f.params, &self.w), &slice(f.params, &self.bias), self.m)?;
-        Ok((y, saved.map(|saved| NormLinearCache { x, saved, normed: flat })))
-    }
-
-    /// Gradients of its parameters; the input needs none (it is computed from the images).
-    pub fn backward(&self, b: &mut Bwd, c: NormLinearCache, dy: &Tensor) -> Result<()> {
-        let g = Slots { buf: &mut *b.grads, at: [self.w.clone(), self.bias.clone()] };
-        let dnormed = b.be.linear_backward(&c.normed, &slice(b.params, &self.w), dy, g)?;
-        let dnormed = dnormed.reshape(c.x.shape(), Layout::Nchw)?;
-        self.norm.backward(b, &c.x, &c.saved, &dnormed)?;
-        Ok(())
     }
 }
 

@@ -48,17 +48,10 @@ impl Logistic {
         if let Some(r) = x.iter().find(|r| r.len() != d) {
             return Err(Error::Shape(format!("spectral features of {} and {d} values", r.len())));
         }
-        let mean: Vec<f64> = (0..d).map(|j| x.iter().map(|r| r[j]).sum::<f64>() / n as f64).collect();
-        let inv_std = (0..d)
-            .map(|j| {
-                let var = x.iter().map(|r| (r[j] - mean[j]).powi(2)).sum::<f64>() / n as f64;
-                if var > 0.0 {
-                    1.0 / var.sqrt()
-                } else {
-                    0.0
-                }
-            })
-            .collect();
+        let mut moments = Moments::new(d);
+        x.iter().for_each(|r| moments.add(r.iter().copied()));
+        let inv_std = moments.std().iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
+        let mean = moments.mean;
         let mut model = Logistic { mean, inv_std, w: vec![0.0; d + 1] };
         let z: Vec<Vec<f64>> = x.iter().map(|r| model.standardized(r)).collect();
         let weight = counts.map(|c| n as f64 / (2.0 * c as f64));
@@ -94,6 +87,35 @@ impl Logistic {
     /// The logit of "fake" for one image's features.
     pub fn score(&self, x: &[f64]) -> f64 {
         self.standardized(x).iter().zip(&self.w).map(|(z, w)| z * w).sum()
+    }
+}
+
+/// Per-column mean and population standard deviation of rows given one at a time (Welford's update, in f64):
+/// how the baseline standardizes its features, and `--freq-profile` its ring profile.
+#[derive(Clone, Debug)]
+pub struct Moments {
+    pub count: u64,
+    pub mean: Vec<f64>,
+    m2: Vec<f64>,
+}
+
+impl Moments {
+    pub fn new(columns: usize) -> Self {
+        Moments { count: 0, mean: vec![0.0; columns], m2: vec![0.0; columns] }
+    }
+
+    pub fn add(&mut self, row: impl IntoIterator<Item = f64>) {
+        self.count += 1;
+        let n = self.count as f64;
+        for ((v, mean), m2) in row.into_iter().zip(&mut self.mean).zip(&mut self.m2) {
+            let delta = v - *mean;
+            *mean += delta / n;
+            *m2 += delta * (v - *mean);
+        }
+    }
+
+    pub fn std(&self) -> Vec<f64> {
+        self.m2.iter().map(|m2| (m2 / self.count.max(1) as f64).sqrt()).collect()
     }
 }
 
@@ -229,5 +251,21 @@ mod tests {
             approx::assert_abs_diff_eq!(*g, want, epsilon = 1e-12);
         }
         assert!(solve_spd(vec![1.0, 2.0, 2.0, 1.0], vec![1.0, 1.0], 2).is_err(), "not positive definite");
+    }
+
+    #[test]
+    fn moments_match_the_two_pass_formulas() {
+        let (x, _) = data(5);
+        let mut m = Moments::new(3);
+        x.iter().for_each(|r| m.add(r.iter().map(|v| v + 1e6)));
+        let n = x.len() as f64;
+        for j in 0..3 {
+            let mean = x.iter().map(|r| r[j] + 1e6).sum::<f64>() / n;
+            let var = x.iter().map(|r| (r[j] + 1e6 - mean).powi(2)).sum::<f64>() / n;
+            approx::assert_relative_eq!(m.mean[j], mean, max_relative = 1e-14);
+            // Shifted by 1e6, a sum of squares minus a squared sum would lose all but a few digits.
+            approx::assert_abs_diff_eq!(m.std()[j], var.sqrt(), epsilon = 1e-8);
+        }
+        assert_eq!(m.count, x.len() as u64);
     }
 }

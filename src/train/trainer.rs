@@ -3,7 +3,7 @@
 //! with warm-up and cosine decay, and validation metrics after every epoch. Without --data it trains on the
 //! built-in synthetic set, generated once into a cache folder.
 
-use crate::backend::fft::{FftStats, Magnitude};
+use crate::backend::fft::{FftStats, Magnitude, STD_FLOOR};
 use crate::backend::head::{Branches, Mode};
 use crate::backend::loss::LossConfig;
 use crate::backend::optim::{Norms, StepArgs};
@@ -17,7 +17,8 @@ use crate::model::detector::Detector;
 use crate::model::layers::{Bwd, Fwd};
 use crate::model::state::ModelState;
 use crate::rng::Rng;
-use crate::tensor::Tensor;
+use crate::tensor::{DType, Tensor};
+use crate::train::baseline::Moments;
 use crate::train::config::MODEL_FLAGS;
 use crate::train::config::{Sampler, TrainConfig};
 use crate::train::diagnostics::{self, Evidence, GradFlag, GradRow};
@@ -267,8 +268,11 @@ fn run(
     };
     let cfg = &bounded_batch(cfg, train.len(), log);
     check_memory(be, &det, cfg)?;
-    if let Some(n) = fit_freq_stats(be, &det, &mut ms, train)? {
-        log(&format!("frequency statistics gathered over {n} training images"));
+    // A resumed model has its statistics from its first run.
+    if resumed.is_none() {
+        if let Some(n) = fit_freq_stats(be, &det, &mut ms, train)? {
+            log(&format!("frequency statistics gathered over {n} training images"));
+        }
     }
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;
     dir.clear_earlier(cfg.grad_report > 0, log)?;
@@ -299,24 +303,42 @@ fn new_model(be: &dyn Backend, cfg: &TrainConfig, log: &mut dyn FnMut(&str)) -> 
     Ok((det, ms))
 }
 
-/// The per-bin statistics that log-std magnitudes are standardized by, over every image of `set`, unless the
-/// model has none to gather or has them already (a resumed run). Returns how many images they took.
+/// The statistics a new model standardizes its frequency inputs by, over every image of `set`: log-std's per-bin
+/// statistics, and `--freq-profile`'s per-ring mean and standard deviation (floored at STD_FLOOR, as log-std's).
+/// Returns how many images they took, None if the model needs none.
 pub(crate) fn fit_freq_stats(
     be: &dyn Backend,
     det: &Detector,
     ms: &mut ModelState,
     set: &Loaded,
 ) -> Result<Option<u64>> {
-    if det.cfg.freq.fft.magnitude != Magnitude::LogStd || ms.freq_stats.is_some() {
+    let fft = &det.cfg.freq.fft;
+    let rings = det.freq.profile_stats();
+    if fft.magnitude != Magnitude::LogStd && rings.is_none() {
         return Ok(None);
     }
-    let mut st = FftStats::new(be, det.cfg.freq.fft, 3, det.cfg.size, det.cfg.size)?;
     let idx: Vec<usize> = (0..set.len()).collect();
-    for chunk in idx.chunks(64) {
-        be.fft_stats_update(&be.upload(&set.batch(chunk, None)?.0)?, &mut st)?;
+    let batches = || idx.chunks(64).map(|chunk| be.upload(&set.batch(chunk, None)?.0));
+    if fft.magnitude == Magnitude::LogStd {
+        let mut st = FftStats::new(be, *fft, 3, det.cfg.size, det.cfg.size)?;
+        for images in batches() {
+            be.fft_stats_update(&images?, &mut st)?;
+        }
+        ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
     }
-    ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
-    Ok(Some(st.count))
+    if let Some(range) = rings {
+        let mut m = Moments::new(range.len() / 2);
+        for images in batches() {
+            let profile = be.download(&det.freq.profile(be, &images?, None, DType::F32)?)?;
+            profile.host::<f32>()?.chunks(m.mean.len()).for_each(|row| m.add(row.iter().map(|&v| v as f64)));
+        }
+        let mut state = be.download(&ms.state)?;
+        let std = m.std().into_iter().map(|s| s.max(STD_FLOOR as f64));
+        let values = m.mean.iter().copied().chain(std).map(|v| v as f32);
+        state.host_mut::<f32>()?[range].iter_mut().zip(values).for_each(|(s, v)| *s = v);
+        ms.state = be.upload(&state)?;
+    }
+    Ok(Some(set.len() as u64))
 }
 
 /// The warning when one branch's features dwarf the other's at the fusion input. None with a branch switched off:
@@ -493,5 +515,54 @@ mod tests {
         meta.insert("dfgpu.best_loss".into(), "low".into());
         let e = ResumePoint::from_meta(&meta, Path::new("run/last.safetensors")).unwrap_err().to_string();
         assert!(e.contains("run/last.safetensors") && e.contains("'dfgpu.best_loss' is not a number"), "{e}");
+    }
+
+    /// `--freq-profile`'s statistics are the mean and population standard deviation of each ring over the whole
+    /// training set (more than one batch of the pass), so that the profiles the model sees are standardized.
+    #[test]
+    fn the_profile_statistics_standardize_the_training_set() {
+        use super::{fit_freq_stats, DType};
+        use crate::backend::cpu::CpuBackend;
+        use crate::data::loaded::{Loaded, Pixels};
+        use crate::model::detector::{Detector, DetectorConfig};
+        use crate::model::state::ModelState;
+        use crate::tensor::Slice;
+
+        let be = CpuBackend::new(Default::default());
+        let mut cfg = DetectorConfig { size: 32, ..DetectorConfig::new("tiny").unwrap() };
+        (cfg.freq.widths, cfg.freq.profile) = (vec![8], true);
+        let det = Detector::new(cfg).unwrap();
+        let mut ms = ModelState::new(&be, &det, 1).unwrap();
+        let n = 70;
+        let mut rng = crate::rng::Rng::new(2);
+        // Images of varying contrast, so that every ring varies.
+        let pixels = (0..n)
+            .flat_map(|_| {
+                let c = 32 + rng.below(224);
+                (0..32 * 32 * 3).map(|_| rng.below(c) as u8).collect::<Vec<u8>>()
+            })
+            .collect();
+        let set = Loaded::new(32, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
+        assert_eq!(fit_freq_stats(&be, &det, &mut ms, &set).unwrap(), Some(n as u64));
+        let range = det.freq.profile_stats().unwrap();
+        let images = set.batch(&(0..n).collect::<Vec<_>>(), None).unwrap().0;
+        let raw = det.freq.profile(&be, &images, None, DType::F32).unwrap();
+        let k = range.len() / 2;
+        let rows: Vec<&[f32]> = raw.host::<f32>().unwrap().chunks(k).collect();
+        let state = ms.state.host::<f32>().unwrap();
+        for j in 0..k {
+            let mean = rows.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64;
+            let std = (rows.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+            approx::assert_relative_eq!(state[range.start + j] as f64, mean, max_relative = 1e-6, epsilon = 1e-6);
+            approx::assert_relative_eq!(state[range.start + k + j] as f64, std, max_relative = 1e-5);
+        }
+        let stats = Slice { buf: &ms.state, range };
+        let z = det.freq.profile(&be, &images, Some(&stats), DType::F32).unwrap();
+        let z: Vec<&[f32]> = z.host::<f32>().unwrap().chunks(k).collect();
+        for j in 0..k {
+            let mean = z.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64;
+            let var = z.iter().map(|r| (r[j] as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            assert!(mean.abs() < 1e-4 && (var - 1.0).abs() < 1e-3, "ring {j}: mean {mean}, variance {var}");
+        }
     }
 }

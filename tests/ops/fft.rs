@@ -8,6 +8,7 @@ use dfgpu::backend::fft::{
     rings, FftConfig, FftDims, FftStats, Magnitude, Phase, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE,
 };
 use dfgpu::rng::Rng;
+use dfgpu::tensor::Slice;
 use dfgpu::{Backend, Layout, Tensor};
 use rustfft::num_complex::Complex64;
 use std::f64::consts::PI;
@@ -688,6 +689,17 @@ fn random_features(rng: &mut Rng, cfg: &FftConfig, n: usize, size: usize) -> Ten
     Tensor::from_vec(&[n, d.planes, d.out_h, d.out_w], Layout::Nchw, v).unwrap()
 }
 
+/// Standardizing statistics for a profile of `k` values: means in [-4, 4], standard deviations in [0.1, 2].
+fn random_profile_stats(rng: &mut Rng, k: usize) -> Tensor {
+    let mut v: Vec<f32> = (0..k).map(|_| 8.0 * rng.uniform() - 4.0).collect();
+    v.extend((0..k).map(|_| 0.1 + 1.9 * rng.uniform()));
+    Tensor::from_vec(&[2 * k], Layout::Plain, v).unwrap()
+}
+
+fn whole(t: &Tensor) -> Slice<'_> {
+    Slice { buf: t, range: 0..t.numel() }
+}
+
 /// The configurations the profile is checked on: both layouts, per channel and luma.
 fn profile_configs() -> Vec<FftConfig> {
     let layouts = [SpectrumLayout::Half, SpectrumLayout::Shifted];
@@ -703,12 +715,15 @@ fn profile_is_the_mean_of_each_ring() {
     for size in [16, 17, 24, 31, 64] {
         for cfg in profile_configs() {
             let feats = random_features(&mut rng, &cfg, 2, size);
-            let got = cpu().fft_profile(&feats, &cfg).unwrap();
+            let got = cpu().fft_profile(&feats, &cfg, None).unwrap();
             let (s, r) = (if cfg.grayscale { 1 } else { 3 }, rings(size));
-            assert_eq!(got.shape(), [2, s * r, 1, 1], "{size} {cfg:?}");
+            assert_eq!(got.shape(), [2, s * r], "{size} {cfg:?}");
+            let stats = random_profile_stats(&mut rng, s * r);
+            let standardized = cpu().fft_profile(&feats, &cfg, Some(&whole(&stats))).unwrap();
             let [_, planes, oh, ow] = [feats.shape()[0], feats.shape()[1], feats.shape()[2], feats.shape()[3]];
             let v = feats.host::<f32>().unwrap();
-            let got = got.host::<f32>().unwrap();
+            let (got, standardized) = (got.host::<f32>().unwrap(), standardized.host::<f32>().unwrap());
+            let st = stats.host::<f32>().unwrap();
             for img in 0..2 {
                 for p in 0..s {
                     // The definition in f64: the signed frequency of each bin, its radius rounded.
@@ -730,9 +745,12 @@ fn profile_is_the_mean_of_each_ring() {
                     }
                     assert!(count.iter().all(|&c| c > 0), "{size} {cfg:?}: an empty ring in {count:?}");
                     for k in 0..r {
-                        let want = sum[k] / count[k] as f64;
-                        let g = got[(img * s + p) * r + k] as f64;
+                        let (want, j) = (sum[k] / count[k] as f64, p * r + k);
+                        let g = got[img * s * r + j] as f64;
                         approx::assert_abs_diff_eq!(g, want, epsilon = 1e-6 * (1.0 + want.abs()));
+                        let want = (want - st[j] as f64) / st[s * r + j] as f64;
+                        let g = standardized[img * s * r + j] as f64;
+                        approx::assert_abs_diff_eq!(g, want, epsilon = 1e-5 * (1.0 + want.abs()));
                     }
                 }
             }
@@ -746,7 +764,7 @@ fn the_ring_order_lists_every_bin_once_ring_by_ring() {
     for size in [16, 17] {
         for cfg in profile_configs() {
             let feats = random_features(&mut rng, &cfg, 1, size);
-            let d = dfgpu::backend::fft::check_profile(&feats, &cfg).unwrap();
+            let d = dfgpu::backend::fft::check_profile(&feats, &cfg, None).unwrap();
             let (order, starts) = d.ring_order();
             let ring = d.ring_per_bin();
             assert_eq!((starts[0], starts[d.rings] as usize, starts.len()), (0, ring.len(), d.rings + 1));
@@ -768,10 +786,14 @@ fn profile_refuses_features_of_another_configuration() {
     let half = FftConfig::default();
     let feats = random_features(&mut rng, &half, 1, 32);
     let shifted = FftConfig { layout: SpectrumLayout::Shifted, ..half };
-    let e = cpu().fft_profile(&feats, &shifted).unwrap_err().to_string();
+    let e = cpu().fft_profile(&feats, &shifted, None).unwrap_err().to_string();
     assert!(e.contains("fft profile") && e.contains("[1, 6, 32, 17]"), "{e}");
     let flat = Tensor::from_vec(&[2, 8], Layout::Plain, vec![0f32; 16]).unwrap();
-    assert!(cpu().fft_profile(&flat, &half).is_err());
+    assert!(cpu().fft_profile(&flat, &half, None).is_err());
+    // Statistics for another size: one ring short.
+    let stats = random_profile_stats(&mut rng, 3 * (rings(32) - 1));
+    let e = cpu().fft_profile(&feats, &half, Some(&whole(&stats))).unwrap_err().to_string();
+    assert!(e.contains("statistics") && e.contains(&format!("{} ", 3 * rings(32))), "{e}");
 }
 
 #[test]
@@ -782,14 +804,22 @@ fn gpu_profile_matches_cpu_bit_for_bit() {
     for size in [16, 17, 32] {
         for cfg in profile_configs() {
             let feats = random_features(&mut rng, &cfg, 3, size);
-            let want = cpu().fft_profile(&feats, &cfg).unwrap();
-            let got = race_checked(&format!("profile {size} {cfg:?}"), || {
-                let t = gpu.fft_profile(&gpu.upload(&feats).unwrap(), &cfg).unwrap();
-                assert_eq!(t.shape(), want.shape());
-                gpu.download(&t).unwrap().host::<f32>().unwrap().to_vec()
-            });
-            // Each ring summed in the same order in f32, then one division: the same bits.
-            assert_bitwise(&format!("profile {size} {cfg:?}"), &got, want.host().unwrap());
+            let s = if cfg.grayscale { 1 } else { 3 };
+            let stats = random_profile_stats(&mut rng, s * rings(size));
+            for stats in [None, Some(&stats)] {
+                let want = cpu().fft_profile(&feats, &cfg, stats.map(whole).as_ref()).unwrap();
+                let what = format!("profile {size} {cfg:?}, standardized: {}", stats.is_some());
+                let got = race_checked(&what, || {
+                    let on_gpu = stats.map(|t| gpu.upload(t).unwrap());
+                    let st = on_gpu.as_ref().map(whole);
+                    let t = gpu.fft_profile(&gpu.upload(&feats).unwrap(), &cfg, st.as_ref()).unwrap();
+                    assert_eq!(t.shape(), want.shape());
+                    gpu.download(&t).unwrap().host::<f32>().unwrap().to_vec()
+                });
+                // Each ring summed in the same order in f32, then one division (and a subtraction and a division
+                // with statistics): the same bits.
+                assert_bitwise(&what, &got, want.host().unwrap());
+            }
         }
     }
 }

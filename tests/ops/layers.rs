@@ -1,5 +1,5 @@
-//! The small layers: activations, pooling, channel and sample scaling, add, linear. Formulas, f64 gradient
-//! checks, GPU against CPU.
+//! The small layers: activations, pooling, channel and sample scaling, add, linear, columns side by side and
+//! back. Formulas, f64 gradient checks, GPU against CPU.
 
 use crate::common::*;
 use dfgpu::backend::{Act, Slots};
@@ -79,6 +79,32 @@ fn pooling_and_scaling_gradients() {
 }
 
 #[test]
+fn columns_go_side_by_side_and_back() {
+    let be = cpu();
+    let mut rng = Rng::new(5);
+    let (n, p, q) = (3, 4, 7);
+    let (a, b) = (normals(&mut rng, n * p, 1.0), normals(&mut rng, n * q, 1.0));
+    let (at, bt) = (t64(&[n, p], Layout::Plain, a.clone()), t64(&[n, q], Layout::Plain, b.clone()));
+    let ab = be.concat_columns(&at, &bt).unwrap();
+    assert_eq!(ab.shape(), [n, p + q]);
+    let v = ab.host::<f64>().unwrap();
+    for r in 0..n {
+        assert_eq!(&v[r * (p + q)..][..p], &a[r * p..][..p], "row {r}: a's columns first");
+        assert_eq!(&v[r * (p + q) + p..][..q], &b[r * q..][..q], "row {r}: then b's");
+    }
+    // The backward of the concatenation: each part's columns back, as they were.
+    assert_eq!(be.columns(&ab, 0..p).unwrap().host::<f64>().unwrap(), &a[..]);
+    assert_eq!(be.columns(&ab, p..p + q).unwrap().host::<f64>().unwrap(), &b[..]);
+    let mid = be.columns(&ab, 2..6).unwrap();
+    assert_eq!(mid.shape(), [n, 4]);
+    assert!((0..n).all(|r| mid.host::<f64>().unwrap()[r * 4..][..4] == v[r * (p + q) + 2..][..4]));
+    let e = be.concat_columns(&at, &t64(&[n + 1, q], Layout::Plain, vec![0.0; (n + 1) * q])).unwrap_err();
+    assert!(e.to_string().contains("concat columns"), "{e}");
+    let e = be.columns(&ab, 5..p + q + 1).unwrap_err().to_string();
+    assert!(e.contains("columns 5..12 of a matrix of 11 columns"), "{e}");
+}
+
+#[test]
 fn linear_gradients() {
     let be = cpu();
     let mut rng = Rng::new(3);
@@ -146,6 +172,9 @@ fn gpu_matches_cpu() {
         let slots = Slots { buf: &mut grads, at: [0..m * k, m * k..m * k + m] };
         out.push(be.linear_backward(&pooled_x(be, &x), &w, &ldy, slots).unwrap());
         out.push(grads);
+        let both = be.concat_columns(&s, &pdy).unwrap();
+        out.push(be.columns(&both, 5..40).unwrap());
+        out.push(both);
         out.iter().map(|t| be.download(t).unwrap().host::<f32>().unwrap().to_vec()).collect()
     };
     let (want, got) = (run(&cpu), race_checked("layers", || run(&gpu)));
@@ -162,6 +191,10 @@ fn gpu_matches_cpu() {
         let w: Vec<f64> = w.iter().map(|&v| v as f64).collect();
         assert_close(&format!("output {i}"), g, &w, 1e-5, if i == 10 { ds_floor } else { 1e-6 });
     }
+    // Copies: the same bits.
+    let n = want.len();
+    assert_bitwise("columns", &got[n - 2], &want[n - 2]);
+    assert_bitwise("concat columns", &got[n - 1], &want[n - 1]);
 }
 
 /// The pooled features, the linear layer's natural input.

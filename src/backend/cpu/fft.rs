@@ -8,7 +8,7 @@ use crate::backend::fft::{
     FftConfig, FftDims, Magnitude, Phase, ProfileDims, SpectrumLayout, LOG_CENTER, LOG_EPS, LOG_SCALE,
 };
 use crate::error::Result;
-use crate::tensor::{Element, Layout, Tensor};
+use crate::tensor::{Element, Layout, Slice, Tensor};
 use rayon::prelude::*;
 use std::f64::consts::PI;
 use std::ops::{Add, Mul, Sub};
@@ -301,21 +301,29 @@ pub fn stats_update(feats: &[f32], d: &FftDims, count: u64, mean: &mut [f64], m2
     });
 }
 
-/// `profile` as an op: a new [N, S * R, 1, 1] tensor.
-pub(super) fn run_profile<F: Real + Element>(be: &CpuBackend, feats: &Tensor, d: &ProfileDims) -> Result<Tensor> {
+/// `profile` as an op: a new [N, S * R] tensor.
+pub(super) fn run_profile<F: Real + Element>(
+    be: &CpuBackend,
+    feats: &Tensor,
+    d: &ProfileDims,
+    stats: Option<&Slice>,
+) -> Result<Tensor> {
     let mut out = be.output::<F>(d.out_shape().iter().product());
-    profile(feats.host::<F>()?, d, &mut out);
-    Tensor::from_vec(&d.out_shape(), Layout::Nchw, out)
+    let stats = stats.map(|s| s.host::<F>()).transpose()?;
+    profile(feats.host::<F>()?, d, stats, &mut out);
+    Tensor::from_vec(&d.out_shape(), Layout::Plain, out)
 }
 
 /// The ring profile of checked features: each ring's bins summed in row-major order, in F (the kernel's order and
-/// precision, so that f32 gives the kernel's bits), then divided by their count.
-pub fn profile<F: Real>(feats: &[F], d: &ProfileDims, out: &mut [F]) {
+/// precision, so that f32 gives the kernel's bits), divided by their count, then standardized by `stats` (S R
+/// means, then S R standard deviations) if given.
+pub fn profile<F: Real>(feats: &[F], d: &ProfileDims, stats: Option<&[F]>, out: &mut [F]) {
     let ring = d.ring_per_bin();
     let mut count = vec![0usize; d.rings];
     ring.iter().for_each(|&r| count[r] += 1);
     let plane = d.out_h * d.out_w;
-    out.par_chunks_mut(d.s * d.rings).enumerate().for_each(|(img, o)| {
+    let k = d.s * d.rings;
+    out.par_chunks_mut(k).enumerate().for_each(|(img, o)| {
         for (p, rings) in o.chunks_mut(d.rings).enumerate() {
             let v = &feats[(img * d.planes + p) * plane..][..plane];
             rings.fill(F::ZERO);
@@ -324,6 +332,11 @@ pub fn profile<F: Real>(feats: &[F], d: &ProfileDims, out: &mut [F]) {
             }
             for (m, &c) in rings.iter_mut().zip(&count) {
                 *m = if c == 0 { F::ZERO } else { *m / F::of(c as f64) };
+            }
+        }
+        if let Some(st) = stats {
+            for (j, m) in o.iter_mut().enumerate() {
+                *m = (*m - st[j]) / st[k + j];
             }
         }
     });

@@ -94,6 +94,7 @@ use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Element, Layout, Slice, Tensor};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 /// y = act(x), element-wise.
 pub fn act_forward<F: Real>(kind: Act, x: &[F], y: &mut [F]) {
@@ -189,6 +190,36 @@ pub(super) fn run_add<F: Real + Element>(be: &CpuBackend, a: &Tensor, b: &Tensor
     let mut y = be.output::<F>(a.numel());
     y.par_iter_mut().zip(a.host::<F>()?.par_iter()).zip(b.host::<F>()?.par_iter()).for_each(|((o, &u), &v)| *o = u + v);
     Tensor::from_vec(a.shape(), a.layout(), y)
+}
+
+/// `a` and `b` ([n, p] and [n, q]) side by side.
+pub(super) fn run_concat_columns<F: Element>(
+    be: &CpuBackend,
+    a: &Tensor,
+    b: &Tensor,
+    [n, p, q]: [usize; 3],
+) -> Result<Tensor> {
+    let mut y = be.output::<F>(n * (p + q));
+    let (a, b) = (a.host::<F>()?, b.host::<F>()?);
+    y.par_chunks_mut(p + q).enumerate().for_each(|(r, row)| {
+        row[..p].copy_from_slice(&a[r * p..][..p]);
+        row[p..].copy_from_slice(&b[r * q..][..q]);
+    });
+    Tensor::from_vec(&[n, p + q], Layout::Plain, y)
+}
+
+/// Columns `cols` of `x` ([n, c]).
+pub(super) fn run_columns<F: Element>(
+    be: &CpuBackend,
+    x: &Tensor,
+    cols: Range<usize>,
+    [n, c]: [usize; 2],
+) -> Result<Tensor> {
+    let w = cols.len();
+    let mut y = be.output::<F>(n * w);
+    let x = x.host::<F>()?;
+    y.par_chunks_mut(w.max(1)).enumerate().for_each(|(r, row)| row.copy_from_slice(&x[r * c + cols.start..][..w]));
+    Tensor::from_vec(&[n, w], Layout::Plain, y)
 }
 
 pub(super) fn run_sample_scale<F: Real + Element>(be: &CpuBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {

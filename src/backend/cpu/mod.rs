@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::params::ParamLayout;
 use crate::tensor::{Element, HostData, Layout, Slice, Storage, Tensor};
 use std::mem::MaybeUninit;
+use std::ops::Range;
 
 pub struct CpuBackend {
     opts: BackendOptions,
@@ -207,9 +208,9 @@ impl Backend for CpuBackend {
         Ok(())
     }
 
-    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor> {
-        let d = fft_op::check_profile(feats, cfg)?;
-        by_real!(feats.dtype(), fft::run_profile, (self, feats, &d))
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig, stats: Option<&Slice>) -> Result<Tensor> {
+        let d = fft_op::check_profile(feats, cfg, stats)?;
+        by_real!(feats.dtype(), fft::run_profile, (self, feats, &d, stats))
     }
 
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
@@ -349,6 +350,14 @@ impl Backend for CpuBackend {
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
         layers_op::check_sample_scale(x, scales)?;
         by_real!(x.dtype(), layers::run_sample_scale, (self, x, scales))
+    }
+    fn concat_columns(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let d = layers_op::check_concat_columns(a, b)?;
+        by_real!(a.dtype(), layers::run_concat_columns, (self, a, b, d))
+    }
+    fn columns(&self, x: &Tensor, cols: Range<usize>) -> Result<Tensor> {
+        let d = layers_op::check_columns(x, &cols)?;
+        by_real!(x.dtype(), layers::run_columns, (self, x, cols, d))
     }
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
         let d = layers_op::check_linear(x, w, b, m)?;

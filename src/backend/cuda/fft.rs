@@ -5,7 +5,7 @@ use crate::backend::cpu::fft::{bluestein_tables, smooth_factors, C64};
 use crate::backend::fft::{check, FftConfig, FftDims, FftStats, Magnitude, Phase, ProfileDims, SpectrumLayout};
 use crate::error::Error;
 use crate::error::Result;
-use crate::tensor::{DType, Layout, Tensor};
+use crate::tensor::{DType, Layout, Slice, Tensor};
 use cudarc::cufft::{sys as cufft_sys, CudaFft};
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
@@ -209,8 +209,8 @@ impl RingIndex {
     }
 }
 
-/// The ring profile of checked features (`check_profile`).
-pub fn profile(be: &CudaBackend, feats: &Tensor, d: ProfileDims) -> Result<Tensor> {
+/// The ring profile of checked features (`check_profile`), standardized by `stats` if given.
+pub fn profile(be: &CudaBackend, feats: &Tensor, d: ProfileDims, stats: Option<&Slice>) -> Result<Tensor> {
     feats.expect("fft profile features", DType::F32, Layout::Nchw, 4)?;
     let index = be.ring_index(&d)?;
     let len = d.out_shape().iter().product();
@@ -218,13 +218,21 @@ pub fn profile(be: &CudaBackend, feats: &Tensor, d: ProfileDims) -> Result<Tenso
     let f = be.function(kernels::fft::FFT_PROFILE)?;
     let [n, planes, s, rings] = [d.n, d.planes, d.s, d.rings].map(|v| v as i32);
     let plane_len = (d.out_h * d.out_w) as i64;
+    let stats = stats.map(|st| st.device::<f32>()).transpose()?;
+    let standardize = stats.is_some() as i32;
     let mut l = be.stream().launch_builder(&f);
     l.arg(feats.device::<f32>()?).arg(&n).arg(&planes).arg(&s).arg(&plane_len).arg(&rings);
-    l.arg(&index.order).arg(&index.starts).arg(&mut out);
+    l.arg(&index.order).arg(&index.starts).arg(&standardize);
+    // Without statistics the kernel reads none; it still takes a valid pointer, the features'.
+    match &stats {
+        Some(st) => l.arg(st),
+        None => l.arg(feats.device::<f32>()?),
+    };
+    l.arg(&mut out);
     // SAFETY: arguments match the kernel; feats holds n images of `planes` planes (check_profile), the index
-    // covers one plane of this shape, out holds n s rings.
+    // covers one plane of this shape, stats (when read) holds 2 s rings values (check_profile), out n s rings.
     unsafe { l.launch(be.grid_stride(len, 128)) }?;
-    Tensor::from_device(&d.out_shape(), Layout::Nchw, out)
+    Tensor::from_device(&d.out_shape(), Layout::Plain, out)
 }
 
 /// The baseline the bench times against: cuFFT's batched R2C transform, then dfgpu's features kernel on its

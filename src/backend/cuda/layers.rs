@@ -6,6 +6,7 @@ use crate::backend::Slots;
 use crate::error::Result;
 use crate::tensor::{Layout, Slice, Tensor};
 use cudarc::driver::{CudaSlice, LaunchConfig, PushKernelArg};
+use std::ops::Range;
 
 fn per_row(rows: usize) -> LaunchConfig {
     LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
@@ -99,6 +100,38 @@ pub fn add(be: &CudaBackend, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     // SAFETY: a, b and y have the same length.
     unsafe { l.launch(be.grid_stride(a.numel(), 256)) }?;
     Tensor::from_device(a.shape(), a.layout(), y)
+}
+
+/// Copies `width` columns of each of `rows` rows: dst[r][dst_at + j] = src[r][src_at + j].
+fn copy_columns(
+    be: &CudaBackend,
+    (src, src_cols, src_at): (&Tensor, usize, usize),
+    (dst, dst_cols, dst_at): (&mut CudaSlice<f32>, usize, usize),
+    rows: usize,
+    width: usize,
+) -> Result<()> {
+    let f = be.function(kernels::layers::COPY_COLUMNS)?;
+    let [src_cols, src_at, dst_cols, dst_at, width] = [src_cols, src_at, dst_cols, dst_at, width].map(|v| v as i32);
+    let total = (rows * width as usize) as i64;
+    let mut l = be.stream().launch_builder(&f);
+    l.arg(src.device::<f32>()?).arg(&src_cols).arg(&src_at).arg(dst).arg(&dst_cols).arg(&dst_at);
+    l.arg(&width).arg(&total);
+    // SAFETY: the callers checked that the columns lie inside both matrices of `rows` rows.
+    unsafe { l.launch(be.grid_stride(total as usize, 256)) }?;
+    Ok(())
+}
+
+pub fn concat_columns(be: &CudaBackend, a: &Tensor, b: &Tensor, [n, p, q]: [usize; 3]) -> Result<Tensor> {
+    let mut y = be.output::<f32>(n * (p + q))?;
+    copy_columns(be, (a, p, 0), (&mut y, p + q, 0), n, p)?;
+    copy_columns(be, (b, q, 0), (&mut y, p + q, p), n, q)?;
+    Tensor::from_device(&[n, p + q], Layout::Plain, y)
+}
+
+pub fn columns(be: &CudaBackend, x: &Tensor, cols: Range<usize>, [n, c]: [usize; 2]) -> Result<Tensor> {
+    let mut y = be.output::<f32>(n * cols.len())?;
+    copy_columns(be, (x, c, cols.start), (&mut y, cols.len(), 0), n, cols.len())?;
+    Tensor::from_device(&[n, cols.len()], Layout::Plain, y)
 }
 
 pub fn sample_scale(be: &CudaBackend, x: &Tensor, scales: &[f32]) -> Result<Tensor> {

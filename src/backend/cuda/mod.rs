@@ -33,6 +33,7 @@ use blas::Blas;
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DevicePtrMut, LaunchConfig};
 use driver::{describe_device, device_count, DeviceInfo};
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
 // What `dfgpu info` (src/info.rs) reports, at the paths it has always had.
@@ -285,9 +286,9 @@ impl Backend for CudaBackend {
         fft::stats_update(self, &feats, stats, d)
     }
 
-    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig) -> Result<Tensor> {
-        let d = fft_op::check_profile(feats, cfg)?;
-        fft::profile(self, feats, d)
+    fn fft_profile(&self, feats: &Tensor, cfg: &FftConfig, stats: Option<&Slice>) -> Result<Tensor> {
+        let d = fft_op::check_profile(feats, cfg, stats)?;
+        fft::profile(self, feats, d, stats)
     }
 
     fn head_forward(&self, x: &HeadInputs, mode: Mode) -> Result<HeadForward> {
@@ -388,6 +389,14 @@ impl Backend for CudaBackend {
     fn sample_scale(&self, x: &Tensor, scales: &[f32]) -> Result<Tensor> {
         layers_op::check_sample_scale(x, scales)?;
         layers::sample_scale(self, x, scales)
+    }
+    fn concat_columns(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        let d = layers_op::check_concat_columns(a, b)?;
+        layers::concat_columns(self, a, b, d)
+    }
+    fn columns(&self, x: &Tensor, cols: Range<usize>) -> Result<Tensor> {
+        let d = layers_op::check_columns(x, &cols)?;
+        layers::columns(self, x, cols, d)
     }
     fn linear(&self, x: &Tensor, w: &Slice, b: &Slice, m: usize) -> Result<Tensor> {
         let d = layers_op::check_linear(x, w, b, m)?;

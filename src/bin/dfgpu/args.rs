@@ -236,13 +236,12 @@ pub(crate) struct ModelArgs {
     /// validation) or resize (squashed to the input size, which low-pass filters the generators' traces).
     #[arg(long, default_value = "crop", value_parser = choice::<Input>)]
     pub(crate) input: Input,
-    /// Switch the batch norms of the frequency branch's convolutions off (the ring profile's, with
-    /// --freq-profile, stays on).
+    /// Switch the batch norms of the frequency branch's convolutions off.
     #[arg(long)]
     pub(crate) no_freq_bn: bool,
-    /// Add the ring profile of the magnitudes (the mean log magnitude per frequency ring, Durall et al. 2020)
-    /// to the frequency branch's features: what its convolutions, which do not see where in the spectrum they
-    /// are, cannot read.
+    /// Put the ring profile of the luma spectrum (the mean log magnitude per frequency ring, Durall et al.
+    /// 2020), standardized by the training set's statistics, beside the frequency branch's features: what its
+    /// convolutions, which do not see where in the spectrum they are, cannot read.
     #[arg(long)]
     pub(crate) freq_profile: bool,
     /// The frequency branch's stride-2 convolution stages: their output channels.
