@@ -89,6 +89,11 @@ impl Default for FftConfig {
     }
 }
 
+/// The luma's full spectrum with the zero frequency at the centre, log magnitudes: what `dfgpu spectrum` shows, and
+/// what the ring profile of `--freq-profile` and of the spectral baseline is taken over (Durall et al. 2020).
+pub const LUMA_SPECTRUM: FftConfig =
+    FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
+
 /// The sizes an op works with, checked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FftDims {

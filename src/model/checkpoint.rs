@@ -293,8 +293,15 @@ pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta
         )));
     }
     let cfg = config_from_meta(&meta, path)?;
-    let det = Detector::new(cfg)?;
     let by_name: BTreeMap<&str, &Named> = tensors.iter().map(|t| (t.name.as_str(), t)).collect();
+    if cfg.freq.profile && !by_name.contains_key("freq.profile.stats") {
+        return Err(Error::Invalid(format!(
+            "{}: a --freq-profile model without the profile's statistics ('freq.profile.stats'): written by an \
+             earlier dfgpu, whose profile went through batch norm and a linear map. Train it again",
+            path.display()
+        )));
+    }
+    let det = Detector::new(cfg)?;
     let mut p = vec![0f32; det.params.total()];
     let mut s = vec![0f32; det.state.total()];
     fill(&det.params, "", &by_name, &mut p, path)?;

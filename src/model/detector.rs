@@ -1,6 +1,7 @@
 //! The two-branch detector: EfficientNet on the normalized image, the frequency branch on the raw image, the
 //! fusion head, one logit per image (P(fake) = sigmoid). One flat parameter buffer (names prefixed spatial.,
-//! freq., head.) and one flat state buffer (batch-norm running statistics).
+//! freq., head.) and one flat state buffer (batch-norm running statistics, and the ring profile's statistics
+//! with `--freq-profile`).
 
 use crate::backend::head::{Branches, HeadConfig, HeadInputs};
 use crate::backend::Slots;
@@ -97,7 +98,7 @@ impl Detector {
                     if e.shape[1] == 1 { e.shape[2] * e.shape[3] } else { e.shape[0] * e.shape[2] * e.shape[3] };
                 let std = (2.0 / fan_out as f64).sqrt();
                 slot.iter_mut().for_each(|v| *v = (std * rng.normal()) as f32);
-            } else if e.name.ends_with("weight") {
+            } else if e.shape.len() == 1 && e.name.ends_with("weight") {
                 slot.fill(1.0);
             }
         }

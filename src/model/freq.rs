@@ -9,7 +9,7 @@
 //! of `dfgpu holdout` reads. Its statistics are gathered once before training (`profile_stats`), as log-std's, not
 //! per batch: they are the same in training and inference, and need no gradient.
 
-use crate::backend::fft::{check, rings, FftConfig, FftDims, Magnitude, Phase, SpectrumLayout};
+use crate::backend::fft::{check, rings, FftConfig, FftDims, LUMA_SPECTRUM};
 use crate::backend::{Act, Backend, Conv2d};
 use crate::error::{Error, Result};
 use crate::model::layers::{Builder, Bwd, ConvBnAct, ConvBnActCache, Fwd};
@@ -17,11 +17,18 @@ use crate::tensor::{DType, Slice, Tensor};
 use std::ops::Range;
 use std::sync::Arc;
 
-/// The profile's spectrum: the luma's, full and centred, log magnitudes: the feature of the spectral baseline
-/// (Durall et al. 2020's azimuthal average). Per colour channel, and on the half spectrum (which weighs the
-/// columns kx = 0 and W/2 twice), the held-out AUCs were lower (docs/generalization-study.md).
-const PROFILE_FFT: FftConfig =
-    FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
+/// The ring profile of raw images (square, f32 NCHW in [0, 1] or u8 NHWC) over their luma's spectrum
+/// (`LUMA_SPECTRUM`: the spectral baseline's feature), whatever the branch's own FFT settings: [N, rings].
+/// Standardized by `stats` if given; in `dtype` (f64 for the CPU backend's gradient checks). Taken per colour
+/// channel on the branch's half spectrum (which weighs the columns kx = 0 and W/2 twice), it scored lower held out
+/// (docs/generalization-study.md).
+pub fn ring_profile(be: &dyn Backend, raw: &Tensor, stats: Option<&Slice>, dtype: DType) -> Result<Tensor> {
+    let mut feats = be.fft_features(raw, &LUMA_SPECTRUM, None)?;
+    if dtype == DType::F64 {
+        feats = feats.to_f64()?;
+    }
+    be.fft_profile(&feats, &LUMA_SPECTRUM, stats)
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct FreqConfig {
@@ -85,16 +92,6 @@ impl FreqBranch {
         self.profile.clone()
     }
 
-    /// The ring profile of raw images, standardized by `stats` if given, in `dtype` (f64 for the CPU backend's
-    /// gradient checks). Taken over the luma's full spectrum (`PROFILE_FFT`), whatever the branch's own settings.
-    pub fn profile(&self, be: &dyn Backend, raw: &Tensor, stats: Option<&Slice>, dtype: DType) -> Result<Tensor> {
-        let mut feats = be.fft_features(raw, &PROFILE_FFT, None)?;
-        if dtype == DType::F64 {
-            feats = feats.to_f64()?;
-        }
-        be.fft_profile(&feats, &PROFILE_FFT, stats)
-    }
-
     /// Per image of `size` x `size`: the values a training forward keeps for the backward (the FFT features, then
     /// each stage's outputs).
     pub fn kept(&self, size: usize) -> usize {
@@ -126,7 +123,7 @@ impl FreqBranch {
                     )));
                 }
                 let stats = Slice { buf: &*f.state, range: at.clone() };
-                Some(self.profile(f.be, raw, Some(&stats), f.params.dtype())?)
+                Some(ring_profile(f.be, raw, Some(&stats), f.params.dtype())?)
             }
             None => None,
         };

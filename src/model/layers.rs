@@ -15,7 +15,7 @@ use std::sync::Arc;
 #[derive(Debug, Default)]
 pub struct Builder {
     pub params: ParamLayout,
-    /// Batch-norm running statistics (not trained, saved with the model).
+    /// Batch-norm running statistics and other statistics of the data (not trained, saved with the model).
     pub state: ParamLayout,
 }
 

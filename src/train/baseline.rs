@@ -10,15 +10,12 @@ use crate::backend::cpu::real::Real;
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
-use crate::train::spectrum::{each_spectrum, radial_mean};
+use crate::train::spectrum::each_profile;
 
-/// Each image's mean log magnitude per ring (`spectrum::radial_mean`), in order.
+/// Each image's mean log magnitude per ring (`spectrum::each_profile`), in order.
 pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
     let mut out = vec![Vec::new(); data.len()];
-    each_spectrum(be, data, |i, spectrum| {
-        let plane: Vec<f64> = spectrum.iter().map(|&v| v as f64).collect();
-        out[i] = radial_mean(&plane, data.size);
-    })?;
+    each_profile(be, data, |i, row| out[i] = row.iter().map(|&v| v as f64).collect())?;
     Ok(out)
 }
 
@@ -104,10 +101,11 @@ impl Moments {
         Moments { count: 0, mean: vec![0.0; columns], m2: vec![0.0; columns] }
     }
 
-    pub fn add(&mut self, row: impl IntoIterator<Item = f64>) {
+    pub fn add(&mut self, row: impl ExactSizeIterator<Item = f64>) {
+        assert_eq!(row.len(), self.mean.len(), "a row of another width");
         self.count += 1;
         let n = self.count as f64;
-        for ((v, mean), m2) in row.into_iter().zip(&mut self.mean).zip(&mut self.m2) {
+        for ((v, mean), m2) in row.zip(&mut self.mean).zip(&mut self.m2) {
             let delta = v - *mean;
             *mean += delta / n;
             *m2 += delta * (v - *mean);

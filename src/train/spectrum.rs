@@ -6,10 +6,12 @@
 //! fake - real (blue: fakes weaker there, red: stronger), and the azimuthal averages from the centre (left) to
 //! the corner frequencies (right), real in blue and fake in red.
 
-use crate::backend::fft::{rings, FftConfig, Magnitude, Phase, ProfileDims, SpectrumLayout};
+use crate::backend::fft::{rings, ProfileDims, SpectrumLayout, LUMA_SPECTRUM};
 use crate::backend::Backend;
 use crate::error::Result;
+use crate::model::freq::ring_profile;
 use crate::plot::{self, Canvas, Series};
+use crate::tensor::{DType, Tensor};
 
 use crate::data::input::Input;
 use crate::data::loaded::Loaded;
@@ -42,23 +44,38 @@ pub fn spectra(be: &dyn Backend, data: &Path, size: usize, input: Input) -> Resu
     Ok(Spectra { size, mean, radial, counts })
 }
 
+/// Runs `f` on each batch of 64 of the images' validation input (the centre crop, or resized), uploaded: their
+/// indices and the batch.
+fn in_batches(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(&[usize], Tensor) -> Result<()>) -> Result<()> {
+    let all: Vec<usize> = (0..loaded.len()).collect();
+    for idx in all.chunks(64) {
+        f(idx, be.upload(&loaded.batch(idx, None)?.0)?)?;
+    }
+    Ok(())
+}
+
 /// Hands `f` each image's log-magnitude spectrum of its luma (size x size, zero frequency at the centre), image
 /// after image, computed with the training FFT op on the images' validation input (the centre crop, or resized).
 pub fn each_spectrum(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
-    let cfg =
-        FftConfig { layout: SpectrumLayout::Shifted, magnitude: Magnitude::Log, phase: Phase::Angle, grayscale: true };
     let plane = loaded.size * loaded.size;
-    let all: Vec<usize> = (0..loaded.len()).collect();
-    for idx in all.chunks(64) {
-        let x = be.upload(&loaded.batch(idx, None)?.0)?;
-        let out = be.download(&be.fft_features(&x, &cfg, None)?)?;
+    in_batches(be, loaded, |idx, x| {
+        let out = be.download(&be.fft_features(&x, &LUMA_SPECTRUM, None)?)?;
         let v = out.host::<f32>()?;
         // Planes per image: the luma's magnitude, then its phase.
-        for (k, &i) in idx.iter().enumerate() {
-            f(i, &v[k * 2 * plane..][..plane]);
-        }
-    }
-    Ok(())
+        idx.iter().enumerate().for_each(|(k, &i)| f(i, &v[k * 2 * plane..][..plane]));
+        Ok(())
+    })
+}
+
+/// Hands `f` each image's ring profile (`freq::ring_profile`, not standardized: the mean log magnitude of its
+/// luma per ring), image after image, on the images' validation input.
+pub fn each_profile(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(usize, &[f32])) -> Result<()> {
+    let r = rings(loaded.size);
+    in_batches(be, loaded, |idx, x| {
+        let out = be.download(&ring_profile(be, &x, None, DType::F32)?)?;
+        idx.iter().zip(out.host::<f32>()?.chunks(r)).for_each(|(&i, row)| f(i, row));
+        Ok(())
+    })
 }
 
 /// The mean over each ring (`fft::ring_of`: the frequency radius rounded) of a size x size plane with the zero

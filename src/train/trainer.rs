@@ -17,7 +17,7 @@ use crate::model::detector::Detector;
 use crate::model::layers::{Bwd, Fwd};
 use crate::model::state::ModelState;
 use crate::rng::Rng;
-use crate::tensor::{DType, Tensor};
+use crate::tensor::Tensor;
 use crate::train::baseline::Moments;
 use crate::train::config::MODEL_FLAGS;
 use crate::train::config::{Sampler, TrainConfig};
@@ -26,6 +26,7 @@ use crate::train::epoch::Run;
 use crate::train::inference::on_compute_threads;
 use crate::train::metrics::Report;
 use crate::train::rundir::RunDir;
+use crate::train::spectrum::each_profile;
 use crate::GIB;
 use std::path::Path;
 use std::sync::Arc;
@@ -317,21 +318,17 @@ pub(crate) fn fit_freq_stats(
     if fft.magnitude != Magnitude::LogStd && rings.is_none() {
         return Ok(None);
     }
-    let idx: Vec<usize> = (0..set.len()).collect();
-    let batches = || idx.chunks(64).map(|chunk| be.upload(&set.batch(chunk, None)?.0));
     if fft.magnitude == Magnitude::LogStd {
         let mut st = FftStats::new(be, *fft, 3, det.cfg.size, det.cfg.size)?;
-        for images in batches() {
-            be.fft_stats_update(&images?, &mut st)?;
+        let idx: Vec<usize> = (0..set.len()).collect();
+        for chunk in idx.chunks(64) {
+            be.fft_stats_update(&be.upload(&set.batch(chunk, None)?.0)?, &mut st)?;
         }
         ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
     }
     if let Some(range) = rings {
         let mut m = Moments::new(range.len() / 2);
-        for images in batches() {
-            let profile = be.download(&det.freq.profile(be, &images?, None, DType::F32)?)?;
-            profile.host::<f32>()?.chunks(m.mean.len()).for_each(|row| m.add(row.iter().map(|&v| v as f64)));
-        }
+        each_profile(be, set, |_, row| m.add(row.iter().map(|&v| v as f64)))?;
         let mut state = be.download(&ms.state)?;
         let std = m.std().into_iter().map(|s| s.max(STD_FLOOR as f64));
         let values = m.mean.iter().copied().chain(std).map(|v| v as f32);
@@ -521,12 +518,13 @@ mod tests {
     /// training set (more than one batch of the pass), so that the profiles the model sees are standardized.
     #[test]
     fn the_profile_statistics_standardize_the_training_set() {
-        use super::{fit_freq_stats, DType};
+        use super::fit_freq_stats;
         use crate::backend::cpu::CpuBackend;
         use crate::data::loaded::{Loaded, Pixels};
         use crate::model::detector::{Detector, DetectorConfig};
+        use crate::model::freq::ring_profile;
         use crate::model::state::ModelState;
-        use crate::tensor::Slice;
+        use crate::tensor::{DType, Slice};
 
         let be = CpuBackend::new(Default::default());
         let mut cfg = DetectorConfig { size: 32, ..DetectorConfig::new("tiny").unwrap() };
@@ -546,7 +544,7 @@ mod tests {
         assert_eq!(fit_freq_stats(&be, &det, &mut ms, &set).unwrap(), Some(n as u64));
         let range = det.freq.profile_stats().unwrap();
         let images = set.batch(&(0..n).collect::<Vec<_>>(), None).unwrap().0;
-        let raw = det.freq.profile(&be, &images, None, DType::F32).unwrap();
+        let raw = ring_profile(&be, &images, None, DType::F32).unwrap();
         let k = range.len() / 2;
         let rows: Vec<&[f32]> = raw.host::<f32>().unwrap().chunks(k).collect();
         let state = ms.state.host::<f32>().unwrap();
@@ -557,7 +555,7 @@ mod tests {
             approx::assert_relative_eq!(state[range.start + k + j] as f64, std, max_relative = 1e-5);
         }
         let stats = Slice { buf: &ms.state, range };
-        let z = det.freq.profile(&be, &images, Some(&stats), DType::F32).unwrap();
+        let z = ring_profile(&be, &images, Some(&stats), DType::F32).unwrap();
         let z: Vec<&[f32]> = z.host::<f32>().unwrap().chunks(k).collect();
         for j in 0..k {
             let mean = z.iter().map(|r| r[j] as f64).sum::<f64>() / n as f64;

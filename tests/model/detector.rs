@@ -9,9 +9,23 @@ use dfgpu::{Backend, Layout, Tensor};
 use std::sync::Arc;
 
 /// (logits, parameter gradients) of one training step's forward and backward with dlogits = c.
+/// The initial state, with the ring profile's statistics (if any) as if gathered: means about the profile's
+/// values, standard deviations 0.5 to 2, so that a mean and a deviation mixed up, or read from the wrong place,
+/// change the result.
+fn state(det: &Detector) -> Vec<f32> {
+    let mut s = det.init_state();
+    if let Some(r) = det.freq.profile_stats() {
+        let mut rng = Rng::new(12);
+        let k = r.len() / 2;
+        s[r.start..r.start + k].iter_mut().for_each(|m| *m = -1.0 + 0.5 * rng.uniform());
+        s[r.start + k..r.end].iter_mut().for_each(|d| *d = 0.5 + 1.5 * rng.uniform());
+    }
+    s
+}
+
 fn step(be: &dyn Backend, det: &Detector, images: &Tensor, c: &[f32]) -> (Vec<f32>, Vec<f32>) {
     let p = be.upload(&Tensor::from_vec(&[det.params.total()], Layout::Plain, det.init_params(3)).unwrap()).unwrap();
-    let mut st = be.upload(&Tensor::from_vec(&[det.state.total()], Layout::Plain, det.init_state()).unwrap()).unwrap();
+    let mut st = be.upload(&Tensor::from_vec(&[det.state.total()], Layout::Plain, state(det)).unwrap()).unwrap();
     let mut g = be
         .upload(&Tensor::from_vec(&[det.params.total()], Layout::Plain, vec![0f32; det.params.total()]).unwrap())
         .unwrap();
@@ -110,7 +124,7 @@ fn whole_detector_gradients_match_central_differences_in_f64() {
     let x = images(2, 64, 5);
     let pre = be.preprocess(&x, &ChannelNorm::imagenet(), false).unwrap();
     let norm = Arc::new(pre.normalized.to_f64().unwrap());
-    let state0: Vec<f64> = det.init_state().iter().map(|&v| v as f64).collect();
+    let state0: Vec<f64> = state(&det).iter().map(|&v| v as f64).collect();
     let run = |p: &[f64]| {
         let pt = t64(&[p.len()], Layout::Plain, p.to_vec());
         let mut st = t64(&[state0.len()], Layout::Plain, state0.clone());

@@ -182,6 +182,11 @@ fn a_reloaded_detector_predicts_the_same() {
     cfg.head.gated = true;
     let det = Detector::new(cfg).unwrap();
     let mut ms = ModelState::new(&be, &det, 4).unwrap();
+    // The ring profile's statistics as if gathered (the initial 0 and 1 would hide a mean and a deviation swapped).
+    let r = det.freq.profile_stats().unwrap();
+    let k = r.len() / 2;
+    let st = ms.state.host_mut::<f32>().unwrap();
+    (0..k).for_each(|j| (st[r.start + j], st[r.start + k + j]) = (-0.5 + 0.01 * j as f32, 0.5 + 0.02 * j as f32));
     let data = images(3, 32);
     let before = predict(&be, &det, &mut ms, &data, 2).unwrap();
     let path = tmp("det.safetensors");
@@ -195,8 +200,16 @@ fn a_reloaded_detector_predicts_the_same() {
         be.download(&ms.state).unwrap().host::<f32>().unwrap()
     );
 
-    // A checkpoint of another model: the first tensor that differs is named.
+    // A --freq-profile checkpoint of the earlier design (batch norm and a linear map) has no statistics.
     let (mut tensors, meta) = checkpoint::read(&path).unwrap();
+    let stats = tensors.iter().position(|t| t.name == "freq.profile.stats").unwrap();
+    let saved = tensors.remove(stats);
+    checkpoint::write(&path, &tensors, &meta).unwrap();
+    let e = checkpoint::load(&path, &be).err().unwrap().to_string();
+    assert!(e.contains("det.safetensors") && e.contains("'freq.profile.stats'") && e.contains("earlier dfgpu"), "{e}");
+    tensors.insert(stats, saved);
+
+    // A checkpoint of another model: the first tensor that differs is named.
     let i = tensors.iter().position(|t| t.name == "spatial.conv_stem.weight").unwrap();
     tensors[i].shape = vec![8, 3, 5, 5];
     tensors[i].data = vec![0.0; 8 * 3 * 25];
