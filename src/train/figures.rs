@@ -113,6 +113,20 @@ pub fn holdout(rows: &[crate::train::holdout::Row], path: &Path) -> Result<()> {
     )
 }
 
+/// `holdout --seeds`: per held-out group, the mean AUC over the seeds and the baseline's.
+pub fn holdout_seeds(spread: &[crate::train::holdout::Spread], seeds: usize, path: &Path) -> Result<()> {
+    let bars: Vec<BarRow> = spread
+        .iter()
+        .map(|s| (s.group.to_uppercase(), BLACK, vec![(s.auc[0], BLUE), (s.baseline_auc[0], ORANGE)]))
+        .collect();
+    bars_against_chance(
+        &format!("HELD-OUT GENERATORS: TRAINED ON THE OTHERS, MEAN OVER {seeds} SEEDS"),
+        "AUC (BLUE), SPECTRAL BASELINE AUC (ORANGE); LINE: CHANCE",
+        &bars,
+        path,
+    )
+}
+
 /// Bars on [0, 1] with a line at chance (0.5).
 fn bars_against_chance(title: &str, x_label: &str, bars: &[BarRow], path: &Path) -> Result<()> {
     let per_row = bars.iter().map(|b| b.2.len()).max().unwrap_or(1);

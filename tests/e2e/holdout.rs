@@ -46,6 +46,28 @@ fn holdout_trains_without_each_group_and_tests_on_it() {
     assert!(stdout.contains("spectral baseline (Durall et al. 2020): mean "), "{stdout}");
     assert!(std::fs::read_to_string(out.join("holdout.md")).unwrap().contains("| periodic | 4 | 12 |"));
     assert!(out.join("holdout.png").is_file());
+    // Two seeds: each run the same as one run of that seed, then each group's spread over them.
+    let seeds = root.join("seeds");
+    let (d, s) = (data.to_str().unwrap(), seeds.to_str().unwrap());
+    let args = ["--epochs", "1", "--size", "32", "--batch", "8", "--seeds", "2"];
+    let o = dfgpu(&[&["holdout", "--device", "cpu", "--data", d, "--out", s][..], &args[..]].concat());
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success() && stdout.contains("means over the seeds: mean "), "{stdout}\n{stderr}");
+    assert_eq!(std::fs::read_to_string(seeds.join("seed-0/holdout.csv")).unwrap(), csv, "seed 0 as the plain run");
+    let auc = |csv: &str, row: usize| csv.lines().nth(row).unwrap().split(',').nth(4).unwrap().parse::<f64>().unwrap();
+    let second = std::fs::read_to_string(seeds.join("seed-1/holdout.csv")).unwrap();
+    let spread = std::fs::read_to_string(seeds.join("holdout.csv")).unwrap();
+    let lines: Vec<&str> = spread.lines().collect();
+    assert_eq!(lines.len(), 4, "{spread}");
+    for (i, (line, g)) in lines[1..].iter().zip(["nearest", "periodic", "upconv"]).enumerate() {
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!((f[0], f[1]), (g, "2"), "{spread}");
+        let (a, b) = (auc(&csv, i + 1), auc(&second, i + 1));
+        let want = [(a + b) / 2.0, a.min(b), a.max(b)];
+        let got: Vec<f64> = f[2..5].iter().map(|v| v.parse().unwrap()).collect();
+        assert!(got.iter().zip(want).all(|(g, w)| (g - w).abs() < 2e-6), "{g}: {got:?} against {want:?}");
+    }
+    assert!(seeds.join("holdout.md").is_file() && seeds.join("holdout.png").is_file());
     // A set with one group cannot be held out.
     let one = root.join("one");
     let o = dfgpu(&["synth", one.to_str().unwrap(), "--n-real", "8", "--n-fake", "8", "--families", "upconv"]);

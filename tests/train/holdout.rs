@@ -1,5 +1,5 @@
 use dfgpu::data::loaded::{Loaded, Pixels};
-use dfgpu::train::holdout::{folds, mean_and_worst, tables, weakest, Row};
+use dfgpu::train::holdout::{folds, mean_and_worst, spread_tables, spreads, tables, weakest, Row};
 
 /// 10 reals and 6 fakes: two in group a, three in b, one without a group.
 fn set() -> Loaded {
@@ -87,6 +87,45 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
     assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,,0.950000");
     let back: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes()).records().map(Result::unwrap).collect();
     assert_eq!((&back[0][8], &back[1][0]), ("b\"x", "b\"x"), "a CSV reader gets the names back");
+}
+
+#[test]
+fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
+    let row = |group: &str, auc: f64, baseline_auc: f64| Row {
+        group: group.into(),
+        val_auc: 0.99,
+        auc,
+        ap: 0.9,
+        balanced_acc: 0.8,
+        threshold: 0.5,
+        n_real: 3,
+        n_fake: 5,
+        weakest_seen: None,
+        baseline_auc,
+    };
+    let runs = vec![
+        vec![row("a", 0.9, 0.6), row("b", 0.5, 0.8)],
+        vec![row("a", 0.7, 0.7), row("b", 0.6, 0.8)],
+        vec![row("a", 0.8, 0.8), row("b", 0.4, 0.9)],
+    ];
+    let s = spreads(&runs).unwrap();
+    assert_eq!(s.len(), 2);
+    assert_eq!((s[0].group.as_str(), s[1].group.as_str()), ("a", "b"));
+    let close = |got: [f64; 3], want: [f64; 3]| got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-12);
+    assert!(close(s[0].auc, [0.8, 0.7, 0.9]) && close(s[0].baseline_auc, [0.7, 0.6, 0.8]), "{s:?}");
+    assert!(close(s[1].auc, [0.5, 0.4, 0.6]) && close(s[1].baseline_auc, [(0.8 + 0.8 + 0.9) / 3.0, 0.8, 0.9]));
+    let (md, csv) = spread_tables(&s, &runs);
+    assert!(md.contains("AUC mean over 3 seeds") && md.contains("| a | 0.8000 | 0.7000 | 0.9000 | 0.7000 |"), "{md}");
+    // The mean of the groups' means, and the worst group's mean; each seed's mean beside the baseline's.
+    assert!(md.contains("means over the seeds: mean 0.6500, worst 0.5000"), "{md}");
+    assert!(md.contains("0.7000 (0.7000), 0.6500 (0.7500), 0.6000 (0.8500)"), "{md}");
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "group,seeds,auc_mean,auc_min,auc_max,baseline_mean,baseline_min,baseline_max");
+    assert_eq!(lines[1], "a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000");
+    // Runs that held out other groups do not mix.
+    let e = spreads(&[runs[0].clone(), vec![row("a", 0.9, 0.6)]]).unwrap_err().to_string();
+    assert!(e.contains("runs of other groups"), "{e}");
+    assert!(spreads(&[]).is_err());
 }
 
 #[test]

@@ -42,7 +42,7 @@ fn holdout(
     (be, line): Selected,
     data: Option<std::path::PathBuf>,
     out: &std::path::Path,
-    test_reals: f64,
+    (test_reals, seeds): (f64, u32),
     run: &RunArgs,
 ) -> dfgpu::Result<()> {
     use dfgpu::train::holdout;
@@ -66,8 +66,13 @@ fn holdout(
     for s in &loaded.skipped {
         println!("skipped: {s}");
     }
-    let rows = holdout::holdout(be.as_ref(), &cfg, &loaded, test_reals, out, log)?;
-    print!("{}", holdout::tables(&rows).0);
+    if seeds > 1 {
+        let runs = holdout::holdout_seeds(be.as_ref(), &cfg, &loaded, test_reals, seeds as usize, out, log)?;
+        print!("{}", holdout::spread_tables(&holdout::spreads(&runs)?, &runs).0);
+    } else {
+        let rows = holdout::holdout(be.as_ref(), &cfg, &loaded, test_reals, out, log)?;
+        print!("{}", holdout::tables(&rows).0);
+    }
     print_tables(out, "holdout");
     Ok(())
 }
@@ -162,7 +167,9 @@ fn run(command: Command, given: &dyn Fn(&str) -> bool) -> dfgpu::Result<()> {
             let grid = (&branches[..], &freq_norm[..], &loss[..]);
             ablate(dev.select()?, data, &out, grid, epochs, &model, &opts)
         }
-        Command::Holdout { data, out, test_reals, run, dev } => holdout(dev.select()?, data, &out, test_reals, &run),
+        Command::Holdout { data, out, test_reals, seeds, run, dev } => {
+            holdout(dev.select()?, data, &out, (test_reals, seeds), &run)
+        }
         Command::Spectrum { data, out, size, input, dev } => spectrum(dev.select()?, &data, &out, size, input),
         Command::Sanity { data, model, branch, steps, dev } => {
             sanity(dev.select()?, data.as_deref(), &model, &branch, steps)
