@@ -202,12 +202,8 @@ pub fn spread_tables(spread: &[Spread], runs: &[Vec<Row>]) -> (String, String) {
         let record: Vec<String> = [s.group.clone(), runs.len().to_string()].into_iter().chain(values).collect();
         csv.write_record(&record).expect("writes to memory");
     }
-    let mean_worst = |pick: fn(&Spread) -> f64| {
-        let mean = spread.iter().map(pick).sum::<f64>() / spread.len() as f64;
-        (mean, spread.iter().map(pick).fold(f64::INFINITY, f64::min))
-    };
-    let (mean, worst) = mean_worst(|s| s.auc[0]);
-    let (base_mean, base_worst) = mean_worst(|s| s.baseline_auc[0]);
+    let (mean, worst) = mean_and_worst(spread, |s| s.auc[0]);
+    let (base_mean, base_worst) = mean_and_worst(spread, |s| s.baseline_auc[0]);
     let _ = writeln!(md, "\nheld-out AUC, means over the seeds: mean {mean:.4}, worst {worst:.4}");
     let _ = writeln!(md, "spectral baseline (Durall et al. 2020): mean {base_mean:.4}, worst {base_worst:.4}");
     let per_seed: Vec<String> = runs
@@ -287,8 +283,8 @@ pub fn weakest(group_aucs: Vec<(String, f64)>) -> Option<(String, f64)> {
     group_aucs.into_iter().reduce(|w, g| if g.1 < w.1 { g } else { w })
 }
 
-/// The mean and the worst of the held-out AUCs `auc` picks (the detector's, or the baseline's).
-pub fn mean_and_worst(rows: &[Row], auc: impl Fn(&Row) -> f64) -> (f64, f64) {
+/// The mean and the worst of the held-out AUCs `auc` picks (the detector's or the baseline's, of rows or spreads).
+pub fn mean_and_worst<T>(rows: &[T], auc: impl Fn(&T) -> f64) -> (f64, f64) {
     let mean = rows.iter().map(&auc).sum::<f64>() / rows.len() as f64;
     (mean, rows.iter().map(auc).fold(f64::INFINITY, f64::min))
 }
