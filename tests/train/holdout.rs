@@ -51,9 +51,9 @@ fn holdout_refuses_sets_it_cannot_split() {
     assert!(e.contains("--test-reals 1"), "{e}");
 }
 
-#[test]
-fn the_table_gives_the_mean_and_the_worst_auc() {
-    let row = |group: &str, auc: f64, weakest_seen: Option<(String, f64)>, baseline_auc: f64| Row {
+/// A held-out row with the given AUCs (and 3 real, 5 fake test images, the other figures fixed).
+fn row(group: &str, auc: f64, weakest_seen: Option<(String, f64)>, baseline_auc: f64) -> Row {
+    Row {
         group: group.into(),
         val_auc: 0.99,
         auc,
@@ -64,7 +64,11 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
         n_fake: 5,
         weakest_seen,
         baseline_auc,
-    };
+    }
+}
+
+#[test]
+fn the_table_gives_the_mean_and_the_worst_auc() {
     let rows = [row("a", 0.9, Some(("b\"x".into(), 0.5)), 0.7), row("b\"x", 0.6, None, 0.95)];
     let (mean, worst) = mean_and_worst(&rows, |r| r.auc);
     assert!((mean - 0.75).abs() < 1e-12 && worst == 0.6);
@@ -91,22 +95,10 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
 
 #[test]
 fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
-    let row = |group: &str, auc: f64, baseline_auc: f64| Row {
-        group: group.into(),
-        val_auc: 0.99,
-        auc,
-        ap: 0.9,
-        balanced_acc: 0.8,
-        threshold: 0.5,
-        n_real: 3,
-        n_fake: 5,
-        weakest_seen: None,
-        baseline_auc,
-    };
     let runs = vec![
-        vec![row("a", 0.9, 0.6), row("b", 0.5, 0.8)],
-        vec![row("a", 0.7, 0.7), row("b", 0.6, 0.8)],
-        vec![row("a", 0.8, 0.8), row("b", 0.4, 0.9)],
+        vec![row("a", 0.9, None, 0.6), row("b", 0.5, None, 0.8)],
+        vec![row("a", 0.7, None, 0.7), row("b", 0.6, None, 0.8)],
+        vec![row("a", 0.8, None, 0.8), row("b", 0.4, None, 0.9)],
     ];
     let s = spreads(&runs).unwrap();
     assert_eq!(s.len(), 2);
@@ -123,7 +115,7 @@ fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
     assert_eq!(lines[0], "group,seeds,auc_mean,auc_min,auc_max,baseline_mean,baseline_min,baseline_max");
     assert_eq!(lines[1], "a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000");
     // Runs that held out other groups do not mix.
-    let e = spreads(&[runs[0].clone(), vec![row("a", 0.9, 0.6)]]).unwrap_err().to_string();
+    let e = spreads(&[runs[0].clone(), vec![row("a", 0.9, None, 0.6)]]).unwrap_err().to_string();
     assert!(e.contains("runs of other groups"), "{e}");
     assert!(spreads(&[]).is_err());
 }
