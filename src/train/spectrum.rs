@@ -46,7 +46,11 @@ pub fn spectra(be: &dyn Backend, data: &Path, size: usize, input: Input) -> Resu
 
 /// Runs `f` on each batch of 64 of the images' validation input (the centre crop, or resized), uploaded: their
 /// indices and the batch.
-fn in_batches(be: &dyn Backend, loaded: &Loaded, mut f: impl FnMut(&[usize], Tensor) -> Result<()>) -> Result<()> {
+pub(crate) fn in_batches(
+    be: &dyn Backend,
+    loaded: &Loaded,
+    mut f: impl FnMut(&[usize], Tensor) -> Result<()>,
+) -> Result<()> {
     let all: Vec<usize> = (0..loaded.len()).collect();
     for idx in all.chunks(64) {
         f(idx, be.upload(&loaded.batch(idx, None)?.0)?)?;

@@ -26,7 +26,7 @@ use crate::train::epoch::Run;
 use crate::train::inference::on_compute_threads;
 use crate::train::metrics::Report;
 use crate::train::rundir::RunDir;
-use crate::train::spectrum::each_profile;
+use crate::train::spectrum::{each_profile, in_batches};
 use crate::GIB;
 use std::path::Path;
 use std::sync::Arc;
@@ -320,10 +320,7 @@ pub(crate) fn fit_freq_stats(
     }
     if fft.magnitude == Magnitude::LogStd {
         let mut st = FftStats::new(be, *fft, 3, det.cfg.size, det.cfg.size)?;
-        let idx: Vec<usize> = (0..set.len()).collect();
-        for chunk in idx.chunks(64) {
-            be.fft_stats_update(&be.upload(&set.batch(chunk, None)?.0)?, &mut st)?;
-        }
+        in_batches(be, set, |_, images| be.fft_stats_update(&images, &mut st))?;
         ms.freq_stats = Some(be.upload(&st.finish(be)?)?);
     }
     if let Some(range) = rings {
