@@ -3,22 +3,26 @@
 //! share, choose the checkpoint and the decision threshold on a validation split of that same training data (seen
 //! generators only), then test on G's fakes against reals that no run trained or validated on. One table: per
 //! held-out group its AUC, AP and balanced accuracy at the validation-tuned threshold, then the mean and the worst;
-//! beside each AUC, the spectral baseline's (train/baseline.rs) fitted on the same training images.
+//! beside each AUC, the spectral baseline's (train/baseline.rs) fitted on the same training images, the spectral
+//! peak test's (a one-class test fitted on the training reals alone) and that of the detector and the peak test
+//! joined (`baseline::either`: an image is as suspect as the test that finds it furthest from the validation reals).
 //!
 //! On small sets one run's held-out AUC moves by 0.03 to 0.05 with the seed (the split of the reals, the
 //! initialization, the batches): `holdout_seeds` repeats the whole of it for several seeds and gives each group's
 //! mean, lowest and highest AUC over them, which is what a comparison of two settings should rest on.
 
+use crate::backend::cpu::real::Real;
 use crate::backend::Backend;
+use crate::data::input::Tiles;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::rng::Rng;
-use crate::train::baseline::{self, Logistic};
+use crate::train::baseline::{self, either, Logistic, PeakTest};
 use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
-use crate::train::inference::{group_aucs, predict};
+use crate::train::inference::{group_aucs, predict_logits};
 use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
 use crate::train::trainer;
 use std::fmt::Write as _;
@@ -44,6 +48,10 @@ pub struct Row {
     pub weakest_seen: Option<(String, f64)>,
     /// The spectral baseline's AUC on the same test images, fitted on the same training images.
     pub baseline_auc: f64,
+    /// The spectral peak test's, fitted on the training reals.
+    pub peak_auc: f64,
+    /// The detector's and the peak test's joined (`baseline::either`).
+    pub either_auc: f64,
 }
 
 /// The held-out runs. `test_reals`: the share of the reals kept apart for testing (the same reals in every run).
@@ -81,6 +89,7 @@ pub fn holdout(
         ));
         // The baseline first: a set it cannot fit fails before the fold's training, not after it.
         let baseline_auc = baseline_auc(be, &train, &test)?;
+        let peak = PeakTest::fit(be, &reals(&train));
         trainer::train_on(be, &cfg, &train, &val, &mut |line| {
             let note = line.starts_with("COLLAPSE") || line.starts_with("--batch");
             if note || line.starts_with("epoch") && line.contains("validation") {
@@ -90,9 +99,17 @@ pub fn holdout(
         // The checkpoint and the threshold are chosen on the seen groups only.
         let best = cfg.out.join("best.safetensors");
         let (det, mut ms, _) = checkpoint::load(&best, be)?;
-        let val_scores = predict(be, &det, &mut ms, &val, 64)?;
+        let [val_logits, logits] = [&val, &test].map(|d| predict_logits(be, &det, &mut ms, d, 64, Tiles::CENTRE));
+        let (val_logits, logits) = (val_logits?, logits?);
+        let [val_scores, scores] = [&val_logits, &logits].map(|z| z.iter().map(|z| z.sigmoid()).collect::<Vec<f32>>());
         let (threshold, _) = best_balanced_threshold(&val_scores, &val.labels).unwrap_or((0.5, f64::NAN));
-        let scores = predict(be, &det, &mut ms, &test, 64)?;
+        let (peak_auc, either_auc) = match &peak {
+            Ok(peak) => peak_aucs(be, peak, (&val, &val_logits), (&test, &logits))?,
+            Err(e) => {
+                log(&format!("    no peak test for {g}: {e}"));
+                (f64::NAN, f64::NAN)
+            }
+        };
         let row = Row {
             group: g.to_string(),
             val_auc: auc(&val_scores, &val.labels).unwrap_or(f64::NAN),
@@ -104,12 +121,14 @@ pub fn holdout(
             n_fake: test.counts()[1],
             weakest_seen: weakest(group_aucs(&val_scores, &val)),
             baseline_auc,
+            peak_auc,
+            either_auc,
         };
         let weakest = row.weakest_seen.as_ref().map_or(String::new(), |(w, a)| format!("; weakest seen: {w} {a:.4}"));
         log(&format!(
-            "    {g}: AUC {:.4} (spectral baseline {:.4}), AP {:.4}, balanced accuracy {:.4} at {threshold:.4} \
-             (validation AUC {:.4}{weakest})",
-            row.auc, row.baseline_auc, row.ap, row.balanced_acc, row.val_auc
+            "    {g}: AUC {:.4} (spectral baseline {:.4}, peak test {:.4}, detector or peak test {:.4}), AP {:.4}, \
+             balanced accuracy {:.4} at {threshold:.4} (validation AUC {:.4}{weakest})",
+            row.auc, row.baseline_auc, row.peak_auc, row.either_auc, row.ap, row.balanced_acc, row.val_auc
         ));
         rows.push(row);
     }
@@ -122,13 +141,15 @@ pub fn holdout(
     Ok(rows)
 }
 
-/// A held-out group's AUCs over several seeds: the mean, the lowest and the highest, the detector's and the
-/// baseline's.
+/// A held-out group's AUCs over several seeds: the mean, the lowest and the highest, the detector's, the
+/// baseline's, the peak test's and the detector's joined to the peak test.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Spread {
     pub group: String,
     pub auc: [f64; 3],
     pub baseline_auc: [f64; 3],
+    pub peak_auc: [f64; 3],
+    pub either_auc: [f64; 3],
 }
 
 /// `holdout` once per seed, from `base.seed` on (`seeds` of them), each under `out/seed-S`; then each group's
@@ -158,8 +179,7 @@ pub fn holdout_seeds(
     Ok(runs)
 }
 
-/// Per group (in the runs' order), the mean, lowest and highest AUC over the runs, the detector's and the
-/// baseline's. Every run must hold the same groups in the same order.
+/// Per group (in the runs' order), the mean, lowest and highest AUC over the runs, of each figure of a Spread. Every run must hold the same groups in the same order.
 pub fn spreads(runs: &[Vec<Row>]) -> Result<Vec<Spread>> {
     let first = runs.first().ok_or_else(|| Error::Invalid("a spread over no runs".into()))?;
     let groups: Vec<&str> = first.iter().map(|r| r.group.as_str()).collect();
@@ -167,15 +187,18 @@ pub fn spreads(runs: &[Vec<Row>]) -> Result<Vec<Spread>> {
         let other: Vec<&str> = r.iter().map(|r| r.group.as_str()).collect();
         return Err(Error::Invalid(format!("runs of other groups: {groups:?} and {other:?}")));
     }
-    let stats = |v: Vec<f64>| {
+    let stats = |g: usize, of: fn(&Row) -> f64| {
+        let v: Vec<f64> = runs.iter().map(|r| of(&r[g])).collect();
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         [mean, v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max)]
     };
     Ok((0..groups.len())
         .map(|g| Spread {
             group: groups[g].to_string(),
-            auc: stats(runs.iter().map(|r| r[g].auc).collect()),
-            baseline_auc: stats(runs.iter().map(|r| r[g].baseline_auc).collect()),
+            auc: stats(g, |r| r.auc),
+            baseline_auc: stats(g, |r| r.baseline_auc),
+            peak_auc: stats(g, |r| r.peak_auc),
+            either_auc: stats(g, |r| r.either_auc),
         })
         .collect())
 }
@@ -183,29 +206,34 @@ pub fn spreads(runs: &[Vec<Row>]) -> Result<Vec<Spread>> {
 /// The markdown table of the spreads (with the mean and the worst of the means under it, and each seed's mean)
 /// and the CSV one.
 pub fn spread_tables(spread: &[Spread], runs: &[Vec<Row>]) -> (String, String) {
-    let mut md = format!(
-        "| held-out group | AUC mean over {} seeds | lowest | highest | spectral baseline mean | lowest | highest \
-         |\n| --- | --- | --- | --- | --- | --- | --- |\n",
-        runs.len()
-    );
+    let mut md = format!("| held-out group | AUC mean over {} seeds | lowest | highest ", runs.len());
+    for name in ["spectral baseline", "peak test", "detector or peak test"] {
+        let _ = write!(md, "| {name} mean | lowest | highest ");
+    }
+    md += &format!("|\n|{}\n", " --- |".repeat(13));
     let mut csv = csv::Writer::from_writer(Vec::new());
-    let header = ["group", "seeds", "auc_mean", "auc_min", "auc_max", "baseline_mean", "baseline_min", "baseline_max"];
-    csv.write_record(header).expect("writes to memory");
+    let mut header = vec!["group".to_string(), "seeds".to_string()];
+    for name in ["auc", "baseline", "peak", "either"] {
+        header.extend(["mean", "min", "max"].map(|s| format!("{name}_{s}")));
+    }
+    csv.write_record(&header).expect("writes to memory");
     for s in spread {
-        let [a, b] = [s.auc, s.baseline_auc];
-        let _ = writeln!(
-            md,
-            "| {} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
-            s.group, a[0], a[1], a[2], b[0], b[1], b[2]
-        );
-        let values = a.iter().chain(&b).map(|v| format!("{v:.6}"));
+        let values = [s.auc, s.baseline_auc, s.peak_auc, s.either_auc].concat();
+        let _ = writeln!(md, "| {} |{}", s.group, values.iter().map(|v| format!(" {v:.4} |")).collect::<String>());
+        let values = values.iter().map(|v| format!("{v:.6}"));
         let record: Vec<String> = [s.group.clone(), runs.len().to_string()].into_iter().chain(values).collect();
         csv.write_record(&record).expect("writes to memory");
     }
-    let (mean, worst) = mean_and_worst(spread, |s| s.auc[0]);
-    let (base_mean, base_worst) = mean_and_worst(spread, |s| s.baseline_auc[0]);
-    let _ = writeln!(md, "\nheld-out AUC, means over the seeds: mean {mean:.4}, worst {worst:.4}");
-    let _ = writeln!(md, "spectral baseline (Durall et al. 2020): mean {base_mean:.4}, worst {base_worst:.4}");
+    let _ = writeln!(md);
+    for (name, of) in [
+        ("held-out AUC, means over the seeds", (|s| s.auc[0]) as fn(&Spread) -> f64),
+        ("spectral baseline (Durall et al. 2020)", |s| s.baseline_auc[0]),
+        ("spectral peak test", |s| s.peak_auc[0]),
+        ("detector or peak test", |s| s.either_auc[0]),
+    ] {
+        let (mean, worst) = mean_and_worst(spread, of);
+        let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
+    }
     let per_seed: Vec<String> = runs
         .iter()
         .map(|r| {
@@ -216,6 +244,25 @@ pub fn spread_tables(spread: &[Spread], runs: &[Vec<Row>]) -> (String, String) {
     let _ = writeln!(md, "each seed's mean held-out AUC (the baseline's): {}", per_seed.join(", "));
     let csv = String::from_utf8(csv.into_inner().expect("writes to memory")).expect("the texts are UTF-8");
     (md, csv)
+}
+
+/// The reals of `data`.
+fn reals(data: &Loaded) -> Loaded {
+    data.subset(&(0..data.len()).filter(|&i| data.labels[i] == 0).collect::<Vec<_>>())
+}
+
+/// The test AUCs of the peak test alone and of the detector joined to it (standardized over the validation
+/// reals; NaN with fewer than 2 of them), from the detector's logits on `val` and `test`.
+fn peak_aucs(be: &dyn Backend, peak: &PeakTest, val: (&Loaded, &[f32]), test: (&Loaded, &[f32])) -> Result<(f64, f64)> {
+    let [val_peaks, peaks] = [val.0, test.0].map(|d| peak.scores(be, d));
+    let (val_peaks, peaks) = (val_peaks?, peaks?);
+    let is_real: Vec<bool> = val.0.labels.iter().map(|&l| l == 0).collect();
+    let of_reals = |v: Vec<f64>| v.into_iter().zip(&is_real).filter(|p| *p.1).map(|p| p.0).collect::<Vec<f64>>();
+    let val_logits = of_reals(val.1.iter().map(|&z| z as f64).collect());
+    let logits: Vec<f64> = test.1.iter().map(|&z| z as f64).collect();
+    let auc_of = |s: &[f64]| auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.0.labels).unwrap_or(f64::NAN);
+    let joined = either(&logits, &peaks, (&val_logits, &of_reals(val_peaks))).map_or(f64::NAN, |j| auc_of(&j));
+    Ok((auc_of(&peaks), joined))
 }
 
 /// The spectral baseline's test AUC, fitted on `train`.
@@ -293,7 +340,8 @@ pub fn mean_and_worst<T>(rows: &[T], auc: impl Fn(&T) -> f64) -> (f64, f64) {
 pub fn tables(rows: &[Row]) -> (String, String) {
     let mut md = String::from(
         "| held-out group | test real | test fake | validation AUC (seen) | weakest seen group | AUC | spectral \
-         baseline AUC | AP | balanced acc | threshold |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+         baseline AUC | peak test AUC | detector or peak test AUC | AP | balanced acc | threshold |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let mut csv = csv::Writer::from_writer(Vec::new());
     let header = [
@@ -308,6 +356,8 @@ pub fn tables(rows: &[Row]) -> (String, String) {
         "weakest_seen",
         "weakest_seen_auc",
         "baseline_auc",
+        "peak_auc",
+        "either_auc",
     ];
     csv.write_record(header).expect("writes to memory");
     for r in rows {
@@ -317,21 +367,38 @@ pub fn tables(rows: &[Row]) -> (String, String) {
         };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.4} | {weakest} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
-            r.group, r.n_real, r.n_fake, r.val_auc, r.auc, r.baseline_auc, r.ap, r.balanced_acc, r.threshold
+            "| {} | {} | {} | {:.4} | {weakest} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} | {:.4} |",
+            r.group,
+            r.n_real,
+            r.n_fake,
+            r.val_auc,
+            r.auc,
+            r.baseline_auc,
+            r.peak_auc,
+            r.either_auc,
+            r.ap,
+            r.balanced_acc,
+            r.threshold
         );
         let name = r.weakest_seen.as_ref().map_or("", |w| w.0.as_str());
         let f6 = |v: f64| format!("{v:.6}");
         let (n_real, n_fake) = (r.n_real.to_string(), r.n_fake.to_string());
         let (val, auc, ap, bacc, t) = (f6(r.val_auc), f6(r.auc), f6(r.ap), f6(r.balanced_acc), f6(r.threshold as f64));
-        let base = f6(r.baseline_auc);
-        let record = [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc, &base];
+        let (base, peak, joined) = (f6(r.baseline_auc), f6(r.peak_auc), f6(r.either_auc));
+        let record =
+            [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc, &base, &peak, &joined];
         csv.write_record(record).expect("writes to memory");
     }
-    let (mean, worst) = mean_and_worst(rows, |r| r.auc);
-    let (base_mean, base_worst) = mean_and_worst(rows, |r| r.baseline_auc);
-    let _ = writeln!(md, "\nheld-out AUC: mean {mean:.4}, worst {worst:.4}");
-    let _ = writeln!(md, "spectral baseline (Durall et al. 2020): mean {base_mean:.4}, worst {base_worst:.4}");
+    let _ = writeln!(md);
+    for (name, of) in [
+        ("held-out AUC", (|r| r.auc) as fn(&Row) -> f64),
+        ("spectral baseline (Durall et al. 2020)", |r| r.baseline_auc),
+        ("spectral peak test", |r| r.peak_auc),
+        ("detector or peak test", |r| r.either_auc),
+    ] {
+        let (mean, worst) = mean_and_worst(rows, of);
+        let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
+    }
     let csv = String::from_utf8(csv.into_inner().expect("writes to memory")).expect("the texts are UTF-8");
     (md, csv)
 }

@@ -38,12 +38,16 @@ fn holdout_trains_without_each_group_and_tests_on_it() {
         let weakest: Vec<&str> = line.split(',').skip(8).collect();
         assert!(weakest[0] != g && ["nearest", "periodic", "upconv"].contains(&weakest[0]), "{csv}");
         assert!((0.0..=1.0).contains(&weakest[1].parse::<f64>().unwrap()), "{csv}");
-        // The spectral baseline's AUC on the same test images, last.
-        assert!((0.0..=1.0).contains(&weakest[2].parse::<f64>().unwrap()), "{csv}");
+        // The spectral baseline's AUC on the same test images, the peak test's and the detector's joined to it.
+        for v in &weakest[2..] {
+            assert!((0.0..=1.0).contains(&v.parse::<f64>().unwrap()), "{csv}");
+        }
+        assert_eq!(weakest.len(), 5, "{csv}");
         assert!(out.join(format!("heldout-{g}/best.safetensors")).is_file());
     }
     assert!(stdout.contains("held-out AUC: mean ") && stdout.contains(", worst "), "{stdout}");
     assert!(stdout.contains("spectral baseline (Durall et al. 2020): mean "), "{stdout}");
+    assert!(stdout.contains("spectral peak test: mean ") && stdout.contains("detector or peak test: mean "));
     assert!(std::fs::read_to_string(out.join("holdout.md")).unwrap().contains("| periodic | 4 | 12 |"));
     assert!(out.join("holdout.png").is_file());
     // Two seeds: each run the same as one run of that seed, then each group's spread over them.

@@ -51,7 +51,8 @@ fn holdout_refuses_sets_it_cannot_split() {
     assert!(e.contains("--test-reals 1"), "{e}");
 }
 
-/// A held-out row with the given AUCs (and 3 real, 5 fake test images, the other figures fixed).
+/// A held-out row with the given AUCs (and 3 real, 5 fake test images, the other figures fixed; the peak test's
+/// AUC is 1 - the baseline's, the joined one's the mean of the detector's and the baseline's).
 fn row(group: &str, auc: f64, weakest_seen: Option<(String, f64)>, baseline_auc: f64) -> Row {
     Row {
         group: group.into(),
@@ -64,6 +65,8 @@ fn row(group: &str, auc: f64, weakest_seen: Option<(String, f64)>, baseline_auc:
         n_fake: 5,
         weakest_seen,
         baseline_auc,
+        peak_auc: 1.0 - baseline_auc,
+        either_auc: (auc + baseline_auc) / 2.0,
     }
 }
 
@@ -75,20 +78,27 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
     let (mean, worst) = mean_and_worst(&rows, |r| r.baseline_auc);
     assert!((mean - 0.825).abs() < 1e-12 && worst == 0.7);
     let (md, csv) = tables(&rows);
-    assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 | 0.7000 |"), "{md}");
+    assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 | 0.7000 | 0.3000 | 0.8000 | 0.9000 |"), "{md}");
     assert!(
-        md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 | 0.9500 |") && md.contains("mean 0.7500, worst 0.6000"),
+        md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 | 0.9500 | 0.0500 | 0.7750 |")
+            && md.contains("held-out AUC: mean 0.7500, worst 0.6000"),
         "{md}"
     );
     assert!(md.contains("spectral baseline (Durall et al. 2020): mean 0.8250, worst 0.7000"), "{md}");
+    assert!(md.contains("spectral peak test: mean 0.1750, worst 0.0500"), "{md}");
+    assert!(md.contains("detector or peak test: mean 0.7875, worst 0.7750"), "{md}");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
-        "group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold,weakest_seen,weakest_seen_auc,baseline_auc"
+        "group,n_real,n_fake,val_auc,auc,ap,balanced_acc,threshold,weakest_seen,weakest_seen_auc,baseline_auc,\
+         peak_auc,either_auc"
     );
     // A quote in a group name is doubled, and the field quoted, as RFC 4180 says.
-    assert_eq!(lines[1], "a,3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000,0.700000");
-    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,,0.950000");
+    assert_eq!(
+        lines[1],
+        "a,3,5,0.990000,0.900000,0.900000,0.800000,0.500000,\"b\"\"x\",0.500000,0.700000,0.300000,0.800000"
+    );
+    assert_eq!(lines[2], "\"b\"\"x\",3,5,0.990000,0.600000,0.900000,0.800000,0.500000,,,0.950000,0.050000,0.775000");
     let back: Vec<csv::StringRecord> = csv::Reader::from_reader(csv.as_bytes()).records().map(Result::unwrap).collect();
     assert_eq!((&back[0][8], &back[1][0]), ("b\"x", "b\"x"), "a CSV reader gets the names back");
 }
@@ -107,13 +117,24 @@ fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
     assert!(close(s[0].auc, [0.8, 0.7, 0.9]) && close(s[0].baseline_auc, [0.7, 0.6, 0.8]), "{s:?}");
     assert!(close(s[1].auc, [0.5, 0.4, 0.6]) && close(s[1].baseline_auc, [(0.8 + 0.8 + 0.9) / 3.0, 0.8, 0.9]));
     let (md, csv) = spread_tables(&s, &runs);
-    assert!(md.contains("AUC mean over 3 seeds") && md.contains("| a | 0.8000 | 0.7000 | 0.9000 | 0.7000 |"), "{md}");
+    assert!(close(s[0].peak_auc, [0.3, 0.2, 0.4]) && close(s[0].either_auc, [0.75, 0.7, 0.8]), "{s:?}");
+    let a = "| a | 0.8000 | 0.7000 | 0.9000 | 0.7000 | 0.6000 | 0.8000 | 0.3000 | 0.2000 | 0.4000 | 0.7500 | 0.7000 | 0.8000 |";
+    assert!(md.contains("AUC mean over 3 seeds") && md.contains(a), "{md}");
+    // The table's rule has as many cells as its header.
+    let cells = |l: &str| l.matches('|').count();
+    let md_lines: Vec<&str> = md.lines().collect();
+    assert!(cells(md_lines[0]) == cells(md_lines[1]) && cells(md_lines[1]) == cells(md_lines[2]), "{md}");
     // The mean of the groups' means, and the worst group's mean; each seed's mean beside the baseline's.
     assert!(md.contains("means over the seeds: mean 0.6500, worst 0.5000"), "{md}");
+    assert!(md.contains("spectral peak test: mean 0.2333, worst 0.1667"), "{md}");
     assert!(md.contains("0.7000 (0.7000), 0.6500 (0.7500), 0.6000 (0.8500)"), "{md}");
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "group,seeds,auc_mean,auc_min,auc_max,baseline_mean,baseline_min,baseline_max");
-    assert_eq!(lines[1], "a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000");
+    assert_eq!(
+        lines[0],
+        "group,seeds,auc_mean,auc_min,auc_max,baseline_mean,baseline_min,baseline_max,peak_mean,peak_min,peak_max,\
+         either_mean,either_min,either_max"
+    );
+    assert!(lines[1].starts_with("a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000,0.300000,"), "{csv}");
     // Runs that held out other groups do not mix.
     let e = spreads(&[runs[0].clone(), vec![row("a", 0.9, None, 0.6)]]).unwrap_err().to_string();
     assert!(e.contains("runs of other groups"), "{e}");
