@@ -330,7 +330,8 @@ impl Bars<'_> {
                 label.clone()
             };
             c.text_right(px - 6, y + (ROW_H * per_row - CHAR_H as i64) / 2, &shown, *label_color);
-            for (k, &(v, col)) in bars.iter().enumerate() {
+            // A NaN (a figure a run could not give) draws no bar; an infinity runs to the edge.
+            for (k, &(v, col)) in bars.iter().enumerate().filter(|(_, b)| !b.0.is_nan()) {
                 let end = if v.is_finite() { to_x(v) } else { px + pw };
                 c.rect(px, y + k as i64 * ROW_H, (end - px).max(1), ROW_H - 2, col);
             }

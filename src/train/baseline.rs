@@ -14,6 +14,7 @@
 //! than the reals; a test fitted on reals alone cannot learn a direction. `either` joins it to the detector.
 
 use crate::backend::cpu::real::Real;
+use crate::backend::fft::STD_FLOOR;
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
@@ -27,7 +28,8 @@ pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
 }
 
 /// The spectral peak test, fitted on real images: per bin of the luma log spectrum, the reals' mean and
-/// 1 / standard deviation (0 for a bin that does not vary, which the score leaves out).
+/// 1 / standard deviation (floored at STD_FLOOR, as `--freq-profile`'s, so that a bin that barely varies does not
+/// take the max; 0 for a bin that does not vary at all, which the score leaves out).
 #[derive(Clone, Debug)]
 pub struct PeakTest {
     mean: Vec<f64>,
@@ -46,8 +48,7 @@ impl PeakTest {
         }
         let mut m = Moments::new(reals.size * reals.size);
         each_spectrum(be, reals, |_, s| m.add(s.iter().map(|&v| v as f64)))?;
-        let inv_std = m.std().iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
-        Ok(PeakTest { mean: m.mean, inv_std })
+        Ok(PeakTest { inv_std: m.inv_std(STD_FLOOR as f64), mean: m.mean })
     }
 
     /// Each image's score, in order: its largest z-score over the bins.
@@ -73,7 +74,8 @@ impl PeakTest {
 
 /// Two tests joined: each score standardized by its mean and standard deviation over `null`'s images (reals that
 /// neither was fitted on), and the larger taken, so that an image is as suspect as the test that finds it furthest
-/// from the reals makes it. `a` and `b` are the scores of the same images; `null` holds those of the reals.
+/// from the reals makes it. `a` and `b` are the scores of the same images; `null` holds those of the reals, whose
+/// scores must vary (a collapsed detector's constant logits cannot be standardized).
 pub fn either(a: &[f64], b: &[f64], null: (&[f64], &[f64])) -> Result<Vec<f64>> {
     if a.len() != b.len() || null.0.len() != null.1.len() || null.0.len() < 2 {
         return Err(Error::Shape(format!(
@@ -87,9 +89,16 @@ pub fn either(a: &[f64], b: &[f64], null: (&[f64], &[f64])) -> Result<Vec<f64>> 
     let standard = |null: &[f64]| {
         let mut m = Moments::new(1);
         null.iter().for_each(|&v| m.add([v].into_iter()));
-        (m.mean[0], m.std()[0].max(f64::MIN_POSITIVE))
+        match m.std()[0] {
+            s if s > 0.0 => Ok((m.mean[0], s)),
+            _ => Err(Error::Invalid(format!(
+                "the {} reals' scores are all {}: nothing to standardize by",
+                null.len(),
+                m.mean[0]
+            ))),
+        }
     };
-    let ((ma, sa), (mb, sb)) = (standard(null.0), standard(null.1));
+    let ((ma, sa), (mb, sb)) = (standard(null.0)?, standard(null.1)?);
     Ok(a.iter().zip(b).map(|(x, y)| ((x - ma) / sa).max((y - mb) / sb)).collect())
 }
 
@@ -121,7 +130,7 @@ impl Logistic {
         }
         let mut moments = Moments::new(d);
         x.iter().for_each(|r| moments.add(r.iter().copied()));
-        let inv_std = moments.std().iter().map(|&s| if s > 0.0 { 1.0 / s } else { 0.0 }).collect();
+        let inv_std = moments.inv_std(0.0);
         let mean = moments.mean;
         let mut model = Logistic { mean, inv_std, w: vec![0.0; d + 1] };
         let z: Vec<Vec<f64>> = x.iter().map(|r| model.standardized(r)).collect();
@@ -188,6 +197,11 @@ impl Moments {
 
     pub fn std(&self) -> Vec<f64> {
         self.m2.iter().map(|m2| (m2 / self.count.max(1) as f64).sqrt()).collect()
+    }
+
+    /// 1 / standard deviation, the deviation floored at `floor`; 0 for a column that does not vary.
+    pub fn inv_std(&self, floor: f64) -> Vec<f64> {
+        self.std().iter().map(|&s| if s > 0.0 { 1.0 / s.max(floor) } else { 0.0 }).collect()
     }
 }
 
@@ -379,6 +393,8 @@ mod tests {
         }
         assert!(either(&[1.0], &[1.0, 2.0], (&null.0, &null.1)).is_err());
         assert!(either(&[1.0], &[1.0], (&[0.0], &[0.0])).is_err());
+        let e = either(&[1.0], &[1.0], (&[2.0, 2.0], &null.1[..2])).unwrap_err().to_string();
+        assert!(e.contains("the 2 reals' scores are all 2"), "{e}");
     }
 
     #[test]

@@ -97,8 +97,8 @@ pub fn ablation(rows: &[Row], path: &Path) -> Result<()> {
 }
 
 /// The held-out groups: per group, the AUC on its fakes (blue), the spectral baseline's (orange), the detector
-/// joined to the peak test's (red), and the balanced
-/// accuracy at the validation-tuned threshold (green), against chance.
+/// joined to the peak test's (red), and the balanced accuracy at the validation-tuned threshold (green), against
+/// chance.
 pub fn holdout(rows: &[crate::train::holdout::Row], path: &Path) -> Result<()> {
     let bars: Vec<BarRow> = rows
         .iter()

@@ -89,7 +89,12 @@ pub fn holdout(
         ));
         // The baseline first: a set it cannot fit fails before the fold's training, not after it.
         let baseline_auc = baseline_auc(be, &train, &test)?;
-        let peak = PeakTest::fit(be, &reals(&train));
+        let peak = if train.counts()[0] >= 2 {
+            Some(PeakTest::fit(be, &reals(&train))?)
+        } else {
+            log(&format!("    no spectral peak test for {g}: {} training real(s), it needs 2", train.counts()[0]));
+            None
+        };
         trainer::train_on(be, &cfg, &train, &val, &mut |line| {
             let note = line.starts_with("COLLAPSE") || line.starts_with("--batch");
             if note || line.starts_with("epoch") && line.contains("validation") {
@@ -104,11 +109,8 @@ pub fn holdout(
         let [val_scores, scores] = [&val_logits, &logits].map(|z| z.iter().map(|z| z.sigmoid()).collect::<Vec<f32>>());
         let (threshold, _) = best_balanced_threshold(&val_scores, &val.labels).unwrap_or((0.5, f64::NAN));
         let (peak_auc, either_auc) = match &peak {
-            Ok(peak) => peak_aucs(be, peak, (&val, &val_logits), (&test, &logits))?,
-            Err(e) => {
-                log(&format!("    no peak test for {g}: {e}"));
-                (f64::NAN, f64::NAN)
-            }
+            Some(peak) => peak_aucs(be, peak, (&val, &val_logits), (&test, &logits), log)?,
+            None => (f64::NAN, f64::NAN),
         };
         let row = Row {
             group: g.to_string(),
@@ -179,7 +181,8 @@ pub fn holdout_seeds(
     Ok(runs)
 }
 
-/// Per group (in the runs' order), the mean, lowest and highest AUC over the runs, of each figure of a Spread. Every run must hold the same groups in the same order.
+/// Per group (in the runs' order), the mean, lowest and highest AUC over the runs, of each figure of a Spread.
+/// Every run must hold the same groups in the same order.
 pub fn spreads(runs: &[Vec<Row>]) -> Result<Vec<Spread>> {
     let first = runs.first().ok_or_else(|| Error::Invalid("a spread over no runs".into()))?;
     let groups: Vec<&str> = first.iter().map(|r| r.group.as_str()).collect();
@@ -189,6 +192,9 @@ pub fn spreads(runs: &[Vec<Row>]) -> Result<Vec<Spread>> {
     }
     let stats = |g: usize, of: fn(&Row) -> f64| {
         let v: Vec<f64> = runs.iter().map(|r| of(&r[g])).collect();
+        if v.iter().any(|a| a.is_nan()) {
+            return [f64::NAN; 3]; // a run without the figure: no spread of it (min and max would skip the NaN)
+        }
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         [mean, v.iter().copied().fold(f64::INFINITY, f64::min), v.iter().copied().fold(f64::NEG_INFINITY, f64::max)]
     };
@@ -224,16 +230,16 @@ pub fn spread_tables(spread: &[Spread], runs: &[Vec<Row>]) -> (String, String) {
         let record: Vec<String> = [s.group.clone(), runs.len().to_string()].into_iter().chain(values).collect();
         csv.write_record(&record).expect("writes to memory");
     }
-    let _ = writeln!(md);
-    for (name, of) in [
-        ("held-out AUC, means over the seeds", (|s| s.auc[0]) as fn(&Spread) -> f64),
-        ("spectral baseline (Durall et al. 2020)", |s| s.baseline_auc[0]),
-        ("spectral peak test", |s| s.peak_auc[0]),
-        ("detector or peak test", |s| s.either_auc[0]),
-    ] {
-        let (mean, worst) = mean_and_worst(spread, of);
-        let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
-    }
+    summary(
+        &mut md,
+        spread,
+        [
+            ("held-out AUC, means over the seeds", |s| s.auc[0]),
+            (BASELINE, |s| s.baseline_auc[0]),
+            (PEAK, |s| s.peak_auc[0]),
+            (EITHER, |s| s.either_auc[0]),
+        ],
+    );
     let per_seed: Vec<String> = runs
         .iter()
         .map(|r| {
@@ -252,8 +258,15 @@ fn reals(data: &Loaded) -> Loaded {
 }
 
 /// The test AUCs of the peak test alone and of the detector joined to it (standardized over the validation
-/// reals; NaN with fewer than 2 of them), from the detector's logits on `val` and `test`.
-fn peak_aucs(be: &dyn Backend, peak: &PeakTest, val: (&Loaded, &[f32]), test: (&Loaded, &[f32])) -> Result<(f64, f64)> {
+/// reals; NaN, and a line to `log`, when they cannot standardize it), from the detector's logits on `val` and
+/// `test`.
+fn peak_aucs(
+    be: &dyn Backend,
+    peak: &PeakTest,
+    val: (&Loaded, &[f32]),
+    test: (&Loaded, &[f32]),
+    log: &mut dyn FnMut(&str),
+) -> Result<(f64, f64)> {
     let [val_peaks, peaks] = [val.0, test.0].map(|d| peak.scores(be, d));
     let (val_peaks, peaks) = (val_peaks?, peaks?);
     let is_real: Vec<bool> = val.0.labels.iter().map(|&l| l == 0).collect();
@@ -261,7 +274,13 @@ fn peak_aucs(be: &dyn Backend, peak: &PeakTest, val: (&Loaded, &[f32]), test: (&
     let val_logits = of_reals(val.1.iter().map(|&z| z as f64).collect());
     let logits: Vec<f64> = test.1.iter().map(|&z| z as f64).collect();
     let auc_of = |s: &[f64]| auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.0.labels).unwrap_or(f64::NAN);
-    let joined = either(&logits, &peaks, (&val_logits, &of_reals(val_peaks))).map_or(f64::NAN, |j| auc_of(&j));
+    let joined = match either(&logits, &peaks, (&val_logits, &of_reals(val_peaks))) {
+        Ok(j) => auc_of(&j),
+        Err(e) => {
+            log(&format!("    no detector or peak test: {e}"));
+            f64::NAN
+        }
+    };
     Ok((auc_of(&peaks), joined))
 }
 
@@ -330,10 +349,24 @@ pub fn weakest(group_aucs: Vec<(String, f64)>) -> Option<(String, f64)> {
     group_aucs.into_iter().reduce(|w, g| if g.1 < w.1 { g } else { w })
 }
 
-/// The mean and the worst of the held-out AUCs `auc` picks (the detector's or the baseline's, of rows or spreads).
+/// The mean and the worst of the held-out AUCs `auc` picks (one of the figures of rows or spreads); NaN for both
+/// when a row lacks it.
 pub fn mean_and_worst<T>(rows: &[T], auc: impl Fn(&T) -> f64) -> (f64, f64) {
     let mean = rows.iter().map(&auc).sum::<f64>() / rows.len() as f64;
-    (mean, rows.iter().map(auc).fold(f64::INFINITY, f64::min))
+    (mean, if mean.is_nan() { f64::NAN } else { rows.iter().map(auc).fold(f64::INFINITY, f64::min) })
+}
+
+const BASELINE: &str = "spectral baseline (Durall et al. 2020)";
+const PEAK: &str = "spectral peak test";
+const EITHER: &str = "detector or peak test";
+
+/// The lines under a table: for each figure, its name and the mean and the worst of it over `rows`.
+fn summary<T>(md: &mut String, rows: &[T], figures: [(&str, fn(&T) -> f64); 4]) {
+    let _ = writeln!(md);
+    for (name, of) in figures {
+        let (mean, worst) = mean_and_worst(rows, of);
+        let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
+    }
 }
 
 /// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, as metrics.csv).
@@ -389,16 +422,13 @@ pub fn tables(rows: &[Row]) -> (String, String) {
             [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc, &base, &peak, &joined];
         csv.write_record(record).expect("writes to memory");
     }
-    let _ = writeln!(md);
-    for (name, of) in [
-        ("held-out AUC", (|r| r.auc) as fn(&Row) -> f64),
-        ("spectral baseline (Durall et al. 2020)", |r| r.baseline_auc),
-        ("spectral peak test", |r| r.peak_auc),
-        ("detector or peak test", |r| r.either_auc),
-    ] {
-        let (mean, worst) = mean_and_worst(rows, of);
-        let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
-    }
+    let figures: [(&str, fn(&Row) -> f64); 4] = [
+        ("held-out AUC", |r| r.auc),
+        (BASELINE, |r| r.baseline_auc),
+        (PEAK, |r| r.peak_auc),
+        (EITHER, |r| r.either_auc),
+    ];
+    summary(&mut md, rows, figures);
     let csv = String::from_utf8(csv.into_inner().expect("writes to memory")).expect("the texts are UTF-8");
     (md, csv)
 }

@@ -1,5 +1,5 @@
 //! Training: the loop, the run folder and its log, metrics, diagnostics, figures, sanity, spectrum, ablation,
-//! holdout and its spectral baseline.
+//! holdout and its spectral baseline and peak test.
 
 pub mod ablate;
 pub mod baseline;

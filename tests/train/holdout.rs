@@ -78,6 +78,8 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
     let (mean, worst) = mean_and_worst(&rows, |r| r.baseline_auc);
     assert!((mean - 0.825).abs() < 1e-12 && worst == 0.7);
     let (md, csv) = tables(&rows);
+    let md_lines: Vec<&str> = md.lines().collect();
+    assert!(md_lines[..4].iter().all(|l| l.matches('|').count() == 13), "{md}");
     assert!(md.contains("| a | 3 | 5 | 0.9900 | b\"x 0.5000 | 0.9000 | 0.7000 | 0.3000 | 0.8000 | 0.9000 |"), "{md}");
     assert!(
         md.contains("| b\"x | 3 | 5 | 0.9900 | - | 0.6000 | 0.9500 | 0.0500 | 0.7750 |")
@@ -118,7 +120,8 @@ fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
     assert!(close(s[1].auc, [0.5, 0.4, 0.6]) && close(s[1].baseline_auc, [(0.8 + 0.8 + 0.9) / 3.0, 0.8, 0.9]));
     let (md, csv) = spread_tables(&s, &runs);
     assert!(close(s[0].peak_auc, [0.3, 0.2, 0.4]) && close(s[0].either_auc, [0.75, 0.7, 0.8]), "{s:?}");
-    let a = "| a | 0.8000 | 0.7000 | 0.9000 | 0.7000 | 0.6000 | 0.8000 | 0.3000 | 0.2000 | 0.4000 | 0.7500 | 0.7000 | 0.8000 |";
+    let a = "| a | 0.8000 | 0.7000 | 0.9000 | 0.7000 | 0.6000 | 0.8000 | 0.3000 | 0.2000 | 0.4000 | 0.7500 | 0.7000 | \
+             0.8000 |";
     assert!(md.contains("AUC mean over 3 seeds") && md.contains(a), "{md}");
     // The table's rule has as many cells as its header.
     let cells = |l: &str| l.matches('|').count();
@@ -134,11 +137,22 @@ fn the_spread_over_seeds_is_each_groups_mean_lowest_and_highest() {
         "group,seeds,auc_mean,auc_min,auc_max,baseline_mean,baseline_min,baseline_max,peak_mean,peak_min,peak_max,\
          either_mean,either_min,either_max"
     );
-    assert!(lines[1].starts_with("a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000,0.300000,"), "{csv}");
+    assert_eq!(
+        lines[1],
+        "a,3,0.800000,0.700000,0.900000,0.700000,0.600000,0.800000,0.300000,0.200000,0.400000,0.750000,0.700000,\
+         0.800000"
+    );
+    assert!(md.contains("detector or peak test: mean 0.7083, worst 0.6667"), "{md}");
     // Runs that held out other groups do not mix.
     let e = spreads(&[runs[0].clone(), vec![row("a", 0.9, None, 0.6)]]).unwrap_err().to_string();
     assert!(e.contains("runs of other groups"), "{e}");
     assert!(spreads(&[]).is_err());
+    // A run that could not give a figure (NaN): no spread of it, not one of the other runs.
+    let mut partial = runs.clone();
+    partial[1][0].either_auc = f64::NAN;
+    let s = spreads(&partial).unwrap();
+    assert!(s[0].either_auc.iter().all(|v| v.is_nan()) && close(s[0].auc, [0.8, 0.7, 0.9]), "{s:?}");
+    assert!(spread_tables(&s, &partial).0.contains("detector or peak test: mean NaN, worst NaN"));
 }
 
 #[test]

@@ -94,7 +94,8 @@ pub(crate) enum Command {
     /// Generators never seen: for each fake group, train on the other groups and test on it against reals no
     /// run saw. A table (markdown, CSV, PNG in --out) of AUC, AP and balanced accuracy at the validation-tuned
     /// threshold per held-out group, with the mean and the worst AUC, and beside each AUC a spectral baseline's
-    /// (logistic regression on the azimuthally averaged log spectrum) fitted on the same images.
+    /// (logistic regression on the azimuthally averaged log spectrum) fitted on the same images, a spectral peak
+    /// test's (fitted on the training reals alone) and the detector's joined to the peak test.
     Holdout {
         /// A folder (the subfolders of fake/ are the groups), a CSV with a group column, or a pack. Default: the
         /// built-in set with all four families (periodic included), its images twice the model's side.
