@@ -155,6 +155,39 @@ fn resume_gives_the_same_run_as_no_interruption() {
     assert_eq!(std::fs::read_to_string(b.join("metrics.jsonl")).unwrap().lines().count(), 2);
 }
 
+/// A resumed `--freq-profile` run keeps the ring statistics of its first run, on other data too: they are part of
+/// the model, gathered once before its first epoch, and the checkpoint's are the ones it goes on with.
+#[test]
+fn a_resumed_profile_keeps_its_statistics_on_other_data() {
+    let stats = |ckpt: &std::path::Path| -> Vec<f32> {
+        let (tensors, _) = dfgpu::model::checkpoint::read_some(ckpt, |n| n == "freq.profile.stats").unwrap();
+        tensors.into_iter().next().expect("a profile's statistics").data
+    };
+    let sets = [("train-profile-data-a", "5"), ("train-profile-data-b", "6")].map(|(name, seed)| {
+        let data = tmp(name);
+        let synth =
+            ["synth", data.to_str().unwrap(), "--n-real", "8", "--n-fake", "16", "--size", "32", "--seed", seed];
+        assert!(dfgpu(&synth).status.success());
+        data
+    });
+    let run = |data: &std::path::Path, out: &str, more: &[&str]| {
+        let out = tmp(out);
+        let args = ["train", "--device", "cpu", "--data", data.to_str().unwrap(), "--batch", "8", "--size", "32"];
+        let o = dfgpu(
+            &[&args[..], &["--freq-profile", "--grad-report", "0", "--out", out.to_str().unwrap()], more].concat(),
+        );
+        assert!(o.status.success(), "{}\n{}", text(&o).0, text(&o).1);
+        out.join("last.safetensors")
+    };
+    let first = run(&sets[0], "train-profile-a", &["--epochs", "1"]);
+    let on_b = run(&sets[1], "train-profile-b", &["--epochs", "1"]);
+    let (a, b) = (stats(&first), stats(&on_b));
+    // Gathered, not the initial means 0 and deviations 1, and other data gives other statistics.
+    assert!(a.iter().any(|&v| v != 0.0 && v != 1.0) && a != b, "{a:?}\n{b:?}");
+    let resumed = run(&sets[1], "train-profile-resumed", &["--epochs", "2", "--resume", first.to_str().unwrap()]);
+    assert_eq!(stats(&resumed), a, "the resumed run refitted its statistics on the new data");
+}
+
 /// The model and training flags reach the run: the checkpoint's metadata holds the model's, and a bad value is
 /// an error naming its flag.
 #[test]
