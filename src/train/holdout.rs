@@ -360,13 +360,20 @@ const BASELINE: &str = "spectral baseline (Durall et al. 2020)";
 const PEAK: &str = "spectral peak test";
 const EITHER: &str = "detector or peak test";
 
-/// The lines under a table: for each figure, its name and the mean and the worst of it over `rows`.
+/// The lines under a table: for each figure, its name and the mean and the worst of it over `rows`; then what the
+/// two spectral tests' columns are, for a reader of the file alone.
 fn summary<T>(md: &mut String, rows: &[T], figures: [(&str, fn(&T) -> f64); 4]) {
     let _ = writeln!(md);
     for (name, of) in figures {
         let (mean, worst) = mean_and_worst(rows, of);
         let _ = writeln!(md, "{name}: mean {mean:.4}, worst {worst:.4}");
     }
+    let _ = writeln!(
+        md,
+        "\n{PEAK}: fitted on the training reals alone, an image's largest z-score over the bins of its luma log \
+         spectrum. {EITHER}: the larger of the detector's logit and the peak score, each standardized over the \
+         validation reals."
+    );
 }
 
 /// The markdown table (with the mean and the worst AUC under it) and the CSV one (RFC 4180, as metrics.csv).

@@ -89,6 +89,7 @@ fn the_table_gives_the_mean_and_the_worst_auc() {
     assert!(md.contains("spectral baseline (Durall et al. 2020): mean 0.8250, worst 0.7000"), "{md}");
     assert!(md.contains("spectral peak test: mean 0.1750, worst 0.0500"), "{md}");
     assert!(md.contains("detector or peak test: mean 0.7875, worst 0.7750"), "{md}");
+    assert!(md.contains("spectral peak test: fitted on the training reals alone"), "{md}");
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(
         lines[0],
