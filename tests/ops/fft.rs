@@ -594,7 +594,11 @@ fn gpu_matches_cpu_on_fast_path_sizes_in_every_mode() {
 #[test]
 #[ignore = "needs a CUDA device: a GPU, or the emulator (scripts/emu.sh)"]
 fn gpu_matches_cpu_on_bluestein_and_non_square_sizes_in_every_mode() {
-    check_gpu_against_cpu(&SIZES[6..], 9);
+    // On the emulated device 380 (Bluestein through a 768-point transform of radices 4, 2 and 3) is left out:
+    // 299 takes Bluestein through 600 points (radix 5 too), 17 x 31 in both directions, 1021 x 16 a long line.
+    let emulated = [(299, 299), (224, 160), (17, 31), (1021, 16)];
+    let sizes = if dfgpu::backend::cuda::emu::is_emulated() { &emulated[..] } else { &SIZES[6..] };
+    check_gpu_against_cpu(sizes, 9);
 }
 
 #[test]
