@@ -267,14 +267,13 @@ fn peak_aucs(
     test: (&Loaded, &[f32]),
     log: &mut dyn FnMut(&str),
 ) -> Result<(f64, f64)> {
-    let [val_peaks, peaks] = [val.0, test.0].map(|d| peak.scores(be, d));
-    let (val_peaks, peaks) = (val_peaks?, peaks?);
-    let is_real: Vec<bool> = val.0.labels.iter().map(|&l| l == 0).collect();
-    let of_reals = |v: Vec<f64>| v.into_iter().zip(&is_real).filter(|p| *p.1).map(|p| p.0).collect::<Vec<f64>>();
-    let val_logits = of_reals(val.1.iter().map(|&z| z as f64).collect());
+    // Only the validation reals standardize the join: the validation fakes' spectra are not needed.
+    let (val_real_peaks, peaks) = (peak.scores(be, &reals(val.0))?, peak.scores(be, test.0)?);
+    let val_real_logits: Vec<f64> =
+        val.1.iter().zip(&val.0.labels).filter(|(_, &l)| l == 0).map(|(&z, _)| z as f64).collect();
     let logits: Vec<f64> = test.1.iter().map(|&z| z as f64).collect();
     let auc_of = |s: &[f64]| auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.0.labels).unwrap_or(f64::NAN);
-    let joined = match either(&logits, &peaks, (&val_logits, &of_reals(val_peaks))) {
+    let joined = match either(&logits, &peaks, (&val_real_logits, &val_real_peaks)) {
         Ok(j) => auc_of(&j),
         Err(e) => {
             log(&format!("    no detector or peak test: {e}"));
