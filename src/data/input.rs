@@ -7,6 +7,7 @@
 //! - `resize`: the image squashed to `size` x `size` with a triangle filter: for sets of face crops already at
 //!   about the model's size. Resampling low-pass filters the high frequencies where an upsampler's traces are.
 
+use crate::backend::cpu::real::Real;
 use crate::error::{Choice, Error, Result};
 use crate::rng::Rng;
 use image::RgbImage;
@@ -212,10 +213,11 @@ impl Choice for Combine {
 }
 
 impl Combine {
-    pub fn apply(self, logits: &[f32]) -> f32 {
+    /// An image's score from its tiles' (logits, or peak scores).
+    pub fn apply<T: Real>(self, scores: &[T]) -> T {
         match self {
-            Combine::Mean => logits.iter().sum::<f32>() / logits.len() as f32,
-            Combine::Max => logits.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+            Combine::Mean => scores.iter().copied().sum::<T>() / T::of(scores.len() as f64),
+            Combine::Max => scores.iter().copied().fold(T::of(f64::NEG_INFINITY), T::max),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Checkpoints in the safetensors format, so that PyTorch users can open them; the `safetensors` crate lays
 //! the files out and checks them (offsets within the file, no overlaps, a dtype for each tensor). dfgpu stores
-//! f32 tensors under the model's parameter and state names, the frequency statistics as `freq.stats`, and the
-//! configuration, the epoch and the metrics as string metadata; it reads F32, F16 and BF16 tensors (a timm
+//! f32 tensors under the model's parameter and state names, the frequency statistics as `freq.stats`, the spectral
+//! peak test as `peak.mean` and `peak.inv_std` (model/peak.rs), and the configuration, the epoch, the metrics and
+//! the peak test's join as string metadata; it reads F32, F16 and BF16 tensors (a timm
 //! export may be in half precision) as f32. Written to a temporary file and renamed: a crash never leaves a
 //! broken checkpoint.
 
@@ -11,6 +12,7 @@ use crate::data::input::Input;
 use crate::error::{Choice, Error, Result};
 use crate::files::write_atomic;
 use crate::model::detector::{Detector, DetectorConfig};
+use crate::model::peak::{Join, PeakTest, JOIN_KEY};
 use crate::model::state::ModelState;
 use crate::params::ParamLayout;
 use crate::tensor::{Layout, Tensor};
@@ -215,8 +217,8 @@ fn named_from(layout: &ParamLayout, values: &[f32]) -> Vec<Named> {
         .collect()
 }
 
-/// A detector's tensors as a checkpoint holds them: parameters, running statistics, frequency statistics and
-/// the optimizer's two buffers.
+/// A detector's tensors as a checkpoint holds them: parameters, running statistics, frequency statistics, the
+/// spectral peak test and the optimizer's two buffers.
 pub fn tensors(be: &dyn Backend, det: &Detector, ms: &ModelState) -> Result<Vec<Named>> {
     let p = be.download(&ms.params)?;
     let s = be.download(&ms.state)?;
@@ -226,6 +228,7 @@ pub fn tensors(be: &dyn Backend, det: &Detector, ms: &ModelState) -> Result<Vec<
         let h = be.download(fs)?;
         tensors.push(Named { name: "freq.stats".into(), shape: h.shape().to_vec(), data: h.host::<f32>()?.to_vec() });
     }
+    tensors.extend(ms.peak.iter().flat_map(PeakTest::tensors));
     // AdamW's moments, flat in the parameters' layout, for --resume.
     for (name, t) in [("optim.m", &ms.m), ("optim.v", &ms.v)] {
         let h = be.download(t)?;
@@ -246,9 +249,17 @@ pub fn write_detector(path: &Path, tensors: &[Named], cfg: &DetectorConfig, extr
     write(path, tensors, &meta)
 }
 
-/// Saves a detector's parameters, running statistics, frequency statistics and configuration, plus `extra`.
+/// The metadata a model's state adds to its configuration's: the peak test's join, when it has one.
+pub fn state_meta(ms: &ModelState) -> Meta {
+    ms.join.iter().map(|j| (JOIN_KEY.to_string(), j.to_meta())).collect()
+}
+
+/// Saves a detector's parameters, running statistics, frequency statistics, peak test and configuration, plus
+/// `extra`.
 pub fn save(path: &Path, be: &dyn Backend, det: &Detector, ms: &ModelState, extra: &Meta) -> Result<()> {
-    write_detector(path, &tensors(be, det, ms)?, &det.cfg, extra)
+    let mut meta = state_meta(ms);
+    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_detector(path, &tensors(be, det, ms)?, &det.cfg, &meta)
 }
 
 /// Fills `values` (a layout's flat buffer) from the tensors; the first missing or misshapen one is the error.
@@ -317,5 +328,17 @@ pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta
     if let Some(fs) = by_name.get("freq.stats") {
         ms.freq_stats = Some(be.upload(&Tensor::from_vec(&fs.shape, Layout::Plain, fs.data.clone())?)?);
     }
+    ms.peak = PeakTest::from_tensors(|n| by_name.get(n).copied(), path)?;
+    if let Some(p) = &ms.peak {
+        if p.bins() != det.cfg.size * det.cfg.size {
+            return Err(Error::Invalid(format!(
+                "{}: a spectral peak test of {} bins for a model of {s} x {s} images",
+                path.display(),
+                p.bins(),
+                s = det.cfg.size
+            )));
+        }
+    }
+    ms.join = meta.get(JOIN_KEY).map(|j| Join::from_meta(j, path)).transpose()?;
     Ok((det, ms, meta))
 }

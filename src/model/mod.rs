@@ -5,5 +5,6 @@ pub mod detector;
 pub mod efficientnet;
 pub mod freq;
 pub mod layers;
+pub mod peak;
 pub mod state;
 pub mod timm;

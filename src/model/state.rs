@@ -5,6 +5,7 @@ use crate::backend::optim::decay_mask;
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::model::detector::Detector;
+use crate::model::peak::{Join, PeakTest};
 use crate::tensor::{Layout, Tensor};
 
 /// The model's state on a backend: parameters, running statistics, gradients, the optimizer's two buffers
@@ -19,6 +20,11 @@ pub struct ModelState {
     pub(crate) mask: Tensor,
     /// Per-bin statistics of the training set's spectra, for log-std magnitudes.
     pub freq_stats: Option<Tensor>,
+    /// The spectral peak test, fitted on the training reals (none without two of them), and its join to the
+    /// detector's logit, standardized over the validation reals at this epoch (none before the first
+    /// validation, or when the logits do not vary).
+    pub peak: Option<PeakTest>,
+    pub join: Option<Join>,
 }
 
 impl ModelState {
@@ -33,6 +39,8 @@ impl ModelState {
             v: t(vec![0.0; n])?,
             mask: be.upload(&Tensor::from_vec(&[n], Layout::Plain, decay_mask(&det.params))?)?,
             freq_stats: None,
+            peak: None,
+            join: None,
         })
     }
 }

@@ -6,19 +6,16 @@
 //! detector that scores below it on a generator it never saw has learned its training generators rather than
 //! what they have in common.
 //!
-//! Beside it, the spectral peak test (`PeakTest`): a one-class test that sees no fake at all. It learns each
-//! frequency's log magnitude over the training reals (mean and standard deviation per bin of the luma spectrum)
-//! and scores an image by its most anomalous frequency: the largest z-score over the bins. A discriminative model
-//! learns the direction its training fakes depart from the reals in (the built-in families all lose high
-//! frequencies) and calls a generator that departs the other way (a periodic trace that adds a peak) more real
-//! than the reals; a test fitted on reals alone cannot learn a direction. `either` joins it to the detector.
+//! Beside it, the spectral peak test (model/peak.rs), a one-class test that sees no fake at all, is fitted here on
+//! a run's training reals (`fit_peak`).
 
 use crate::backend::cpu::real::Real;
 use crate::backend::fft::STD_FLOOR;
 use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
-use crate::train::spectrum::{each_profile, each_spectrum};
+use crate::model::peak::PeakTest;
+use crate::train::spectrum::{each_profile, each_spectrum, in_batches};
 
 /// Each image's mean log magnitude per ring (`spectrum::each_profile`), in order.
 pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
@@ -27,79 +24,29 @@ pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
     Ok(out)
 }
 
-/// The spectral peak test, fitted on real images: per bin of the luma log spectrum, the reals' mean and
-/// 1 / standard deviation (floored at STD_FLOOR, as `--freq-profile`'s, so that a bin that barely varies does not
-/// take the max; 0 for a bin that does not vary at all, which the score leaves out).
-#[derive(Clone, Debug)]
-pub struct PeakTest {
-    mean: Vec<f64>,
-    inv_std: Vec<f64>,
-}
-
-impl PeakTest {
-    /// Fitted on every image of `reals` (their validation input, as the baseline's features).
-    pub fn fit(be: &dyn Backend, reals: &Loaded) -> Result<PeakTest> {
-        if reals.len() < 2 || reals.labels.contains(&1) {
-            return Err(Error::Invalid(format!(
-                "the spectral peak test is fitted on at least 2 real images and no fake: given {} real, {} fake",
-                reals.counts()[0],
-                reals.counts()[1]
-            )));
-        }
-        let mut m = Moments::new(reals.size * reals.size);
-        each_spectrum(be, reals, |_, s| m.add(s.iter().map(|&v| v as f64)))?;
-        Ok(PeakTest { inv_std: m.inv_std(STD_FLOOR as f64), mean: m.mean })
-    }
-
-    /// Each image's score, in order: its largest z-score over the bins.
-    pub fn scores(&self, be: &dyn Backend, data: &Loaded) -> Result<Vec<f64>> {
-        if data.size * data.size != self.mean.len() {
-            return Err(Error::Shape(format!(
-                "the spectral peak test was fitted on {} bins, the images have {}x{}",
-                self.mean.len(),
-                data.size,
-                data.size
-            )));
-        }
-        let mut out = vec![0.0; data.len()];
-        each_spectrum(be, data, |i, s| out[i] = self.score(s))?;
-        Ok(out)
-    }
-
-    fn score(&self, spectrum: &[f32]) -> f64 {
-        let bins = spectrum.iter().zip(&self.mean).zip(&self.inv_std).filter(|(_, &s)| s > 0.0);
-        bins.map(|((&v, m), s)| (v as f64 - m) * s).fold(f64::NEG_INFINITY, f64::max)
-    }
-}
-
-/// Two tests joined: each score standardized by its mean and standard deviation over `null`'s images (reals that
-/// neither was fitted on), and the larger taken, so that an image is as suspect as the test that finds it furthest
-/// from the reals makes it. `a` and `b` are the scores of the same images; `null` holds those of the reals, whose
-/// scores must vary (a collapsed detector's constant logits cannot be standardized).
-pub fn either(a: &[f64], b: &[f64], null: (&[f64], &[f64])) -> Result<Vec<f64>> {
-    if a.len() != b.len() || null.0.len() != null.1.len() || null.0.len() < 2 {
-        return Err(Error::Shape(format!(
-            "joining scores of {} and {} images, by {} and {} reals (at least 2)",
-            a.len(),
-            b.len(),
-            null.0.len(),
-            null.1.len()
+/// The spectral peak test (model/peak.rs) fitted on the reals of `data`, at least 2 of them (their validation
+/// input, as the baseline's features); `data` may hold fakes, which it leaves out.
+pub fn fit_peak(be: &dyn Backend, data: &Loaded) -> Result<PeakTest> {
+    let reals: Vec<usize> = (0..data.len()).filter(|&i| data.labels[i] == 0).collect();
+    if reals.len() < 2 {
+        return Err(Error::Invalid(format!(
+            "the spectral peak test is fitted on at least 2 real images: given {}",
+            reals.len()
         )));
     }
-    let standard = |null: &[f64]| {
-        let mut m = Moments::new(1);
-        null.iter().for_each(|&v| m.add([v].into_iter()));
-        match m.std()[0] {
-            s if s > 0.0 => Ok((m.mean[0], s)),
-            _ => Err(Error::Invalid(format!(
-                "the {} reals' scores are all {}: nothing to standardize by",
-                null.len(),
-                m.mean[0]
-            ))),
-        }
-    };
-    let ((ma, sa), (mb, sb)) = (standard(null.0)?, standard(null.1)?);
-    Ok(a.iter().zip(b).map(|(x, y)| ((x - ma) / sa).max((y - mb) / sb)).collect())
+    let mut m = Moments::new(data.size * data.size);
+    each_spectrum(be, &data.subset(&reals), |_, s| m.add(s.iter().map(|&v| v as f64)))?;
+    Ok(PeakTest::new(&m.mean, &m.inv_std(STD_FLOOR as f64)))
+}
+
+/// Each image's peak score (on its validation input), in order.
+pub fn peak_scores(be: &dyn Backend, peak: &PeakTest, data: &Loaded) -> Result<Vec<f64>> {
+    let mut out = Vec::with_capacity(data.len());
+    in_batches(be, data, |_, x| {
+        out.extend(peak.scores(be, &x)?);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// A fitted logistic regression: standardized features, weights, bias last.
@@ -340,15 +287,6 @@ mod tests {
     }
 
     #[test]
-    fn the_peak_score_is_the_largest_z_over_the_bins_that_vary() {
-        let t = PeakTest { mean: vec![1.0, -2.0, 0.5, 3.0], inv_std: vec![2.0, 0.5, 0.0, 1.0] };
-        // z = (0.5, 1.0, left out (a constant bin: whatever the value), -1.0).
-        approx::assert_abs_diff_eq!(t.score(&[1.25, 0.0, 100.0, 2.0]), 1.0, epsilon = 1e-12);
-        // A deficit everywhere still scores its least negative bin: the test looks for excess only.
-        approx::assert_abs_diff_eq!(t.score(&[0.0, -4.0, 0.5, 1.0]), -1.0, epsilon = 1e-12);
-    }
-
-    #[test]
     fn the_peak_test_finds_a_periodic_trace_it_never_saw() {
         use crate::backend::cpu::CpuBackend;
         use crate::data::loaded::{Loaded, Pixels};
@@ -370,31 +308,19 @@ mod tests {
         let px: Vec<u8> = labels.iter().flat_map(|&l| image(l == 1)).collect();
         let data = Loaded::new(size, Pixels::Owned(px), labels, vec![None; n]);
         let be = CpuBackend::new(Default::default());
-        let t = PeakTest::fit(&be, &data.subset(&(0..30).collect::<Vec<_>>())).unwrap();
-        let s = t.scores(&be, &data.subset(&(30..n).collect::<Vec<_>>())).unwrap();
+        // Fitted on the first 30 (reals), fakes among the images it is given being left out.
+        let t = fit_peak(&be, &data.subset(&(0..30).chain(45..50).collect::<Vec<_>>())).unwrap();
+        assert_eq!(t, fit_peak(&be, &data.subset(&(0..30).collect::<Vec<_>>())).unwrap());
+        let s = peak_scores(&be, &t, &data.subset(&(30..n).collect::<Vec<_>>())).unwrap();
         let (reals, fakes) = s.split_at(10);
         let top_real = reals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         assert!(fakes.iter().all(|&f| f > top_real + 1.0), "reals {reals:?}, fakes {fakes:?}");
-        // Fitted on a fake, or scoring images of another size, is refused.
-        let e = PeakTest::fit(&be, &data.subset(&[0, 1, 45])).unwrap_err().to_string();
-        assert!(e.contains("no fake") && e.contains("2 real, 1 fake"), "{e}");
-        let small = Loaded::new(8, Pixels::Owned(vec![0; 8 * 8 * 3]), vec![0], vec![None]);
-        let e = t.scores(&be, &small).unwrap_err().to_string();
-        assert!(e.contains("256 bins") && e.contains("8x8"), "{e}");
-    }
-
-    #[test]
-    fn either_takes_the_test_that_finds_an_image_furthest_from_the_reals() {
-        // Null of a: mean 0, std 1; of b: mean 10, std 2.
-        let null = ([-1.0, 1.0, -1.0, 1.0], [8.0, 12.0, 8.0, 12.0]);
-        let got = either(&[3.0, 0.0, -2.0], &[10.0, 18.0, 6.0], (&null.0, &null.1)).unwrap();
-        for (g, want) in got.iter().zip([3.0, 4.0, -2.0]) {
-            approx::assert_abs_diff_eq!(*g, want, epsilon = 1e-12);
-        }
-        assert!(either(&[1.0], &[1.0, 2.0], (&null.0, &null.1)).is_err());
-        assert!(either(&[1.0], &[1.0], (&[0.0], &[0.0])).is_err());
-        let e = either(&[1.0], &[1.0], (&[2.0, 2.0], &null.1[..2])).unwrap_err().to_string();
-        assert!(e.contains("the 2 reals' scores are all 2"), "{e}");
+        // Fitted on fewer than 2 reals, or scoring images of another size, is refused.
+        let e = fit_peak(&be, &data.subset(&[0, 45, 46])).unwrap_err().to_string();
+        assert!(e.contains("at least 2 real images: given 1"), "{e}");
+        let larger = Loaded::new(32, Pixels::Owned(vec![0; 32 * 32 * 3]), vec![0], vec![None]);
+        let e = peak_scores(&be, &t, &larger).unwrap_err().to_string();
+        assert!(e.contains("256 bins") && e.contains("32x32"), "{e}");
     }
 
     #[test]

@@ -12,13 +12,15 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::model::detector::Detector;
+use crate::model::peak::Join;
 use crate::model::state::ModelState;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
+use crate::train::baseline::peak_scores;
 use crate::train::config::TrainConfig;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::figures;
-use crate::train::inference::{group_aucs, predict_logits};
+use crate::train::inference::{group_aucs, predict_scores};
 use crate::train::metrics::{auc, Report};
 use crate::train::rundir;
 use crate::train::runlog::{self, EpochLine};
@@ -43,6 +45,8 @@ pub(crate) struct Run<'a> {
     /// One per epoch done: metrics.jsonl and metrics.csv.
     lines: Vec<EpochLine>,
     rng: Rng,
+    /// The validation reals' peak scores (empty until the first validation, or without a peak test).
+    val_real_peaks: Vec<f64>,
     /// Steps done.
     t: u64,
     best_auc: f64,
@@ -87,6 +91,7 @@ impl<'a> Run<'a> {
             charts: Vec::new(),
             lines: Vec::new(),
             rng: Rng::new(cfg.seed ^ 0xA5A5),
+            val_real_peaks: Vec::new(),
             t: 0,
             best_auc: f64::NEG_INFINITY,
             best_loss: f64::INFINITY,
@@ -277,7 +282,7 @@ impl<'a> Run<'a> {
         log: &mut dyn FnMut(&str),
     ) -> Result<(EpochResult, Vec<f32>, Vec<checkpoint::Named>)> {
         let (be, epoch) = (self.be, e.epoch);
-        let logits = predict_logits(be, &self.det, &mut self.ms, val, 64, Tiles::CENTRE)?;
+        let logits = predict_scores(be, &self.det, &mut self.ms, val, 64, Tiles::CENTRE, false)?.logits;
         let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
         // The last step may have diverged after the last progress line read its loss: check what would be saved.
         let tensors = checkpoint::tensors(be, &self.det, &self.ms)?;
@@ -297,6 +302,7 @@ impl<'a> Run<'a> {
                 self.kept(epoch).as_deref(),
             )));
         }
+        self.ms.join = self.join(val, &logits)?;
         // The validation loss with the training loss's settings, from the logits (finite for any of them).
         let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
         let (val_loss, _) =
@@ -325,6 +331,18 @@ impl<'a> Run<'a> {
         Ok((r, scores, tensors))
     }
 
+    /// The peak test's join at this epoch, over the validation reals: their logits, and their peak scores (the
+    /// same every epoch: computed once). None without a peak test, or when the logits do not vary.
+    fn join(&mut self, val: &Loaded, logits: &[f32]) -> Result<Option<Join>> {
+        let Some(peak) = &self.ms.peak else { return Ok(None) };
+        let reals: Vec<usize> = (0..val.len()).filter(|&i| val.labels[i] == 0).collect();
+        if self.val_real_peaks.is_empty() {
+            self.val_real_peaks = peak_scores(self.be, peak, &val.subset(&reals))?;
+        }
+        let z: Vec<f64> = reals.iter().map(|&i| logits[i] as f64).collect();
+        Ok(Join::fit(&z, &self.val_real_peaks).ok())
+    }
+
     /// The epoch's files: best.safetensors when it `outranks` the best so far, the logs, the figures, and
     /// last.safetensors.
     fn save(
@@ -349,6 +367,7 @@ impl<'a> Run<'a> {
         meta.insert("dfgpu.optimizer".into(), cfg.optimizer.name().into());
         // Whether this epoch is the best so far: --resume restores best.safetensors from it if a kill lost it.
         meta.insert("dfgpu.best".into(), is_best.to_string());
+        meta.extend(checkpoint::state_meta(&self.ms));
         // last.safetensors comes last: it is what --resume starts from, so a kill before it redoes the epoch, which
         // writes the same files again, and a kill after it has lost nothing.
         if is_best {

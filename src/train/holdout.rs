@@ -5,7 +5,8 @@
 //! held-out group its AUC, AP and balanced accuracy at the validation-tuned threshold, then the mean and the worst;
 //! beside each AUC, the spectral baseline's (train/baseline.rs) fitted on the same training images, the spectral
 //! peak test's (a one-class test fitted on the training reals alone) and that of the detector and the peak test
-//! joined (`baseline::either`: an image is as suspect as the test that finds it furthest from the validation reals).
+//! joined (model/peak.rs `Join`: an image is as suspect as the test that finds it furthest from the validation
+//! reals), both as the run's checkpoint carries them.
 //!
 //! On small sets one run's held-out AUC moves by 0.03 to 0.05 with the seed (the split of the reals, the
 //! initialization, the batches): `holdout_seeds` repeats the whole of it for several seeds and gives each group's
@@ -19,10 +20,10 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::rng::Rng;
-use crate::train::baseline::{self, either, Logistic, PeakTest};
+use crate::train::baseline::{self, Logistic};
 use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
-use crate::train::inference::{group_aucs, predict_logits};
+use crate::train::inference::{group_aucs, predict_scores};
 use crate::train::metrics::{auc, average_precision, best_balanced_threshold, confusion_at};
 use crate::train::trainer;
 use std::fmt::Write as _;
@@ -50,7 +51,7 @@ pub struct Row {
     pub baseline_auc: f64,
     /// The spectral peak test's, fitted on the training reals.
     pub peak_auc: f64,
-    /// The detector's and the peak test's joined (`baseline::either`).
+    /// The detector's and the peak test's joined (model/peak.rs `Join`).
     pub either_auc: f64,
 }
 
@@ -89,12 +90,6 @@ pub fn holdout(
         ));
         // The baseline first: a set it cannot fit fails before the fold's training, not after it.
         let baseline_auc = baseline_auc(be, &train, &test)?;
-        let peak = if train.counts()[0] >= 2 {
-            Some(PeakTest::fit(be, &reals(&train))?)
-        } else {
-            log(&format!("    no spectral peak test for {g}: {} training real(s), it needs 2", train.counts()[0]));
-            None
-        };
         trainer::train_on(be, &cfg, &train, &val, &mut |line| {
             let note = line.starts_with("COLLAPSE") || line.starts_with("--batch");
             if note || line.starts_with("epoch") && line.contains("validation") {
@@ -104,14 +99,21 @@ pub fn holdout(
         // The checkpoint and the threshold are chosen on the seen groups only.
         let best = cfg.out.join("best.safetensors");
         let (det, mut ms, _) = checkpoint::load(&best, be)?;
-        let [val_logits, logits] = [&val, &test].map(|d| predict_logits(be, &det, &mut ms, d, 64, Tiles::CENTRE));
-        let (val_logits, logits) = (val_logits?, logits?);
-        let [val_scores, scores] = [&val_logits, &logits].map(|z| z.iter().map(|z| z.sigmoid()).collect::<Vec<f32>>());
+        let val_logits = predict_scores(be, &det, &mut ms, &val, 64, Tiles::CENTRE, false)?.logits;
+        let tested = predict_scores(be, &det, &mut ms, &test, 64, Tiles::CENTRE, true)?;
+        let [val_scores, scores] =
+            [&val_logits, &tested.logits].map(|z| z.iter().map(|z| z.sigmoid()).collect::<Vec<f32>>());
         let (threshold, _) = best_balanced_threshold(&val_scores, &val.labels).unwrap_or((0.5, f64::NAN));
-        let (peak_auc, either_auc) = match &peak {
-            Some(peak) => peak_aucs(be, peak, (&val, &val_logits), (&test, &logits), log)?,
-            None => (f64::NAN, f64::NAN),
+        let auc_of = |s: Option<Vec<f64>>, why: &str, log: &mut dyn FnMut(&str)| match s {
+            Some(s) => auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.labels).unwrap_or(f64::NAN),
+            None => {
+                log(&format!("    {g}: no {why} ({})", best.display()));
+                f64::NAN
+            }
         };
+        let peak_auc = auc_of(tested.peaks.clone(), "spectral peak test: fewer than 2 training reals", log);
+        let why = "detector or peak test: no peak test, or validation logits that do not vary";
+        let either_auc = auc_of(tested.joined(&ms), why, log);
         let row = Row {
             group: g.to_string(),
             val_auc: auc(&val_scores, &val.labels).unwrap_or(f64::NAN),
@@ -252,37 +254,6 @@ pub fn spread_tables(spread: &[Spread], runs: &[Vec<Row>]) -> (String, String) {
     (md, csv)
 }
 
-/// The reals of `data`.
-fn reals(data: &Loaded) -> Loaded {
-    data.subset(&(0..data.len()).filter(|&i| data.labels[i] == 0).collect::<Vec<_>>())
-}
-
-/// The test AUCs of the peak test alone and of the detector joined to it (standardized over the validation
-/// reals; NaN, and a line to `log`, when they cannot standardize it), from the detector's logits on `val` and
-/// `test`.
-fn peak_aucs(
-    be: &dyn Backend,
-    peak: &PeakTest,
-    val: (&Loaded, &[f32]),
-    test: (&Loaded, &[f32]),
-    log: &mut dyn FnMut(&str),
-) -> Result<(f64, f64)> {
-    // Only the validation reals standardize the join: the validation fakes' spectra are not needed.
-    let (val_real_peaks, peaks) = (peak.scores(be, &reals(val.0))?, peak.scores(be, test.0)?);
-    let val_real_logits: Vec<f64> =
-        val.1.iter().zip(&val.0.labels).filter(|(_, &l)| l == 0).map(|(&z, _)| z as f64).collect();
-    let logits: Vec<f64> = test.1.iter().map(|&z| z as f64).collect();
-    let auc_of = |s: &[f64]| auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.0.labels).unwrap_or(f64::NAN);
-    let joined = match either(&logits, &peaks, (&val_real_logits, &val_real_peaks)) {
-        Ok(j) => auc_of(&j),
-        Err(e) => {
-            log(&format!("    no detector or peak test: {e}"));
-            f64::NAN
-        }
-    };
-    Ok((auc_of(&peaks), joined))
-}
-
 /// The spectral baseline's test AUC, fitted on `train`.
 fn baseline_auc(be: &dyn Backend, train: &Loaded, test: &Loaded) -> Result<f64> {
     let fit = Logistic::fit(&baseline::features(be, train)?, &train.labels)?;
@@ -355,13 +326,16 @@ pub fn mean_and_worst<T>(rows: &[T], auc: impl Fn(&T) -> f64) -> (f64, f64) {
     (mean, if mean.is_nan() { f64::NAN } else { rows.iter().map(auc).fold(f64::INFINITY, f64::min) })
 }
 
+/// A figure of the tables: its name, and how to read it from a row or a spread.
+type Figure<T> = (&'static str, fn(&T) -> f64);
+
 const BASELINE: &str = "spectral baseline (Durall et al. 2020)";
 const PEAK: &str = "spectral peak test";
 const EITHER: &str = "detector or peak test";
 
 /// The lines under a table: for each figure, its name and the mean and the worst of it over `rows`; then what the
 /// two spectral tests' columns are, for a reader of the file alone.
-fn summary<T>(md: &mut String, rows: &[T], figures: [(&str, fn(&T) -> f64); 4]) {
+fn summary<T>(md: &mut String, rows: &[T], figures: [Figure<T>; 4]) {
     let _ = writeln!(md);
     for (name, of) in figures {
         let (mean, worst) = mean_and_worst(rows, of);
@@ -428,7 +402,7 @@ pub fn tables(rows: &[Row]) -> (String, String) {
             [r.group.as_str(), &n_real, &n_fake, &val, &auc, &ap, &bacc, &t, name, &weakest_auc, &base, &peak, &joined];
         csv.write_record(record).expect("writes to memory");
     }
-    let figures: [(&str, fn(&Row) -> f64); 4] = [
+    let figures: [Figure<Row>; 4] = [
         ("held-out AUC", |r| r.auc),
         (BASELINE, |r| r.baseline_auc),
         (PEAK, |r| r.peak_auc),

@@ -21,33 +21,55 @@ use std::sync::Arc;
 
 /// P(fake) for every image of `data` (its centre crop), in inference mode.
 pub fn predict(be: &dyn Backend, det: &Detector, ms: &mut ModelState, data: &Loaded, batch: usize) -> Result<Vec<f32>> {
-    Ok(predict_logits(be, det, ms, data, batch, Tiles::CENTRE)?.iter().map(|&z| z.sigmoid()).collect())
+    Ok(predict_scores(be, det, ms, data, batch, Tiles::CENTRE, false)?.logits.iter().map(|&z| z.sigmoid()).collect())
+}
+
+/// What a model says of each image: its logit, and with `peak` (and a model that carries one) its spectral peak
+/// score (model/peak.rs); an image's tiles' scores combined alike.
+pub struct Scores {
+    pub logits: Vec<f32>,
+    pub peaks: Option<Vec<f64>>,
+}
+
+impl Scores {
+    /// Each image's score of the detector and the peak test joined, when the model carries the join.
+    pub fn joined(&self, ms: &ModelState) -> Option<Vec<f64>> {
+        let (join, peaks) = (ms.join.as_ref()?, self.peaks.as_ref()?);
+        Some(self.logits.iter().zip(peaks).map(|(&z, &p)| join.score(z as f64, p)).collect())
+    }
 }
 
 /// The logit of every image of `data`, in inference mode: its `tiles`' logits combined; `batch` crops at a time
-/// (at least one image's).
-pub fn predict_logits(
+/// (at least one image's). With `peak` (and a model that has a peak test), the peak scores too.
+pub fn predict_scores(
     be: &dyn Backend,
     det: &Detector,
     ms: &mut ModelState,
     data: &Loaded,
     batch: usize,
     tiles: Tiles,
-) -> Result<Vec<f32>> {
+    peak: bool,
+) -> Result<Scores> {
     let per = tiles.k * tiles.k;
-    let mut logits_all = Vec::with_capacity(data.len());
+    let peak = if peak { ms.peak.clone() } else { None };
+    let mut logits = Vec::with_capacity(data.len());
+    let mut peaks = Vec::with_capacity(if peak.is_some() { data.len() } else { 0 });
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks((batch / per).max(1)) {
-        let z = be.download(&infer(be, det, ms, &data.tiles(chunk, tiles.k)?)?)?;
-        logits_all.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
+        let x = be.upload(&data.tiles(chunk, tiles.k)?)?;
+        let z = be.download(&infer(be, det, ms, &x)?)?;
+        logits.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
+        if let Some(p) = &peak {
+            peaks.extend(p.scores(be, &x)?.chunks(per).map(|t| tiles.combine.apply(t)));
+        }
     }
-    Ok(logits_all)
+    Ok(Scores { logits, peaks: peak.map(|_| peaks) })
 }
 
-/// The logits of one batch of u8 NHWC images (a host tensor), in inference mode, left on the backend.
+/// The logits of one batch of u8 NHWC images (on the backend), in inference mode, left on the backend.
 pub fn infer(be: &dyn Backend, det: &Detector, ms: &mut ModelState, x: &Tensor) -> Result<Tensor> {
     on_compute_threads(be, || {
-        let pre = be.preprocess(&be.upload(x)?, &ChannelNorm::imagenet(), true)?;
+        let pre = be.preprocess(x, &ChannelNorm::imagenet(), true)?;
         let raw = pre.raw.expect("asked for");
         let mut f = Fwd { be, params: &ms.params, state: &mut ms.state, mode: Mode::Eval };
         Ok(det.forward(&mut f, Arc::new(pre.normalized), &raw, ms.freq_stats.as_ref())?.0)
@@ -99,6 +121,17 @@ fn check_tiles(be: &dyn Backend, det: &Detector, ckpt: &Path, tiles: Tiles) -> R
     }
 }
 
+/// What `dfgpu eval` finds: the detector's metrics and each fake group's AUC; with the checkpoint's spectral peak
+/// test, its AUC, and the AUCs of the detector joined to it (overall and per group), None where a figure has no
+/// meaning (one class only, or a checkpoint without the test or the join).
+pub struct Evaluation {
+    pub report: Report,
+    pub group_auc: Vec<(String, f64)>,
+    pub peak_auc: Option<f64>,
+    pub joined_auc: Option<f64>,
+    pub joined_group_auc: Vec<(String, f64)>,
+}
+
 /// `dfgpu eval`: a checkpoint's metrics on a dataset, and each fake group's AUC; each image scored by `tiles`
 /// (a count and how to combine them: `--tiles`, `--tile-combine`).
 pub fn evaluate(
@@ -107,7 +140,7 @@ pub fn evaluate(
     data: &Path,
     tiles: (usize, Combine),
     log: &mut dyn FnMut(&str),
-) -> Result<(Report, Vec<(String, f64)>)> {
+) -> Result<Evaluation> {
     let (det, mut ms, meta) = checkpoint::load(ckpt, be)?;
     let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
     check_tiles(be, &det, ckpt, tiles)?;
@@ -122,21 +155,38 @@ pub fn evaluate(
     for s in &loaded.skipped {
         log(&format!("skipped: {s}"));
     }
-    let logits = predict_logits(be, &det, &mut ms, &loaded, 64, tiles)?;
-    let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
-    Ok((Report::new(&scores, &loaded.labels), group_aucs(&scores, &loaded)))
+    let scores = predict_scores(be, &det, &mut ms, &loaded, 64, tiles, true)?;
+    let p: Vec<f32> = scores.logits.iter().map(|&z| z.sigmoid()).collect();
+    let narrow = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<f32>>();
+    let joined = scores.joined(&ms).map(|j| narrow(&j));
+    Ok(Evaluation {
+        report: Report::new(&p, &loaded.labels),
+        group_auc: group_aucs(&p, &loaded),
+        peak_auc: scores.peaks.and_then(|s| auc(&narrow(&s), &loaded.labels)),
+        joined_auc: joined.as_ref().and_then(|j| auc(j, &loaded.labels)),
+        joined_group_auc: joined.map_or(Vec::new(), |j| group_aucs(&j, &loaded)),
+    })
+}
+
+/// What `dfgpu predict` says of an image: P(fake), and with the checkpoint's spectral peak test the image's peak
+/// score and its score joined to the detector's (z-values over the validation reals, model/peak.rs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Prediction {
+    pub p_fake: f32,
+    pub peak_z: Option<f64>,
+    pub joined_z: Option<f64>,
 }
 
 /// `dfgpu predict`: P(fake) per image, for files and folders (every image under a folder, in path order), in
 /// chunks so that memory stays bounded whatever the count; each image scored by `tiles` over the whole of it.
-/// `emit` gets each image's path and its P(fake), or why it could not be read (the others go on). Returns how
+/// `emit` gets each image's path and its prediction, or why it could not be read (the others go on). Returns how
 /// many could not be read.
 pub fn predict_files(
     be: &dyn Backend,
     ckpt: &Path,
     inputs: &[PathBuf],
     tiles: (usize, Combine),
-    emit: &mut dyn FnMut(&Path, std::result::Result<f32, String>),
+    emit: &mut dyn FnMut(&Path, std::result::Result<Prediction, String>),
 ) -> Result<usize> {
     let (det, mut ms, _) = checkpoint::load(ckpt, be)?;
     let tiles = Tiles::new(tiles.0, tiles.1, det.cfg.input)?;
@@ -175,15 +225,19 @@ pub fn predict_files(
         }
         let n = ok.len() * per;
         let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
-        let logits = predict_logits(be, &det, &mut ms, &crops, 64, Tiles::CENTRE)?;
-        for (f, z) in ok.into_iter().zip(logits.chunks(per)) {
-            let p = tiles.combine.apply(z).sigmoid();
+        let scores = predict_scores(be, &det, &mut ms, &crops, 64, Tiles::CENTRE, true)?;
+        for (k, f) in ok.into_iter().enumerate() {
+            let of_file = k * per..(k + 1) * per;
+            let logit = tiles.combine.apply(&scores.logits[of_file.clone()]);
+            let peak_z = scores.peaks.as_ref().map(|p| tiles.combine.apply(&p[of_file]));
+            let joined_z = ms.join.as_ref().zip(peak_z).map(|(j, p)| j.score(logit as f64, p));
+            let p_fake = logit.sigmoid();
             // A score that is not a number (weights that overflow on this image) is no answer: reported, never NaN.
-            if p.is_nan() {
+            if p_fake.is_nan() {
                 failed += 1;
                 emit(f, Err(format!("{}: the model's P(fake) is not a number (its logit overflows)", f.display())));
             } else {
-                emit(f, Ok(p));
+                emit(f, Ok(Prediction { p_fake, peak_z, joined_z }));
             }
         }
     }

@@ -18,7 +18,7 @@ use crate::model::layers::{Bwd, Fwd};
 use crate::model::state::ModelState;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::baseline::Moments;
+use crate::train::baseline::{fit_peak, Moments};
 use crate::train::config::MODEL_FLAGS;
 use crate::train::config::{Sampler, TrainConfig};
 use crate::train::diagnostics::{self, Evidence, GradFlag, GradRow};
@@ -273,6 +273,16 @@ fn run(
     if resumed.is_none() {
         if let Some(n) = fit_freq_stats(be, &det, &mut ms, train)? {
             log(&format!("frequency statistics gathered over {n} training images"));
+        }
+    }
+    // So has its peak test; a checkpoint of an earlier dfgpu has none, and gets one fitted here.
+    if ms.peak.is_none() {
+        match train.counts()[0] {
+            n if n >= 2 => {
+                ms.peak = Some(fit_peak(be, train)?);
+                log(&format!("spectral peak test fitted on {n} training reals"));
+            }
+            n => log(&format!("no spectral peak test: {n} training real(s), it needs 2")),
         }
     }
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;

@@ -66,10 +66,17 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
         o.status.success() && stdout.contains("AUC ") && stdout.contains("group nearest: AUC"),
         "{stdout}\n{stderr}"
     );
+    // The checkpoint carries the spectral peak test and its join: eval reports both beside the detector.
+    assert!(stdout.contains("spectral peak test (fitted on the training reals alone): AUC "), "{stdout}");
+    assert!(stdout.contains("detector or peak test (the larger of the two"), "{stdout}");
     let o = dfgpu(&["eval", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), "--data", d]);
     let j: serde_json::Value =
         serde_json::from_str(text(&o).0.trim()).unwrap_or_else(|e| panic!("{e}: {}", text(&o).0));
     assert!(j.get("report").and_then(|r| r.get("auc")).is_some() && j.get("group_auc").is_some());
+    for k in ["peak_auc", "joined_auc"] {
+        assert!(j[k].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{k}: {j}");
+    }
+    assert_eq!(j["joined_group_auc"].as_object().map(|g| g.len()), Some(3), "{j}");
     let img = data.join("real/000000.jpg");
     let o = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
     let (stdout, stderr) = text(&o);
@@ -77,6 +84,14 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
         o.status.success() && stdout.starts_with("{\"path\":") && stdout.contains("\"p_fake\":"),
         "{stdout}\n{stderr}"
     );
+    // predict's joined score is the checkpoint's join of its logit and its peak score.
+    let line: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let (p, peak, joined) = (line["p_fake"].as_f64(), line["peak_z"].as_f64(), line["joined_z"].as_f64());
+    let (p, peak, joined) = (p.unwrap(), peak.expect("peak_z"), joined.expect("joined_z"));
+    let (_, meta) = dfgpu::model::checkpoint::read_some(&best, |_| false).unwrap();
+    let join = dfgpu::model::peak::Join::from_meta(&meta[dfgpu::model::peak::JOIN_KEY], &best).unwrap();
+    let want = join.score((p / (1.0 - p)).ln(), peak);
+    assert!((joined - want).abs() < 1e-3, "joined_z {joined}, the join of P(fake) {p} and peak_z {peak}: {want}");
     // A folder stands for its images; an unreadable file is reported, the others still predicted.
     let broken = out.join("broken.jpg");
     std::fs::write(&broken, b"not a jpeg").unwrap();
@@ -156,12 +171,13 @@ fn resume_gives_the_same_run_as_no_interruption() {
 }
 
 /// A resumed `--freq-profile` run keeps the ring statistics of its first run, on other data too: they are part of
-/// the model, gathered once before its first epoch, and the checkpoint's are the ones it goes on with.
+/// the model, gathered once before its first epoch, and the checkpoint's are the ones it goes on with; so is the
+/// spectral peak test.
 #[test]
 fn a_resumed_profile_keeps_its_statistics_on_other_data() {
-    let stats = |ckpt: &std::path::Path| -> Vec<f32> {
-        let (tensors, _) = dfgpu::model::checkpoint::read_some(ckpt, |n| n == "freq.profile.stats").unwrap();
-        tensors.into_iter().next().expect("a profile's statistics").data
+    let stats = |ckpt: &std::path::Path, name: &str| -> Vec<f32> {
+        let (tensors, _) = dfgpu::model::checkpoint::read_some(ckpt, |n| n == name).unwrap();
+        tensors.into_iter().next().unwrap_or_else(|| panic!("no {name}")).data
     };
     let sets = [("train-profile-data-a", "5"), ("train-profile-data-b", "6")].map(|(name, seed)| {
         let data = tmp(name);
@@ -181,11 +197,15 @@ fn a_resumed_profile_keeps_its_statistics_on_other_data() {
     };
     let first = run(&sets[0], "train-profile-a", &["--epochs", "1"]);
     let on_b = run(&sets[1], "train-profile-b", &["--epochs", "1"]);
-    let (a, b) = (stats(&first), stats(&on_b));
+    let (a, b) = (stats(&first, "freq.profile.stats"), stats(&on_b, "freq.profile.stats"));
     // Gathered, not the initial means 0 and deviations 1, and other data gives other statistics.
     assert!(a.iter().any(|&v| v != 0.0 && v != 1.0) && a != b, "{a:?}\n{b:?}");
     let resumed = run(&sets[1], "train-profile-resumed", &["--epochs", "2", "--resume", first.to_str().unwrap()]);
-    assert_eq!(stats(&resumed), a, "the resumed run refitted its statistics on the new data");
+    assert_eq!(stats(&resumed, "freq.profile.stats"), a, "the resumed run refitted its statistics on the new data");
+    // So does the spectral peak test (fitted on the training reals whatever the flags).
+    let peak = stats(&first, "peak.mean");
+    assert!(peak != stats(&on_b, "peak.mean") && peak.len() == 32 * 32, "other reals give another test");
+    assert_eq!(stats(&resumed, "peak.mean"), peak, "the resumed run refitted its peak test on the new data");
 }
 
 /// The model and training flags reach the run: the checkpoint's metadata holds the model's, and a bad value is
@@ -370,21 +390,23 @@ fn train_and_predict_on_the_cuda_device() {
     assert!(stdout.contains("epoch 2 validation: loss "), "{stdout}");
     let best = out.join("best.safetensors");
     let img = data.join("real");
-    let p_fake = |device: &str| -> Vec<f64> {
+    // Each image's P(fake) and spectral peak score.
+    let scores = |device: &str| -> Vec<[f64; 2]> {
         let o =
             dfgpu(&["predict", "--device", device, "--json", "--ckpt", best.to_str().unwrap(), img.to_str().unwrap()]);
         let (stdout, stderr) = text(&o);
         assert!(o.status.success(), "predict on {device}: {stdout}\n{stderr}");
-        stdout
-            .lines()
-            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["p_fake"].as_f64().expect(l))
-            .collect()
+        let line = |l: &str| serde_json::from_str::<serde_json::Value>(l).unwrap();
+        stdout.lines().map(|l| ["p_fake", "peak_z"].map(|k| line(l)[k].as_f64().expect(l))).collect()
     };
-    let (gpu, cpu) = (p_fake("cuda"), p_fake("cpu"));
+    let (gpu, cpu) = (scores("cuda"), scores("cpu"));
     assert_eq!(gpu.len(), 4);
     for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
         // fp32 on both sides, different summation orders through a whole network: agree to 1e-4.
-        assert!((g - c).abs() <= 1e-4, "image {i}: P(fake) {g} on cuda, {c} on cpu");
+        assert!((g[0] - c[0]).abs() <= 1e-4, "image {i}: P(fake) {} on cuda, {} on cpu", g[0], c[0]);
+        // One FFT, a log and a z-score: the FFT's error (1e-5 relative, tests/ops/fft.rs) over the standard
+        // deviation of the bin that scores, which is far above STD_FLOOR on these images.
+        assert!((g[1] - c[1]).abs() <= 1e-3 * c[1].abs().max(1.0), "image {i}: peak {} on cuda, {} on cpu", g[1], c[1]);
     }
 }
 

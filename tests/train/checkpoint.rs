@@ -5,6 +5,7 @@ use dfgpu::backend::cpu::CpuBackend;
 use dfgpu::data::loaded::{Loaded, Pixels};
 use dfgpu::model::checkpoint::{self, Meta, Named};
 use dfgpu::model::detector::{Detector, DetectorConfig};
+use dfgpu::model::peak::{Join, PeakTest};
 use dfgpu::model::state::ModelState;
 use dfgpu::train::inference::predict;
 use dfgpu::{Backend, Error};
@@ -189,9 +190,14 @@ fn a_reloaded_detector_predicts_the_same() {
     (0..k).for_each(|j| (st[r.start + j], st[r.start + k + j]) = (-0.5 + 0.01 * j as f32, 0.5 + 0.02 * j as f32));
     let data = images(3, 32);
     let before = predict(&be, &det, &mut ms, &data, 2).unwrap();
+    // A spectral peak test and its join, of values that f32 and a short decimal do not hold exactly.
+    let bins: Vec<f64> = (0..32 * 32).map(|k| (k as f64 / 7.0).sin()).collect();
+    ms.peak = Some(PeakTest::new(&bins, &bins.iter().map(|v| 1.0 / (1.1 + v)).collect::<Vec<_>>()));
+    ms.join = Some(Join::fit(&[0.1, -0.3, 1.0 / 3.0], &[2.5, 1.0 / 7.0, 4.0]).unwrap());
     let path = tmp("det.safetensors");
     checkpoint::save(&path, &be, &det, &ms, &Meta::new()).unwrap();
     let (det2, mut ms2, meta) = checkpoint::load(&path, &be).unwrap();
+    assert_eq!((&ms2.peak, &ms2.join), (&ms.peak, &ms.join), "the peak test and its join read back exactly");
     assert_eq!(det2.cfg, det.cfg);
     assert_eq!(meta.get("dfgpu.backbone").map(String::as_str), Some("tiny"));
     assert_eq!(predict(&be, &det2, &mut ms2, &data, 2).unwrap(), before);
@@ -200,8 +206,23 @@ fn a_reloaded_detector_predicts_the_same() {
         be.download(&ms.state).unwrap().host::<f32>().unwrap()
     );
 
-    // A --freq-profile checkpoint of the earlier design (batch norm and a linear map) has no statistics.
+    // A peak test of another image size, or half of one, is refused, naming the file.
     let (mut tensors, meta) = checkpoint::read(&path).unwrap();
+    let saved = tensors.clone();
+    let peak = |t: &Named| t.name.starts_with("peak.");
+    let cases = [(&["peak.mean", "peak.inv_std"][..], 256, "a spectral peak test of 256 bins for a model of 32 x 32")];
+    for (names, len, want) in cases.into_iter().chain([(&["peak.mean"][..], 0, "hold 0 and 1024 values")]) {
+        for t in tensors.iter_mut().filter(|t| names.contains(&t.name.as_str())) {
+            (t.data, t.shape) = (vec![0.5; len], vec![len]);
+        }
+        let kept: Vec<Named> = tensors.iter().filter(|t| !(peak(t) && t.data.is_empty())).cloned().collect();
+        checkpoint::write(&path, &kept, &meta).unwrap();
+        let e = checkpoint::load(&path, &be).err().unwrap().to_string();
+        assert!(e.contains("det.safetensors") && e.contains(want), "{e}");
+        tensors = saved.clone();
+    }
+
+    // A --freq-profile checkpoint of the earlier design (batch norm and a linear map) has no statistics.
     let stats = tensors.iter().position(|t| t.name == "freq.profile.stats").unwrap();
     let saved = tensors.remove(stats);
     checkpoint::write(&path, &tensors, &meta).unwrap();

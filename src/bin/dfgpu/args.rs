@@ -116,7 +116,8 @@ pub(crate) enum Command {
         #[command(flatten)]
         dev: Device,
     },
-    /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC.
+    /// A checkpoint's metrics on a dataset (folder or CSV): AUC, AP, EER, confusion, per-group AUC; and the AUCs of
+    /// the spectral peak test the checkpoint carries and of the detector joined to it (overall and per group).
     Eval {
         #[arg(long)]
         ckpt: std::path::PathBuf,
@@ -139,7 +140,9 @@ pub(crate) enum Command {
         /// Image files or folders.
         #[arg(required = true)]
         images: Vec<std::path::PathBuf>,
-        /// One JSON object per line instead of text.
+        /// One JSON object per line instead of text, with the image's spectral peak score (peak_z) and its
+        /// score joined to the detector's (joined_z, a z-value over the validation reals) when the checkpoint
+        /// carries the peak test.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -84,6 +84,10 @@ struct EvalJson<'a> {
     data: String,
     report: dfgpu::train::metrics::Report,
     group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
+    /// The checkpoint's spectral peak test, and it joined to the detector (null without them).
+    peak_auc: Option<f64>,
+    joined_auc: Option<f64>,
+    joined_group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
 }
 
 /// A line of `predict --json`: the image and its P(fake), or why it has none.
@@ -92,8 +96,19 @@ struct PredictJson {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     p_fake: Option<f64>,
+    /// The spectral peak score and the joined score, z-values over the validation reals (with a checkpoint
+    /// that has them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_z: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    joined_z: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
+}
+
+/// Each group's AUC, rounded as the JSON lines round figures.
+fn by_group(aucs: &[(String, f64)]) -> std::collections::BTreeMap<&str, Option<f64>> {
+    aucs.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect()
 }
 
 fn to_json(v: &impl serde::Serialize) -> String {
@@ -270,14 +285,24 @@ fn eval((be, line): Selected, ckpt: &Path, data: &Path, json: bool, tiles: &Tile
     eprintln!("{line}");
     let say = |l: &str| if json { eprintln!("{l}") } else { println!("{l}") };
     let tiles = (tiles.tiles, tiles.tile_combine);
-    let (report, groups) = dfgpu::train::inference::evaluate(be.as_ref(), ckpt, data, tiles, &mut |l| say(l))?;
+    let e = dfgpu::train::inference::evaluate(be.as_ref(), ckpt, data, tiles, &mut |l| say(l))?;
     if json {
-        let group_auc = groups.iter().map(|(g, a)| (g.as_str(), rounded(*a, 6))).collect();
         let (checkpoint, data) = (ckpt.display().to_string(), data.display().to_string());
-        println!("{}", to_json(&EvalJson { checkpoint, data, report, group_auc }));
+        let (group_auc, joined_group_auc) = (by_group(&e.group_auc), by_group(&e.joined_group_auc));
+        let (peak_auc, joined_auc) = (e.peak_auc.and_then(|a| rounded(a, 6)), e.joined_auc.and_then(|a| rounded(a, 6)));
+        let report = e.report;
+        let j = EvalJson { checkpoint, data, report, group_auc, peak_auc, joined_auc, joined_group_auc };
+        println!("{}", to_json(&j));
     } else {
-        print!("{report}");
-        groups.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+        print!("{}", e.report);
+        e.group_auc.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4} (its fakes against all reals)"));
+        if let Some(a) = e.peak_auc {
+            println!("spectral peak test (fitted on the training reals alone): AUC {a:.4}");
+        }
+        if let Some(a) = e.joined_auc {
+            println!("detector or peak test (the larger of the two, each standardized over the validation reals): AUC {a:.4}");
+            e.joined_group_auc.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4}"));
+        }
     }
     Ok(())
 }
@@ -295,13 +320,16 @@ fn predict(
         dfgpu::train::inference::predict_files(be.as_ref(), ckpt, images, tiles, &mut |f, r| match (r, json) {
             (r, true) => {
                 let path = f.display().to_string();
-                let (p_fake, error) = match r {
-                    Ok(p) => (rounded(p as f64, 6), None),
+                let (p, error) = match r {
+                    Ok(p) => (Some(p), None),
                     Err(e) => (None, Some(e)),
                 };
-                println!("{}", to_json(&PredictJson { path, p_fake, error }))
+                let p_fake = p.and_then(|p| rounded(p.p_fake as f64, 6));
+                let (peak_z, joined_z) = (p.and_then(|p| p.peak_z), p.and_then(|p| p.joined_z));
+                let (peak_z, joined_z) = (peak_z.and_then(|z| rounded(z, 6)), joined_z.and_then(|z| rounded(z, 6)));
+                println!("{}", to_json(&PredictJson { path, p_fake, peak_z, joined_z, error }))
             }
-            (Ok(p), false) => println!("{p:.4}  {}", f.display()),
+            (Ok(p), false) => println!("{:.4}  {}", p.p_fake, f.display()),
             (Err(e), false) => eprintln!("skipped: {e}"),
         })?;
     if failed > 0 {
