@@ -135,9 +135,14 @@ impl Join {
         Ok(Join { logit: standard(logits)?, peak: standard(peaks)? })
     }
 
-    /// The joined score of an image's logit and peak score.
+    /// The joined score of an image's logit and peak score; NaN if either is (f64::max would drop it).
     pub fn score(&self, logit: f64, peak: f64) -> f64 {
-        ((logit - self.logit.0) / self.logit.1).max((peak - self.peak.0) / self.peak.1)
+        let (a, b) = ((logit - self.logit.0) / self.logit.1, (peak - self.peak.0) / self.peak.1);
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            a.max(b)
+        }
     }
 
     /// As the checkpoint's metadata keeps it: the four numbers, each printed so that it reads back exactly.
@@ -146,7 +151,7 @@ impl Join {
     }
 
     pub fn from_meta(text: &str, path: &Path) -> Result<Join> {
-        let v: Vec<f64> = text.split(' ').filter_map(|w| w.parse().ok()).collect();
+        let v: Vec<f64> = text.split(' ').map(str::parse).collect::<std::result::Result<_, _>>().unwrap_or_default();
         match v[..] {
             [lm, ls, pm, ps] if ls > 0.0 && ps > 0.0 && v.iter().all(|x| x.is_finite()) => {
                 Ok(Join { logit: (lm, ls), peak: (pm, ps) })
@@ -231,6 +236,7 @@ mod tests {
         for ((z, p), want) in [(3.0, 10.0), (0.0, 18.0), (-2.0, 6.0)].into_iter().zip([3.0, 4.0, -2.0]) {
             approx::assert_abs_diff_eq!(j.score(z, p), want, epsilon = 1e-12);
         }
+        assert!(j.score(f64::NAN, 30.0).is_nan() && j.score(30.0, f64::NAN).is_nan(), "a NaN is not dropped");
         let path = Path::new("x.safetensors");
         assert_eq!(Join::from_meta(&j.to_meta(), path).unwrap(), j);
         let odd = Join::fit(&[0.1, 0.7, 1.0 / 3.0], &[2.0, 2.5, 9.0]).unwrap();
@@ -239,7 +245,7 @@ mod tests {
         assert!(Join::fit(&[1.0, 2.0], &[1.0]).is_err());
         let e = Join::fit(&[2.0, 2.0], &[1.0, 3.0]).unwrap_err().to_string();
         assert!(e.contains("the 2 reals' scores are all 2"), "{e}");
-        for bad in ["", "1 2 3", "0 0 1 1", "1 2 3 x", "1 2 3 NaN"] {
+        for bad in ["", "1 2 3", "0 0 1 1", "1 2 3 x", "1 2 3 4 x", "1 x 2 3 4", "1 2 3 NaN", "1 2 3 4 5"] {
             let e = Join::from_meta(bad, path).unwrap_err().to_string();
             assert!(e.contains("x.safetensors") && e.contains(JOIN_KEY), "{bad}: {e}");
         }

@@ -15,7 +15,7 @@ use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
 use crate::model::peak::PeakTest;
-use crate::train::spectrum::{each_profile, each_spectrum, in_batches};
+use crate::train::spectrum::{each_profile, each_spectrum};
 
 /// Each image's mean log magnitude per ring (`spectrum::each_profile`), in order.
 pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
@@ -37,16 +37,6 @@ pub fn fit_peak(be: &dyn Backend, data: &Loaded) -> Result<PeakTest> {
     let mut m = Moments::new(data.size * data.size);
     each_spectrum(be, &data.subset(&reals), |_, s| m.add(s.iter().map(|&v| v as f64)))?;
     Ok(PeakTest::new(&m.mean, &m.inv_std(STD_FLOOR as f64)))
-}
-
-/// Each image's peak score (on its validation input), in order.
-pub fn peak_scores(be: &dyn Backend, peak: &PeakTest, data: &Loaded) -> Result<Vec<f64>> {
-    let mut out = Vec::with_capacity(data.len());
-    in_batches(be, data, |_, x| {
-        out.extend(peak.scores(be, &x)?);
-        Ok(())
-    })?;
-    Ok(out)
 }
 
 /// A fitted logistic regression: standardized features, weights, bias last.
@@ -311,7 +301,7 @@ mod tests {
         // Fitted on the first 30 (reals), fakes among the images it is given being left out.
         let t = fit_peak(&be, &data.subset(&(0..30).chain(45..50).collect::<Vec<_>>())).unwrap();
         assert_eq!(t, fit_peak(&be, &data.subset(&(0..30).collect::<Vec<_>>())).unwrap());
-        let s = peak_scores(&be, &t, &data.subset(&(30..n).collect::<Vec<_>>())).unwrap();
+        let s = t.scores(&be, &data.batch(&(30..n).collect::<Vec<_>>(), None).unwrap().0).unwrap();
         let (reals, fakes) = s.split_at(10);
         let top_real = reals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         assert!(fakes.iter().all(|&f| f > top_real + 1.0), "reals {reals:?}, fakes {fakes:?}");
@@ -319,7 +309,7 @@ mod tests {
         let e = fit_peak(&be, &data.subset(&[0, 45, 46])).unwrap_err().to_string();
         assert!(e.contains("at least 2 real images: given 1"), "{e}");
         let larger = Loaded::new(32, Pixels::Owned(vec![0; 32 * 32 * 3]), vec![0], vec![None]);
-        let e = peak_scores(&be, &t, &larger).unwrap_err().to_string();
+        let e = t.scores(&be, &larger.batch(&[0], None).unwrap().0).unwrap_err().to_string();
         assert!(e.contains("256 bins") && e.contains("32x32"), "{e}");
     }
 

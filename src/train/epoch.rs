@@ -16,7 +16,6 @@ use crate::model::peak::Join;
 use crate::model::state::ModelState;
 use crate::rng::Rng;
 use crate::tensor::Tensor;
-use crate::train::baseline::peak_scores;
 use crate::train::config::TrainConfig;
 use crate::train::diagnostics::{self, CollapseWatch, Evidence, GradRow};
 use crate::train::figures;
@@ -45,8 +44,10 @@ pub(crate) struct Run<'a> {
     /// One per epoch done: metrics.jsonl and metrics.csv.
     lines: Vec<EpochLine>,
     rng: Rng,
-    /// The validation reals' peak scores (empty until the first validation, or without a peak test).
-    val_real_peaks: Vec<f64>,
+    /// The validation reals' peak scores (None until the first validation, or without a peak test).
+    val_real_peaks: Option<Vec<f64>>,
+    /// Whether the log has said that an epoch's checkpoint has no join.
+    join_refused: bool,
     /// Steps done.
     t: u64,
     best_auc: f64,
@@ -91,7 +92,8 @@ impl<'a> Run<'a> {
             charts: Vec::new(),
             lines: Vec::new(),
             rng: Rng::new(cfg.seed ^ 0xA5A5),
-            val_real_peaks: Vec::new(),
+            val_real_peaks: None,
+            join_refused: false,
             t: 0,
             best_auc: f64::NEG_INFINITY,
             best_loss: f64::INFINITY,
@@ -282,7 +284,10 @@ impl<'a> Run<'a> {
         log: &mut dyn FnMut(&str),
     ) -> Result<(EpochResult, Vec<f32>, Vec<checkpoint::Named>)> {
         let (be, epoch) = (self.be, e.epoch);
-        let logits = predict_scores(be, &self.det, &mut self.ms, val, 64, Tiles::CENTRE, false)?.logits;
+        // The validation reals' peak scores do not change with the weights: taken at the first validation only.
+        let first = self.val_real_peaks.is_none();
+        let scored = predict_scores(be, &self.det, &mut self.ms, val, 64, Tiles::CENTRE, first)?;
+        let logits = scored.logits;
         let scores: Vec<f32> = logits.iter().map(|&z| z.sigmoid()).collect();
         // The last step may have diverged after the last progress line read its loss: check what would be saved.
         let tensors = checkpoint::tensors(be, &self.det, &self.ms)?;
@@ -302,7 +307,7 @@ impl<'a> Run<'a> {
                 self.kept(epoch).as_deref(),
             )));
         }
-        self.ms.join = self.join(val, &logits)?;
+        self.ms.join = self.join(val, &logits, scored.peaks, log);
         // The validation loss with the training loss's settings, from the logits (finite for any of them).
         let labels: Vec<f32> = val.labels.iter().map(|&y| y as f32).collect();
         let (val_loss, _) =
@@ -332,15 +337,30 @@ impl<'a> Run<'a> {
     }
 
     /// The peak test's join at this epoch, over the validation reals: their logits, and their peak scores (the
-    /// same every epoch: computed once). None without a peak test, or when the logits do not vary.
-    fn join(&mut self, val: &Loaded, logits: &[f32]) -> Result<Option<Join>> {
-        let Some(peak) = &self.ms.peak else { return Ok(None) };
+    /// same every epoch: `peaks`, of every validation image, given at the first validation). None without a peak
+    /// test, or when there are fewer than 2 validation reals or their logits do not vary (said once).
+    fn join(
+        &mut self,
+        val: &Loaded,
+        logits: &[f32],
+        peaks: Option<Vec<f64>>,
+        log: &mut dyn FnMut(&str),
+    ) -> Option<Join> {
         let reals: Vec<usize> = (0..val.len()).filter(|&i| val.labels[i] == 0).collect();
-        if self.val_real_peaks.is_empty() {
-            self.val_real_peaks = peak_scores(self.be, peak, &val.subset(&reals))?;
+        if let Some(p) = peaks {
+            self.val_real_peaks = Some(reals.iter().map(|&i| p[i]).collect());
         }
+        let peaks = self.val_real_peaks.as_ref()?;
         let z: Vec<f64> = reals.iter().map(|&i| logits[i] as f64).collect();
-        Ok(Join::fit(&z, &self.val_real_peaks).ok())
+        match Join::fit(&z, peaks) {
+            Ok(j) => Some(j),
+            Err(e) => {
+                if !std::mem::replace(&mut self.join_refused, true) {
+                    log(&format!("no join of the detector and the spectral peak test in this checkpoint: {e}"));
+                }
+                None
+            }
+        }
     }
 
     /// The epoch's files: best.safetensors when it `outranks` the best so far, the logs, the figures, and

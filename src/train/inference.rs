@@ -169,7 +169,8 @@ pub fn evaluate(
 }
 
 /// What `dfgpu predict` says of an image: P(fake), and with the checkpoint's spectral peak test the image's peak
-/// score and its score joined to the detector's (z-values over the validation reals, model/peak.rs).
+/// score (its largest z over the bins, against the training reals) and, with the join too, its score joined to the
+/// detector's (a z-value over the validation reals, model/peak.rs). With tiles, each is combined over them first.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Prediction {
     pub p_fake: f32,

@@ -90,6 +90,8 @@ fn train_learns_the_synthetic_set_on_the_cpu() {
     let (p, peak, joined) = (p.unwrap(), peak.expect("peak_z"), joined.expect("joined_z"));
     let (_, meta) = dfgpu::model::checkpoint::read_some(&best, |_| false).unwrap();
     let join = dfgpu::model::peak::Join::from_meta(&meta[dfgpu::model::peak::JOIN_KEY], &best).unwrap();
+    // The logit from P(fake) at 6 decimals: good to 1e-3 away from 0 and 1.
+    assert!(p > 1e-3 && p < 1.0 - 1e-3, "P(fake) {p}");
     let want = join.score((p / (1.0 - p)).ln(), peak);
     assert!((joined - want).abs() < 1e-3, "joined_z {joined}, the join of P(fake) {p} and peak_z {peak}: {want}");
     // A folder stands for its images; an unreadable file is reported, the others still predicted.
@@ -168,6 +170,65 @@ fn resume_gives_the_same_run_as_no_interruption() {
     assert!(out.contains("resumed at epoch 1 of 2"), "{out}");
     assert_eq!(std::fs::read(a.join("last.safetensors")).unwrap(), std::fs::read(&last).unwrap());
     assert_eq!(std::fs::read_to_string(b.join("metrics.jsonl")).unwrap().lines().count(), 2);
+}
+
+/// The join is standardized over the validation reals: with a validation folder of its own, the mean and the
+/// standard deviation of the logits and of the peak scores that `predict` gives its reals are the checkpoint's
+/// four figures. A checkpoint of a dfgpu before the peak test scores without it.
+#[test]
+fn the_join_is_standardized_over_the_validation_reals() {
+    let sets = [("join-train", "16", "32", "7"), ("join-val", "12", "8", "8")].map(|(name, real, fake, seed)| {
+        let data = tmp(name);
+        let synth =
+            ["synth", data.to_str().unwrap(), "--n-real", real, "--n-fake", fake, "--size", "32", "--seed", seed];
+        assert!(dfgpu(&synth).status.success());
+        data
+    });
+    let (d, v, out) = (sets[0].to_str().unwrap(), sets[1].to_str().unwrap(), tmp("join-run"));
+    let args = ["train", "--device", "cpu", "--data", d, "--val", v, "--batch", "8", "--size", "32", "--epochs", "1"];
+    let o = dfgpu(&[&args[..], &["--grad-report", "0", "--out", out.to_str().unwrap()]].concat());
+    assert!(o.status.success(), "{}\n{}", text(&o).0, text(&o).1);
+    let best = out.join("best.safetensors");
+    let reals = sets[1].join("real");
+    let o = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", best.to_str().unwrap(), reals.to_str().unwrap()]);
+    let lines: Vec<serde_json::Value> = text(&o).0.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 12);
+    let logit = |l: &serde_json::Value| {
+        let p = l["p_fake"].as_f64().unwrap();
+        assert!(p > 1e-3 && p < 1.0 - 1e-3, "P(fake) {p}: its logit at 6 decimals is not good to 1e-3");
+        (p / (1.0 - p)).ln()
+    };
+    let moments = |v: Vec<f64>| {
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        [mean, (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt()]
+    };
+    let got = [
+        moments(lines.iter().map(logit).collect()),
+        moments(lines.iter().map(|l| l["peak_z"].as_f64().unwrap()).collect()),
+    ];
+    let (_, meta) = dfgpu::model::checkpoint::read_some(&best, |_| false).unwrap();
+    let want: Vec<f64> = meta[dfgpu::model::peak::JOIN_KEY].split(' ').map(|w| w.parse().unwrap()).collect();
+    for (g, w) in got.concat().iter().zip(&want) {
+        assert!((g - w).abs() < 2e-3 * w.abs().max(1.0), "from predict {got:?}, in the checkpoint {want:?}");
+    }
+
+    // A checkpoint of an earlier dfgpu (the same one without the peak test and the join): eval and predict give
+    // the detector's figures alone.
+    let (tensors, mut meta) = dfgpu::model::checkpoint::read(&best).unwrap();
+    let tensors: Vec<_> = tensors.into_iter().filter(|t| !t.name.starts_with("peak.")).collect();
+    meta.remove(dfgpu::model::peak::JOIN_KEY);
+    let old = out.join("before-peak.safetensors");
+    dfgpu::model::checkpoint::write(&old, &tensors, &meta).unwrap();
+    let old = old.to_str().unwrap();
+    let o = dfgpu(&["predict", "--device", "cpu", "--json", "--ckpt", old, reals.to_str().unwrap()]);
+    let (stdout, stderr) = text(&o);
+    assert!(o.status.success() && stdout.lines().count() == 12, "{stdout}\n{stderr}");
+    assert!(stdout.contains("\"p_fake\":") && !stdout.contains("peak_z") && !stdout.contains("joined_z"), "{stdout}");
+    let o = dfgpu(&["eval", "--device", "cpu", "--json", "--ckpt", old, "--data", v]);
+    let j: serde_json::Value =
+        serde_json::from_str(text(&o).0.trim()).unwrap_or_else(|e| panic!("{e}: {:?}", text(&o)));
+    assert!(j["report"]["auc"].is_number() && j["peak_auc"].is_null() && j["joined_auc"].is_null(), "{j}");
+    assert_eq!(j["joined_group_auc"], serde_json::json!({}), "{j}");
 }
 
 /// A resumed `--freq-profile` run keeps the ring statistics of its first run, on other data too: they are part of

@@ -140,9 +140,9 @@ pub(crate) enum Command {
         /// Image files or folders.
         #[arg(required = true)]
         images: Vec<std::path::PathBuf>,
-        /// One JSON object per line instead of text, with the image's spectral peak score (peak_z) and its
-        /// score joined to the detector's (joined_z, a z-value over the validation reals) when the checkpoint
-        /// carries the peak test.
+        /// One JSON object per line instead of text, with the image's spectral peak score (peak_z: its largest
+        /// z-score over the spectrum's bins, against the training reals) and its score joined to the detector's
+        /// (joined_z: a z-value over the validation reals), when the checkpoint carries them.
         #[arg(long)]
         json: bool,
         #[command(flatten)]

@@ -84,7 +84,7 @@ struct EvalJson<'a> {
     data: String,
     report: dfgpu::train::metrics::Report,
     group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
-    /// The checkpoint's spectral peak test, and it joined to the detector (null without them).
+    /// The checkpoint's spectral peak test, and it joined to the detector (null and {} without them).
     peak_auc: Option<f64>,
     joined_auc: Option<f64>,
     joined_group_auc: std::collections::BTreeMap<&'a str, Option<f64>>,
@@ -96,8 +96,8 @@ struct PredictJson {
     path: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     p_fake: Option<f64>,
-    /// The spectral peak score and the joined score, z-values over the validation reals (with a checkpoint
-    /// that has them).
+    /// The spectral peak score (the largest z-score over the bins, against the training reals) and the joined
+    /// score (a z-value over the validation reals), with a checkpoint that has them.
     #[serde(skip_serializing_if = "Option::is_none")]
     peak_z: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -301,7 +301,7 @@ fn eval((be, line): Selected, ckpt: &Path, data: &Path, json: bool, tiles: &Tile
         }
         if let Some(a) = e.joined_auc {
             println!("detector or peak test (the larger of the two, each standardized over the validation reals): AUC {a:.4}");
-            e.joined_group_auc.iter().for_each(|(g, a)| println!("  group {g}: AUC {a:.4}"));
+            e.joined_group_auc.iter().for_each(|(g, a)| println!("  group {g}: joined AUC {a:.4}"));
         }
     }
     Ok(())
