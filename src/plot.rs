@@ -275,7 +275,8 @@ pub fn line_chart(c: &mut Canvas, f: &Frame, series: &[Series], xr: Option<(f64,
 }
 
 /// A horizontal bar chart: one row per label, bars from the axis' low end, on a linear or log10 scale over
-/// [lo, hi]; `marks` are vertical reference lines (thresholds).
+/// [lo, hi]; `marks` are vertical reference lines (thresholds); `ranges`, per row and bar, a (low, high) span
+/// drawn across the bar as a whisker (none for a row or bar it does not reach, or a span that is not finite).
 pub struct Bars<'a> {
     pub title: &'a str,
     pub x_label: &'a str,
@@ -283,6 +284,7 @@ pub struct Bars<'a> {
     pub hi: f64,
     pub log: bool,
     pub marks: &'a [(f64, Rgb)],
+    pub ranges: &'a [Vec<(f64, f64)>],
 }
 
 const ROW_H: i64 = 12;
@@ -334,6 +336,14 @@ impl Bars<'_> {
             for (k, &(v, col)) in bars.iter().enumerate().filter(|(_, b)| !b.0.is_nan()) {
                 let end = if v.is_finite() { to_x(v) } else { px + pw };
                 c.rect(px, y + k as i64 * ROW_H, (end - px).max(1), ROW_H - 2, col);
+            }
+            let spans = self.ranges.get(i).into_iter().flatten().enumerate();
+            for (k, &(lo, hi)) in spans.filter(|(k, s)| *k < bars.len() && s.0.is_finite() && s.1.is_finite()) {
+                let (top, mid) = (y + k as i64 * ROW_H + 2, y + k as i64 * ROW_H + (ROW_H - 2) / 2);
+                c.line((to_x(lo), mid), (to_x(hi), mid), 1, BLACK);
+                for end in [to_x(lo), to_x(hi)] {
+                    c.line((end, top), (end, top + ROW_H - 6), 1, BLACK);
+                }
             }
         }
         for &(v, col) in self.marks {

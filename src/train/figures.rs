@@ -73,6 +73,7 @@ pub fn grad_report(rows: &[GradRow], title: &str, path: &Path) -> Result<()> {
         hi: 1e4,
         log: true,
         marks: &[(VANISHING, RED), (EXPLODING, RED)],
+        ranges: &[],
     };
     b.draw(&mut c, 0, 900, 250, &bars);
     c.save(path)
@@ -92,6 +93,7 @@ pub fn ablation(rows: &[Row], path: &Path) -> Result<()> {
         "ABLATION: BRANCHES, FREQUENCY NORMALIZATION, LOSS",
         "AUC (BLUE), BALANCED ACC. AT 0.5 (GREEN; RED: ALL ONE CLASS); LINE: CHANCE",
         &bars,
+        &[],
         path,
     )
 }
@@ -111,31 +113,40 @@ pub fn holdout(rows: &[crate::train::holdout::Row], path: &Path) -> Result<()> {
         "HELD-OUT GENERATORS: TRAINED ON THE OTHERS",
         "AUC (BLUE), SPECTRAL BASELINE (ORANGE), DETECTOR OR PEAK TEST (RED), BALANCED ACC. (GREEN); LINE: CHANCE",
         &bars,
+        &[],
         path,
     )
 }
 
-/// `holdout --seeds`: per held-out group, the mean AUC over the seeds and the baseline's.
+/// `holdout --seeds`: per held-out group, the mean AUC over the seeds (bars) and the lowest to the highest
+/// (whiskers): the detector's, the spectral baseline's and the detector joined to the peak test's.
 pub fn holdout_seeds(spread: &[crate::train::holdout::Spread], seeds: usize, path: &Path) -> Result<()> {
+    let figures = |s: &crate::train::holdout::Spread| [(s.auc, BLUE), (s.baseline_auc, ORANGE), (s.either_auc, RED)];
     let bars: Vec<BarRow> = spread
         .iter()
-        .map(|s| {
-            (s.group.to_uppercase(), BLACK, vec![(s.auc[0], BLUE), (s.baseline_auc[0], ORANGE), (s.either_auc[0], RED)])
-        })
+        .map(|s| (s.group.to_uppercase(), BLACK, figures(s).map(|(a, col)| (a[0], col)).to_vec()))
         .collect();
+    let ranges: Vec<Vec<(f64, f64)>> = spread.iter().map(|s| figures(s).map(|(a, _)| (a[1], a[2])).to_vec()).collect();
     bars_against_chance(
-        &format!("HELD-OUT GENERATORS: TRAINED ON THE OTHERS, MEAN OVER {seeds} SEEDS"),
+        &format!("HELD-OUT GENERATORS: TRAINED ON THE OTHERS, MEAN OVER {seeds} SEEDS (WHISKERS: LOWEST TO HIGHEST)"),
         "AUC (BLUE), SPECTRAL BASELINE AUC (ORANGE), DETECTOR OR PEAK TEST AUC (RED); LINE: CHANCE",
         &bars,
+        &ranges,
         path,
     )
 }
 
-/// Bars on [0, 1] with a line at chance (0.5).
-fn bars_against_chance(title: &str, x_label: &str, bars: &[BarRow], path: &Path) -> Result<()> {
+/// Bars on [0, 1] with a line at chance (0.5), and whiskers over the `ranges` (Bars).
+fn bars_against_chance(
+    title: &str,
+    x_label: &str,
+    bars: &[BarRow],
+    ranges: &[Vec<(f64, f64)>],
+    path: &Path,
+) -> Result<()> {
     let per_row = bars.iter().map(|b| b.2.len()).max().unwrap_or(1);
     let mut c = Canvas::new(760, Bars::height(bars.len(), per_row));
-    let b = Bars { title, x_label, lo: 0.0, hi: 1.0, log: false, marks: &[(0.5, GREY)] };
+    let b = Bars { title, x_label, lo: 0.0, hi: 1.0, log: false, marks: &[(0.5, GREY)], ranges };
     b.draw(&mut c, 0, 760, 220, bars);
     c.save(path)
 }

@@ -52,6 +52,29 @@ fn the_gradient_chart_marks_flagged_blocks_in_red() {
     assert!(red_pixels(&b) > red_pixels(&a) + 20, "{} vs {}", red_pixels(&b), red_pixels(&a));
 }
 
+fn black_pixels(path: &std::path::Path) -> usize {
+    image::open(path).unwrap().to_rgb8().pixels().filter(|p| p.0 == BLACK).count()
+}
+
+/// The seeds' figure draws each figure's lowest-to-highest span as a whisker across its bar: spans of 0.6 of
+/// the axis (about 310 pixels each) add that much ink to the same means with no spread.
+#[test]
+fn the_seeds_figure_draws_the_spread() {
+    use dfgpu::train::holdout::Spread;
+    let spread = |lo: f64, hi: f64| Spread {
+        group: "periodic".into(),
+        auc: [0.6, lo, hi],
+        baseline_auc: [0.6, lo, hi],
+        peak_auc: [0.6, lo, hi],
+        either_auc: [0.6, lo, hi],
+    };
+    let (wide, none) = (tmp("seeds-wide.png"), tmp("seeds-none.png"));
+    figures::holdout_seeds(&[spread(0.3, 0.9)], 5, &wide).unwrap();
+    figures::holdout_seeds(&[spread(0.6, 0.6)], 5, &none).unwrap();
+    let added = black_pixels(&wide) as i64 - black_pixels(&none) as i64;
+    assert!((3 * 280..3 * 340).contains(&added), "the whiskers added {added} black pixels");
+}
+
 #[test]
 fn curves_and_roc_are_written() {
     let scores = [0.9f32, 0.8, 0.3, 0.6, 0.1, 0.7];
