@@ -12,6 +12,7 @@ pub mod model;
 pub mod params;
 pub mod plot;
 pub mod rng;
+pub mod stats;
 pub mod tensor;
 pub mod train;
 

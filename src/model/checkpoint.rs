@@ -328,17 +328,7 @@ pub fn load(path: &Path, be: &dyn Backend) -> Result<(Detector, ModelState, Meta
     if let Some(fs) = by_name.get("freq.stats") {
         ms.freq_stats = Some(be.upload(&Tensor::from_vec(&fs.shape, Layout::Plain, fs.data.clone())?)?);
     }
-    ms.peak = PeakTest::from_tensors(|n| by_name.get(n).copied(), path)?;
-    if let Some(p) = &ms.peak {
-        if p.bins() != det.cfg.size * det.cfg.size {
-            return Err(Error::Invalid(format!(
-                "{}: a spectral peak test of {} bins for a model of {s} x {s} images",
-                path.display(),
-                p.bins(),
-                s = det.cfg.size
-            )));
-        }
-    }
+    ms.peak = PeakTest::from_tensors(|n| by_name.get(n).copied(), det.cfg.size, path)?;
     ms.join = meta.get(JOIN_KEY).map(|j| Join::from_meta(j, path)).transpose()?;
     Ok((det, ms, meta))
 }

@@ -14,6 +14,7 @@ use crate::backend::fft::{check, FftConfig, LUMA_SPECTRUM};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::Named;
+use crate::stats::Moments;
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -41,11 +42,6 @@ impl PeakTest {
     pub fn new(mean: &[f64], inv_std: &[f64]) -> PeakTest {
         let f32_exact = |v: &[f64]| v.iter().map(|&x| x as f32 as f64).collect();
         PeakTest { mean: f32_exact(mean), inv_std: f32_exact(inv_std) }
-    }
-
-    /// The bins it was fitted on: the image side squared.
-    pub fn bins(&self) -> usize {
-        self.mean.len()
     }
 
     /// An image's score: its largest z-score over the bins that vary.
@@ -80,18 +76,29 @@ impl PeakTest {
         })
     }
 
-    /// The test a checkpoint's tensors hold (`find` looks one up by name); None when it holds neither (a run
-    /// without reals to fit on, or an earlier dfgpu).
-    pub fn from_tensors<'a>(find: impl Fn(&str) -> Option<&'a Named>, path: &Path) -> Result<Option<PeakTest>> {
+    /// The test a checkpoint's tensors hold (`find` looks one up by name), for a model of `side` x `side`
+    /// images; None when it holds neither (a run without reals to fit on, or an earlier dfgpu).
+    pub fn from_tensors<'a>(
+        find: impl Fn(&str) -> Option<&'a Named>,
+        side: usize,
+        path: &Path,
+    ) -> Result<Option<PeakTest>> {
         match (find(MEAN), find(INV_STD)) {
             (None, None) => Ok(None),
-            (Some(m), Some(s)) if m.data.len() == s.data.len() && m.data.len().isqrt().pow(2) == m.data.len() => {
+            (Some(m), Some(s)) if m.data.len() == s.data.len() => {
+                if m.data.len() != side * side {
+                    return Err(Error::Invalid(format!(
+                        "{}: a spectral peak test of {} bins for a model of {side} x {side} images",
+                        path.display(),
+                        m.data.len()
+                    )));
+                }
                 let wide = |t: &Named| t.data.iter().map(|&v| v as f64).collect();
                 Ok(Some(PeakTest { mean: wide(m), inv_std: wide(s) }))
             }
             (m, s) => Err(Error::Invalid(format!(
-                "{}: the spectral peak test's tensors '{MEAN}' and '{INV_STD}' hold {} and {} values: both, of one \
-                 square's bins, or neither",
+                "{}: the spectral peak test's tensors '{MEAN}' and '{INV_STD}' hold {} and {} values: both, of as \
+                 many bins, or neither",
                 path.display(),
                 m.map_or(0, |t| t.data.len()),
                 s.map_or(0, |t| t.data.len())
@@ -122,13 +129,14 @@ impl Join {
             )));
         }
         let standard = |v: &[f64]| {
-            let mean = v.iter().sum::<f64>() / v.len() as f64;
-            let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / v.len() as f64).sqrt();
-            match std > 0.0 {
-                true => Ok((mean, std)),
-                false => Err(Error::Invalid(format!(
-                    "the {} reals' scores are all {mean}: nothing to standardize by",
-                    v.len()
+            let mut m = Moments::new(1);
+            v.iter().for_each(|&x| m.add([x].into_iter()));
+            match m.std()[0] {
+                std if std > 0.0 => Ok((m.mean[0], std)),
+                _ => Err(Error::Invalid(format!(
+                    "the {} reals' scores are all {}: nothing to standardize by",
+                    v.len(),
+                    m.mean[0]
                 ))),
             }
         };
@@ -222,11 +230,16 @@ mod tests {
         let t = PeakTest::new(&[0.1, 1.0 / 3.0, 2.0, -7.25], &[1.0 / 0.3, 0.0, 7.0, 0.4]);
         let [m, s] = t.tensors();
         let path = Path::new("x.safetensors");
-        let back = PeakTest::from_tensors(|n| [&m, &s].into_iter().find(|t| t.name == n), path).unwrap();
-        assert_eq!(back, Some(t));
-        assert_eq!(PeakTest::from_tensors(|_| None, path).unwrap(), None);
-        let e = PeakTest::from_tensors(|n| (n == MEAN).then_some(&m), path).unwrap_err().to_string();
+        let both = |n: &str| [&m, &s].into_iter().find(|t| t.name == n);
+        assert_eq!(PeakTest::from_tensors(both, 2, path).unwrap(), Some(t));
+        assert_eq!(PeakTest::from_tensors(|_| None, 2, path).unwrap(), None);
+        let e = PeakTest::from_tensors(|n| (n == MEAN).then_some(&m), 2, path).unwrap_err().to_string();
         assert!(e.contains("x.safetensors") && e.contains("hold 4 and 0 values"), "{e}");
+        let e = PeakTest::from_tensors(both, 3, path).unwrap_err().to_string();
+        assert!(
+            e.contains("x.safetensors") && e.contains("a spectral peak test of 4 bins for a model of 3 x 3"),
+            "{e}"
+        );
     }
 
     #[test]

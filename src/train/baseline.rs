@@ -15,6 +15,7 @@ use crate::backend::Backend;
 use crate::data::loaded::Loaded;
 use crate::error::{Error, Result};
 use crate::model::peak::PeakTest;
+use crate::stats::Moments;
 use crate::train::spectrum::{each_profile, each_spectrum};
 
 /// Each image's mean log magnitude per ring (`spectrum::each_profile`), in order.
@@ -24,13 +25,16 @@ pub fn features(be: &dyn Backend, data: &Loaded) -> Result<Vec<Vec<f64>>> {
     Ok(out)
 }
 
-/// The spectral peak test (model/peak.rs) fitted on the reals of `data`, at least 2 of them (their validation
-/// input, as the baseline's features); `data` may hold fakes, which it leaves out.
+/// The fewest reals the spectral peak test is fitted on: a standard deviation needs two.
+pub const PEAK_MIN_REALS: usize = 2;
+
+/// The spectral peak test (model/peak.rs) fitted on the reals of `data`, at least PEAK_MIN_REALS of them (their
+/// validation input, as the baseline's features); `data` may hold fakes, which it leaves out.
 pub fn fit_peak(be: &dyn Backend, data: &Loaded) -> Result<PeakTest> {
     let reals: Vec<usize> = (0..data.len()).filter(|&i| data.labels[i] == 0).collect();
-    if reals.len() < 2 {
+    if reals.len() < PEAK_MIN_REALS {
         return Err(Error::Invalid(format!(
-            "the spectral peak test is fitted on at least 2 real images: given {}",
+            "the spectral peak test is fitted on at least {PEAK_MIN_REALS} real images: given {}",
             reals.len()
         )));
     }
@@ -104,41 +108,6 @@ impl Logistic {
     /// The logit of "fake" for one image's features.
     pub fn score(&self, x: &[f64]) -> f64 {
         self.standardized(x).iter().zip(&self.w).map(|(z, w)| z * w).sum()
-    }
-}
-
-/// Per-column mean and population standard deviation of rows given one at a time (Welford's update, in f64):
-/// how the baseline standardizes its features, and `--freq-profile` its ring profile.
-#[derive(Clone, Debug)]
-pub struct Moments {
-    pub count: u64,
-    pub mean: Vec<f64>,
-    m2: Vec<f64>,
-}
-
-impl Moments {
-    pub fn new(columns: usize) -> Self {
-        Moments { count: 0, mean: vec![0.0; columns], m2: vec![0.0; columns] }
-    }
-
-    pub fn add(&mut self, row: impl ExactSizeIterator<Item = f64>) {
-        assert_eq!(row.len(), self.mean.len(), "a row of another width");
-        self.count += 1;
-        let n = self.count as f64;
-        for ((v, mean), m2) in row.zip(&mut self.mean).zip(&mut self.m2) {
-            let delta = v - *mean;
-            *mean += delta / n;
-            *m2 += delta * (v - *mean);
-        }
-    }
-
-    pub fn std(&self) -> Vec<f64> {
-        self.m2.iter().map(|m2| (m2 / self.count.max(1) as f64).sqrt()).collect()
-    }
-
-    /// 1 / standard deviation, the deviation floored at `floor`; 0 for a column that does not vary.
-    pub fn inv_std(&self, floor: f64) -> Vec<f64> {
-        self.std().iter().map(|&s| if s > 0.0 { 1.0 / s.max(floor) } else { 0.0 }).collect()
     }
 }
 
@@ -311,21 +280,5 @@ mod tests {
         let larger = Loaded::new(32, Pixels::Owned(vec![0; 32 * 32 * 3]), vec![0], vec![None]);
         let e = t.scores(&be, &larger.batch(&[0], None).unwrap().0).unwrap_err().to_string();
         assert!(e.contains("256 bins") && e.contains("32x32"), "{e}");
-    }
-
-    #[test]
-    fn moments_match_the_two_pass_formulas() {
-        let (x, _) = data(5);
-        let mut m = Moments::new(3);
-        x.iter().for_each(|r| m.add(r.iter().map(|v| v + 1e6)));
-        let n = x.len() as f64;
-        for j in 0..3 {
-            let mean = x.iter().map(|r| r[j] + 1e6).sum::<f64>() / n;
-            let var = x.iter().map(|r| (r[j] + 1e6 - mean).powi(2)).sum::<f64>() / n;
-            approx::assert_relative_eq!(m.mean[j], mean, max_relative = 1e-14);
-            // Shifted by 1e6, a sum of squares minus a squared sum would lose all but a few digits.
-            approx::assert_abs_diff_eq!(m.std()[j], var.sqrt(), epsilon = 1e-8);
-        }
-        assert_eq!(m.count, x.len() as u64);
     }
 }

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::model::checkpoint;
 use crate::rng::Rng;
-use crate::train::baseline::{self, Logistic};
+use crate::train::baseline::{self, Logistic, PEAK_MIN_REALS};
 use crate::train::config::{ExistingRun, TrainConfig};
 use crate::train::figures;
 use crate::train::inference::{group_aucs, predict_scores};
@@ -104,16 +104,17 @@ pub fn holdout(
         let [val_scores, scores] =
             [&val_logits, &tested.logits].map(|z| z.iter().map(|z| z.sigmoid()).collect::<Vec<f32>>());
         let (threshold, _) = best_balanced_threshold(&val_scores, &val.labels).unwrap_or((0.5, f64::NAN));
-        let auc_of = |s: Option<Vec<f64>>, why: &str, log: &mut dyn FnMut(&str)| match s {
+        let auc_of = |s: Option<&[f64]>, why: &str, log: &mut dyn FnMut(&str)| match s {
             Some(s) => auc(&s.iter().map(|&v| v as f32).collect::<Vec<_>>(), &test.labels).unwrap_or(f64::NAN),
             None => {
                 log(&format!("    {g}: no {why} ({})", best.display()));
                 f64::NAN
             }
         };
-        let peak_auc = auc_of(tested.peaks.clone(), "spectral peak test: fewer than 2 training reals", log);
+        let few = format!("spectral peak test: fewer than {PEAK_MIN_REALS} training reals");
+        let peak_auc = auc_of(tested.peaks.as_deref(), &few, log);
         let why = "detector or peak test: no peak test, or validation logits that do not vary";
-        let either_auc = auc_of(tested.joined(&ms), why, log);
+        let either_auc = auc_of(tested.joined(&ms).as_deref(), why, log);
         let row = Row {
             group: g.to_string(),
             val_auc: auc(&val_scores, &val.labels).unwrap_or(f64::NAN),

@@ -32,6 +32,13 @@ pub struct Scores {
 }
 
 impl Scores {
+    /// Each image's scores from those of its `per` tiles, consecutive, combined by `combine`.
+    fn combined(self, per: usize, combine: Combine) -> Scores {
+        let of = |v: &[f32]| v.chunks(per).map(|t| combine.apply(t)).collect();
+        let peaks = self.peaks.map(|p| p.chunks(per).map(|t| combine.apply(t)).collect());
+        Scores { logits: of(&self.logits), peaks }
+    }
+
     /// Each image's score of the detector and the peak test joined, when the model carries the join.
     pub fn joined(&self, ms: &ModelState) -> Option<Vec<f64>> {
         let (join, peaks) = (ms.join.as_ref()?, self.peaks.as_ref()?);
@@ -52,18 +59,17 @@ pub fn predict_scores(
 ) -> Result<Scores> {
     let per = tiles.k * tiles.k;
     let peak = if peak { ms.peak.clone() } else { None };
-    let mut logits = Vec::with_capacity(data.len());
-    let mut peaks = Vec::with_capacity(if peak.is_some() { data.len() } else { 0 });
+    let mut logits = Vec::with_capacity(data.len() * per);
+    let mut peaks = Vec::with_capacity(if peak.is_some() { data.len() * per } else { 0 });
     let idx: Vec<usize> = (0..data.len()).collect();
     for chunk in idx.chunks((batch / per).max(1)) {
         let x = be.upload(&data.tiles(chunk, tiles.k)?)?;
-        let z = be.download(&infer(be, det, ms, &x)?)?;
-        logits.extend(z.host::<f32>()?.chunks(per).map(|t| tiles.combine.apply(t)));
+        logits.extend(be.download(&infer(be, det, ms, &x)?)?.host::<f32>()?);
         if let Some(p) = &peak {
-            peaks.extend(p.scores(be, &x)?.chunks(per).map(|t| tiles.combine.apply(t)));
+            peaks.extend(p.scores(be, &x)?);
         }
     }
-    Ok(Scores { logits, peaks: peak.map(|_| peaks) })
+    Ok(Scores { logits, peaks: peak.map(|_| peaks) }.combined(per, tiles.combine))
 }
 
 /// The logits of one batch of u8 NHWC images (on the backend), in inference mode, left on the backend.
@@ -226,13 +232,11 @@ pub fn predict_files(
         }
         let n = ok.len() * per;
         let crops = Loaded::new(size, Pixels::Owned(pixels), vec![0; n], vec![None; n]);
-        let scores = predict_scores(be, &det, &mut ms, &crops, 64, Tiles::CENTRE, true)?;
+        let scores = predict_scores(be, &det, &mut ms, &crops, 64, Tiles::CENTRE, true)?.combined(per, tiles.combine);
+        let joined = scores.joined(&ms);
         for (k, f) in ok.into_iter().enumerate() {
-            let of_file = k * per..(k + 1) * per;
-            let logit = tiles.combine.apply(&scores.logits[of_file.clone()]);
-            let peak_z = scores.peaks.as_ref().map(|p| tiles.combine.apply(&p[of_file]));
-            let joined_z = ms.join.as_ref().zip(peak_z).map(|(j, p)| j.score(logit as f64, p));
-            let p_fake = logit.sigmoid();
+            let (peak_z, joined_z) = (scores.peaks.as_ref().map(|p| p[k]), joined.as_ref().map(|j| j[k]));
+            let p_fake = scores.logits[k].sigmoid();
             // A score that is not a number (weights that overflow on this image) is no answer: reported, never NaN.
             if p_fake.is_nan() {
                 failed += 1;

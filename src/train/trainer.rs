@@ -17,8 +17,9 @@ use crate::model::detector::Detector;
 use crate::model::layers::{Bwd, Fwd};
 use crate::model::state::ModelState;
 use crate::rng::Rng;
+use crate::stats::Moments;
 use crate::tensor::Tensor;
-use crate::train::baseline::{fit_peak, Moments};
+use crate::train::baseline::{fit_peak, PEAK_MIN_REALS};
 use crate::train::config::MODEL_FLAGS;
 use crate::train::config::{Sampler, TrainConfig};
 use crate::train::diagnostics::{self, Evidence, GradFlag, GradRow};
@@ -278,11 +279,11 @@ fn run(
     // So has its peak test; a checkpoint of an earlier dfgpu has none, and gets one fitted here.
     if ms.peak.is_none() {
         match train.counts()[0] {
-            n if n >= 2 => {
+            n if n >= PEAK_MIN_REALS => {
                 ms.peak = Some(fit_peak(be, train)?);
                 log(&format!("spectral peak test fitted on {n} training reals"));
             }
-            n => log(&format!("no spectral peak test: {n} training real(s), it needs 2")),
+            n => log(&format!("no spectral peak test: {n} training real(s), it needs {PEAK_MIN_REALS}")),
         }
     }
     let evidence = first_evidence(be, &det, &ms, cfg, train, weights, log)?;
